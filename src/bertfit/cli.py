@@ -1,0 +1,236 @@
+"""The ``bertfit`` command: train, evaluate, predict.
+
+Flags are the config fields with dashes. Human progress goes to stderr, results for machines
+(JSON, JSON lines) to stdout. A user error prints one line ``error: ...`` and exits 2, a runtime
+failure exits 1, and ``--debug`` shows the traceback. The work itself is done by the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bertfit import __version__
+from bertfit.config import DataConfig, TrainConfig
+from bertfit.errors import BertfitError, DataError, OutputError, UsageError
+
+log = logging.getLogger("bertfit")
+
+HELP = {
+    "text_col": "column holding the text (default: found when unambiguous, e.g. 'text')",
+    "label_col": "column holding the label (default: found when unambiguous, e.g. 'label')",
+    "validation_fraction": "share of a single file held out to choose the epoch (default 0.15)",
+    "test_fraction": "share of a single file held out and scored once at the end (default 0.15)",
+    "drop_leaks": "drop texts shared across splits from validation/test instead of refusing",
+    "seed": "seed for the split and the training (default 42)",
+    "model": "hub name or local folder (default: the embedded all-MiniLM-L6-v2)",
+    "train_layers": "what trains: head | pooler | N (top N layers) | all | lora (default all)",
+    "epochs": "the most epochs; early stopping usually ends sooner (default 10)",
+    "patience": "epochs without a lower validation loss before stopping; 0 = off (default 2)",
+    "learning_rate": "peak learning rate (default: by model width, 1e-4 for MiniLM, 5e-5 for base)",
+    "batch_size": "training batch size (default 16)",
+    "eval_batch_size": "evaluation batch size (default 64)",
+    "max_length": "tokens kept per text; longer texts are cut and counted (default 256)",
+    "weight_decay": "AdamW weight decay (default 0.01)",
+    "warmup_ratio": "share of steps spent warming the learning rate up (default 0.1)",
+    "lora_r": "LoRA rank with --train-layers lora (default 8)",
+    "lora_alpha": "LoRA alpha with --train-layers lora (default 16)",
+}
+
+
+def demo_data_path() -> Path:
+    """The embedded demo set: IT support tickets labelled by tier (see bertfit/demo/README.md)."""
+    return Path(str(resources.files("bertfit") / "demo" / "tickets.csv"))
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None) -> None:
+    for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if flag in parser._option_string_actions:  # a field both configs share, like seed
+            continue
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", default=None, help=HELP.get(f.name))
+            continue
+        kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
+        parser.add_argument(flag, type=kind, default=None, help=HELP.get(f.name), metavar=f.name.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertfit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bertfit {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", parents=[common], help="fine-tune a classifier on labelled data",
+                                description="Fine-tune a classifier; the last stdout line is a JSON summary.")
+    train.add_argument("data", nargs="?", help="file, folder of splits, or hf:NAME (default: the demo tickets)")
+    _add_config_flags(train, DataConfig)
+    _add_config_flags(train, TrainConfig)
+    train.add_argument("--out", default="bertfit-model", help="model folder to write (default bertfit-model)")
+    train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="score a saved model on labelled data")
+    evaluate.add_argument("model_dir")
+    evaluate.add_argument("data", help="labelled file (or folder: its test split)")
+    _add_config_flags(evaluate, DataConfig, only=("text_col", "label_col"))
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    predict = commands.add_parser("predict", parents=[common], help="label new texts; prints JSON lines")
+    predict.add_argument("model_dir")
+    predict.add_argument("texts", nargs="*", help="texts to label")
+    predict.add_argument("--input", help="text-per-line file, CSV/TSV/JSONL/Parquet with a text column, or - for stdin")
+    predict.add_argument("--output", help="write JSON lines here instead of stdout")
+    _add_config_flags(predict, DataConfig, only=("text_col",))
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.set_defaults(handler=cmd_predict)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bertfit.training import train
+
+    settings = {
+        f.name: getattr(args, f.name)
+        for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
+    if "train_layers" in settings:
+        settings["train_layers"] = settings["train_layers"].lower()
+    data = args.data
+    if data is None:
+        data = demo_data_path()
+        log.info("no DATA given: training on the embedded demo set (IT support tickets by tier), %s", data)
+    result = train(data, args.out, overwrite=args.overwrite, progress=not args.quiet, **settings)
+    test = result.test
+    auc = f"{test['auc']:.3f}" if test.get("auc") is not None else "n/a"
+    log.info("best epoch %d of %d; %.0f s of training", result.best_epoch, len(result.history), result.train_seconds)
+    for note in result.notes:
+        log.warning(note)
+    log.info("test (scored once, %d rows): accuracy %.3f, F1 macro %.3f, AUC %s", test["rows"],
+             test["accuracy"], test["f1_macro"], auc)
+    log.info("saved to %s", result.model_dir)
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bertfit.data import load_labelled
+    from bertfit.model import TextClassifier
+
+    classifier = TextClassifier.from_pretrained(args.model_dir)
+    rows = load_labelled(args.data, args.text_col or _saved_column(classifier, "text_col", args.data),
+                         args.label_col or _saved_column(classifier, "label_col", args.data))
+    metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size)
+    metrics["labels"] = list(classifier.labels.names)
+    print(json.dumps(metrics))
+    return 0
+
+
+def _saved_column(classifier: Any, key: str, data: str) -> str | None:
+    """The column the model was trained with, if the new data has it (else let data find one)."""
+    from bertfit.data import load_frames
+
+    name = classifier.meta.get(key)
+    if name is None:
+        return None
+    frames, _ = load_frames(data)
+    frame = frames.get("all", frames.get("test"))
+    return name if frame is not None and name in frame.columns else None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from bertfit.data import iter_texts
+    from bertfit.model import TextClassifier
+
+    if args.texts and args.input:
+        raise UsageError("pass texts as arguments or --input FILE, not both")
+    if not args.texts and not args.input:
+        raise UsageError("no texts to predict; pass TEXT ..., --input FILE, or --input - to read stdin")
+    classifier = TextClassifier.from_pretrained(args.model_dir)
+    chunks = [args.texts] if args.texts else iter_texts(args.input, args.text_col, chunk_size=args.batch_size * 8)
+    sink, staging = _open_output(args.output)
+    count = 0
+    try:
+        with tqdm(unit=" texts", disable=args.quiet, file=sys.stderr) as bar:
+            for chunk in chunks:
+                for record in classifier.predict_records(chunk, args.batch_size):
+                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += len(chunk)
+                bar.update(len(chunk))
+        if count == 0:
+            raise DataError(f"no texts found in {args.input}; give a non-empty file, or texts as arguments")
+        if staging is not None:
+            sink.close()
+            os.replace(staging, args.output)
+    finally:
+        if staging is not None:
+            sink.close()
+            Path(staging).unlink(missing_ok=True)
+    return 0
+
+
+def _open_output(output: str | None) -> tuple[Any, str | None]:
+    """stdout, or a temporary file beside --output that is renamed over it when complete."""
+    if output is None:
+        return sys.stdout, None
+    target = Path(output)
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    try:
+        return staging.open("w", encoding="utf-8"), str(staging)
+    except OSError as err:
+        raise OutputError(f"cannot write --output {output} ({err.strerror}); pass a path you can write to") from None
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("bertfit")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.debug, args.quiet)
+    try:
+        return args.handler(args)
+    except BertfitError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was saved", file=sys.stderr)
+        return 130
+    except Exception as err:  # the last line of defence: one line, not a traceback
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(err).__name__}: {err} (run again with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Typed settings for reading data and training, validated once, every problem reported together.
+
+The CLI's flags are these field names with dashes (``--learning-rate`` is ``learning_rate``);
+the settings actually used are written into the saved model's ``bertfit.json``. This module
+checks values only; it does not read data or load models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bertfit.errors import UsageError
+
+TRAIN_LAYER_CHOICES = ("head", "pooler", "all", "lora")
+
+
+@dataclass
+class DataConfig:
+    """Where the text and labels are, and how a single file is split."""
+
+    text_col: str | None = None  # None: found when unambiguous ("text", "sentence", ...)
+    label_col: str | None = None  # None: found when unambiguous ("label", "labels", ...)
+    validation_fraction: float = 0.15  # of a single file; a folder's own splits are used as given
+    test_fraction: float = 0.15  # scored once, at the end; never chooses anything
+    drop_leaks: bool = False  # False: texts shared across splits are an error; True: drop them from val/test
+    seed: int = 42  # for the stratified split
+
+    def problems(self) -> list[str]:
+        found = []
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                found.append(f"--{_flag(name)} must be between 0 and 1 (exclusive), got {value}")
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            found.append(
+                "--validation-fraction plus --test-fraction must leave at least 10% for training, got "
+                f"{self.validation_fraction + self.test_fraction:.2f}"
+            )
+        return found
+
+
+@dataclass
+class TrainConfig:
+    """What to fine-tune and how. Defaults aim at a good model, not the quickest one."""
+
+    model: str | None = None  # hub name or local folder; None: the embedded all-MiniLM-L6-v2
+    train_layers: str = "all"  # head | pooler | N (last N encoder layers + pooler + head) | all | lora
+    epochs: int = 10  # the most epochs; early stopping usually ends sooner
+    patience: int = 2  # stop after this many epochs without a lower validation loss; 0 turns it off
+    learning_rate: float | None = None  # None: chosen from the model's width (see default_learning_rate)
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    max_length: int = 256  # tokens; longer texts are truncated (counted and reported)
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    seed: int = 42  # same seed, same metrics on CPU
+    lora_r: int = 8  # LoRA rank, used with train_layers="lora"
+    lora_alpha: int = 16
+
+    def problems(self) -> list[str]:
+        found = []
+        if not (self.train_layers in TRAIN_LAYER_CHOICES or re.fullmatch(r"[1-9][0-9]*", str(self.train_layers))):
+            found.append(
+                f"--train-layers must be one of {', '.join(TRAIN_LAYER_CHOICES)} or a positive "
+                f"number of top encoder layers, got {self.train_layers!r}"
+            )
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "lora_r", "lora_alpha"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                found.append(f"--{_flag(name)} must be a positive whole number, got {value!r}")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            found.append(f"--patience must be 0 (off) or a positive whole number, got {self.patience!r}")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            found.append(f"--learning-rate must be between 0 and 1, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            found.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            found.append(f"--weight-decay must not be negative, got {self.weight_decay}")
+        return found
+
+
+def check(*configs: Any) -> None:
+    """Raise one UsageError listing every problem in the given configs, or return quietly."""
+    found = [problem for config in configs for problem in config.problems()]
+    if found:
+        raise UsageError("; ".join(found))
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build a config from a dict, ignoring keys this version does not know (forward compatible)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")

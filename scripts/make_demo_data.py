@@ -39,6 +39,8 @@ OUT = Path(__file__).resolve().parent.parent / "src" / "bertfit" / "demo" / "tic
 # --------------------------------------------------------------------------------------------
 # Slot fillers, written as {name} inside templates.
 # --------------------------------------------------------------------------------------------
+# The word lists below are kept compact on purpose.
+# fmt: off
 SLOTS: dict[str, list[str]] = {
     "name": [
         "Sarah", "Tom", "Priya", "Marcus", "Elena", "Kenji", "Aisha", "Liam", "Fatima", "Oliver",
@@ -125,7 +127,7 @@ SLOTS: dict[str, list[str]] = {
         "across the company", "for all our customers", "company wide", "for every site",
         "for everybody, not just me", "for the whole {location} site and remote staff too",
         "and no one on my team can use it", "and it's not only me, nobody on the {area} can work",
-        "for me and everyone else I asked", "for all of us, not just my machine",
+        "for me and everyone else in the office", "for all of us, not just my machine",
     ],
     # topic families: a shared opening ({login_to}, {print_to}, ...) plus a cue that sets the tier
     "login_to": [
@@ -137,7 +139,8 @@ SLOTS: dict[str, list[str]] = {
         "I came back from leave and my password doesn't work anymore",
     ],
     "login_t2": [
-        "it gives error {errcode} even with the right password", "it loops back to the sign-in page on my machine",
+        "it gives error {errcode} even with the right password",
+        "it loops back to the sign-in page on my machine",
         "it worked yesterday, the reset didn't fix it, colleagues are fine",
         "it says the profile can't be loaded", "it says the device is not compliant",
         "it keeps saying 'something went wrong' just on my {laptop}",
@@ -153,7 +156,8 @@ SLOTS: dict[str, list[str]] = {
         "I don't know how to add it to my {laptop}", "it needs new toner",
     ],
     "print_t2": [
-        "it shows offline on my {laptop} but others can print", "the jobs get stuck in the queue with an error",
+        "it shows offline on my {laptop} but others can print",
+        "the jobs get stuck in the queue with an error",
         "it prints gibberish since the driver update", "the driver install fails with {errcode}",
     ],
     "print_t3": [
@@ -178,7 +182,8 @@ SLOTS: dict[str, list[str]] = {
     ],
     "vpn_to": ["VPN [issue|problem|question]:"],
     "vpn_t1": [
-        "how do I install the VPN client on my {laptop}?", "where do I find the VPN guide for working from home?",
+        "how do I install the VPN client on my {laptop}?",
+        "where do I find the VPN guide for working from home?",
         "what server address do I put in the VPN client?", "I need VPN access set up as a new starter",
     ],
     "vpn_t2": [
@@ -195,11 +200,14 @@ SLOTS: dict[str, list[str]] = {
         "where is the drive for the {area} team?", "how do I get a deleted file back from yesterday?",
     ],
     "drive_t2": [
-        "access denied on a folder I could open last week", "I can open files but can't save, permission error",
-        "the mapped drive disconnects every time I reboot", "{name} moved teams and still can't open the folder",
+        "access denied on a folder I could open last week",
+        "I can open files but can't save, permission error",
+        "the mapped drive disconnects every time I reboot",
+        "{name} moved teams and still can't open the folder",
     ],
     "drive_t3": [
-        "the file server is down and nobody can open anything", "files across all folders are renamed to .locked",
+        "the file server is down and nobody can open anything",
+        "files across all folders are renamed to .locked",
         "half the folders vanished overnight for everyone, the restore from backup failed",
     ],
 }
@@ -225,7 +233,7 @@ CORE: dict[str, list[str]] = {
         "I need a {licensed_sw} licence for new starter {name}, it's approved",
         "please assign me a {licensed_sw} licence, my trial ran out and my manager approved the purchase",
         "can I get read access to the {area} shared drive folder? {name} approved it",
-        "I got a spam email [about a prize|selling cheap software], do I just delete it or forward it somewhere?",
+        "I got a spam email [about a prize|selling cheap software], do I delete it or forward it somewhere?",
         "how do I block a sender in Outlook? I keep getting newsletters",
         "I need a new charger for my {laptop}, I left mine at the {location} office",
         "my {laptop} battery drains fast, can I get a spare charger for the {area}?",
@@ -234,7 +242,7 @@ CORE: dict[str, list[str]] = {
         "I need the VPN client on my new {laptop}, it's not installed yet",
         "how do I restore a file I deleted from OneDrive yesterday?",
         "Teams keeps asking me to sign in again after my password change, how do I fix it?",
-        "I can't log in to my [PC|{laptop}], it says my account is locked. [Just me, everyone else is fine.|]",
+        "I can't log in to my [PC|{laptop}], it says my account is locked. [Just me, others are fine.|]",
         "can't log in to {app}, I think my password expired [while I was on leave|last week]",
         "new starter {name} needs their password reset, username {user}",
         "password reset please, user {user}",
@@ -277,7 +285,7 @@ CORE: dict[str, list[str]] = {
     ],
     "tier2": [
         # crashes and application faults
-        "{app} keeps crashing [every time I open it|when I open attachments|after a few minutes] on my {laptop}",
+        "{app} keeps crashing [every time I open it|when I open attachments|after a while] on my {laptop}",
         "{app} freezes and then closes [with no error|without saving my work] {when}",
         "{app} won't start [on my machine|for me], it shows error {errcode}",
         "{app} keeps crashing, please help",
@@ -308,7 +316,7 @@ CORE: dict[str, list[str]] = {
         # email sync, permissions, licences
         "my email isn't syncing on my {phone} {when}",
         "[mail|my calendar] on my {phone} stopped syncing, it says cannot verify account",
-        "I get access denied on the [finance|HR|projects|marketing] folder on the shared drive, I had access last week",
+        "I get access denied on the [finance|HR|projects] folder on the shared drive, I had access last week",
         "I can see the shared drive folder but can't save files, it says I don't have permission",
         "{name} moved teams and still can't open the [sales|legal|{area}] shared drive folder",
         "{licensed_sw} says my licence [has expired|is invalid|couldn't be verified]",
@@ -362,11 +370,11 @@ CORE: dict[str, list[str]] = {
         "can't log in and neither can anyone else in {location}, Okta [shows an error|times out]",
         # security
         "I clicked a link in a phishing email and entered my password, [what do I do|please help]",
-        "suspicious email pretending to be from the CEO asking for gift cards, several people [replied|clicked]",
+        "suspicious email posing as the CEO asking for gift cards, several people [replied|clicked]",
         "antivirus [found|flagged] [ransomware|a trojan|malware] on {server}",
         "my files are being renamed [with a strange extension|to .locked] and there's a ransom note",
         "we see lots of failed logins for admin accounts from [abroad|an unknown IP], possible breach",
-        "I think my account was compromised, there are logins from [another country|Russia|an IP I don't know]",
+        "I think my account was compromised, there are logins from [another country|an IP I don't know]",
         "someone has been [forwarding|exporting] the CEO's mailbox to an outside address",
         # changes and other escalations
         "need a firewall rule change to open port [443|8443|5432] from {server} to the partner network",
@@ -377,7 +385,7 @@ CORE: dict[str, list[str]] = {
         "production certificate on [api.|www.|portal.]ourcompany.com [expires tomorrow|has expired]",
         "the database server {server} keeps crashing and {system} goes down [with it|each time]",
         "{system} is really slow for all users, the database CPU is at 100%",
-        "all printers and file shares at {location} stopped working at once, the domain controller looks dead",
+        "all printers and file shares at {location} stopped at once, the domain controller looks dead",
         # mirrored topics: same nouns as tier1/tier2 tickets, but everyone / production / security
         "can't log in to {app}, and nobody in the office can, the login page errors for everyone",
         "the licence server is down, nobody can open {licensed_sw} [this morning|{when}]",
@@ -391,7 +399,7 @@ CORE: dict[str, list[str]] = {
         "the shared drive lost half its folders overnight for all departments, we need a restore from backup",
         "{server} is unreachable and every printer in {location} has stopped too",
         "{system} is slow for every customer and timing out, the load balancer shows errors",
-        "we need an urgent firewall change, {system} can't reach the payment gateway since the change last night",
+        "urgent firewall change needed, {system} can't reach the payment gateway since last night's change",
     ],
 }
 
@@ -463,14 +471,12 @@ DETAILS: dict[str, list[str]] = {
         "The helpdesk already tried the usual fixes.",
     ],
     "tier3": [
-        "This affects all users.",
-        "Monitoring is showing red.",
-        "Customers are calling in.",
-        "We're losing sales.",
-        "Whole team is blocked.",
+        "This affects a lot of people.",
         "Please escalate to the on-call engineer.",
-        "Incident bridge is open.",
-        "Security team should look at this.",
+        "This looks serious.",
+        "Please treat this as a priority one.",
+        "Happy to join a call with the engineers.",
+        "Not sure if anyone has raised this yet.",
     ],
 }
 # Longer, tier-neutral background that some people add.
@@ -480,17 +486,17 @@ CONTEXT = [
     "We had something similar last month and someone from IT fixed it but I don't remember who it was.",
     "I searched the intranet and the FAQ but couldn't find anything that matched what I'm seeing.",
     "My manager {name} asked me to log this properly instead of just messaging people on Teams.",
-    "I'm travelling between the {location} and {location} offices this week so I might be slow to reply.",
+    "I'm travelling between the {location} office and head office this week so I might be slow to reply.",
     "Please call me on extension {num} or message me on Teams if you need more details.",
 ]
 URGENCY = [
-    "URGENT",
-    "urgent please",
+    "URGENT!",
+    "urgent please.",
     "ASAP please!",
     "High priority.",
     "Please help asap.",
     "This is blocking me.",
-    "need this today",
+    "need this today.",
     "!!!",
 ]
 # Chance of an urgency phrase per tier: everyone shouts sometimes, tier3 more often.
@@ -507,6 +513,7 @@ PREFIXES = [
     "[Ticket #{num}]", "INC{num}:", "RE:", "Fwd:", "Subject:", "Request:", "Issue:", "Helpdesk -",
     "#{num}",
 ]
+# fmt: on
 
 _ALT = re.compile(r"\[([^\[\]]*\|[^\[\]]*)\]")
 _SLOT = re.compile(r"\{(\w+)\}")

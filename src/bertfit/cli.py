@@ -203,6 +203,8 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     root.propagate = False
+    # Library-internal bars (e.g. "Writing model shards") say nothing useful; Trainer's own bars stay.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if not debug:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         import warnings

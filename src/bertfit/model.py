@@ -141,11 +141,14 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
     if not file.exists():
         if (folder / "config.json").exists():
             return None
-        raise ModelLoadError(f"{folder} is not a model folder (no {META_FILE} or config.json); pass the folder bertfit train wrote")
+        raise ModelLoadError(
+            f"{folder} is not a model folder (no {META_FILE} or config.json); pass the folder bertfit train wrote"
+        )
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{file} is not valid JSON ({err}); the folder is damaged: retrain or restore it") from None
+        raise ModelLoadError(f"{file} is not valid JSON ({err}); the folder is damaged: retrain or restore it") \
+            from None
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelLoadError(

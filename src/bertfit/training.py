@@ -21,6 +21,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from bertfit import __version__
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
@@ -60,11 +73,11 @@ def default_learning_rate(hidden_size: int) -> float:
 
 def load_base(name: str, labels: tuple[str, ...]) -> tuple[Any, Any]:
     """A checkpoint (hub name or folder) with a fresh classification head for ``labels``."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
     is_folder = Path(name).is_dir()
     if Path(name).exists() and not is_folder:
-        raise ModelLoadError(f"--model {name} is a file; pass a model folder (config.json, weights, tokenizer) or a hub name")
+        raise ModelLoadError(
+            f"--model {name} is a file; pass a model folder (config.json, weights, tokenizer) or a hub name"
+        )
     if is_folder and not (Path(name) / "config.json").exists():
         raise ModelLoadError(f"--model folder {name} has no config.json; pass a Hugging Face model folder")
     try:
@@ -86,8 +99,6 @@ def load_base(name: str, labels: tuple[str, ...]) -> tuple[Any, Any]:
 
 def encoder_layers(model: Any) -> list[Any]:
     """The stack of transformer blocks of a BERT-family model (BERT, RoBERTa, ELECTRA, DistilBERT...)."""
-    import torch
-
     base = model.base_model
     for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
         node = base
@@ -115,7 +126,8 @@ def freeze(model: Any, spec: str, lora_r: int = 8, lora_alpha: int = 16) -> Any:
         for parameter in pooler.parameters():
             parameter.requires_grad = True
     elif spec == "pooler":
-        log.info("%s has no pooler; its head has its own dense layer, so 'pooler' trains the head", type(model).__name__)
+        log.info("%s has no pooler; its head has its own dense layer, so 'pooler' trains the head",
+                 type(model).__name__)
     if spec != "pooler":
         layers = encoder_layers(model)
         count = int(spec)
@@ -165,7 +177,9 @@ class EncodedSplit:
         return item
 
 
-def encode_split(tokenizer: Any, frame: pd.DataFrame, label_ids: np.ndarray, max_length: int) -> tuple[EncodedSplit, int]:
+def encode_split(
+    tokenizer: Any, frame: pd.DataFrame, label_ids: np.ndarray, max_length: int
+) -> tuple[EncodedSplit, int]:
     """Tokenize a split; returns the dataset and how many texts were cut at max_length."""
     encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=max_length)
     keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
@@ -247,10 +261,6 @@ def fit(
     progress: bool = True,
 ) -> TrainResult:
     """Train on prepared splits; see the module docstring for the steps."""
-    import torch
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
-    from transformers.data.data_collator import DataCollatorWithPadding
-
     model_name = config.model or default_model_path()
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
     model, tokenizer = load_base(model_name, prepared.labels.names)
@@ -296,7 +306,9 @@ def fit(
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
     )
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=config.patience)] if config.patience else []
+    callbacks = [EpochLog()]
+    if config.patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     trainer = Trainer(
         model=model,
         args=args,
@@ -374,8 +386,6 @@ def _checkpoint_dir(target: Path | None) -> Path:
 
 
 def _compute_metrics(prediction: Any) -> dict[str, Any]:
-    import torch
-
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     proba = torch.softmax(torch.as_tensor(logits).float(), dim=-1).numpy()
     metrics = classification_metrics(prediction.label_ids, proba)
@@ -383,14 +393,36 @@ def _compute_metrics(prediction: Any) -> dict[str, Any]:
     return metrics
 
 
+class EpochLog(TrainerCallback):
+    """One log line per epoch: training loss, validation loss and the headline metrics."""
+
+    train_loss: float | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.train_loss = logs["loss"]
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or not state.is_world_process_zero:
+            return
+        auc = metrics.get("eval_auc")
+        log.info(
+            "epoch %d/%d: train loss %s, validation loss %.4f, accuracy %.3f, F1 macro %.3f, AUC %s",
+            round(state.epoch or 0), args.num_train_epochs,
+            f"{self.train_loss:.4f}" if self.train_loss is not None else "n/a",
+            metrics["eval_loss"], metrics["eval_accuracy"], metrics["eval_f1_macro"],
+            f"{auc:.3f}" if auc is not None else "n/a",
+        )
+
+
+class StderrProgress(ProgressCallback):
+    """Trainer's progress bars (on stderr) without its habit of printing log dicts to stdout."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
+
+
 def _quiet_progress(trainer: Any) -> None:
-    """Keep Trainer's progress bars (stderr) but stop it printing log dicts to stdout."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    class StderrProgress(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            return None
-
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(StderrProgress)
     trainer.pop_callback(PrinterCallback)
@@ -431,7 +463,6 @@ def overfitting_note(history: list[dict[str, Any]]) -> str | None:
 
 def versions() -> dict[str, str]:
     import sklearn
-    import torch
     import transformers
 
     return {

@@ -60,7 +60,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[st
         if f.type in ("bool", bool):
             parser.add_argument(flag, action="store_true", default=None, help=HELP.get(f.name))
             continue
-        kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
+        kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(str(f.type), str)
         parser.add_argument(flag, type=kind, default=None, help=HELP.get(f.name), metavar=f.name.upper())
 
 

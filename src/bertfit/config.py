@@ -53,7 +53,7 @@ class TrainConfig:
     learning_rate: float | None = None  # None: chosen from the model's width (see default_learning_rate)
     batch_size: int = 16
     eval_batch_size: int = 64
-    max_length: int = 256  # tokens; longer texts are truncated (counted and reported)
+    max_length: int | None = None  # tokens kept per text; None: 256, or the model's limit if lower
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     seed: int = 42  # same seed, same metrics on CPU
@@ -69,7 +69,9 @@ class TrainConfig:
             )
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "lora_r", "lora_alpha"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if name == "max_length" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 found.append(f"--{_flag(name)} must be a positive whole number, got {value!r}")
         if not isinstance(self.patience, int) or self.patience < 0:
             found.append(f"--patience must be 0 (off) or a positive whole number, got {self.patience!r}")

@@ -45,6 +45,7 @@ from bertfit.model import TextClassifier, check_output
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "bertfit-model"
+DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model allows it
 
 
 def default_model_path() -> str:
@@ -265,9 +266,10 @@ def fit(
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
     model, tokenizer = load_base(model_name, prepared.labels.names)
     limit = model_position_limit(model, tokenizer)
-    if config.max_length > limit:
+    if config.max_length is not None and config.max_length > limit:
         raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "
                          f"pass --max-length {limit} or less")
+    max_length = config.max_length or min(DEFAULT_MAX_LENGTH, limit)
     model = freeze(model, config.train_layers, config.lora_r, config.lora_alpha)
     trainable, total = count_parameters(model)
     log.info("training %s of %s parameters (%.1f%%), --train-layers %s",
@@ -278,9 +280,9 @@ def fit(
                  for name, frame in prepared.splits().items()}
     encoded, truncated = {}, {}
     for name, frame in prepared.splits().items():
-        encoded[name], truncated[name] = encode_split(tokenizer, frame, label_ids[name], config.max_length)
+        encoded[name], truncated[name] = encode_split(tokenizer, frame, label_ids[name], max_length)
     if any(truncated.values()):
-        log.warning("texts cut at --max-length %d tokens: %s", config.max_length, truncated)
+        log.warning("texts cut at --max-length %d tokens: %s", max_length, truncated)
 
     checkpoints = _checkpoint_dir(target)
     args = TrainingArguments(
@@ -343,7 +345,7 @@ def fit(
         "labels": list(prepared.labels.names),
         "text_col": prepared.text_col,
         "label_col": prepared.label_col,
-        "max_length": config.max_length,
+        "max_length": max_length,
         "base_model": config.model or "embedded:all-MiniLM-L6-v2",
         "trainable_parameters": trainable,
         "total_parameters": total,

@@ -1,0 +1,98 @@
+"""Shared fixtures: a tiny BERT built once per session from a config, and small labelled data.
+
+The tiny model runs the real code path (tokenizer, BertForSequenceClassification, Trainer) in
+well under a second per epoch; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+WORDS = {
+    "billing": "invoice refund charge payment card bill price paid money overcharged receipt",
+    "tech": "crash error bug install update login password screen slow broken freeze reboot",
+    "sales": "buy quote demo plan upgrade discount trial pricing licence order seats contract",
+}
+FILLER = "please help the my our a an with for today again now it this is not can you".split()
+
+
+def _vocab() -> list[str]:
+    words = sorted({w for text in WORDS.values() for w in text.split()} | set(FILLER))
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:/")
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *chars, *(f"##{c}" for c in chars)]
+
+
+def make_rows(per_class: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Short texts whose class shows in their words; unique, shuffled."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    for label, words in WORDS.items():
+        vocab = words.split()
+        while sum(r["label"] == label for r in rows) < per_class:
+            text = " ".join(rng.sample(vocab, 3) + rng.sample(FILLER, 3))
+            if text not in seen:
+                seen.add(text)
+                rows.append({"text": text, "label": label})
+    rng.shuffle(rows)
+    return pd.DataFrame(rows)
+
+
+def tiny_tokenizer():
+    """A word-piece BERT tokenizer over the test vocabulary, built without any download."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import BertTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(_vocab())}
+    core = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    core.normalizer = normalizers.BertNormalizer(lowercase=True)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.decoder = decoders.WordPiece()
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return BertTokenizerFast(tokenizer_object=core, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                             cls_token="[CLS]", mask_token="[MASK]", model_max_length=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with a word-level vocabulary, saved like a hub checkpoint."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = tiny_tokenizer()
+    config = BertConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def rows() -> pd.DataFrame:
+    return make_rows()
+
+
+@pytest.fixture(scope="session")
+def data_csv(tmp_path_factory, rows) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tickets.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory, tiny_model_dir, data_csv) -> Path:
+    """One small model trained once and shared by the tests that only read it."""
+    from bertfit.training import train
+
+    out = tmp_path_factory.mktemp("trained") / "model"
+    train(data_csv, out, model=str(tiny_model_dir), epochs=5, learning_rate=1e-2, patience=0, batch_size=8,
+          progress=False)
+    return out

@@ -23,6 +23,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, A
     """Metrics for single-label classification; ``proba`` is (rows, classes) and sums to 1 per row."""
     y_true = np.asarray(y_true)
     proba = np.asarray(proba, dtype=np.float64)
+    proba = proba / proba.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
     n_classes = proba.shape[1]
     y_pred = proba.argmax(axis=1)
     classes = np.arange(n_classes)

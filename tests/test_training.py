@@ -1,0 +1,192 @@
+"""Training: freezing by --train-layers, the best epoch restored, seeds, overfitting, clean failure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bertfit.errors import OutputError, TrainingError, UsageError
+from bertfit.model import TextClassifier
+from bertfit.training import (
+    count_parameters,
+    default_learning_rate,
+    epoch_history,
+    freeze,
+    load_base,
+    overfitting_note,
+    train,
+)
+
+LABELS = ("billing", "sales", "tech")
+FAST = {"epochs": 2, "learning_rate": 1e-2, "batch_size": 8, "patience": 0}
+
+
+def trainable_names(model) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    "spec, expect_trained, expect_frozen",
+    [
+        ("head", ["classifier."], ["bert.pooler.", "bert.encoder.layer.1.", "bert.embeddings."]),
+        ("pooler", ["classifier.", "bert.pooler."], ["bert.encoder.layer.1.", "bert.embeddings."]),
+        ("1", ["classifier.", "bert.pooler.", "bert.encoder.layer.1."], ["bert.encoder.layer.0.", "bert.embeddings."]),
+        ("2", ["bert.encoder.layer.0.", "bert.encoder.layer.1."], ["bert.embeddings."]),
+        ("all", ["classifier.", "bert.embeddings.", "bert.encoder.layer.0."], []),
+    ],
+)
+def test_freeze_trains_exactly_the_named_parts(tiny_model_dir, spec, expect_trained, expect_frozen):
+    model, _ = load_base(str(tiny_model_dir), LABELS)
+    model = freeze(model, spec)
+    trained = trainable_names(model)
+    for prefix in expect_trained:
+        assert any(name.startswith(prefix) for name in trained), (spec, prefix)
+    for prefix in expect_frozen:
+        assert not any(name.startswith(prefix) for name in trained), (spec, prefix)
+
+
+def test_freeze_counts_grow_with_more_layers(tiny_model_dir):
+    counts = []
+    for spec in ("head", "pooler", "1", "2", "all"):
+        model, _ = load_base(str(tiny_model_dir), LABELS)
+        counts.append(count_parameters(freeze(model, spec))[0])
+    assert counts == sorted(counts) and len(set(counts)) == 5
+
+
+def test_freeze_more_layers_than_the_model_has_is_a_usage_error(tiny_model_dir):
+    model, _ = load_base(str(tiny_model_dir), LABELS)
+    with pytest.raises(UsageError, match="more than the model's 2 encoder layers"):
+        freeze(model, "3")
+
+
+def test_lora_trains_few_parameters_and_saves_a_plain_model(tiny_model_dir, data_csv, tmp_path):
+    pytest.importorskip("peft")
+    model, _ = load_base(str(tiny_model_dir), LABELS)
+    total = count_parameters(model)[1]
+    lora = freeze(model, "lora", lora_r=4, lora_alpha=8)
+    assert 0 < count_parameters(lora)[0] < total / 2
+    result = train(data_csv, tmp_path / "m", model=str(tiny_model_dir), train_layers="lora", progress=False, **FAST)
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert "lora" not in (tmp_path / "m" / "model.safetensors").read_bytes()[:20000].decode("latin1")
+    assert saved["id2label"] == {"0": "billing", "1": "sales", "2": "tech"}
+    assert TextClassifier.from_pretrained(tmp_path / "m").predict(["refund please"])[0] in LABELS
+    assert result.classifier.meta["settings"]["train"]["train_layers"] == "lora"
+
+
+def test_best_epoch_weights_are_the_ones_saved(trained_dir):
+    """The saved model reproduces the validation loss recorded for the best epoch."""
+    classifier = TextClassifier.from_pretrained(trained_dir)
+    meta = classifier.meta
+    best = next(h for h in meta["history"] if h["epoch"] == meta["best_epoch"])
+    assert best["validation"]["loss"] == min(h["validation"]["loss"] for h in meta["history"])
+    assert meta["metrics"]["validation"]["loss"] == pytest.approx(best["validation"]["loss"])
+
+
+def test_saved_validation_loss_matches_a_fresh_evaluation(tiny_model_dir, rows, tmp_path):
+    from bertfit.config import DataConfig
+    from bertfit.data import prepare
+
+    prepared = prepare(rows, DataConfig())
+    result = train(prepared, tmp_path / "m", model=str(tiny_model_dir), progress=False,
+                   **{**FAST, "epochs": 4})
+    again = TextClassifier.from_pretrained(tmp_path / "m").evaluate(
+        prepared.validation["text"].tolist(), prepared.validation["label"].tolist())
+    assert again["loss"] == pytest.approx(result.validation["loss"], rel=1e-4)
+    # and the test split was scored by the same path the saved model predicts with
+    test_again = TextClassifier.from_pretrained(tmp_path / "m").evaluate(
+        prepared.test["text"].tolist(), prepared.test["label"].tolist())
+    assert test_again["accuracy"] == result.test["accuracy"]
+    assert test_again["loss"] == pytest.approx(result.test["loss"], rel=1e-4)
+
+
+def test_same_seed_same_metrics_other_seed_differs(tiny_model_dir, data_csv):
+    runs = [train(data_csv, None, model=str(tiny_model_dir), seed=seed, progress=False, **FAST) for seed in (7, 7, 8)]
+    first, same, other = ([h["validation"]["loss"] for h in r.history] for r in runs)
+    assert first == pytest.approx(same, abs=1e-6)
+    assert first != pytest.approx(other, abs=1e-6)
+
+
+def test_training_loss_falls(trained_dir):
+    history = TextClassifier.from_pretrained(trained_dir).meta["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_early_stopping_stops_before_the_last_epoch(tiny_model_dir, data_csv):
+    # lr 0 keeps validation loss flat, so nothing improves after epoch 1 and patience 1 stops at epoch 2.
+    result = train(data_csv, None, model=str(tiny_model_dir), epochs=6, patience=1, learning_rate=1e-12,
+                   progress=False)
+    assert len(result.history) == 2
+
+
+def test_max_length_above_the_model_limit_is_refused(tiny_model_dir, data_csv):
+    with pytest.raises(UsageError, match="above the model's limit of 64"):
+        train(data_csv, None, model=str(tiny_model_dir), max_length=1000, progress=False)
+
+
+def test_unknown_setting_is_refused(data_csv):
+    with pytest.raises(UsageError, match="unknown setting"):
+        train(data_csv, None, epoch=3)
+
+
+def test_existing_output_is_refused_before_training(data_csv, tmp_path, monkeypatch):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "keep.txt").write_text("mine")
+    monkeypatch.setattr("bertfit.training.fit", lambda *a, **k: pytest.fail("trained before checking --out"))
+    with pytest.raises(OutputError, match="--overwrite"):
+        train(data_csv, tmp_path / "m")
+    assert (tmp_path / "m" / "keep.txt").read_text() == "mine"
+
+
+def test_interrupt_leaves_no_model_and_no_checkpoints(tiny_model_dir, data_csv, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", interrupted)
+    with pytest.raises(TrainingError, match="interrupted"):
+        train(data_csv, tmp_path / "m", model=str(tiny_model_dir), progress=False, **FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_learning_rate_follows_width():
+    assert default_learning_rate(384) == 1e-4
+    assert default_learning_rate(768) == 5e-5
+    assert default_learning_rate(1024) == 2e-5
+
+
+def _history(val, train_loss):
+    return [{"epoch": i + 1, "train_loss": t, "validation": {"loss": v}}
+            for i, (v, t) in enumerate(zip(val, train_loss, strict=True))]
+
+
+def test_overfitting_note_names_the_best_epoch():
+    note = overfitting_note(_history([0.5, 0.4, 0.45, 0.5], [0.6, 0.3, 0.2, 0.1]))
+    assert note is not None and "epoch 2" in note and "overfit" in note
+
+
+@pytest.mark.parametrize(
+    "val, train_loss",
+    [
+        ([0.5, 0.4, 0.45], [0.6, 0.3, 0.2]),  # rose once only
+        ([0.5, 0.4, 0.3, 0.2], [0.6, 0.5, 0.4, 0.3]),  # still improving
+        ([0.5, 0.4, 0.45, 0.5], [0.6, 0.3, 0.35, 0.4]),  # both rose: not the overfitting pattern
+    ],
+)
+def test_overfitting_note_is_silent_otherwise(val, train_loss):
+    assert overfitting_note(_history(val, train_loss)) is None
+
+
+def test_epoch_history_folds_trainer_logs():
+    logs = [
+        {"loss": 1.0, "epoch": 1.0, "step": 5},
+        {"eval_loss": 0.9, "eval_accuracy": 0.5, "eval_runtime": 0.1, "epoch": 1.0},
+        {"loss": 0.7, "epoch": 2.0},
+        {"eval_loss": 0.8, "eval_accuracy": 0.6, "eval_runtime": 0.1, "epoch": 2.0},
+        {"train_runtime": 3.0, "epoch": 2.0},
+    ]
+    assert epoch_history(logs) == [
+        {"epoch": 1, "train_loss": 1.0, "validation": {"loss": 0.9, "accuracy": 0.5}},
+        {"epoch": 2, "train_loss": 0.7, "validation": {"loss": 0.8, "accuracy": 0.6}},
+    ]

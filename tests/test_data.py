@@ -1,0 +1,616 @@
+"""Data: reading every format, one-line errors that name a fix, columns, cleaning, splits, leaks, prepare.
+
+Pure and fast: small tables written by each test under tmp_path; no model, no torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bertfit import data
+from bertfit.config import DataConfig
+from bertfit.errors import DataError
+
+# A few awkward texts: a comma, a semicolon, quotes, a tab-free unicode string.
+TABLE = pd.DataFrame({
+    "text": ["refund my card, please", "the app; it crashes", 'he said "hi"', "café crème", "plain words"],
+    "label": ["billing", "tech", "sales", "billing", "tech"],
+})
+
+
+def labelled(per_class: dict[str, int], prefix: str = "") -> pd.DataFrame:
+    """Unique texts, ``per_class[label]`` rows of each label, interleaved."""
+    rows = [{"text": f"{prefix}{label} example number {i}", "label": label}
+            for label, count in per_class.items() for i in range(count)]
+    return pd.DataFrame(rows).sample(frac=1, random_state=0).reset_index(drop=True)
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` in the format its suffix names (a '.csv' whose stem ends in 'semicolon' uses ';')."""
+    suffix = path.suffix
+    if suffix == ".csv":
+        frame.to_csv(path, index=False, sep=";" if path.stem.endswith("semicolon") else ",")
+    elif suffix == ".tsv":
+        frame.to_csv(path, index=False, sep="\t")
+    elif suffix in (".jsonl", ".json"):
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        raise ValueError(suffix)
+    return path
+
+
+def expect_data_error(call: Callable[[], object], *fragments: str) -> str:
+    """Run ``call``; it must raise a one-line DataError containing every fragment."""
+    with pytest.raises(DataError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# read_table
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.tsv", "t.jsonl", "t.json", "t.parquet", "t_semicolon.csv", "T.CSV"])
+def test_read_table_round_trips(tmp_path, name):
+    path = tmp_path / name
+    write_table(TABLE, path.with_suffix(path.suffix.lower())).rename(path)
+    read = data.read_table(path)
+    assert list(read.columns) == ["text", "label"]
+    assert read.to_dict("records") == TABLE.to_dict("records")
+
+
+def test_semicolon_csv_is_detected_even_with_commas_in_texts(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("text;label\nhello, world;a\none, two, three;b\n", encoding="utf-8")
+    read = data.read_table(path)
+    assert read.to_dict("records") == [{"text": "hello, world", "label": "a"}, {"text": "one, two, three", "label": "b"}]
+
+
+def test_csv_with_utf8_bom_reads_clean_column_names(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\nhi,a\n")
+    assert list(data.read_table(path).columns) == ["text", "label"]
+
+
+@pytest.mark.xfail(reason="BUG: JSONL is read with encoding='utf-8', so a UTF-8 BOM (Notepad, PowerShell) makes "
+                          "line 1 'not valid JSON'; CSV with a BOM reads fine. Use encoding='utf-8-sig'.",
+                   strict=True)
+def test_jsonl_with_utf8_bom_reads_like_csv_does(tmp_path):
+    path = tmp_path / "notepad.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "hi", "label": "a"}\n{"text": "yo", "label": "b"}\n')
+    assert data.read_table(path).to_dict("records") == [{"text": "hi", "label": "a"}, {"text": "yo", "label": "b"}]
+
+
+# (file name, content: bytes, "dir" for a folder, None for nothing there, fragments the message must hold)
+BAD_FILES = {
+    "missing": ("nothing.csv", None, ["file not found", "nothing.csv", "check the path"]),
+    "folder": ("a_folder.csv", "dir", ["is a folder", "pass a file"]),
+    "unknown suffix": ("data.xlsx", b"PK\x03\x04", ["unknown data format '.xlsx'", "use one of .csv, .tsv"]),
+    "no suffix": ("data", b"text,label\na,b\n", ["'(no suffix)'", "use one of"]),
+    "empty": ("empty.csv", b"", ["is empty", "needs a header row"]),
+    "empty jsonl": ("empty.jsonl", b"", ["is empty", "needs a header row"]),
+    "blank lines jsonl": ("blank.jsonl", b"\n  \n", ["has no JSON lines", "each line must be an object"]),
+    "latin1 row": ("latin.csv", b"text,label\ncaf\xe9,a\n", ["not UTF-8", "byte 0xe9 at offset 14",
+                                                              "re-save it as UTF-8"]),
+    "latin1 header": ("latin.tsv", b"t\xe9xt\tlabel\na\tb\n", ["not UTF-8", "byte 0xe9 at offset 1",
+                                                                "re-save it as UTF-8"]),
+    "latin1 jsonl": ("latin.jsonl", b'{"text": "caf\xe9", "label": "a"}\n', ["not UTF-8", "byte 0xe9 at offset 13",
+                                                                           "re-save it as UTF-8"]),
+    "utf-16": ("wide.csv", "text,label\na,b\n".encode("utf-16"), ["not UTF-8", "byte 0xff at offset 0",
+                                                                   "re-save it as UTF-8"]),
+    "NUL bytes": ("binary.csv", b"text\x00\x01,label\x00\nx,y\n", ["looks binary (NUL bytes)",
+                                                                   "pass a CSV/TSV/JSONL/Parquet file"]),
+    "broken jsonl line": ("broken.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": \n',
+                          ["line 2 is not valid JSON", "fix or delete that line"]),
+    "jsonl array line": ("array.jsonl", b'{"text": "a", "label": "x"}\n\n["b", "y"]\n',
+                         ["line 3 is a JSON list, not an object", 'each line must look like {"text"']),
+    "jsonl number line": ("number.jsonl", b"42\n", ["line 1 is a JSON int, not an object"]),
+    "duplicated columns": ("dup.csv", b"text,label,text\na,b,c\n",
+                           ["names column(s) ['text'] more than once", "rename them so each is unique"]),
+    "duplicated columns tsv": ("dup.tsv", b"label\ttext\tlabel\ttext\na\tb\tc\td\n",
+                               ["names column(s) ['label', 'text'] more than once", "rename them"]),
+    "ragged rows": ("ragged.csv", b"text,label\na,b\nc,d,e,f\n",
+                    ["cannot parse", "line 3", "check its delimiter and quoting"]),
+    "not parquet": ("fake.parquet", b"text,label\na,b\n", ["cannot read", "as Parquet", "check the file"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_read_table_errors_are_one_line_and_name_a_fix(tmp_path, case):
+    name, content, fragments = BAD_FILES[case]
+    path = tmp_path / name
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    expect_data_error(lambda: data.read_table(path), *fragments)
+
+
+def test_errors_are_value_errors_with_exit_code_2(tmp_path):
+    with pytest.raises(ValueError) as info:
+        data.read_table(tmp_path / "nothing.csv")
+    assert isinstance(info.value, DataError) and info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("name", ["header.csv", "header.tsv", "header.parquet"])
+def test_header_only_file_reads_empty_and_prepare_says_no_rows(tmp_path, name):
+    path = write_table(TABLE.iloc[:0], tmp_path / name)
+    assert data.read_table(path).empty
+    expect_data_error(lambda: data.prepare(path), "has a header but no rows", "add labelled rows")
+
+
+# ---------------------------------------------------------------------------------------------
+# find_columns
+
+
+def frame_with(*columns: str) -> pd.DataFrame:
+    return pd.DataFrame({c: ["a", "b"] for c in columns})
+
+
+@pytest.mark.parametrize(
+    "columns, expected",
+    [
+        (("text", "label"), ("text", "label")),
+        (("label", "id", "text"), ("text", "label")),
+        (("Text", "Label"), ("Text", "Label")),
+        (("review", "category"), ("review", "category")),
+        (("SENTENCE", "y"), ("SENTENCE", "y")),
+        (("utterance", "intent", "speaker_id"), ("utterance", "intent")),
+    ],
+)
+def test_find_columns_detects_the_obvious_pair(columns, expected):
+    assert data.find_columns(frame_with(*columns), None, None) == expected
+
+
+def test_find_columns_uses_explicit_flags_over_candidates():
+    frame = frame_with("text", "label", "review", "stars")
+    assert data.find_columns(frame, "review", "stars") == ("review", "stars")
+
+
+def test_find_columns_with_only_one_flag_detects_the_other():
+    assert data.find_columns(frame_with("body", "text", "stars"), None, "stars") == ("text", "stars")
+
+
+@pytest.mark.parametrize(
+    "text_col, label_col, fragments",
+    [
+        (None, "label", ["label column 'label' not found", "columns are ['Text', 'Label']", "pass --label-col Label"]),
+        ("TEXT", None, ["text column 'TEXT' not found", "pass --text-col Text"]),
+        (None, "stars", ["label column 'stars' not found", "columns are ['Text', 'Label']",
+                         "pass --label-col with one of them"]),
+    ],
+)
+def test_find_columns_missing_flag_names_columns_and_near_miss(text_col, label_col, fragments):
+    expect_data_error(lambda: data.find_columns(frame_with("Text", "Label"), text_col, label_col), *fragments)
+
+
+def test_find_columns_two_text_candidates_is_ambiguous():
+    expect_data_error(lambda: data.find_columns(frame_with("text", "sentence", "label"), None, None),
+                      "more than one column could be the text: ['text', 'sentence']", "pass --text-col NAME")
+
+
+def test_find_columns_two_label_candidates_is_ambiguous():
+    expect_data_error(lambda: data.find_columns(frame_with("text", "label", "class"), None, None),
+                      "more than one column could be the label: ['label', 'class']", "pass --label-col NAME")
+
+
+def test_find_columns_without_a_label_lists_the_columns():
+    expect_data_error(lambda: data.find_columns(frame_with("text", "stars"), None, None),
+                      "cannot tell which column holds the label", "columns are ['text', 'stars']",
+                      "pass --label-col NAME")
+
+
+def test_find_columns_same_column_for_both_is_refused():
+    expect_data_error(lambda: data.find_columns(frame_with("text", "label"), "text", "text"),
+                      "both 'text'", "pass different --text-col and --label-col")
+
+
+def test_find_columns_takes_the_one_object_string_column_as_text():
+    frame = pd.DataFrame({"body": pd.Series(["a", "b"], dtype=object), "label": ["x", "y"], "n": [1, 2]})
+    assert data.find_columns(frame, None, None) == ("body", "label")
+
+
+@pytest.mark.xfail(reason="BUG: data._pick (data.py:220) picks the lone string column only if dtype == object; "
+                          "pandas 3 reads strings as StringDtype, so the fallback never fires", strict=True)
+def test_find_columns_takes_the_one_string_column_as_text_with_default_dtypes():
+    frame = pd.DataFrame({"body": ["a", "b"], "label": ["x", "y"], "n": [1, 2]})
+    assert data.find_columns(frame, None, None) == ("body", "label")
+
+
+# ---------------------------------------------------------------------------------------------
+# clean
+
+
+def test_clean_strips_and_counts_every_kind_of_drop():
+    frame = pd.DataFrame({
+        "review": ["  hello  ", None, "   ", "world", "world2", "hello", "hello", "bye", "bye\t"],
+        "stars": ["a", "a", "b", None, "  ", "a", "b", " b ", "a"],
+    })
+    rows, dropped = data.clean(frame, "review", "stars")
+    assert rows.to_dict("records") == [{"text": "hello", "label": "a"}, {"text": "bye", "label": "b"}]
+    assert dropped == {"missing_text": 1, "empty_text": 1, "missing_label": 2, "duplicate": 1,
+                       "conflicting_label": 2}
+    assert list(rows.index) == [0, 1]
+
+
+def test_clean_turns_numbers_into_text_and_labels():
+    frame = pd.DataFrame({"text": [12, 3.5, "x"], "label": [1, 0, 1]})
+    rows, dropped = data.clean(frame, "text", "label")
+    assert rows.to_dict("records") == [{"text": "12", "label": "1"}, {"text": "3.5", "label": "0"},
+                                       {"text": "x", "label": "1"}]
+    assert sum(dropped.values()) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# stratified_split
+
+FRACTIONS = {"validation": 0.15, "test": 0.15}
+UNEVEN = {"big": 60, "mid": 30, "small": 10}
+
+
+def test_split_fractions_and_class_balance():
+    rows = labelled(UNEVEN)
+    splits = data.stratified_split(rows, FRACTIONS, seed=0)
+    assert set(splits) == {"train", "validation", "test"}
+    total = len(rows)
+    for name, fraction in {"train": 0.7, **FRACTIONS}.items():
+        assert abs(len(splits[name]) / total - fraction) <= 0.03, (name, len(splits[name]))
+        counts = splits[name]["label"].value_counts()
+        for label, n in UNEVEN.items():
+            assert abs(counts.get(label, 0) - n * fraction) <= 2, (name, label, counts.get(label, 0))
+    assert set(splits["train"]["label"]) == set(UNEVEN)
+
+
+def test_split_loses_and_duplicates_nothing():
+    rows = labelled(UNEVEN)
+    splits = data.stratified_split(rows, FRACTIONS, seed=3)
+    together = pd.concat(splits.values(), ignore_index=True)
+    assert len(together) == len(rows)
+    assert sorted(map(tuple, together.to_numpy())) == sorted(map(tuple, rows.to_numpy()))
+
+
+def test_split_is_deterministic_for_a_seed_and_differs_for_another():
+    rows = labelled(UNEVEN)
+    first, again = (data.stratified_split(rows, FRACTIONS, seed=7) for _ in range(2))
+    other = data.stratified_split(rows, FRACTIONS, seed=8)
+    for name in first:
+        pd.testing.assert_frame_equal(first[name], again[name])
+    assert set(first["test"]["text"]) != set(other["test"]["text"])
+
+
+def test_split_keeps_every_class_in_train_even_when_tiny():
+    rows = labelled({"a": 2, "b": 3, "c": 50})
+    splits = data.stratified_split(rows, {"validation": 0.45, "test": 0.45}, seed=0)
+    assert splits["train"]["label"].value_counts().to_dict().keys() == {"a", "b", "c"}
+
+
+def test_split_with_only_a_validation_fraction():
+    rows = labelled({"a": 20, "b": 20})
+    splits = data.stratified_split(rows, {"validation": 0.25}, seed=0)
+    assert set(splits) == {"train", "validation"}
+    assert splits["validation"]["label"].value_counts().to_dict() == {"a": 5, "b": 5}
+
+
+def test_split_refuses_a_class_with_one_row():
+    rows = labelled({"a": 10, "b": 10, "lonely": 1})
+    expect_data_error(lambda: data.stratified_split(rows, FRACTIONS, seed=0),
+                      "['lonely'] have a single row", "add rows, drop those classes")
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(2, 25), min_size=2, max_size=5),
+       validation=st.floats(0.01, 0.45), test=st.floats(0.01, 0.44), seed=st.integers(0, 2**32 - 1))
+def test_split_invariants_hold_for_any_class_sizes(counts, validation, test, seed):
+    rows = labelled({f"c{i}": n for i, n in enumerate(counts)})
+    splits = data.stratified_split(rows, {"validation": validation, "test": test}, seed)
+    assert set(splits["train"]["label"]) == set(rows["label"])
+    together = pd.concat(splits.values())
+    assert sorted(together["text"]) == sorted(rows["text"])
+
+
+# ---------------------------------------------------------------------------------------------
+# check_leaks
+
+
+def leaky_splits() -> dict[str, pd.DataFrame]:
+    def part(*texts: str) -> pd.DataFrame:
+        return pd.DataFrame({"text": list(texts), "label": ["x"] * len(texts)})
+
+    return {
+        "train": part("Hello World", "a"),
+        "validation": part("hello   world", "b", "only in val and test"),
+        "test": part("HELLO\tWORLD", "A", "c", "Only In Val  And Test"),
+    }
+
+
+def test_leaks_are_an_error_with_counts_and_the_flag():
+    expect_data_error(lambda: data.check_leaks(leaky_splits(), drop=False),
+                      "4 text(s) appear in more than one split", "1 in validation", "3 in test", "--drop-leaks")
+
+
+def test_drop_leaks_removes_them_from_validation_and_test_only():
+    splits = leaky_splits()
+    removed = data.check_leaks(splits, drop=True)
+    assert removed == {"validation": 1, "test": 3}
+    assert list(splits["train"]["text"]) == ["Hello World", "a"]
+    assert list(splits["validation"]["text"]) == ["b", "only in val and test"]
+    assert list(splits["test"]["text"]) == ["c"]
+    assert list(splits["test"].index) == [0]
+
+
+def test_no_leaks_returns_zeros():
+    splits = {name: labelled({"a": 3, "b": 3}, prefix=name) for name in ("train", "validation", "test")}
+    assert data.check_leaks(splits, drop=False) == {"validation": 0, "test": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+
+THREE = {"billing": 20, "tech": 20, "sales": 20}
+
+
+@pytest.mark.parametrize("name", ["tickets.csv", "tickets.tsv", "tickets.jsonl", "tickets.parquet"])
+def test_prepare_single_file_end_to_end(tmp_path, name):
+    rows = labelled(THREE)
+    rows = pd.concat([rows, rows.iloc[:1], pd.DataFrame({"text": ["   "], "label": ["tech"]})], ignore_index=True)
+    prepared = data.prepare(write_table(rows, tmp_path / name))
+    report = prepared.report
+    assert {"rows_read", "dropped", "split", "rows", "class_balance"} <= set(report)
+    assert report["rows_read"] == {"all": 62}
+    assert report["dropped"] == {"missing_text": 0, "empty_text": 1, "missing_label": 0, "duplicate": 1,
+                                 "conflicting_label": 0}
+    assert report["rows"] == {"train": 42, "validation": 9, "test": 9}
+    assert report["class_balance"]["validation"] == {"billing": 3, "sales": 3, "tech": 3}
+    assert report["split"] == "split 70%/15%/15% by class, seed 42"
+    assert prepared.labels.names == ("billing", "sales", "tech")
+    assert (prepared.text_col, prepared.label_col) == ("text", "label")
+    assert list(prepared.train.columns) == ["text", "label"]
+    assert sum(map(len, prepared.splits().values())) == 60
+    assert data.describe(report)[0].startswith("data: 62 rows from ")
+
+
+def test_prepare_dataframe_honours_config():
+    rows = labelled(THREE).rename(columns={"text": "body", "label": "team"})
+    config = DataConfig(text_col="body", label_col="team", validation_fraction=0.1, test_fraction=0.2, seed=1)
+    prepared = data.prepare(rows, config)
+    assert prepared.report["source"] == "DataFrame"
+    assert prepared.report["rows"] == {"train": 42, "validation": 6, "test": 12}
+    assert (prepared.text_col, prepared.label_col) == ("body", "team")
+
+
+@pytest.mark.parametrize("names", [("train.csv", "validation.csv", "test.csv"),
+                                   ("Training.jsonl", "dev.jsonl", "test.jsonl"),
+                                   ("train.tsv", "val.parquet", "test.csv")])
+def test_prepare_folder_uses_its_splits_as_given(tmp_path, names):
+    sizes = (THREE, {"billing": 4, "tech": 3, "sales": 2}, {"billing": 2, "tech": 2, "sales": 5})
+    for name, per_class, split in zip(names, sizes, ("train", "validation", "test"), strict=True):
+        write_table(labelled(per_class, prefix=split), tmp_path / name)
+    prepared = data.prepare(tmp_path)
+    assert prepared.report["split"] == "splits as given"
+    assert prepared.report["rows"] == {"train": 60, "validation": 9, "test": 9}
+    assert prepared.report["rows_read"] == {"train": 60, "validation": 9, "test": 9}
+    assert prepared.report["class_balance"]["test"] == {"billing": 2, "sales": 5, "tech": 2}
+
+
+def test_prepare_folder_with_only_train_carves_validation_and_test(tmp_path):
+    write_table(labelled(THREE), tmp_path / "train.csv")
+    report = data.prepare(tmp_path).report
+    assert report["rows"] == {"train": 42, "validation": 9, "test": 9}
+    assert report["split"] == "splits as given; validation and test carved from train by class, seed 42"
+
+
+def test_prepare_folder_with_train_and_test_carves_validation(tmp_path):
+    write_table(labelled(THREE), tmp_path / "train.csv")
+    write_table(labelled({"billing": 2, "tech": 2, "sales": 2}, prefix="t "), tmp_path / "test.csv")
+    report = data.prepare(tmp_path).report
+    assert report["rows"] == {"train": 51, "test": 6, "validation": 9}
+    assert report["split"] == "splits as given; validation carved from train by class, seed 42"
+
+
+def test_prepare_folder_ignores_unrelated_files(tmp_path):
+    write_table(labelled(THREE), tmp_path / "train.csv")
+    (tmp_path / "README.md").write_text("notes")
+    write_table(labelled(THREE, prefix="other "), tmp_path / "extra.csv")
+    assert data.prepare(tmp_path).report["rows_read"] == {"train": 60}
+
+
+def test_prepare_folder_without_train_is_an_error(tmp_path):
+    write_table(labelled(THREE), tmp_path / "test.csv")
+    expect_data_error(lambda: data.prepare(tmp_path), "has no train file", "put train.csv")
+
+
+def test_prepare_folder_with_two_train_files_is_an_error(tmp_path):
+    write_table(labelled(THREE), tmp_path / "train.csv")
+    write_table(labelled(THREE), tmp_path / "training.jsonl")
+    expect_data_error(lambda: data.prepare(tmp_path), "has two train files", "keep one")
+
+
+def test_prepare_label_unseen_in_train_is_named(tmp_path):
+    write_table(labelled(THREE), tmp_path / "train.csv")
+    write_table(labelled({"billing": 2, "zebra": 2}, prefix="v "), tmp_path / "test.csv")
+    expect_data_error(lambda: data.prepare(tmp_path), "the test split has label(s) ['zebra']",
+                      "that the training split does not have")
+
+
+def test_prepare_leak_between_given_splits(tmp_path):
+    train = labelled(THREE)
+    test = pd.concat([labelled({"billing": 3, "tech": 3}, prefix="t "), train.iloc[:2]], ignore_index=True)
+    write_table(train, tmp_path / "train.csv")
+    write_table(test, tmp_path / "test.csv")
+    expect_data_error(lambda: data.prepare(tmp_path), "2 text(s) appear in more than one split", "--drop-leaks")
+    report = data.prepare(tmp_path, DataConfig(drop_leaks=True)).report
+    assert report["leaks_dropped"] == {"validation": 0, "test": 2}
+    assert report["rows"]["test"] == 6
+
+
+def test_prepare_one_class_is_an_error():
+    expect_data_error(lambda: data.prepare(labelled({"only": 30})), "has one class (only 'only')",
+                      "a classifier needs at least two")
+
+
+def test_prepare_whole_float_labels_become_class_names(tmp_path):
+    rows = labelled({"0": 10, "1": 10})
+    rows["label"] = rows["label"].astype(float)
+    path = tmp_path / "floats.csv"
+    rows.to_csv(path, index=False)
+    assert path.read_text().count("1.0") == 10
+    assert data.prepare(path).labels.names == ("0", "1")
+    assert data.prepare(rows).labels.names == ("0", "1")
+
+
+def test_prepare_fractional_labels_say_bertfit_does_not_regress():
+    rows = labelled({"a": 10, "b": 10})
+    rows["label"] = np.linspace(0, 1, len(rows))
+    expect_data_error(lambda: data.prepare(rows), "numbers with fractions", "it does not regress")
+
+
+def test_prepare_hf_saved_dataset(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = labelled(THREE)
+    datasets.Dataset.from_dict(rows.to_dict("list")).save_to_disk(str(tmp_path / "saved"))
+    prepared = data.prepare(f"hf:{tmp_path / 'saved'}")
+    assert prepared.report["rows_read"] == {"all": 60}
+    assert prepared.report["rows"] == {"train": 42, "validation": 9, "test": 9}
+    assert prepared.report["source"] == f"hf:{tmp_path / 'saved'}"
+
+
+def test_prepare_hf_saved_dataset_dict_uses_its_splits(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    train, test = labelled(THREE), labelled({"billing": 2, "tech": 2, "sales": 2}, prefix="t ")
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict(train.to_dict("list")),
+        "test": datasets.Dataset.from_dict(test.to_dict("list")),
+        "unsupervised": datasets.Dataset.from_dict({"text": ["x"], "label": ["billing"]}),
+    }).save_to_disk(str(tmp_path / "dd"))
+    report = data.prepare(f"hf:{tmp_path / 'dd'}").report
+    assert report["rows_read"] == {"train": 60, "test": 6}
+    assert report["rows"] == {"train": 51, "test": 6, "validation": 9}
+
+
+def test_prepare_hf_unknown_name_offline_is_a_data_error(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # datasets reads the variable once, at import; another test may have imported it already.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    expect_data_error(lambda: data.prepare("hf:bertfit-tests/no-such-dataset"),
+                      "cannot load Hugging Face dataset 'bertfit-tests/no-such-dataset'", "save_to_disk(PATH)")
+
+
+@pytest.mark.xfail(reason="BUG: data._load_hf (data.py:175) takes str(err).splitlines()[0], an IndexError "
+                          "when the exception has no message", strict=True)
+def test_prepare_hf_error_without_a_message_is_still_a_data_error(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+
+    def fail(*args, **kwargs):
+        raise ConnectionError()
+
+    monkeypatch.setattr(datasets, "load_dataset", fail)
+    expect_data_error(lambda: data.prepare("hf:some/name"), "cannot load Hugging Face dataset 'some/name'")
+
+
+# ---------------------------------------------------------------------------------------------
+# load_labelled and iter_texts
+
+
+def test_load_labelled_file_is_cleaned(tmp_path):
+    path = tmp_path / "scores.jsonl"
+    path.write_text('{"text": " a ", "y": 1}\n{"text": "b", "y": 0}\n{"text": "", "y": 0}\n', encoding="utf-8")
+    rows = data.load_labelled(path, None, None)
+    assert rows.to_dict("records") == [{"text": "a", "label": "1"}, {"text": "b", "label": "0"}]
+
+
+def test_load_labelled_folder_reads_the_test_split(tmp_path):
+    write_table(labelled(THREE), tmp_path / "train.csv")
+    write_table(labelled({"x": 2, "y": 1}, prefix="t "), tmp_path / "test.csv")
+    rows = data.load_labelled(tmp_path, None, None)
+    assert sorted(rows["label"]) == ["x", "x", "y"]
+
+
+@pytest.mark.parametrize(
+    "setup, fragments",
+    [
+        ("missing", ["file not found"]),
+        ("folder without test", ["has no test file to evaluate on", "pass a file, or a folder with test.csv"]),
+        ("no usable rows", ["has no rows with both a text and a label"]),
+    ],
+)
+def test_load_labelled_errors(tmp_path, setup, fragments):
+    source = tmp_path / "missing.csv"
+    if setup == "folder without test":
+        source = tmp_path
+        write_table(labelled(THREE), tmp_path / "train.csv")
+    elif setup == "no usable rows":
+        source.write_text("text,label\n ,a\nb,\n", encoding="utf-8")
+    expect_data_error(lambda: data.load_labelled(source, None, None), *fragments)
+
+
+TEXTS = ["first text", "second, with comma", "third", "fourth", "fifth"]
+
+
+def write_texts(folder: Path, kind: str) -> Path:
+    if kind == "txt":
+        path = folder / "texts.txt"
+        path.write_text("\n".join(TEXTS[:2]) + "\n\n  \n" + "\r\n".join(TEXTS[2:]) + "\n", encoding="utf-8")
+        return path
+    return write_table(pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS}), folder / f"texts.{kind}")
+
+
+@pytest.mark.parametrize("kind", ["txt", "csv", "tsv", "jsonl", "parquet"])
+@pytest.mark.parametrize("chunk_size, sizes", [(2, [2, 2, 1]), (5, [5]), (100, [5]), (1, [1] * 5)])
+def test_iter_texts_chunks_every_format(tmp_path, kind, chunk_size, sizes):
+    chunks = list(data.iter_texts(write_texts(tmp_path, kind), chunk_size=chunk_size))
+    assert [len(chunk) for chunk in chunks] == sizes
+    assert [text for chunk in chunks for text in chunk] == TEXTS
+
+
+def test_iter_texts_explicit_column(tmp_path):
+    path = write_table(pd.DataFrame({"text": ["no", "no"], "note": ["yes 1", "yes 2"]}), tmp_path / "n.csv")
+    assert list(data.iter_texts(path, text_col="note")) == [["yes 1", "yes 2"]]
+    expect_data_error(lambda: list(data.iter_texts(path, text_col="Note")), "pass --text-col note")
+
+
+def test_iter_texts_reads_stdin_for_dash(monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("one\n\n  two words \r\nthree\n"))
+    assert list(data.iter_texts("-", chunk_size=2)) == [["one", "  two words "], ["three"]]
+
+
+@pytest.mark.parametrize("name", ["missing.txt", "missing.csv"])
+def test_iter_texts_missing_file(tmp_path, name):
+    expect_data_error(lambda: list(data.iter_texts(tmp_path / name)), "input file not found", "check the path")
+
+
+def test_iter_texts_empty_csv(tmp_path):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    expect_data_error(lambda: list(data.iter_texts(tmp_path / "empty.csv")), "is empty", "needs a header row")
+
+
+@pytest.mark.xfail(reason="BUG: iter_texts (data.py:432, 441) reads .csv/.tsv through _read_delimited and other "
+                          "files with open(); UnicodeDecodeError / pandas ParserError escape raw, not as DataError",
+                   strict=True)
+@pytest.mark.parametrize("name, content", [("latin.csv", b"text\ncaf\xe9\n"), ("latin.txt", b"ok\ncaf\xe9\n"),
+                                           ("ragged.csv", b"text\na\nb,c,d\n")])
+def test_iter_texts_unreadable_file_is_a_data_error(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    expect_data_error(lambda: list(data.iter_texts(path)), str(path))
+
+
+def test_jsonl_written_by_hand_reads_like_pandas_output(tmp_path):
+    path = tmp_path / "hand.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in TABLE.to_dict("records")) + "\n", encoding="utf-8")
+    assert data.read_table(path).equals(data.read_table(write_table(TABLE, tmp_path / "pandas.jsonl")))

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from bertfit import data
 from bertfit.config import DataConfig
@@ -183,7 +181,7 @@ def test_find_columns_uses_explicit_flags_over_candidates():
 
 
 def test_find_columns_with_only_one_flag_detects_the_other():
-    assert data.find_columns(frame_with("body", "text", "stars"), None, "stars") == ("text", "stars")
+    assert data.find_columns(frame_with("notes", "text", "stars"), None, "stars") == ("text", "stars")
 
 
 @pytest.mark.parametrize(
@@ -215,21 +213,25 @@ def test_find_columns_without_a_label_lists_the_columns():
                       "pass --label-col NAME")
 
 
+@pytest.mark.xfail(reason="BUG: find_columns (data.py:197) drops the label column before picking the text, so "
+                          "the 'both columns are X' check is dead code and the error says an existing column is "
+                          "not found", strict=True)
 def test_find_columns_same_column_for_both_is_refused():
     expect_data_error(lambda: data.find_columns(frame_with("text", "label"), "text", "text"),
                       "both 'text'", "pass different --text-col and --label-col")
 
 
 def test_find_columns_takes_the_one_object_string_column_as_text():
-    frame = pd.DataFrame({"body": pd.Series(["a", "b"], dtype=object), "label": ["x", "y"], "n": [1, 2]})
-    assert data.find_columns(frame, None, None) == ("body", "label")
+    frame = pd.DataFrame({"notes": pd.Series(["a", "b"], dtype=object), "label": ["x", "y"], "n": [1, 2]})
+    assert data.find_columns(frame, None, None) == ("notes", "label")
 
 
 @pytest.mark.xfail(reason="BUG: data._pick (data.py:220) picks the lone string column only if dtype == object; "
                           "pandas 3 reads strings as StringDtype, so the fallback never fires", strict=True)
-def test_find_columns_takes_the_one_string_column_as_text_with_default_dtypes():
-    frame = pd.DataFrame({"body": ["a", "b"], "label": ["x", "y"], "n": [1, 2]})
-    assert data.find_columns(frame, None, None) == ("body", "label")
+def test_find_columns_takes_the_one_string_column_as_text_when_read_from_csv(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text("id,notes,label\n1,hello there,x\n2,good bye,y\n", encoding="utf-8")
+    assert data.find_columns(data.read_table(path), None, None) == ("notes", "label")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,12 +314,13 @@ def test_split_refuses_a_class_with_one_row():
                       "['lonely'] have a single row", "add rows, drop those classes")
 
 
-@settings(max_examples=40, deadline=None)
-@given(counts=st.lists(st.integers(2, 25), min_size=2, max_size=5),
-       validation=st.floats(0.01, 0.45), test=st.floats(0.01, 0.44), seed=st.integers(0, 2**32 - 1))
-def test_split_invariants_hold_for_any_class_sizes(counts, validation, test, seed):
-    rows = labelled({f"c{i}": n for i, n in enumerate(counts)})
-    splits = data.stratified_split(rows, {"validation": validation, "test": test}, seed)
+@pytest.mark.parametrize("case", range(30))
+def test_split_invariants_hold_for_random_class_sizes_and_fractions(case):
+    rng = np.random.default_rng(case)
+    counts = rng.integers(2, 26, size=rng.integers(2, 6))
+    validation, test = rng.uniform(0.01, 0.45), rng.uniform(0.01, 0.44)
+    rows = labelled({f"c{i}": int(n) for i, n in enumerate(counts)})
+    splits = data.stratified_split(rows, {"validation": validation, "test": test}, seed=case)
     assert set(splits["train"]["label"]) == set(rows["label"])
     together = pd.concat(splits.values())
     assert sorted(together["text"]) == sorted(rows["text"])

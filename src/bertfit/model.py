@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,13 @@ class TextClassifier:
 
     # -- inference ----------------------------------------------------------------------------
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Class probabilities, (len(texts), n_classes), in the order given.
 
         Texts are run in batches of similar token length (fewer pad tokens), then put back in order.
         """
         import torch
+        from tqdm.auto import tqdm
 
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
@@ -104,7 +106,8 @@ class TextClassifier:
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         keys = [k for k in encoded.keys() if k in ("input_ids", "attention_mask", "token_type_ids")]
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
+            starts = range(0, len(order), batch_size)
+            for start in tqdm(starts, desc="scoring", disable=not progress, file=sys.stderr, leave=False):
                 chosen = order[start:start + batch_size]
                 batch = self.tokenizer.pad(
                     {k: [encoded[k][i] for i in chosen] for k in keys}, return_tensors="pt"
@@ -129,10 +132,12 @@ class TextClassifier:
                 "probabilities": {name: round(float(p), 6) for name, p in zip(self.labels.names, row, strict=True)},
             }
 
-    def evaluate(self, texts: Sequence[str], labels: Iterable[str], batch_size: int = 64) -> dict[str, Any]:
+    def evaluate(
+        self, texts: Sequence[str], labels: Iterable[str], batch_size: int = 64, progress: bool = False
+    ) -> dict[str, Any]:
         """Metrics of this model on labelled texts (labels as names)."""
         y_true = self.labels.encode(list(labels), where="the evaluation data")
-        return classification_metrics(y_true, self.predict_proba(texts, batch_size))
+        return classification_metrics(y_true, self.predict_proba(texts, batch_size, progress))
 
 
 def read_meta(folder: Path) -> dict[str, Any] | None:

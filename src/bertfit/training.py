@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -179,13 +180,20 @@ class EncodedSplit:
 
 
 def encode_split(
-    tokenizer: Any, frame: pd.DataFrame, label_ids: np.ndarray, max_length: int
+    tokenizer: Any, frame: pd.DataFrame, label_ids: np.ndarray, max_length: int, progress: bool = False,
+    desc: str = "tokenizing",
 ) -> tuple[EncodedSplit, int]:
     """Tokenize a split; returns the dataset and how many texts were cut at max_length."""
-    encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=max_length)
-    keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    texts = frame["text"].tolist()
+    encoded: dict[str, list] = {}
+    step = 2048
+    for start in tqdm(range(0, len(texts), step), desc=desc, disable=not progress, file=sys.stderr, leave=False):
+        part = tokenizer(texts[start:start + step], truncation=True, max_length=max_length)
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            if key in part:
+                encoded.setdefault(key, []).extend(part[key])
     truncated = sum(len(ids) >= max_length for ids in encoded["input_ids"])
-    return EncodedSplit({k: encoded[k] for k in keep}, label_ids), int(truncated)
+    return EncodedSplit(encoded, label_ids), int(truncated)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +288,8 @@ def fit(
                  for name, frame in prepared.splits().items()}
     encoded, truncated = {}, {}
     for name, frame in prepared.splits().items():
-        encoded[name], truncated[name] = encode_split(tokenizer, frame, label_ids[name], max_length)
+        encoded[name], truncated[name] = encode_split(tokenizer, frame, label_ids[name], max_length, progress,
+                                                      desc=f"tokenizing {name}")
     if any(truncated.values()):
         log.warning("texts cut at --max-length %d tokens: %s", max_length, truncated)
 
@@ -362,7 +371,7 @@ def fit(
     classifier = TextClassifier(model, tokenizer, meta)
     # The test split is scored once, here, by the same code path `bertfit predict` uses.
     test_metrics = classifier.evaluate(prepared.test["text"].tolist(), prepared.test["label"].tolist(),
-                                       config.eval_batch_size)
+                                       config.eval_batch_size, progress=progress)
     meta["metrics"] = {"validation": best["validation"], "test": test_metrics}
     shutil.rmtree(checkpoints, ignore_errors=True)
     if target is not None:

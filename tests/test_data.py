@@ -76,7 +76,8 @@ def test_semicolon_csv_is_detected_even_with_commas_in_texts(tmp_path):
     path = tmp_path / "export.csv"
     path.write_text("text;label\nhello, world;a\none, two, three;b\n", encoding="utf-8")
     read = data.read_table(path)
-    assert read.to_dict("records") == [{"text": "hello, world", "label": "a"}, {"text": "one, two, three", "label": "b"}]
+    assert read.to_dict("records") == [{"text": "hello, world", "label": "a"},
+                                       {"text": "one, two, three", "label": "b"}]
 
 
 def test_csv_with_utf8_bom_reads_clean_column_names(tmp_path):
@@ -85,9 +86,6 @@ def test_csv_with_utf8_bom_reads_clean_column_names(tmp_path):
     assert list(data.read_table(path).columns) == ["text", "label"]
 
 
-@pytest.mark.xfail(reason="BUG: JSONL is read with encoding='utf-8', so a UTF-8 BOM (Notepad, PowerShell) makes "
-                          "line 1 'not valid JSON'; CSV with a BOM reads fine. Use encoding='utf-8-sig'.",
-                   strict=True)
 def test_jsonl_with_utf8_bom_reads_like_csv_does(tmp_path):
     path = tmp_path / "notepad.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"text": "hi", "label": "a"}\n{"text": "yo", "label": "b"}\n')
@@ -213,9 +211,6 @@ def test_find_columns_without_a_label_lists_the_columns():
                       "pass --label-col NAME")
 
 
-@pytest.mark.xfail(reason="BUG: find_columns (data.py:197) drops the label column before picking the text, so "
-                          "the 'both columns are X' check is dead code and the error says an existing column is "
-                          "not found", strict=True)
 def test_find_columns_same_column_for_both_is_refused():
     expect_data_error(lambda: data.find_columns(frame_with("text", "label"), "text", "text"),
                       "both 'text'", "pass different --text-col and --label-col")
@@ -226,8 +221,6 @@ def test_find_columns_takes_the_one_object_string_column_as_text():
     assert data.find_columns(frame, None, None) == ("notes", "label")
 
 
-@pytest.mark.xfail(reason="BUG: data._pick (data.py:220) picks the lone string column only if dtype == object; "
-                          "pandas 3 reads strings as StringDtype, so the fallback never fires", strict=True)
 def test_find_columns_takes_the_one_string_column_as_text_when_read_from_csv(tmp_path):
     path = tmp_path / "notes.csv"
     path.write_text("id,notes,label\n1,hello there,x\n2,good bye,y\n", encoding="utf-8")
@@ -248,6 +241,14 @@ def test_clean_strips_and_counts_every_kind_of_drop():
     assert dropped == {"missing_text": 1, "empty_text": 1, "missing_label": 2, "duplicate": 1,
                        "conflicting_label": 2}
     assert list(rows.index) == [0, 1]
+
+
+def test_clean_judges_duplicates_ignoring_case_and_spacing():
+    frame = pd.DataFrame({"text": ["Hello  World", "hello world", "HELLO WORLD", "other"],
+                          "label": ["a", "a", "b", "b"]})
+    rows, dropped = data.clean(frame, "text", "label")
+    assert rows.to_dict("records") == [{"text": "Hello  World", "label": "a"}, {"text": "other", "label": "b"}]
+    assert (dropped["duplicate"], dropped["conflicting_label"]) == (1, 1)
 
 
 def test_clean_turns_numbers_into_text_and_labels():
@@ -514,8 +515,6 @@ def test_prepare_hf_unknown_name_offline_is_a_data_error(monkeypatch):
                       "cannot load Hugging Face dataset 'bertfit-tests/no-such-dataset'", "save_to_disk(PATH)")
 
 
-@pytest.mark.xfail(reason="BUG: data._load_hf (data.py:175) takes str(err).splitlines()[0], an IndexError "
-                          "when the exception has no message", strict=True)
 def test_prepare_hf_error_without_a_message_is_still_a_data_error(monkeypatch):
     datasets = pytest.importorskip("datasets")
 
@@ -602,9 +601,6 @@ def test_iter_texts_empty_csv(tmp_path):
     expect_data_error(lambda: list(data.iter_texts(tmp_path / "empty.csv")), "is empty", "needs a header row")
 
 
-@pytest.mark.xfail(reason="BUG: iter_texts (data.py:432, 441) reads .csv/.tsv through _read_delimited and other "
-                          "files with open(); UnicodeDecodeError / pandas ParserError escape raw, not as DataError",
-                   strict=True)
 @pytest.mark.parametrize("name, content", [("latin.csv", b"text\ncaf\xe9\n"), ("latin.txt", b"ok\ncaf\xe9\n"),
                                            ("ragged.csv", b"text\na\nb,c,d\n")])
 def test_iter_texts_unreadable_file_is_a_data_error(tmp_path, name, content):

@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from bertfit import __version__
 from bertfit.config import DataConfig, TrainConfig
 from bertfit.errors import BertfitError, DataError, OutputError, UsageError
@@ -107,8 +109,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)
         if getattr(args, f.name, None) is not None
     }
-    if "train_layers" in settings:
-        settings["train_layers"] = settings["train_layers"].lower()
     data = args.data
     if data is None:
         data = demo_data_path()
@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.debug, args.quiet)
     try:
-        return args.handler(args)
+        # Log lines go through tqdm.write, so progress bars do not draw over them.
+        with logging_redirect_tqdm(loggers=[logging.getLogger("bertfit")]):
+            return args.handler(args)
     except BertfitError as err:
         if args.debug:
             raise

@@ -29,7 +29,9 @@ class DataConfig:
     seed: int = 42  # for the stratified split
 
     def problems(self) -> list[str]:
-        found = []
+        found = _wrong_types(self)
+        if found:
+            return found
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 < value < 1:
@@ -60,8 +62,16 @@ class TrainConfig:
     lora_r: int = 8  # LoRA rank, used with train_layers="lora"
     lora_alpha: int = 16
 
+    def __post_init__(self) -> None:
+        if isinstance(self.train_layers, int) and not isinstance(self.train_layers, bool):
+            self.train_layers = str(self.train_layers)  # train_layers=2 from Python means the top 2 layers
+        if isinstance(self.train_layers, str):
+            self.train_layers = self.train_layers.strip().lower()
+
     def problems(self) -> list[str]:
-        found = []
+        found = _wrong_types(self)
+        if found:
+            return found
         if not (self.train_layers in TRAIN_LAYER_CHOICES or re.fullmatch(r"[1-9][0-9]*", str(self.train_layers))):
             found.append(
                 f"--train-layers must be one of {', '.join(TRAIN_LAYER_CHOICES)} or a positive "
@@ -99,6 +109,27 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
     """Build a config from a dict, ignoring keys this version does not know (forward compatible)."""
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def _wrong_types(config: Any) -> list[str]:
+    """Values of the wrong kind (e.g. "3e-5" read as text from a YAML file), before any range check."""
+    found = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        allowed = str(f.type)
+        if value is None and "None" in allowed:
+            continue
+        if allowed.startswith("float"):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif allowed.startswith("int"):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif allowed.startswith("bool"):
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            found.append(f"--{_flag(f.name)} must be {allowed.replace(' | None', '')}, got {value!r}")
+    return found
 
 
 def _flag(name: str) -> str:

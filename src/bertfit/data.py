@@ -102,7 +102,7 @@ def _read_delimited(path: Path, chunksize: int | None = None) -> Any:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     records = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not JSON
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -172,7 +172,7 @@ def _load_hf(name: str) -> dict[str, pd.DataFrame]:
             loaded = datasets.load_dataset(repo, subset or None)
     except Exception as err:
         raise DataError(
-            f"cannot load Hugging Face dataset {name!r} ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            f"cannot load Hugging Face dataset {name!r} ({type(err).__name__}: {_first_line(err)}); "
             "if the hub is unreachable, load it where there is a network, save_to_disk(PATH), and pass hf:PATH"
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
@@ -187,6 +187,10 @@ def _load_hf(name: str) -> dict[str, pd.DataFrame]:
     return {"all": loaded.to_pandas()}
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or ["no message"])[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Columns
 
@@ -194,10 +198,10 @@ def _load_hf(name: str) -> dict[str, pd.DataFrame]:
 def find_columns(frame: pd.DataFrame, text_col: str | None, label_col: str | None) -> tuple[str, str]:
     """The text and label columns: as given, else the one obvious candidate of each."""
     columns = [str(c) for c in frame.columns]
+    if text_col is not None and text_col == label_col:
+        raise DataError(f"text and label columns are both {text_col!r}; pass different --text-col and --label-col")
     label = _pick(columns, label_col, LABEL_CANDIDATES, "label")
     text = _pick([c for c in columns if c != label], text_col, TEXT_CANDIDATES, "text", frame=frame)
-    if text == label:
-        raise DataError(f"text and label columns are both {text!r}; pass different --text-col and --label-col")
     return text, label
 
 
@@ -217,7 +221,7 @@ def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], ro
     if len(matches) > 1:
         raise DataError(f"more than one column could be the {role}: {matches}; pass {flag} NAME")
     if role == "text" and frame is not None:  # one string column left is the text
-        strings = [c for c in columns if c in frame and frame[c].dtype == object]
+        strings = [c for c in columns if c in frame and pd.api.types.is_string_dtype(frame[c])]
         if len(strings) == 1:
             return strings[0]
     raise DataError(f"cannot tell which column holds the {role}; columns are {columns}; pass {flag} NAME")
@@ -257,11 +261,14 @@ def clean(frame: pd.DataFrame, text_col: str, label_col: str) -> tuple[pd.DataFr
     missing_label = rows["label"].isna() | (rows["label"] == "")
     rows = rows[~missing_label]
     dropped["missing_label"] = int(missing_label.sum())
-    duplicate = rows.duplicated(["text", "label"])
-    rows = rows[~duplicate]
+    # Duplicates are judged as the leak check judges them (case and spacing ignored), so that
+    # splitting a cleaned file can never put "the same" text in two splits.
+    key = _leak_key(rows["text"])
+    duplicate = pd.DataFrame({"key": key, "label": rows["label"]}).duplicated()
+    rows, key = rows[~duplicate], key[~duplicate]
     dropped["duplicate"] = int(duplicate.sum())
     # The same text under two labels cannot both be right; keep the first so the text is seen once.
-    conflicting = rows.duplicated("text")
+    conflicting = key.duplicated()
     rows = rows[~conflicting]
     dropped["conflicting_label"] = int(conflicting.sum())
     return rows.reset_index(drop=True), dropped
@@ -418,6 +425,19 @@ def iter_texts(source: str | Path, text_col: str | None = None, chunk_size: int 
     ``-`` is standard input, one text per line; .csv/.tsv/.jsonl/.parquet use the text column (given,
     or the obvious one); any other file is one text per line.
     """
+    try:
+        yield from _iter_texts(source, text_col, chunk_size)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{source} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"cannot parse {source} as a table ({_first_line(err)}); check its delimiter and quoting") \
+            from None
+
+
+def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int) -> Iterator[list[str]]:
     if str(source) == "-":
         yield from _chunks((line.rstrip("\r\n") for line in sys.stdin if line.strip()), chunk_size)
         return

@@ -25,7 +25,7 @@ def normalise(values: pd.Series, column: str) -> pd.Series:
         fractional = values[values.notna() & (values != values.round())]
         if len(fractional):
             raise DataError(
-                f"label column {column!r} holds numbers with fractions (e.g. {fractional.iloc[0]!r}); "
+                f"label column {column!r} holds numbers with fractions (e.g. {fractional.iloc[0].item()!r}); "
                 "bertfit classifies, it does not regress: pass a column of class names or whole numbers"
             )
         return values.map(lambda v: str(int(v)) if pd.notna(v) else v)

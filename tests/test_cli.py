@@ -1,0 +1,343 @@
+"""The `bertfit` command: in-process through ``main(argv)``, plus real processes for exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import bertfit
+from bertfit import cli, training
+from bertfit.cli import main
+from bertfit.data import load_labelled
+from bertfit.model import TextClassifier
+
+HEADLINE = {"accuracy", "f1_macro", "precision_macro", "recall_macro", "auc", "loss"}
+SUMMARY = {"model_dir", "best_epoch", "train_seconds", "validation", "test", "history"}
+ENV_SET_BY_CLI = ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+
+
+@contextlib.contextmanager
+def cli_state_restored():
+    """main() configures the 'bertfit' logger and sets env defaults; put them back for other tests.
+
+    In a fresh `bertfit` process HF_HUB_DISABLE_PROGRESS_BARS is set before transformers is imported,
+    so library bars ("Loading weights") stay off; here transformers is imported already, so they are
+    switched off by hand for the duration, to see stderr as a user sees it.
+    """
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    logger = logging.getLogger("bertfit")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    env = {name: os.environ.get(name) for name in ENV_SET_BY_CLI}
+    bars_were_on = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # both transformers' and huggingface_hub's
+    try:
+        yield
+    finally:
+        if bars_were_on[0]:
+            hf_logging.enable_progress_bar()
+        if not bars_were_on[1]:
+            hub_utils.disable_progress_bars()
+        logger.handlers[:], logger.level, logger.propagate = saved
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _restore_cli_state():
+    with cli_state_restored():
+        yield
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop anything printed before
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _must_not_train(*args, **kwargs):
+    raise AssertionError("training started although the command should have failed before it")
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, tiny_model_dir):
+    """`bertfit train` with no DATA (the embedded demo tickets), run once; small --max-length keeps it quick."""
+    out_dir = tmp_path_factory.mktemp("demo") / "m"
+    argv = ["train", "--model", str(tiny_model_dir), "--epochs", "2", "--learning-rate", "1e-2",
+            "--max-length", "16", "--batch-size", "32", "--out", str(out_dir), "--quiet"]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with cli_state_restored(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(argv)
+    return code, stdout.getvalue(), stderr.getvalue(), out_dir
+
+
+def test_train_without_data_uses_the_demo_set_and_prints_one_json_summary(demo_run):
+    code, out, err, out_dir = demo_run
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 1, out  # stdout holds the summary and nothing else
+    summary = json.loads(lines[-1])
+    assert set(summary) == SUMMARY
+    assert summary["model_dir"] == str(out_dir)
+    assert set(summary["test"]) == HEADLINE
+    assert set(summary["validation"]) == HEADLINE
+    assert 0 <= summary["test"]["accuracy"] <= 1 and summary["test"]["loss"] > 0
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert summary["best_epoch"] in (1, 2)
+    assert summary["train_seconds"] > 0
+    meta = json.loads((out_dir / "bertfit.json").read_text())
+    assert meta["labels"] == ["tier1", "tier2", "tier3"]
+    assert Path(meta["data"]["source"]) == cli.demo_data_path()
+    assert sum(meta["data"]["rows_read"].values()) == 600
+    assert meta["max_length"] == 16
+    assert [p.name for p in out_dir.parent.iterdir()] == ["m"]  # no checkpoints or staging left
+
+
+def test_evaluate_prints_one_json_object(demo_run, capsys):
+    out_dir = demo_run[3]
+    code, out, err = run(["evaluate", out_dir, cli.demo_data_path(), "--quiet"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 1
+    metrics = json.loads(lines[0])
+    assert metrics["labels"] == ["tier1", "tier2", "tier3"]
+    assert 0 <= metrics["accuracy"] <= 1
+    matrix = metrics["confusion_matrix"]
+    assert len(matrix) == 3 and all(len(row) == 3 for row in matrix)
+    assert sum(map(sum, matrix)) == metrics["rows"] == len(load_labelled(cli.demo_data_path(), None, None))
+
+
+def test_evaluate_with_an_unknown_label_exits_2(trained_dir, tmp_path, capsys):
+    data = tmp_path / "eval.csv"
+    pd.DataFrame({"text": ["refund my card", "app crash"], "label": ["billing", "refunds"]}).to_csv(data, index=False)
+    code, out, err = run(["evaluate", trained_dir, data], capsys)
+    assert code == 2
+    assert "refunds" in one_error_line(err)
+    assert out == ""
+
+
+def test_train_with_explicit_columns(tiny_model_dir, rows, tmp_path, capsys):
+    # Neither column has a name bertfit would guess, so only the flags can find them.
+    data = tmp_path / "tickets.csv"
+    rows.rename(columns={"text": "ticket", "label": "tier"}).assign(note="x").to_csv(data, index=False)
+    out_dir = tmp_path / "m"
+    code, out, err = run(["train", data, "--text-col", "ticket", "--label-col", "tier", "--model", tiny_model_dir,
+                          "--epochs", "1", "--max-length", "16", "--out", out_dir, "--quiet"], capsys)
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["model_dir"] == str(out_dir)
+    meta = json.loads((out_dir / "bertfit.json").read_text())
+    assert (meta["text_col"], meta["label_col"]) == ("ticket", "tier")
+    assert meta["labels"] == ["billing", "sales", "tech"]
+
+
+def test_train_with_a_wrong_label_col_exits_2_naming_the_columns(tiny_model_dir, data_csv, tmp_path, capsys):
+    out_dir = tmp_path / "m"
+    code, out, err = run(["train", data_csv, "--label-col", "stars", "--model", tiny_model_dir,
+                          "--out", out_dir], capsys)
+    assert code == 2
+    line = one_error_line(err)
+    assert "'stars'" in line and "['text', 'label']" in line
+    assert out == ""
+    assert not out_dir.exists()
+    assert list(tmp_path.iterdir()) == []  # no checkpoints folder either
+
+
+def test_train_into_a_non_empty_out_fails_before_training(tiny_model_dir, data_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(training, "fit", _must_not_train)
+    out_dir = tmp_path / "m"
+    out_dir.mkdir()
+    (out_dir / "keep.txt").write_text("precious")
+    started = time.perf_counter()
+    code, out, err = run(["train", data_csv, "--model", tiny_model_dir, "--out", out_dir, "--quiet"], capsys)
+    assert time.perf_counter() - started < 5
+    assert code == 2
+    assert "--overwrite" in one_error_line(err)
+    assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
+    assert (out_dir / "keep.txt").read_text() == "precious"
+
+
+def test_train_with_an_out_that_is_a_file_exits_2(data_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(training, "fit", _must_not_train)
+    out_file = tmp_path / "model"
+    out_file.write_text("x")
+    code, _, err = run(["train", data_csv, "--out", out_file, "--quiet"], capsys)
+    assert code == 2
+    assert "is a file" in one_error_line(err)
+
+
+def test_invalid_flags_are_reported_together(data_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(training, "fit", _must_not_train)
+    code, out, err = run(["train", data_csv, "--epochs", "0", "--batch-size", "-1", "--out", tmp_path / "m"], capsys)
+    assert code == 2
+    line = one_error_line(err)
+    assert "--epochs" in line and "got 0" in line
+    assert "--batch-size" in line and "got -1" in line
+    assert out == ""
+    assert not (tmp_path / "m").exists()
+
+
+def test_unknown_hub_model_offline_fails_fast_with_the_fix(data_csv, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import; this process imported it already.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    started = time.perf_counter()
+    code, out, err = run(["train", data_csv, "--model", "no-such-org/no-such-model", "--out", tmp_path / "m",
+                          "--quiet"], capsys)
+    assert time.perf_counter() - started < 30
+    assert code == 2
+    line = one_error_line(err)
+    assert "no-such-org/no-such-model" in line
+    assert "unreachable" in line and "--model PATH" in line
+    assert out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- predict --------------------------------------------------------------------------------------
+
+
+def check_records(records: list[dict], texts: list[str], model_dir: Path) -> None:
+    expected = TextClassifier.from_pretrained(model_dir).predict(texts)
+    assert [r["text"] for r in records] == texts
+    assert [r["label"] for r in records] == expected
+    for record in records:
+        assert set(record) == {"text", "label", "score", "probabilities"}
+        assert list(record["probabilities"]) == ["billing", "sales", "tech"]
+        assert record["score"] == max(record["probabilities"].values())
+        assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+
+
+def test_predict_texts_given_as_arguments(trained_dir, capsys):
+    texts = ["refund my card payment", "the app crashed on login", "a quote for 40 seats, café ☕"]
+    code, out, err = run(["predict", trained_dir, *texts, "--quiet"], capsys)
+    assert code == 0, err
+    assert len(out.splitlines()) == len(texts)
+    check_records(json_lines(out), texts, trained_dir)
+
+
+def test_predict_from_a_text_per_line_file(trained_dir, tmp_path, capsys):
+    texts = ["refund my card payment", "the app crashed on login", "upgrade our plan"]
+    source = tmp_path / "texts.txt"
+    source.write_text(texts[0] + "\n\n" + texts[1] + "\r\n" + texts[2] + "\n", encoding="utf-8")
+    code, out, err = run(["predict", trained_dir, "--input", source, "--quiet"], capsys)
+    assert code == 0, err
+    check_records(json_lines(out), texts, trained_dir)
+
+
+def test_predict_from_a_csv_uses_its_text_column(trained_dir, data_csv, rows, capsys):
+    code, out, err = run(["predict", trained_dir, "--input", data_csv, "--batch-size", "8", "--quiet"], capsys)
+    assert code == 0, err
+    check_records(json_lines(out), rows["text"].tolist(), trained_dir)
+
+
+def test_predict_from_stdin(trained_dir, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("refund my card\n\nscreen is broken\n"))
+    code, out, err = run(["predict", trained_dir, "--input", "-", "--quiet"], capsys)
+    assert code == 0, err
+    check_records(json_lines(out), ["refund my card", "screen is broken"], trained_dir)
+
+
+def test_predict_from_empty_stdin_exits_2(trained_dir, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, out, err = run(["predict", trained_dir, "--input", "-", "--quiet"], capsys)
+    assert code == 2
+    assert "no texts" in one_error_line(err)
+    assert out == ""
+
+
+def test_predict_output_file(trained_dir, tmp_path, capsys):
+    target = tmp_path / "predictions.jsonl"
+    texts = ["refund my card", "screen is broken"]
+    code, out, err = run(["predict", trained_dir, *texts, "--output", target, "--quiet"], capsys)
+    assert code == 0, err
+    assert out == ""
+    check_records(json_lines(target.read_text(encoding="utf-8")), texts, trained_dir)
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]  # no staging file left
+
+
+def test_predict_output_in_a_missing_folder_exits_2(trained_dir, tmp_path, capsys):
+    code, out, err = run(["predict", trained_dir, "hello", "--output", tmp_path / "no" / "p.jsonl"], capsys)
+    assert code == 2
+    assert "--output" in one_error_line(err)
+    assert out == ""
+
+
+def test_predict_failure_leaves_no_output_file(trained_dir, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "predictions.jsonl"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, _ = run(["predict", trained_dir, "--input", "-", "--output", target, "--quiet"], capsys)
+    assert code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [([], "no texts to predict"), (["hello", "--input", "-"], "not both")],
+)
+def test_predict_needs_texts_or_input_but_not_both(trained_dir, capsys, extra, message):
+    code, out, err = run(["predict", trained_dir, *extra], capsys)
+    assert code == 2
+    assert message in one_error_line(err)
+    assert out == ""
+
+
+# -- the real process -----------------------------------------------------------------------------
+
+
+def _bertfit(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bertfit", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_process_exit_codes_and_tracebacks(tmp_path):
+    missing = str(tmp_path / "nonexistent")
+    plain, debug = _bertfit("predict", missing, "hello"), _bertfit("predict", missing, "hello", "--debug")
+    out, err = plain.communicate(timeout=120)
+    assert plain.returncode == 2
+    line = one_error_line(err)
+    assert missing in line and "bertfit train" in line
+    assert out == ""
+    out, err = debug.communicate(timeout=120)
+    assert debug.returncode == 1  # an uncaught exception
+    assert "Traceback" in err and "ModelLoadError" in err
+    assert out == ""
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bertfit {bertfit.__version__}"

@@ -1,0 +1,100 @@
+"""Config: defaults are valid, every problem is reported at once, dicts round-trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertfit.config import DataConfig, TrainConfig, check, from_dict, to_dict
+from bertfit.errors import UsageError
+
+
+def problems(**fields) -> list[str]:
+    """The problems of a TrainConfig or DataConfig built from ``fields`` (whichever knows them)."""
+    cls = DataConfig if set(fields) <= set(to_dict(DataConfig())) else TrainConfig
+    return cls(**fields).problems()
+
+
+def test_defaults_are_valid():
+    assert DataConfig().problems() == []
+    assert TrainConfig().problems() == []
+    assert check(DataConfig(), TrainConfig()) is None
+
+
+def test_every_problem_is_reported_together():
+    with pytest.raises(UsageError) as info:
+        check(DataConfig(test_fraction=0), TrainConfig(epochs=0, batch_size=-1, train_layers="x"))
+    message = str(info.value)
+    for flag in ("--test-fraction", "--epochs", "--batch-size", "--train-layers"):
+        assert flag in message, (flag, message)
+    assert message.count("; --") >= 3 and "\n" not in message
+    assert info.value.exit_code == 2 and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("value", ["head", "pooler", "all", "lora", "LoRA", " all ", "1", "3", "12", 3])
+def test_train_layers_accepts(value):
+    assert problems(train_layers=value) == []
+
+
+@pytest.mark.parametrize("value", ["x", "0", "-1", "03", "", "3.5", 0])
+def test_train_layers_rejects(value):
+    (problem,) = problems(train_layers=value)
+    assert problem.startswith("--train-layers must be one of head, pooler, all, lora or a positive number")
+    assert repr(value) in problem
+
+
+@pytest.mark.parametrize(
+    "fields, flag",
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"epochs": 2.5}, "--epochs"),
+        ({"epochs": True}, "--epochs"),
+        ({"batch_size": -1}, "--batch-size"),
+        ({"eval_batch_size": 0}, "--eval-batch-size"),
+        ({"max_length": 0}, "--max-length"),
+        ({"lora_r": 0}, "--lora-r"),
+        ({"lora_alpha": "16"}, "--lora-alpha"),
+        ({"patience": -1}, "--patience"),
+        ({"learning_rate": 0.0}, "--learning-rate"),
+        ({"learning_rate": 2.0}, "--learning-rate"),
+        ({"warmup_ratio": 1.0}, "--warmup-ratio"),
+        ({"weight_decay": -0.1}, "--weight-decay"),
+        ({"validation_fraction": 0}, "--validation-fraction"),
+        ({"test_fraction": 1.0}, "--test-fraction"),
+        ({"test_fraction": -0.1}, "--test-fraction"),
+    ],
+)
+def test_each_invalid_field_is_named_by_its_flag(fields, flag):
+    found = problems(**fields)
+    assert found and found[0].startswith(flag), found
+
+
+@pytest.mark.parametrize("fields", [{"max_length": None}, {"patience": 0}, {"learning_rate": 3e-5},
+                                    {"warmup_ratio": 0.0}, {"weight_decay": 0.0}, {"max_length": 8}])
+def test_edge_values_that_are_fine(fields):
+    assert problems(**fields) == []
+
+
+@pytest.mark.parametrize("validation, test, ok", [(0.45, 0.45, False), (0.5, 0.4, False), (0.6, 0.35, False),
+                                                  (0.45, 0.44, True), (0.3, 0.3, True), (0.01, 0.01, True)])
+def test_fractions_must_leave_ten_percent_for_training(validation, test, ok):
+    found = DataConfig(validation_fraction=validation, test_fraction=test).problems()
+    assert (found == []) is ok, found
+    if not ok:
+        assert "must leave at least 10% for training" in found[-1]
+
+
+@pytest.mark.parametrize("config", [TrainConfig(learning_rate="3e-5"), TrainConfig(warmup_ratio=None),
+                                    DataConfig(validation_fraction="0.1")])
+def test_wrong_type_is_a_usage_error_not_a_crash(config):
+    with pytest.raises(UsageError):
+        check(config)
+
+
+def test_from_dict_ignores_unknown_keys():
+    config = from_dict(TrainConfig, {"epochs": 3, "train_layers": "head", "added_in_a_later_version": 1})
+    assert config == TrainConfig(epochs=3, train_layers="head")
+
+
+@pytest.mark.parametrize("config", [DataConfig(text_col="body", seed=3), TrainConfig(model="m", lora_r=4)])
+def test_dict_round_trip(config):
+    assert from_dict(type(config), to_dict(config)) == config

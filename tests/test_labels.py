@@ -1,0 +1,100 @@
+"""Labels: class order, encoding, balance, and turning a label column into class names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bertfit.errors import DataError
+from bertfit.labels import LabelSet, normalise
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (["10", "2", "1", "2"], ("1", "2", "10")),
+        (["-1", "0.5", "3", "-10"], ("-10", "-1", "0.5", "3")),
+        (["pos", "neg", "neutral"], ("neg", "neutral", "pos")),
+        (["b", "a", "C"], ("C", "a", "b")),
+        (["10", "x", "2"], ("2", "10", "x")),  # numbers first, in numeric order
+        (["True", "False"], ("False", "True")),
+    ],
+)
+def test_fit_sorts_numerically_when_numbers_else_alphabetically(labels, expected):
+    assert LabelSet.fit(labels).names == expected
+    assert LabelSet.fit(reversed(labels)).names == expected
+
+
+def test_ids_follow_the_sorted_names():
+    labels = LabelSet.fit(["10", "2", "1"])
+    assert labels.id2label == {0: "1", 1: "2", 2: "10"}
+    assert labels.label2id == {"1": 0, "2": 1, "10": 2}
+    assert len(labels) == 3
+
+
+@pytest.mark.parametrize("labels, found", [(["a", "a", "a"], "only 'a'"), ([], "none")])
+def test_fit_needs_two_classes(labels, found):
+    with pytest.raises(DataError) as info:
+        LabelSet.fit(labels, "stars")
+    message = str(info.value)
+    assert f"label column 'stars' has one class ({found})" in message
+    assert "check --label-col" in message and "\n" not in message
+
+
+def test_encode_maps_names_to_ids():
+    encoded = LabelSet(("neg", "pos")).encode(["pos", "neg", "pos"])
+    assert encoded.dtype == np.int64
+    assert encoded.tolist() == [1, 0, 1]
+
+
+def test_encode_unknown_label_names_it_and_the_known_ones():
+    with pytest.raises(DataError) as info:
+        LabelSet(("neg", "pos")).encode(["pos", "meh", "angry", "meh"], where="the test split")
+    message = str(info.value)
+    assert "the test split has label(s) ['angry', 'meh'] that the training split does not have" in message
+    assert "(known: ['neg', 'pos'])" in message
+    assert "remove those rows or add them to the training data" in message
+
+
+def test_balance_counts_in_id_order_with_zeros():
+    balance = LabelSet.fit(["10", "2", "1"]).balance(["10", "10", "1"])
+    assert balance == {"1": 1, "2": 0, "10": 2}
+    assert list(balance) == ["1", "2", "10"]
+
+
+def as_list(series: pd.Series) -> list:
+    return [None if pd.isna(value) else value for value in series]
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (pd.Series([True, False, True]), ["True", "False", "True"]),
+        (pd.Series([True, False, None], dtype=object), ["True", "False", None]),
+        (pd.Series([1, 2, 10]), ["1", "2", "10"]),
+        (pd.Series([0.0, 1.0, np.nan, -3.0]), ["0", "1", None, "-3"]),
+        (pd.Series([" pos ", "neg\t", None, "\nneutral"]), ["pos", "neg", None, "neutral"]),
+        (pd.Series([1, " x ", None, 2.5], dtype=object), ["1", "x", None, "2.5"]),
+        (pd.Series([1, 2, None], dtype="Int64"), ["1", "2", None]),
+    ],
+    ids=["bool", "bool-with-missing", "int", "whole-float", "strings", "mixed-object", "nullable-int"],
+)
+def test_normalise_makes_stripped_class_names(values, expected):
+    assert as_list(normalise(values, "label")) == expected
+
+
+@pytest.mark.parametrize("values, example", [([0.0, 0.5, 1.0], "0.5"), ([1.0, np.nan, 2.25], "2.25")])
+def test_normalise_refuses_fractional_floats(values, example):
+    with pytest.raises(DataError) as info:
+        normalise(pd.Series(values), "score")
+    message = str(info.value)
+    assert "label column 'score' holds numbers with fractions" in message
+    assert "it does not regress" in message
+    assert example in message
+
+
+def test_normalise_fraction_example_is_a_plain_number():
+    with pytest.raises(DataError) as info:
+        normalise(pd.Series([0.0, 0.5]), "score")
+    assert "(e.g. 0.5)" in str(info.value)

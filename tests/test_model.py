@@ -1,0 +1,333 @@
+"""The saved folder and inference: TextClassifier load / save / predict / evaluate, and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bertfit
+from bertfit import model
+from bertfit.errors import DataError, ModelLoadError, OutputError
+from bertfit.model import TextClassifier, check_output
+
+LABELS = ["billing", "sales", "tech"]  # the classes of conftest's rows, in LabelSet order
+
+# Texts of very different token lengths, some past the saved max_length (64), so batches mix lengths.
+TEXTS = [
+    "refund",
+    "crash error bug install update login password screen slow broken freeze reboot " * 8,
+    "buy quote demo plan",
+    "please help",
+    "invoice refund charge payment card bill price paid money overcharged receipt " * 3,
+    "my screen is broken again today",
+    "discount",
+    "trial pricing licence order seats contract for our plan now " * 2,
+]
+
+
+@pytest.fixture(scope="module")
+def classifier(trained_dir) -> TextClassifier:
+    return TextClassifier.from_pretrained(trained_dir)
+
+
+@pytest.fixture(scope="module")
+def meta(trained_dir) -> dict:
+    return json.loads((trained_dir / "bertfit.json").read_text())
+
+
+@pytest.fixture
+def model_copy(trained_dir, tmp_path) -> Path:
+    """A private copy of the trained folder that a test may damage."""
+    return Path(shutil.copytree(trained_dir, tmp_path / "copy"))
+
+
+# -- the saved folder -----------------------------------------------------------------------------
+
+
+def test_folder_holds_a_hugging_face_model_and_tokenizer(trained_dir):
+    names = {p.name for p in trained_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer_config.json", "bertfit.json"} <= names
+    assert names & {"tokenizer.json", "vocab.txt"}
+    config = json.loads((trained_dir / "config.json").read_text())
+    assert config["id2label"] == {str(i): name for i, name in enumerate(LABELS)}
+    assert config["label2id"] == {name: i for i, name in enumerate(LABELS)}
+    assert not [n for n in names if n.startswith(".")]  # no staging or checkpoint leftovers inside
+
+
+def test_bertfit_json_records_format_labels_columns_and_settings(meta, tiny_model_dir):
+    assert meta["format_version"] == model.FORMAT_VERSION
+    assert meta["labels"] == LABELS
+    assert (meta["text_col"], meta["label_col"]) == ("text", "label")
+    assert meta["max_length"] == 64  # the tiny model's position limit, below the default 256
+    settings = meta["settings"]
+    assert settings["train"]["epochs"] == 5
+    assert settings["train"]["learning_rate"] == pytest.approx(1e-2)
+    assert settings["train"]["model"] == str(tiny_model_dir)
+    assert settings["data"]["validation_fraction"] == pytest.approx(0.15)
+    assert settings["data"]["seed"] == 42
+    assert meta["versions"]["bertfit"] == bertfit.__version__
+    assert {"python", "torch", "transformers"} <= set(meta["versions"])
+
+
+def test_bertfit_json_history_and_metrics(meta):
+    history = meta["history"]
+    assert [entry["epoch"] for entry in history] == [1, 2, 3, 4, 5]  # patience 0: all 5 epochs
+    for entry in history:
+        assert entry["train_loss"] > 0
+        assert entry["validation"]["loss"] > 0
+        assert 0 <= entry["validation"]["accuracy"] <= 1
+    best = meta["best_epoch"]
+    assert meta["metrics"]["validation"] == history[best - 1]["validation"]
+    assert meta["metrics"]["validation"]["loss"] == min(h["validation"]["loss"] for h in history)
+    test = meta["metrics"]["test"]
+    assert {"accuracy", "f1_macro", "precision_macro", "recall_macro", "auc", "loss", "confusion_matrix"} <= set(test)
+    assert test["rows"] == sum(map(sum, test["confusion_matrix"])) == meta["data"]["rows"]["test"]
+
+
+def test_transformers_pipeline_loads_the_folder_without_bertfit(trained_dir, classifier):
+    import transformers
+
+    texts = ["refund my payment", "the screen is broken", "a quote for more seats", "please help"]
+    pipe = transformers.pipeline("text-classification", model=str(trained_dir), device="cpu")
+    outputs = pipe(texts)
+    assert [o["label"] for o in outputs] == classifier.predict(texts)
+    assert {o["label"] for o in outputs} <= set(LABELS)
+    proba = classifier.predict_proba(texts)
+    assert [o["score"] for o in outputs] == pytest.approx(proba.max(axis=1).tolist(), abs=1e-5)
+
+
+# -- inference ------------------------------------------------------------------------------------
+
+
+def test_predict_proba_rows_are_distributions(classifier):
+    proba = classifier.predict_proba(TEXTS)
+    assert proba.shape == (len(TEXTS), len(LABELS))
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert (proba >= 0).all()
+
+
+def test_length_sorted_batches_keep_every_text_in_its_place(classifier):
+    batched = classifier.predict_proba(TEXTS, batch_size=2)
+    one_by_one = np.vstack([classifier.predict_proba([text], batch_size=1) for text in TEXTS])
+    assert batched.shape == one_by_one.shape
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    # The check can only catch a reordering if the texts score differently.
+    assert len({tuple(np.round(row, 4)) for row in one_by_one}) == len(TEXTS)
+    reversed_order = classifier.predict_proba(TEXTS[::-1], batch_size=3)
+    np.testing.assert_allclose(reversed_order, one_by_one[::-1], atol=1e-5)
+
+
+def test_predict_proba_of_no_texts_is_empty(classifier):
+    proba = classifier.predict_proba([])
+    assert proba.shape == (0, len(LABELS))
+    assert classifier.predict([]) == []
+    assert list(classifier.predict_records([])) == []
+
+
+def test_predict_returns_label_names_matching_argmax(classifier):
+    proba = classifier.predict_proba(TEXTS)
+    assert classifier.predict(TEXTS) == [LABELS[i] for i in proba.argmax(axis=1)]
+
+
+def test_predict_records_fields(classifier):
+    records = list(classifier.predict_records(TEXTS, batch_size=3))
+    proba = classifier.predict_proba(TEXTS)
+    assert [r["text"] for r in records] == TEXTS
+    for record, row in zip(records, proba, strict=True):
+        assert set(record) == {"text", "label", "score", "probabilities"}
+        assert list(record["probabilities"]) == LABELS
+        assert record["label"] == LABELS[int(row.argmax())]
+        assert record["score"] == pytest.approx(float(row.max()), abs=1e-6)
+        assert record["score"] == max(record["probabilities"].values())
+        assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        json.dumps(record)  # plain Python types, ready for a JSON line
+
+
+def test_evaluate_scores_labelled_texts(classifier, rows):
+    texts, labels = rows["text"].tolist(), rows["label"].tolist()
+    metrics = classifier.evaluate(texts, labels)
+    predicted = classifier.predict(texts)
+    assert metrics["accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, labels, strict=True)]))
+    assert metrics["rows"] == len(rows)
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (3, 3) and matrix.sum() == len(rows)
+    assert matrix.sum(axis=1).tolist() == [labels.count(name) for name in LABELS]
+    assert {"f1_macro", "precision_macro", "recall_macro", "auc", "loss"} <= set(metrics)
+
+
+def test_evaluate_with_an_unknown_label_names_it(classifier):
+    with pytest.raises(DataError, match="refunds") as caught:
+        classifier.evaluate(["refund my card", "crash"], ["refunds", "tech"])
+    assert "\n" not in str(caught.value)
+
+
+# -- loading errors -------------------------------------------------------------------------------
+
+
+def _damage(folder: Path, how: str) -> None:
+    if how == "missing":
+        shutil.rmtree(folder)
+    elif how == "no_weights":
+        (folder / "model.safetensors").unlink()
+    elif how == "newer_format":
+        meta = json.loads((folder / "bertfit.json").read_text())
+        (folder / "bertfit.json").write_text(json.dumps({**meta, "format_version": 999}))
+    elif how == "invalid_json":
+        (folder / "bertfit.json").write_text('{"format_version": 1, "labels": [')
+    elif how == "empty":
+        shutil.rmtree(folder)
+        folder.mkdir()
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("missing", ["not found", "bertfit train"]),
+        ("no_weights", ["no weights", "model.safetensors", "retrain"]),
+        ("newer_format", ["999", "newer", "pip install -U bertfit"]),
+        ("invalid_json", ["not valid JSON", "bertfit.json", "retrain"]),
+        ("empty", ["not a model folder", "bertfit.json", "config.json"]),
+    ],
+)
+def test_from_pretrained_errors_are_one_line_with_the_fix(model_copy, how, expected):
+    _damage(model_copy, how)
+    with pytest.raises(ModelLoadError) as caught:
+        TextClassifier.from_pretrained(model_copy)
+    message = str(caught.value)
+    assert "\n" not in message
+    for part in expected:
+        assert part in message
+    assert isinstance(caught.value, OSError)  # callers catching the built-in keep working
+
+
+@pytest.mark.xfail(
+    reason="BUG: read_meta calls meta.get() on whatever JSON bertfit.json holds; a valid JSON file "
+           "that is not an object raises AttributeError instead of ModelLoadError",
+    strict=True,
+)
+def test_from_pretrained_bertfit_json_not_an_object(model_copy):
+    (model_copy / "bertfit.json").write_text("[1, 2, 3]\n")
+    with pytest.raises(ModelLoadError, match="bertfit.json"):
+        TextClassifier.from_pretrained(model_copy)
+
+
+def test_plain_hugging_face_folder_loads_with_labels_from_config(model_copy, classifier):
+    (model_copy / "bertfit.json").unlink()
+    plain = TextClassifier.from_pretrained(model_copy)
+    assert plain.labels.names == tuple(LABELS)
+    assert plain.max_length == 64
+    assert plain.predict(TEXTS) == classifier.predict(TEXTS)
+    np.testing.assert_allclose(plain.predict_proba(TEXTS), classifier.predict_proba(TEXTS), atol=1e-6)
+
+
+# -- saving ---------------------------------------------------------------------------------------
+
+
+def _leftovers(parent: Path, name: str) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}."))
+
+
+def test_save_then_load_round_trips(classifier, tmp_path):
+    target = classifier.save_pretrained(tmp_path / "saved")
+    assert target == tmp_path / "saved"
+    again = TextClassifier.from_pretrained(target)
+    assert again.meta["labels"] == LABELS
+    assert again.meta["history"] == classifier.meta["history"]
+    np.testing.assert_allclose(again.predict_proba(TEXTS), classifier.predict_proba(TEXTS), atol=1e-6)
+    assert _leftovers(tmp_path, "saved") == []
+
+
+def test_save_into_a_missing_parent_creates_it(classifier, tmp_path):
+    target = classifier.save_pretrained(tmp_path / "a" / "b" / "model")
+    assert (target / "bertfit.json").is_file()
+
+
+def test_save_over_a_non_empty_folder_needs_overwrite(classifier, tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="--overwrite"):
+        classifier.save_pretrained(target)
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert (target / "notes.txt").read_text() == "keep me"
+    assert _leftovers(tmp_path, "model") == []
+
+
+def test_save_with_overwrite_replaces_the_folder(classifier, tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "notes.txt").write_text("old")
+    classifier.save_pretrained(target, overwrite=True)
+    names = {p.name for p in target.iterdir()}
+    assert "notes.txt" not in names
+    assert {"bertfit.json", "config.json", "model.safetensors"} <= names
+    assert TextClassifier.from_pretrained(target).predict(TEXTS) == classifier.predict(TEXTS)
+    assert _leftovers(tmp_path, "model") == []
+
+
+def test_save_into_an_empty_existing_folder_needs_no_overwrite(classifier, tmp_path):
+    (tmp_path / "model").mkdir()
+    classifier.save_pretrained(tmp_path / "model")
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def _fail(*args, **kwargs):
+    raise RuntimeError("disk full (simulated)")
+
+
+def test_failed_save_leaves_no_folder_and_no_staging(classifier, tmp_path, monkeypatch):
+    monkeypatch.setattr(classifier.tokenizer, "save_pretrained", _fail)
+    with pytest.raises(RuntimeError, match="simulated"):
+        classifier.save_pretrained(tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_overwrite_keeps_the_old_folder(classifier, tmp_path, monkeypatch):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "notes.txt").write_text("old")
+    monkeypatch.setattr(classifier.tokenizer, "save_pretrained", _fail)
+    with pytest.raises(RuntimeError, match="simulated"):
+        classifier.save_pretrained(target, overwrite=True)
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert _leftovers(tmp_path, "model") == []
+
+
+# -- check_output ---------------------------------------------------------------------------------
+
+
+def test_check_output_accepts_new_and_empty_folders(tmp_path):
+    assert check_output(tmp_path / "new" / "model", overwrite=False) is None
+    (tmp_path / "empty").mkdir()
+    assert check_output(tmp_path / "empty", overwrite=False) is None
+    assert not (tmp_path / "new").exists()  # checking writes nothing
+
+
+def test_check_output_refuses_a_file(tmp_path):
+    target = tmp_path / "model"
+    target.write_text("not a folder")
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="is a file"):
+            check_output(target, overwrite=overwrite)
+    assert target.read_text() == "not a folder"
+
+
+def test_check_output_refuses_an_unwritable_parent(tmp_path, monkeypatch):
+    # Tests run as root, which ignores permission bits, so os.access stands in for chmod 0o500.
+    seen = []
+
+    def no_access(path, mode, *args, **kwargs):
+        seen.append(Path(path))
+        return False
+
+    monkeypatch.setattr(os, "access", no_access)
+    with pytest.raises(OutputError, match="permission denied") as caught:
+        check_output(tmp_path / "missing" / "model", overwrite=False)
+    assert seen == [tmp_path]  # the nearest existing ancestor is the one probed
+    assert str(tmp_path) in str(caught.value)

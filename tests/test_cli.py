@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import bertfit
 from bertfit import cli, training
@@ -96,8 +97,13 @@ def demo_run(tmp_path_factory, tiny_model_dir):
     argv = ["train", "--model", str(tiny_model_dir), "--epochs", "2", "--learning-rate", "1e-2",
             "--max-length", "16", "--batch-size", "32", "--out", str(out_dir), "--quiet"]
     stdout, stderr = io.StringIO(), io.StringIO()
-    with cli_state_restored(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 32-wide model gains nothing from more, and loses much when cores are busy
+    try:
+        with cli_state_restored(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(argv)
+    finally:
+        torch.set_num_threads(threads)
     return code, stdout.getvalue(), stderr.getvalue(), out_dir
 
 
@@ -300,6 +306,24 @@ def test_predict_failure_leaves_no_output_file(trained_dir, tmp_path, capsys, mo
     code, _, _ = run(["predict", trained_dir, "--input", "-", "--output", target, "--quiet"], capsys)
     assert code == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_output_that_is_a_folder_exits_2(trained_dir, tmp_path, capsys):
+    code, out, err = run(["predict", trained_dir, "hello", "--output", tmp_path, "--quiet"], capsys)
+    assert code == 2
+    line = one_error_line(err)
+    assert "--output" in line and "unexpected" not in line
+
+
+@pytest.mark.parametrize(
+    ("command", "size"), [("predict", "0"), ("predict", "-1"), ("evaluate", "-1")],
+)
+def test_batch_size_below_one_is_a_usage_error(trained_dir, data_csv, capsys, command, size):
+    extra = ["hello", "world"] if command == "predict" else [data_csv]
+    code, out, err = run([command, trained_dir, *extra, "--batch-size", size, "--quiet"], capsys)
+    assert out == ""
+    assert code == 2
+    assert "--batch-size" in one_error_line(err)
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,12 @@ def test_predict_proba_of_no_texts_is_empty(classifier):
     assert list(classifier.predict_records([])) == []
 
 
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_predict_proba_refuses_a_batch_size_below_one(classifier, batch_size):
+    with pytest.raises(ValueError, match=r"batch[_ -]size"):
+        classifier.predict_proba(TEXTS, batch_size=batch_size)
+
+
 def test_predict_returns_label_names_matching_argmax(classifier):
     proba = classifier.predict_proba(TEXTS)
     assert classifier.predict(TEXTS) == [LABELS[i] for i in proba.argmax(axis=1)]
@@ -205,14 +211,19 @@ def test_from_pretrained_errors_are_one_line_with_the_fix(model_copy, how, expec
     assert isinstance(caught.value, OSError)  # callers catching the built-in keep working
 
 
-@pytest.mark.xfail(
-    reason="BUG: read_meta calls meta.get() on whatever JSON bertfit.json holds; a valid JSON file "
-           "that is not an object raises AttributeError instead of ModelLoadError",
-    strict=True,
-)
 def test_from_pretrained_bertfit_json_not_an_object(model_copy):
     (model_copy / "bertfit.json").write_text("[1, 2, 3]\n")
     with pytest.raises(ModelLoadError, match="bertfit.json"):
+        TextClassifier.from_pretrained(model_copy)
+
+
+def test_from_pretrained_without_tokenizer_files_is_an_error(model_copy):
+    tokenizer_files = [p for p in model_copy.iterdir() if p.name.startswith("tokenizer") or p.name in
+                       ("vocab.txt", "special_tokens_map.json")]
+    assert tokenizer_files
+    for file in tokenizer_files:
+        file.unlink()
+    with pytest.raises(ModelLoadError, match="tokenizer"):
         TextClassifier.from_pretrained(model_copy)
 
 

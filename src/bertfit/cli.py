@@ -130,6 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bertfit.data import load_labelled
     from bertfit.model import TextClassifier
 
+    _check_batch_size(args.batch_size)
     classifier = TextClassifier.from_pretrained(args.model_dir)
     rows = load_labelled(args.data, args.text_col or _saved_column(classifier, "text_col", args.data),
                          args.label_col or _saved_column(classifier, "label_col", args.data))
@@ -161,11 +162,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("pass texts as arguments or --input FILE, not both")
     if not args.texts and not args.input:
         raise UsageError("no texts to predict; pass TEXT ..., --input FILE, or --input - to read stdin")
-    classifier = TextClassifier.from_pretrained(args.model_dir)
-    chunks = [args.texts] if args.texts else iter_texts(args.input, args.text_col, chunk_size=args.batch_size * 8)
-    sink, staging = _open_output(args.output)
+    _check_batch_size(args.batch_size)
+    sink, staging = _open_output(args.output)  # checked before any scoring
     count = 0
     try:
+        classifier = TextClassifier.from_pretrained(args.model_dir)
+        chunks = [args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8)
         with tqdm(unit=" texts", disable=args.quiet, file=sys.stderr) as bar:
             for chunk in chunks:
                 for record in classifier.predict_records(chunk, args.batch_size):
@@ -184,11 +186,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_batch_size(value: int) -> None:
+    if value < 1:
+        raise UsageError(f"--batch-size must be a positive whole number, got {value}")
+
+
 def _open_output(output: str | None) -> tuple[Any, str | None]:
     """stdout, or a temporary file beside --output that is renamed over it when complete."""
     if output is None:
         return sys.stdout, None
     target = Path(output)
+    if target.is_dir():
+        raise OutputError(f"--output {output} is a folder; pass a file path such as {target / 'predictions.jsonl'}")
     staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
     try:
         return staging.open("w", encoding="utf-8"), str(staging)

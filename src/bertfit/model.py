@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # of bertfit.json; raise it when a field changes meaning, and keep reading older ones
 META_FILE = "bertfit.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
 class TextClassifier:
@@ -58,6 +59,11 @@ class TextClassifier:
         if not any((folder / name).exists() for name in WEIGHT_FILES):
             raise ModelLoadError(
                 f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])}); the folder is incomplete: "
+                "copy the whole folder again or retrain"
+            )
+        if not any((folder / name).exists() for name in TOKENIZER_FILES):
+            raise ModelLoadError(
+                f"{folder} has no tokenizer (tokenizer.json or vocab.txt); the folder is incomplete: "
                 "copy the whole folder again or retrain"
             )
         try:
@@ -99,6 +105,8 @@ class TextClassifier:
         import torch
         from tqdm.auto import tqdm
 
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
@@ -154,8 +162,11 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelLoadError(f"{file} is not valid JSON ({err}); the folder is damaged: retrain or restore it") \
             from None
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(meta, dict) or not isinstance(meta.get("format_version"), int):
+        raise ModelLoadError(f"{file} is not a bertfit.json (no format_version); the folder is damaged: "
+                             "retrain or restore it")
+    version = meta["format_version"]
+    if version > FORMAT_VERSION:
         raise ModelLoadError(
             f"{folder} was saved in bertfit format {version!r}, newer than this bertfit reads "
             f"(up to {FORMAT_VERSION}); upgrade: pip install -U bertfit"

@@ -85,6 +85,7 @@ def main() -> int:
         print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("bertfit").setLevel(logging.INFO)  # per-epoch lines on stderr
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     rows = []
     for name in args.datasets.split(","):

@@ -44,6 +44,7 @@ HELP = {
     "warmup_ratio": "share of steps spent warming the learning rate up (default 0.1)",
     "lora_r": "LoRA rank with --train-layers lora (default 8)",
     "lora_alpha": "LoRA alpha with --train-layers lora (default 16)",
+    "encode_once": "with frozen layers (head, pooler, N), run them once per text (default on)",
 }
 
 
@@ -60,7 +61,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[st
         if flag in parser._option_string_actions:  # a field both configs share, like seed
             continue
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", default=None, help=HELP.get(f.name))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP.get(f.name))
             continue
         kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(str(f.type), str)
         parser.add_argument(flag, type=kind, default=None, help=HELP.get(f.name), metavar=f.name.upper())

@@ -61,6 +61,7 @@ class TrainConfig:
     seed: int = 42  # same seed, same metrics on CPU
     lora_r: int = 8  # LoRA rank, used with train_layers="lora"
     lora_alpha: int = 16
+    encode_once: bool = True  # head / pooler / N: run the frozen layers once per text, not every epoch
 
     def __post_init__(self) -> None:
         if isinstance(self.train_layers, int) and not isinstance(self.train_layers, bool):

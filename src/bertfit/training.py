@@ -37,6 +37,8 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from bertfit import __version__
+from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count
+from bertfit.cached import collate as collate_cached
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
 from bertfit.errors import ModelLoadError, TrainingError, UsageError
@@ -293,6 +295,23 @@ def fit(
     if any(truncated.values()):
         log.warning("texts cut at --max-length %d tokens: %s", max_length, truncated)
 
+    started = time.perf_counter()
+    trained, train_set, eval_set, collator = model, encoded["train"], encoded["validation"], None
+    frozen = frozen_layer_count(model, config.train_layers, len(encoder_layers(model))) if config.encode_once else None
+    if frozen is not None:
+        # Everything below layer `frozen` gives the same output every epoch: compute it once per text.
+        first_token_only = frozen == len(encoder_layers(model))
+        train_set, eval_set = (
+            CachedSplit(encode_frozen(model, encoded[name].encoded, frozen, first_token_only, config.eval_batch_size,
+                                      progress=progress, desc=f"encoding {name} once"), label_ids[name])
+            for name in ("train", "validation")
+        )
+        trained, collator = TrainableTop(model, encoder_layers(model), frozen), collate_cached
+        log.info("encode once: layers below %d are frozen, so their output was cached; training the top only",
+                 frozen)
+    elif config.train_layers not in ("all", "lora") and config.encode_once:
+        log.info("encode once does not apply to %s; the frozen layers run every epoch", type(model).__name__)
+
     checkpoints = _checkpoint_dir(target)
     args = TrainingArguments(
         output_dir=str(checkpoints),
@@ -321,17 +340,16 @@ def fit(
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     trainer = Trainer(
-        model=model,
+        model=trained,
         args=args,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        train_dataset=encoded["train"],
-        eval_dataset=encoded["validation"],
-        processing_class=tokenizer,
+        data_collator=collator or DataCollatorWithPadding(tokenizer),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer if collator is None else None,
         compute_metrics=_compute_metrics,
         callbacks=callbacks,
     )
     _quiet_progress(trainer)
-    started = time.perf_counter()
     try:
         trainer.train()
     except KeyboardInterrupt:
@@ -341,7 +359,8 @@ def fit(
 
     history = epoch_history(trainer.state.log_history)
     best = min(history, key=lambda h: h["validation"]["loss"])
-    model = trainer.model
+    if frozen is None:
+        model = trainer.model  # with a cached top, `model` already holds the trained (shared) modules
     if config.train_layers == "lora":
         model = model.merge_and_unload()  # a plain HF model again: no peft needed to load it
     for parameter in model.parameters():

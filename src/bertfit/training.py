@@ -297,7 +297,9 @@ def fit(
 
     started = time.perf_counter()
     trained, train_set, eval_set, collator = model, encoded["train"], encoded["validation"], None
-    frozen = frozen_layer_count(model, config.train_layers, len(encoder_layers(model))) if config.encode_once else None
+    frozen = None
+    if config.encode_once and config.train_layers not in ("all", "lora"):
+        frozen = frozen_layer_count(model, config.train_layers, len(encoder_layers(model)))
     if frozen is not None:
         # Everything below layer `frozen` gives the same output every epoch: compute it once per text.
         first_token_only = frozen == len(encoder_layers(model))

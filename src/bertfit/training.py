@@ -43,7 +43,7 @@ from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
 from bertfit.errors import ModelLoadError, TrainingError, UsageError
 from bertfit.metrics import classification_metrics, headline
-from bertfit.model import TextClassifier, check_output
+from bertfit.model import FORMAT_VERSION, TextClassifier, check_output
 
 log = logging.getLogger(__name__)
 
@@ -295,49 +295,17 @@ def fit(
     if any(truncated.values()):
         log.warning("texts cut at --max-length %d tokens: %s", max_length, truncated)
 
-    started = time.perf_counter()
+    started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
     trained, train_set, eval_set, collator = model, encoded["train"], encoded["validation"], None
-    frozen = None
-    if config.encode_once and config.train_layers not in ("all", "lora"):
-        frozen = frozen_layer_count(model, config.train_layers, len(encoder_layers(model)))
+    frozen = _frozen_bottom(model, config)
     if frozen is not None:
-        # Everything below layer `frozen` gives the same output every epoch: compute it once per text.
-        first_token_only = frozen == len(encoder_layers(model))
+        trained, collator = TrainableTop(model, encoder_layers(model), frozen), collate_cached
         train_set, eval_set = (
-            CachedSplit(encode_frozen(model, encoded[name].encoded, frozen, first_token_only, config.eval_batch_size,
-                                      progress=progress, desc=f"encoding {name} once"), label_ids[name])
+            _encode_once(model, encoded[name], frozen, config.eval_batch_size, progress, name)
             for name in ("train", "validation")
         )
-        trained, collator = TrainableTop(model, encoder_layers(model), frozen), collate_cached
-        log.info("encode once: layers below %d are frozen, so their output was cached; training the top only",
-                 frozen)
-    elif config.train_layers not in ("all", "lora") and config.encode_once:
-        log.info("encode once does not apply to %s; the frozen layers run every epoch", type(model).__name__)
-
     checkpoints = _checkpoint_dir(target)
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=config.epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
-        lr_scheduler_type="linear",
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="epoch",
-        save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
-        load_best_model_at_end=True,
-        metric_for_best_model="loss",
-        greater_is_better=False,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=not progress,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-    )
+    args = _training_args(config, learning_rate, checkpoints, progress)
     callbacks = [EpochLog()]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
@@ -354,9 +322,11 @@ def fit(
     _quiet_progress(trainer)
     try:
         trainer.train()
-    except KeyboardInterrupt:
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        raise TrainingError("training interrupted; nothing was saved") from None
+    except BaseException as err:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # a failed run leaves nothing behind
+        if isinstance(err, KeyboardInterrupt):
+            raise TrainingError("training interrupted; nothing was saved") from None
+        raise
     train_seconds = time.perf_counter() - started
 
     history = epoch_history(trainer.state.log_history)
@@ -370,7 +340,7 @@ def fit(
     notes = [note] if (note := overfitting_note(history)) else []
 
     meta = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "task": "single_label",
         "labels": list(prepared.labels.names),
         "text_col": prepared.text_col,
@@ -399,6 +369,53 @@ def fit(
         classifier.save_pretrained(target, overwrite=overwrite)
     return TrainResult(classifier, target, best["epoch"], train_seconds, best["validation"], test_metrics,
                        history, notes)
+
+
+def _frozen_bottom(model: Any, config: TrainConfig) -> int | None:
+    """The number of frozen encoder layers when the encode-once fast path applies, else None."""
+    if not config.encode_once or config.train_layers in ("all", "lora"):
+        return None
+    frozen = frozen_layer_count(model, config.train_layers, len(encoder_layers(model)))
+    if frozen is None:
+        log.info("encode once does not apply to %s; the frozen layers run every epoch", type(model).__name__)
+    else:
+        log.info("encode once: the %d frozen layers run once per text; each epoch trains the top only", frozen)
+    return frozen
+
+
+def _encode_once(model: Any, split: EncodedSplit, frozen: int, batch_size: int, progress: bool,
+                 name: str) -> CachedSplit:
+    # For head / pooler every layer is frozen, and the head reads the first token alone.
+    first_token_only = frozen == len(encoder_layers(model))
+    states = encode_frozen(model, split.encoded, frozen, first_token_only, batch_size, progress=progress,
+                           desc=f"encoding {name} once")
+    return CachedSplit(states, split.label_ids)
+
+
+def _training_args(config: TrainConfig, learning_rate: float, checkpoints: Path, progress: bool) -> Any:
+    return TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
+        load_best_model_at_end=True,
+        metric_for_best_model="loss",
+        greater_is_better=False,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
 
 
 def model_position_limit(model: Any, tokenizer: Any) -> int:

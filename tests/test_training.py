@@ -190,3 +190,31 @@ def test_epoch_history_folds_trainer_logs():
         {"epoch": 1, "train_loss": 1.0, "validation": {"loss": 0.9, "accuracy": 0.5}},
         {"epoch": 2, "train_loss": 0.7, "validation": {"loss": 0.8, "accuracy": 0.6}},
     ]
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    import torch
+
+    from bertfit import model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(model, "cpu_has_bf16", lambda: False)
+    assert model.resolve_precision("auto") == "fp32"  # falls back where bf16 is not native
+    monkeypatch.setattr(model, "cpu_has_bf16", lambda: True)
+    assert model.resolve_precision("auto") == "bf16"
+    assert model.resolve_precision("fp32") == "fp32"
+
+
+def test_bf16_and_bucketing_train_and_predict_like_the_saved_model(tiny_model_dir, rows, tmp_path):
+    from bertfit.config import DataConfig
+    from bertfit.data import prepare
+
+    prepared = prepare(rows, DataConfig())
+    result = train(prepared, tmp_path / "m", model=str(tiny_model_dir), precision="bf16", bucket_by_length=True,
+                   progress=False, **FAST)
+    saved = TextClassifier.from_pretrained(tmp_path / "m")
+    assert saved.meta["precision"] == "bf16"
+    again = saved.evaluate(prepared.test["text"].tolist(), prepared.test["label"].tolist())
+    assert again["accuracy"] == result.test["accuracy"]
+    assert again["loss"] == pytest.approx(result.test["loss"], rel=1e-3)
+    assert len(result.history) == FAST["epochs"] and result.history[-1]["train_loss"] < 1.2

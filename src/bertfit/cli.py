@@ -45,6 +45,8 @@ HELP = {
     "lora_r": "LoRA rank with --train-layers lora (default 8)",
     "lora_alpha": "LoRA alpha with --train-layers lora (default 16)",
     "encode_once": "with frozen layers (head, pooler, N), run them once per text (default on)",
+    "bucket_by_length": "batch texts of similar length together: less padding work (default off)",
+    "precision": "fp32 | bf16 (mixed precision) | auto: bf16 where the CPU has it natively (default fp32)",
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from bertfit.errors import UsageError
 
 TRAIN_LAYER_CHOICES = ("head", "pooler", "all", "lora")
+PRECISION_CHOICES = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -62,6 +63,8 @@ class TrainConfig:
     lora_r: int = 8  # LoRA rank, used with train_layers="lora"
     lora_alpha: int = 16
     encode_once: bool = True  # head / pooler / N: run the frozen layers once per text, not every epoch
+    bucket_by_length: bool = False  # training batches of similar length (less padding); evaluation too
+    precision: str = "fp32"  # fp32 | bf16 (mixed precision) | auto (bf16 where the CPU has native bf16)
 
     def __post_init__(self) -> None:
         if isinstance(self.train_layers, int) and not isinstance(self.train_layers, bool):
@@ -86,6 +89,8 @@ class TrainConfig:
                 found.append(f"--{_flag(name)} must be a positive whole number, got {value!r}")
         if not isinstance(self.patience, int) or self.patience < 0:
             found.append(f"--patience must be 0 (off) or a positive whole number, got {self.patience!r}")
+        if self.precision not in PRECISION_CHOICES:
+            found.append(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             found.append(f"--learning-rate must be between 0 and 1, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:

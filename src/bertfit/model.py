@@ -42,6 +42,12 @@ class TextClassifier:
         self.labels = LabelSet(tuple(meta["labels"]))
 
     @property
+    def bf16(self) -> bool:
+        """Inference in bf16 autocast, as the model was trained (meta 'precision')."""
+        # bf16 where it was trained so and this CPU has it natively; emulated bf16 would be slower than fp32
+        return self.meta.get("precision") == "bf16" and self.model.device.type == "cpu" and cpu_has_bf16()
+
+    @property
     def max_length(self) -> int:
         return int(self.meta.get("max_length", 512))
 
@@ -120,7 +126,8 @@ class TextClassifier:
                 batch = self.tokenizer.pad(
                     {k: [encoded[k][i] for i in chosen] for k in keys}, return_tensors="pt"
                 )
-                logits = self.model(**batch).logits  # (batch, classes)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                    logits = self.model(**batch).logits  # (batch, classes)
                 out[chosen] = torch.softmax(logits.float(), dim=-1).numpy()
         return out
 
@@ -146,6 +153,26 @@ class TextClassifier:
         """Metrics of this model on labelled texts (labels as names)."""
         y_true = self.labels.encode(list(labels), where="the evaluation data")
         return classification_metrics(y_true, self.predict_proba(texts, batch_size, progress))
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(requested: str) -> str:
+    """fp32 or bf16: 'auto' is bf16 where the CPU (or a GPU) supports it natively, else fp32."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 def read_meta(folder: Path) -> dict[str, Any] | None:

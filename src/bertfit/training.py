@@ -43,7 +43,7 @@ from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
 from bertfit.errors import ModelLoadError, TrainingError, UsageError
 from bertfit.metrics import classification_metrics, headline
-from bertfit.model import FORMAT_VERSION, TextClassifier, check_output
+from bertfit.model import FORMAT_VERSION, TextClassifier, check_output, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -301,11 +301,12 @@ def fit(
     if frozen is not None:
         trained, collator = TrainableTop(model, encoder_layers(model), frozen), collate_cached
         train_set, eval_set = (
-            _encode_once(model, encoded[name], frozen, config.eval_batch_size, progress, name)
+            _encode_once(model, encoded[name], frozen, config, progress, name)
             for name in ("train", "validation")
         )
     checkpoints = _checkpoint_dir(target)
-    args = _training_args(config, learning_rate, checkpoints, progress)
+    # Bucketing needs token lengths; the cached top of encode once has its own (usually length-1) rows.
+    args = _training_args(config, learning_rate, checkpoints, progress, config.bucket_by_length and frozen is None)
     callbacks = [EpochLog()]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
@@ -346,6 +347,7 @@ def fit(
         "text_col": prepared.text_col,
         "label_col": prepared.label_col,
         "max_length": max_length,
+        "precision": resolve_precision(config.precision),
         "base_model": config.model or "embedded:all-MiniLM-L6-v2",
         "trainable_parameters": trainable,
         "total_parameters": total,
@@ -383,17 +385,21 @@ def _frozen_bottom(model: Any, config: TrainConfig) -> int | None:
     return frozen
 
 
-def _encode_once(model: Any, split: EncodedSplit, frozen: int, batch_size: int, progress: bool,
+def _encode_once(model: Any, split: EncodedSplit, frozen: int, config: TrainConfig, progress: bool,
                  name: str) -> CachedSplit:
     # For head / pooler every layer is frozen, and the head reads the first token alone.
     first_token_only = frozen == len(encoder_layers(model))
-    states = encode_frozen(model, split.encoded, frozen, first_token_only, batch_size, progress=progress,
+    states = encode_frozen(model, split.encoded, frozen, first_token_only, config.eval_batch_size,
+                           autocast=resolve_precision(config.precision) == "bf16", progress=progress,
                            desc=f"encoding {name} once")
     return CachedSplit(states, split.label_ids)
 
 
-def _training_args(config: TrainConfig, learning_rate: float, checkpoints: Path, progress: bool) -> Any:
+def _training_args(config: TrainConfig, learning_rate: float, checkpoints: Path, progress: bool,
+                   bucket: bool) -> Any:
     return TrainingArguments(
+        bf16=resolve_precision(config.precision) == "bf16",  # autocast: bf16 matmuls, fp32 master weights
+        train_sampling_strategy="group_by_length" if bucket else "random",
         output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
         learning_rate=learning_rate,

@@ -103,12 +103,12 @@ def trainer_reference(prepared, recipe: dict, model_path: str) -> dict:
     return _row("A: HF Trainer", seconds, proba, prepared, recipe, train_set)
 
 
-def bertfit_run(prepared, recipe: dict) -> dict:
+def bertfit_run(prepared, recipe: dict, extra: dict) -> dict:
     """B: bertfit with the same hyperparameters (no early stopping, so the same number of epochs)."""
     from bertfit.training import train
 
     started = time.perf_counter()
-    result = train(prepared, out=None, progress=False, patience=0, **recipe)
+    result = train(prepared, out=None, progress=False, patience=0, **recipe, **extra)
     seconds = time.perf_counter() - started
     texts = prepared.test["text"].tolist()
     proba = result.classifier.predict_proba(texts)
@@ -135,6 +135,8 @@ def main() -> int:
     parser.add_argument("--recipes", default="pooler,full")
     parser.add_argument("--dataset", default="phishing")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--precision", default="fp32", help="bertfit's --precision for B (fp32, bf16, auto)")
+    parser.add_argument("--bucket", action="store_true", help="B with --bucket-by-length")
     args = parser.parse_args()
     if not (SHARED / args.dataset).is_dir():
         print(f"skipped: {SHARED / args.dataset} not found (set BERTFIT_SHARED to the folder holding datasets/)")
@@ -159,7 +161,7 @@ def main() -> int:
         if args.quick:
             recipe["epochs"] = 3 if name == "pooler" else 1
         a = trainer_reference(prepared, recipe, default_model_path())
-        b = bertfit_run(prepared, recipe)
+        b = bertfit_run(prepared, recipe, {"precision": args.precision, "bucket_by_length": args.bucket})
         # Matmul work per real token: forward 2 x P, backward 4 x P more when the encoder trains
         # (P = encoder parameters, embeddings excluded); the frozen pooler recipe is forward-bound.
         per_token = (6 if name == "full" else 2) * encoder_parameters(default_model_path())

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from bertfit.backbone import encoder_layers, freeze, load_base
 from bertfit.cached import CachedStates, TrainableTop, collate, encode_frozen, frozen_layer_count
 from bertfit.config import DataConfig
 from bertfit.data import prepare
 from bertfit.model import TextClassifier
-from bertfit.training import encoder_layers, freeze, load_base, train
+from bertfit.training import train
 
 LABELS = ("billing", "sales", "tech")
 TEXTS = ["refund please", "the screen is broken again and it will not reboot today", "buy", "a demo plan quote"]

@@ -6,17 +6,10 @@ import json
 
 import pytest
 
+from bertfit.backbone import count_parameters, default_learning_rate, freeze, load_base
 from bertfit.errors import OutputError, TrainingError, UsageError
 from bertfit.model import TextClassifier
-from bertfit.training import (
-    count_parameters,
-    default_learning_rate,
-    epoch_history,
-    freeze,
-    load_base,
-    overfitting_note,
-    train,
-)
+from bertfit.training import epoch_history, overfitting_note, train
 
 LABELS = ("billing", "sales", "tech")
 FAST = {"epochs": 2, "learning_rate": 1e-2, "batch_size": 8, "patience": 0}

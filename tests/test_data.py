@@ -613,3 +613,15 @@ def test_jsonl_written_by_hand_reads_like_pandas_output(tmp_path):
     path = tmp_path / "hand.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in TABLE.to_dict("records")) + "\n", encoding="utf-8")
     assert data.read_table(path).equals(data.read_table(write_table(TABLE, tmp_path / "pandas.jsonl")))
+
+
+def test_load_labelled_prefers_the_columns_a_model_was_trained_with(tmp_path):
+    path = tmp_path / "holdout.csv"
+    pd.DataFrame({"text": ["a", "b"], "sentence": ["x", "y"], "label": ["p", "q"]}).to_csv(path, index=False)
+    expect_data_error(lambda: data.load_labelled(path, None, None), "more than one column could be the text")
+    rows = data.load_labelled(path, None, None, preferred=("sentence", "label"))
+    assert rows["text"].tolist() == ["x", "y"]
+    assert data.load_labelled(path, "text", None, preferred=("sentence", "label"))["text"].tolist() == ["a", "b"]
+    # a saved column the new data lacks is ignored: the data's own columns are looked for instead
+    expect_data_error(lambda: data.load_labelled(path, None, None, preferred=("body", "label")),
+                      "more than one column could be the text")

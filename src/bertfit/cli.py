@@ -135,24 +135,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_batch_size(args.batch_size)
     classifier = TextClassifier.from_pretrained(args.model_dir)
-    rows = load_labelled(args.data, args.text_col or _saved_column(classifier, "text_col", args.data),
-                         args.label_col or _saved_column(classifier, "label_col", args.data))
+    trained_with = (classifier.meta.get("text_col"), classifier.meta.get("label_col"))
+    rows = load_labelled(args.data, args.text_col, args.label_col, preferred=trained_with)
     metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size)
     metrics["labels"] = list(classifier.labels.names)
     print(json.dumps(metrics))
     return 0
-
-
-def _saved_column(classifier: Any, key: str, data: str) -> str | None:
-    """The column the model was trained with, if the new data has it (else let data find one)."""
-    from bertfit.data import load_frames
-
-    name = classifier.meta.get(key)
-    if name is None:
-        return None
-    frames, _ = load_frames(data)
-    frame = frames.get("all", frames.get("test"))
-    return name if frame is not None and name in frame.columns else None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

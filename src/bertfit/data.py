@@ -21,7 +21,7 @@ import pandas as pd
 from bertfit.config import DataConfig
 from bertfit.errors import DataError
 from bertfit.labels import LabelSet, normalise
-from bertfit.sources import first_line, load_frames, read_delimited, read_table
+from bertfit.sources import load_frames, read_delimited, read_table, unreadable
 
 __all__ = ["PreparedData", "check_leaks", "clean", "find_columns", "iter_texts", "load_frames", "load_labelled",
            "prepare", "read_table", "stratified_split"]
@@ -245,13 +245,21 @@ def describe(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def load_labelled(source: str | Path | pd.DataFrame, text_col: str | None, label_col: str | None) -> pd.DataFrame:
-    """One labelled table to score (a folder's test split), cleaned, as text/label rows."""
+def load_labelled(
+    source: str | Path | pd.DataFrame, text_col: str | None, label_col: str | None,
+    preferred: tuple[str | None, str | None] = (None, None),
+) -> pd.DataFrame:
+    """One labelled table to score (a folder's test split), cleaned, as text/label rows.
+
+    ``preferred`` are the columns a model was trained with: used when not given and present.
+    """
     frames, origin = load_frames(source)
     split = "all" if "all" in frames else "test"
     if split not in frames:
         raise DataError(f"{origin} has no test file to evaluate on; pass a file, or a folder with test.csv")
     frame = frames[split]
+    text_col, label_col = (given if given is not None or saved not in frame.columns else saved
+                           for given, saved in zip((text_col, label_col), preferred, strict=True))
     text, label = find_columns(frame, text_col, label_col)
     rows, dropped = clean(frame, text, label)
     if len(rows) == 0:
@@ -269,14 +277,8 @@ def iter_texts(source: str | Path, text_col: str | None = None, chunk_size: int 
     """
     try:
         yield from _iter_texts(source, text_col, chunk_size)
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"{source} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
-            "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        ) from None
-    except pd.errors.ParserError as err:
-        raise DataError(f"cannot parse {source} as a table ({first_line(err)}); check its delimiter and quoting") \
-            from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise unreadable(source, err) from None
 
 
 def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int) -> Iterator[list[str]]:

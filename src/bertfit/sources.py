@@ -52,10 +52,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return _read_jsonl(path)
         return _read_parquet(path)
     except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
-            "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        ) from None
+        raise unreadable(path, err) from None
 
 
 def _delimiter(path: Path) -> str:
@@ -82,8 +79,7 @@ def read_delimited(path: Path, chunksize: int | None = None) -> Any:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} has no header row; it needs a header (e.g. text,label) and rows") from None
     except pd.errors.ParserError as err:
-        first = str(err).strip().splitlines()[0]
-        raise DataError(f"cannot parse {path} as a table ({first}); check its delimiter and quoting") from None
+        raise unreadable(path, err) from None
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -171,6 +167,16 @@ def _load_hf(name: str) -> dict[str, pd.DataFrame]:
             raise DataError(f"Hugging Face dataset {name!r} has no train split (has {list(loaded)})")
         return frames
     return {"all": loaded.to_pandas()}
+
+
+def unreadable(source: str | Path, err: UnicodeDecodeError | pd.errors.ParserError) -> DataError:
+    """The one-line error for a file that is not UTF-8 or does not parse as a table."""
+    if isinstance(err, UnicodeDecodeError):
+        return DataError(
+            f"{source} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        )
+    return DataError(f"cannot parse {source} as a table ({first_line(err)}); check its delimiter and quoting")
 
 
 def first_line(err: BaseException) -> str:

@@ -129,10 +129,9 @@ def split_settings(settings: dict[str, Any]) -> tuple[DataConfig, TrainConfig]:
     unknown = sorted(set(settings) - data_names - train_names)
     if unknown:
         raise UsageError(f"unknown setting(s) {unknown}; valid: {sorted(data_names | train_names)}")
+    # A field both configs have (seed) goes to both: one seed for the split and the training.
     data = DataConfig(**{k: v for k, v in settings.items() if k in data_names})
     trained = TrainConfig(**{k: v for k, v in settings.items() if k in train_names})
-    if "seed" in settings:  # one seed for the split and the training
-        data.seed = trained.seed = settings["seed"]
     return data, trained
 
 

@@ -75,6 +75,12 @@ class EncodedSplit:
         item["labels"] = int(self.label_ids[i])
         return item
 
+    def sorted_by_length(self) -> EncodedSplit:
+        """The same rows, shortest first: evaluation batches then pad little (metrics ignore order)."""
+        order = np.argsort([len(ids) for ids in self.encoded["input_ids"]], kind="stable")
+        encoded = {key: [values[i] for i in order] for key, values in self.encoded.items()}
+        return EncodedSplit(encoded, self.label_ids[order])
+
 
 def encode_split(
     tokenizer: Any, frame: pd.DataFrame, label_ids: np.ndarray, max_length: int, progress: bool = False,
@@ -91,6 +97,57 @@ def encode_split(
                 encoded.setdefault(key, []).extend(part[key])
     truncated = sum(len(ids) >= max_length for ids in encoded["input_ids"])
     return EncodedSplit(encoded, label_ids), int(truncated)
+
+
+class LengthBuckets(torch.utils.data.Sampler):
+    """Training order for ``--bucket-by-length``: batches of texts of similar length, in random order.
+
+    Each epoch: shuffle, cut into pools of ``pool_batches`` batches, sort each pool by length, cut it
+    into batches, then shuffle the batches (a short one goes last). Transformers' own group-by-length sampler sizes its pools
+    by the data (9 batches for 600 rows), so one long text pads many batches; larger pools pad less,
+    and shuffling the batches keeps an epoch from running from long to short texts.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, pool_batches: int = 64):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.pool = batch_size * pool_batches
+        self.generator = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        order = self.generator.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start:start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        # The loader cuts this stream every batch_size rows, so the one short batch must come last.
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) < self.batch_size]
+        for i in self.generator.permutation(len(full)):
+            yield from full[i].tolist()
+        for batch in short:
+            yield from batch.tolist()
+
+
+class _Trainer(Trainer):
+    """Trainer with bertfit's samplers: length buckets for training, and evaluation in dataset order
+    (bertfit sorts validation by length itself; Trainer's group-by-length would reshuffle it)."""
+
+    def __init__(self, *args: Any, bucket_lengths: list[int] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.bucket_lengths = bucket_lengths
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if self.bucket_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return LengthBuckets(self.bucket_lengths, self.args.train_batch_size, self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        return torch.utils.data.SequentialSampler(eval_dataset)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +247,9 @@ def fit(
         log.warning("texts cut at --max-length %d tokens: %s", max_length, truncated)
 
     started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
+    # Validation is scored every epoch; sorted by length, its batches carry little padding (Trainer
+    # evaluates in dataset order, and the metrics do not depend on the order of rows).
+    encoded["validation"] = encoded["validation"].sorted_by_length()
     trained, train_set, eval_set, collator = model, encoded["train"], encoded["validation"], None
     frozen = _frozen_bottom(model, config)
     if frozen is not None:
@@ -200,11 +260,13 @@ def fit(
         )
     checkpoints = _checkpoint_dir(target)
     # Bucketing needs token lengths; the cached top of encode once has its own (usually length-1) rows.
-    args = _training_args(config, learning_rate, checkpoints, progress, config.bucket_by_length and frozen is None)
+    args = _training_args(config, learning_rate, checkpoints, progress)
+    bucket = config.bucket_by_length and frozen is None
     callbacks = [EpochLog()]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
-    trainer = Trainer(
+    trainer = _Trainer(
+        bucket_lengths=[len(ids) for ids in train_set.encoded["input_ids"]] if bucket else None,
         model=trained,
         args=args,
         data_collator=collator or DataCollatorWithPadding(tokenizer),
@@ -289,11 +351,9 @@ def _encode_once(model: Any, split: EncodedSplit, frozen: int, config: TrainConf
     return CachedSplit(states, split.label_ids)
 
 
-def _training_args(config: TrainConfig, learning_rate: float, checkpoints: Path, progress: bool,
-                   bucket: bool) -> Any:
+def _training_args(config: TrainConfig, learning_rate: float, checkpoints: Path, progress: bool) -> Any:
     return TrainingArguments(
         bf16=resolve_precision(config.precision) == "bf16",  # autocast: bf16 matmuls, fp32 master weights
-        train_sampling_strategy="group_by_length" if bucket else "random",
         output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
         learning_rate=learning_rate,

@@ -46,9 +46,7 @@ def run(name: str, recipes: list[str], quick: bool, extra: dict) -> list[dict]:
     for recipe in recipes:
         started = time.perf_counter()
         if recipe == "tfidf":
-            metrics = fit_and_score(prepared.train["text"].tolist(), prepared.train["label"].tolist(),
-                                    prepared.test["text"].tolist(), prepared.test["label"].tolist(),
-                                    prepared.labels)
+            metrics = fit_and_score(prepared)
             epochs = None
         else:
             settings = {**RECIPES[recipe], **extra}

@@ -23,7 +23,7 @@ from bertfit.data import load_labelled
 from bertfit.model import TextClassifier
 
 HEADLINE = {"accuracy", "f1_macro", "precision_macro", "recall_macro", "auc", "loss"}
-SUMMARY = {"model_dir", "best_epoch", "train_seconds", "validation", "test", "history"}
+SUMMARY = {"model_dir", "best_epoch", "train_seconds", "validation", "test", "baseline_test", "history"}
 ENV_SET_BY_CLI = ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
 
 
@@ -115,7 +115,8 @@ def test_train_without_data_uses_the_demo_set_and_prints_one_json_summary(demo_r
     summary = json.loads(lines[-1])
     assert set(summary) == SUMMARY
     assert summary["model_dir"] == str(out_dir)
-    assert set(summary["test"]) == HEADLINE
+    assert set(summary["test"]) == HEADLINE | {"ece"}  # calibration error, after temperature scaling
+    assert set(summary["baseline_test"]) == HEADLINE  # TF-IDF + logistic regression on the same splits
     assert set(summary["validation"]) == HEADLINE
     assert 0 <= summary["test"]["accuracy"] <= 1 and summary["test"]["loss"] > 0
     assert [h["epoch"] for h in summary["history"]] == [1, 2]

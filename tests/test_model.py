@@ -97,8 +97,12 @@ def test_transformers_pipeline_loads_the_folder_without_bertfit(trained_dir, cla
     outputs = pipe(texts)
     assert [o["label"] for o in outputs] == classifier.predict(texts)
     assert {o["label"] for o in outputs} <= set(LABELS)
-    proba = classifier.predict_proba(texts)
-    assert [o["score"] for o in outputs] == pytest.approx(proba.max(axis=1).tolist(), abs=1e-5)
+    # pipeline applies a plain softmax; bertfit divides the logits by the fitted temperature first
+    # (same ranking, same labels), so the scores match the uncalibrated softmax of bertfit's logits.
+    logits = classifier.logits(texts)
+    plain = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert [o["score"] for o in outputs] == pytest.approx(plain.max(axis=1).tolist(), abs=1e-5)
+    assert classifier.temperature != 1.0
 
 
 # -- inference ------------------------------------------------------------------------------------
@@ -112,13 +116,13 @@ def test_predict_proba_rows_are_distributions(classifier):
 
 
 def test_length_sorted_batches_keep_every_text_in_its_place(classifier):
-    batched = classifier.predict_proba(TEXTS, batch_size=2)
-    one_by_one = np.vstack([classifier.predict_proba([text], batch_size=1) for text in TEXTS])
+    batched = classifier.logits(TEXTS, batch_size=2)
+    one_by_one = np.vstack([classifier.logits([text], batch_size=1) for text in TEXTS])
     assert batched.shape == one_by_one.shape
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     # The check can only catch a reordering if the texts score differently.
     assert len({tuple(np.round(row, 4)) for row in one_by_one}) == len(TEXTS)
-    reversed_order = classifier.predict_proba(TEXTS[::-1], batch_size=3)
+    reversed_order = classifier.logits(TEXTS[::-1], batch_size=3)
     np.testing.assert_allclose(reversed_order, one_by_one[::-1], atol=1e-5)
 
 
@@ -233,7 +237,7 @@ def test_plain_hugging_face_folder_loads_with_labels_from_config(model_copy, cla
     assert plain.labels.names == tuple(LABELS)
     assert plain.max_length == 64
     assert plain.predict(TEXTS) == classifier.predict(TEXTS)
-    np.testing.assert_allclose(plain.predict_proba(TEXTS), classifier.predict_proba(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(plain.logits(TEXTS), classifier.logits(TEXTS), atol=1e-5)  # no temperature there
 
 
 # -- saving ---------------------------------------------------------------------------------------

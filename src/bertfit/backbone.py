@@ -43,8 +43,11 @@ def default_learning_rate(hidden_size: int) -> float:
 # Model loading and freezing
 
 
-def load_base(name: str, labels: tuple[str, ...]) -> tuple[Any, Any]:
-    """A checkpoint (hub name or folder) with a fresh classification head for ``labels``."""
+def load_base(name: str, labels: tuple[str, ...], multi_label: bool = False) -> tuple[Any, Any]:
+    """A checkpoint (hub name or folder) with a fresh classification head for ``labels``.
+
+    ``multi_label`` marks the config so that the saved model (and ``pipeline``) applies a sigmoid per label.
+    """
     is_folder = Path(name).is_dir()
     if Path(name).exists() and not is_folder:
         raise ModelLoadError(
@@ -56,6 +59,7 @@ def load_base(name: str, labels: tuple[str, ...]) -> tuple[Any, Any]:
         config = AutoConfig.from_pretrained(
             name, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
+            problem_type="multi_label_classification" if multi_label else "single_label_classification",
         )
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForSequenceClassification.from_pretrained(name, config=config)

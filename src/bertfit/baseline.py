@@ -13,32 +13,51 @@ from typing import Any
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
-from bertfit.labels import LabelSet
-from bertfit.metrics import classification_metrics
+from bertfit.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
 
-def tfidf_logreg(seed: int = 42) -> Any:
-    """Word 1-2-grams and character 2-5-grams (within word boundaries), sublinear TF, then logistic regression."""
+def tfidf_logreg(seed: int = 42, multi_label: bool = False) -> Any:
+    """Word 1-2-grams and character 2-5-grams (within word boundaries), sublinear TF, then logistic regression
+    (one per label for multi-label, on features computed once)."""
     features = FeatureUnion([
         ("word", TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, lowercase=True)),
         ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True)),
     ])
-    return make_pipeline(features, LogisticRegression(C=10.0, max_iter=2000, random_state=seed))
+    classifier = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
+    return make_pipeline(features, OneVsRestClassifier(classifier) if multi_label else classifier)
 
 
-def fit_and_score(
-    train_texts: list[str], train_labels: list[str], test_texts: list[str], test_labels: list[str],
-    labels: LabelSet, seed: int = 42,
-) -> dict[str, Any]:
-    """Fit on train, score test; metrics as in ``metrics.classification_metrics`` plus fit seconds."""
+def fit_and_score(prepared: Any, seed: int = 42) -> dict[str, Any]:
+    """Fit on the training split, score the test split; metrics as the transformer's, plus fit seconds.
+
+    Sentence pairs are joined into one text (``a [SEP] b``). Multi-label fits one logistic regression
+    per label, with per-label thresholds tuned on validation as the transformer's are.
+    """
     started = time.perf_counter()
-    model = tfidf_logreg(seed).fit(train_texts, labels.encode(train_labels, "the training split"))
-    seconds = time.perf_counter() - started
-    # Columns of predict_proba follow model.classes_; put them in label-id order (all classes).
-    proba = np.zeros((len(test_texts), len(labels)))
-    proba[:, model.classes_] = model.predict_proba(test_texts)
-    metrics = classification_metrics(labels.encode(test_labels, "the test split"), proba)
-    metrics["fit_seconds"] = round(seconds, 2)
+    texts = {name: _texts(frame) for name, frame in prepared.splits().items()}
+    labels = prepared.labels
+    if prepared.multi_label:
+        y_train = labels.encode_multi(prepared.train["label"].tolist(), "the training split")
+        model = tfidf_logreg(seed, multi_label=True).fit(texts["train"], y_train)
+        thresholds = tune_thresholds(labels.encode_multi(prepared.validation["label"].tolist()),
+                                     model.predict_proba(texts["validation"]))
+        y_test = labels.encode_multi(prepared.test["label"].tolist(), "the test split")
+        metrics = multilabel_metrics(y_test, model.predict_proba(texts["test"]), thresholds)
+        metrics.pop("per_label")
+    else:
+        model = tfidf_logreg(seed).fit(texts["train"], labels.encode(prepared.train["label"].tolist()))
+        # Columns of predict_proba follow model.classes_; put them in label-id order (all classes).
+        proba = np.zeros((len(texts["test"]), len(labels)))
+        proba[:, model[-1].classes_] = model.predict_proba(texts["test"])
+        metrics = classification_metrics(labels.encode(prepared.test["label"].tolist(), "the test split"), proba)
+    metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
     return metrics
+
+
+def _texts(frame: Any) -> list[str]:
+    if "text_pair" in frame:
+        return [f"{a} [SEP] {b}" for a, b in zip(frame["text"], frame["text_pair"], strict=True)]
+    return frame["text"].tolist()

@@ -42,7 +42,8 @@ def _is_bert_style(model: Any) -> bool:
         isinstance(getattr(model, "classifier", None), nn.Linear)
         and isinstance(getattr(model, "dropout", None), nn.Dropout)
         and hasattr(model.base_model, "embeddings")
-        and getattr(model.config, "problem_type", None) in (None, "single_label_classification")
+        and getattr(model.config, "problem_type", None) in (None, "single_label_classification",
+                                                            "multi_label_classification")
     )
 
 
@@ -124,7 +125,12 @@ class CachedSplit(torch.utils.data.Dataset):
         return len(self.label_ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"hidden_states": self.states[i], "labels": int(self.label_ids[i])}
+        return {"hidden_states": self.states[i], "labels": target(self.label_ids[i])}
+
+
+def target(value: np.ndarray | np.integer) -> int | list[float]:
+    """A row's training target: a class id, or a 0/1 list for multi-label."""
+    return int(value) if np.ndim(value) == 0 else value.tolist()
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -166,5 +172,5 @@ class TrainableTop(nn.Module):
         first = hidden_states[:, :1]  # (batch, 1, hidden)
         pooled = self.pooler(first) if self.pooler is not None else first[:, 0]  # (batch, hidden)
         logits = self.classifier(self.dropout(pooled))  # (batch, classes)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        # The loss is the trainer's (cross-entropy, weighted or not, or per-label BCE), as for the full model.
+        return SequenceClassifierOutput(logits=logits)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bertfit.encoding import LONG_TEXT_CHOICES, POOL_CHOICES
 from bertfit.errors import UsageError
 
 TRAIN_LAYER_CHOICES = ("head", "pooler", "all", "lora")
@@ -24,6 +25,8 @@ class DataConfig:
 
     text_col: str | None = None  # None: found when unambiguous ("text", "sentence", ...)
     label_col: str | None = None  # None: found when unambiguous ("label", "labels", ...)
+    text_pair_col: str | None = None  # sentence pairs: the second text (found for text_a/text_b, sentence1/2, ...)
+    label_sep: str | None = None  # multi-label as delimited strings, e.g. ";" (JSON lists need no separator)
     validation_fraction: float = 0.15  # of a single file; a folder's own splits are used as given
     test_fraction: float = 0.15  # scored once, at the end; never chooses anything
     drop_leaks: bool = False  # False: texts shared across splits are an error; True: drop them from val/test
@@ -33,6 +36,11 @@ class DataConfig:
         found = _wrong_types(self)
         if found:
             return found
+        if self.label_sep == "":
+            found.append("--label-sep must not be empty; pass the character between labels, e.g. ';'")
+        if self.text_pair_col is not None and self.text_pair_col in (self.text_col, self.label_col):
+            found.append(f"--text-pair-col {self.text_pair_col!r} is also the text or label column; "
+                         "pass a different column")
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 < value < 1:
@@ -65,6 +73,12 @@ class TrainConfig:
     encode_once: bool = True  # head / pooler / N: run the frozen layers once per text, not every epoch
     bucket_by_length: bool = False  # training batches of similar length (less padding); evaluation too
     precision: str = "fp32"  # fp32 | bf16 (mixed precision) | auto (bf16 where the CPU has native bf16)
+    long_text: str = "truncate"  # truncate | head-tail | window (overlapping windows, logits pooled per text)
+    stride: int | None = None  # window overlap in tokens; None: a quarter of max_length
+    window_pool: str = "mean"  # mean | max: how a text's window logits are pooled
+    class_weights: str = "none"  # none | balanced | FILE (JSON {label: weight}); single-label loss weights
+    calibrate: bool = True  # temperature scaling fitted on validation (single-label)
+    baseline: bool = True  # also fit TF-IDF + logistic regression on the same splits and print it beside
 
     def __post_init__(self) -> None:
         if isinstance(self.train_layers, int) and not isinstance(self.train_layers, bool):
@@ -89,6 +103,11 @@ class TrainConfig:
                 found.append(f"--{_flag(name)} must be a positive whole number, got {value!r}")
         if not isinstance(self.patience, int) or self.patience < 0:
             found.append(f"--patience must be 0 (off) or a positive whole number, got {self.patience!r}")
+        for name, choices in (("long_text", LONG_TEXT_CHOICES), ("window_pool", POOL_CHOICES)):
+            if getattr(self, name) not in choices:
+                found.append(f"--{_flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 0):
+            found.append(f"--stride must be 0 or a positive whole number, got {self.stride!r}")
         if self.precision not in PRECISION_CHOICES:
             found.append(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:

@@ -2,8 +2,9 @@
 
 In: anything ``sources`` reads (a CSV / TSV / JSONL / Parquet file, a folder of ``train`` /
 ``validation`` / ``test`` files, ``hf:NAME``) or a DataFrame.
-Out: a :class:`PreparedData` with three splits of ``text`` / ``label`` rows and a report of what
-was dropped and why. This module knows nothing of tokenizers or models.
+Out: a :class:`PreparedData` with three splits of ``text`` (``text_pair`` for sentence pairs) /
+``label`` rows (a tuple of names for multi-label) and a report of what was dropped and why. This
+module knows nothing of tokenizers or models.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 
 from bertfit.config import DataConfig
 from bertfit.errors import DataError
-from bertfit.labels import LabelSet, normalise
+from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi
 from bertfit.sources import load_frames, read_delimited, read_table, unreadable
 
 __all__ = ["PreparedData", "check_leaks", "clean", "find_columns", "iter_texts", "load_frames", "load_labelled",
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 TEXT_CANDIDATES = ("text", "sentence", "content", "review", "comment", "message", "body", "document",
                    "utterance", "question", "query", "url", "tweet")
 LABEL_CANDIDATES = ("label", "labels", "class", "category", "target", "intent", "y")
+# Sentence-pair data sets name their two texts in a few common ways (GLUE, SNLI, Quora, ...).
+PAIR_CANDIDATES = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"),
+                   ("question1", "question2"), ("text", "text_pair"))
+IMBALANCE_SHARE = 0.05  # a smallest class below this share of training rows gets a warning
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,6 +50,23 @@ def find_columns(frame: pd.DataFrame, text_col: str | None, label_col: str | Non
     label = _pick(columns, label_col, LABEL_CANDIDATES, "label")
     text = _pick([c for c in columns if c != label], text_col, TEXT_CANDIDATES, "text", frame=frame)
     return text, label
+
+
+def find_pair_columns(frame: pd.DataFrame, text_col: str | None, pair_col: str | None) -> tuple[str, str] | None:
+    """(first, second) text columns of a sentence-pair table: as given, else a known naming; None: single texts."""
+    columns = [str(c) for c in frame.columns]
+    if pair_col is not None:
+        if pair_col not in columns:
+            raise DataError(f"text pair column {pair_col!r} not found; columns are {columns}; "
+                            "pass --text-pair-col with one of them")
+        if text_col is None:
+            raise DataError("--text-pair-col needs --text-col too (the first text of each pair)")
+        return text_col, pair_col
+    if text_col is None:
+        found = [pair for pair in PAIR_CANDIDATES if all(name in columns for name in pair)]
+        if len(found) == 1 and found[0] != ("text", "text_pair") or found == [("text", "text_pair")]:
+            return found[0]
+    return None
 
 
 def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], role: str,
@@ -84,28 +106,58 @@ class PreparedData:
     text_col: str
     label_col: str
     report: dict[str, Any] = field(default_factory=dict)
+    text_pair_col: str | None = None  # set for sentence pairs (rows then have a text_pair column)
+    multi_label: bool = False  # rows' labels are tuples of names
 
     def splits(self) -> dict[str, pd.DataFrame]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
+    def pairs(self, split: str) -> list[str] | None:
+        frame = self.splits()[split]
+        return frame["text_pair"].tolist() if "text_pair" in frame else None
 
-def clean(frame: pd.DataFrame, text_col: str, label_col: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Keep rows with a non-empty text and a label, once each; count what was dropped."""
-    rows = pd.DataFrame({"text": frame[text_col], "label": normalise(frame[label_col], label_col)})
+
+def clean(
+    frame: pd.DataFrame, text_col: str, label_col: str, pair_col: str | None = None, label_sep: str | None = None,
+    multi_label: bool | None = None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Keep rows with a non-empty text and a label, once each; count what was dropped.
+
+    Multi-label (``multi_label``, or None: lists in the column or a ``label_sep``) keeps each row's
+    labels as a sorted tuple. A sentence pair with one side missing is an error, not a dropped row:
+    half a pair is a different question.
+    """
+    if multi_label is None:
+        multi_label = label_sep is not None or is_multi_label(frame[label_col])
+    labels = (normalise_multi(frame[label_col], label_col, label_sep) if multi_label
+              else normalise(frame[label_col], label_col))
+    rows = pd.DataFrame({"text": frame[text_col], "label": labels})
+    if pair_col is not None:
+        rows.insert(1, "text_pair", frame[pair_col])
+        one_side = rows["text"].isna() ^ rows["text_pair"].isna()
+        one_side |= rows["text"].notna() & rows["text_pair"].notna() & (
+            (rows["text"].astype(str).str.strip() == "") ^ (rows["text_pair"].astype(str).str.strip() == ""))
+        if one_side.any():
+            row = one_side.idxmax()
+            raise DataError(
+                f"sentence pair at row {row} has only one side ({text_col!r} / {pair_col!r}), {int(one_side.sum())} "
+                "such row(s); fill in both texts or drop those rows"
+            )
     dropped = {}
     missing_text = rows["text"].isna()
     rows = rows[~missing_text]
     dropped["missing_text"] = int(missing_text.sum())
-    rows = rows.assign(text=rows["text"].map(lambda t: t.strip() if isinstance(t, str) else str(t).strip()))
+    for column in ("text", "text_pair") if pair_col is not None else ("text",):
+        rows[column] = rows[column].map(lambda t: t.strip() if isinstance(t, str) else str(t).strip())
     empty = rows["text"] == ""
     rows = rows[~empty]
     dropped["empty_text"] = int(empty.sum())
-    missing_label = rows["label"].isna() | (rows["label"] == "")
-    rows = rows[~missing_label]
+    missing_label = rows["label"].map(lambda v: not isinstance(v, tuple) and (pd.isna(v) or v == ""))
+    rows = rows[~missing_label.astype(bool)]
     dropped["missing_label"] = int(missing_label.sum())
     # Duplicates are judged as the leak check judges them (case and spacing ignored), so that
     # splitting a cleaned file can never put "the same" text in two splits.
-    key = _leak_key(rows["text"])
+    key = _row_key(rows)
     duplicate = pd.DataFrame({"key": key, "label": rows["label"]}).duplicated()
     rows, key = rows[~duplicate], key[~duplicate]
     dropped["duplicate"] = int(duplicate.sum())
@@ -117,17 +169,22 @@ def clean(frame: pd.DataFrame, text_col: str, label_col: str) -> tuple[pd.DataFr
 
 
 def stratified_split(rows: pd.DataFrame, fractions: dict[str, float], seed: int) -> dict[str, pd.DataFrame]:
-    """Split by class so each split keeps the class balance; training keeps at least one row per class."""
+    """Split by class so each split keeps the class balance; training keeps at least one row per class.
+
+    Multi-label rows are stratified by their rarest label (rare label sets are what a plain random
+    split loses), with too-rare strata pooled.
+    """
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("train", *fractions)}
-    too_small = rows["label"].value_counts()
+    strata = _multi_label_strata(rows["label"]) if _is_tuples(rows["label"]) else rows["label"]
+    too_small = strata.value_counts()
     too_small = too_small[too_small < 2]
     if len(too_small):
         raise DataError(
             f"class(es) {list(too_small.index)[:5]} have a single row, too few to split by class; "
             "add rows, drop those classes, or provide your own train/validation/test files"
         )
-    for _, index in sorted(rows.groupby("label").indices.items()):
+    for _, index in sorted(pd.DataFrame({"s": strata.to_numpy()}).groupby("s").indices.items()):
         index = rng.permutation(index)
         start = 0
         for name, fraction in fractions.items():
@@ -141,16 +198,36 @@ def stratified_split(rows: pd.DataFrame, fractions: dict[str, float], seed: int)
     }
 
 
+def _is_tuples(labels: pd.Series) -> bool:
+    return len(labels) > 0 and isinstance(labels.iloc[0], tuple)
+
+
+def _multi_label_strata(labels: pd.Series, smallest: int = 2) -> pd.Series:
+    """Each row's rarest label (ties: the first), pooling labels with fewer than ``smallest`` rows."""
+    counts = pd.Series([name for names in labels for name in names]).value_counts()
+    rarest = labels.map(lambda names: min(names, key=lambda name: (counts[name], name)))
+    sizes = rarest.value_counts()
+    return rarest.map(lambda name: name if sizes[name] >= smallest else "\x00rare")
+
+
 def _leak_key(texts: pd.Series) -> pd.Series:
     return texts.str.casefold().str.split().str.join(" ")
 
 
+def _row_key(rows: pd.DataFrame) -> pd.Series:
+    """What makes two rows "the same input": the text, and for sentence pairs both texts."""
+    key = _leak_key(rows["text"])
+    if "text_pair" in rows:
+        key = key + "\x1f" + _leak_key(rows["text_pair"])
+    return key
+
+
 def check_leaks(splits: dict[str, pd.DataFrame], drop: bool) -> dict[str, int]:
     """Refuse (or, with drop, remove from validation/test) texts that appear in two splits."""
-    seen = set(_leak_key(splits["train"]["text"]))
+    seen = set(_row_key(splits["train"]))
     removed = {}
     for name in ("validation", "test"):
-        keys = _leak_key(splits[name]["text"])
+        keys = _row_key(splits[name])
         shared = keys.isin(seen)
         removed[name] = int(shared.sum())
         if drop:
@@ -171,16 +248,21 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
     """Read, clean, split and check a labelled data source; see the module docstring."""
     config = config or DataConfig()
     frames, origin = load_frames(source)
-    text_col, label_col = find_columns(next(iter(frames.values())), config.text_col, config.label_col)
+    first = next(iter(frames.values()))
+    pair = find_pair_columns(first, config.text_col, config.text_pair_col)
+    text_col, label_col = find_columns(first, pair[0] if pair else config.text_col, config.label_col)
+    pair_col = pair[1] if pair else None
+    multi_label = config.label_sep is not None or any(
+        label_col in frame and is_multi_label(frame[label_col]) for frame in frames.values())
     cleaned, dropped = {}, {}
     for split, frame in frames.items():
         where = origin if split == "all" else f"{origin} ({split})"
         if len(frame) == 0:
             raise DataError(f"{where} has a header but no rows; add labelled rows")
-        missing = [c for c in (text_col, label_col) if c not in frame.columns]
+        missing = [c for c in (text_col, pair_col, label_col) if c is not None and c not in frame.columns]
         if missing:
             raise DataError(f"{where} lacks column(s) {missing}; columns are {list(frame.columns)}")
-        cleaned[split], dropped[split] = clean(frame, text_col, label_col)
+        cleaned[split], dropped[split] = clean(frame, text_col, label_col, pair_col, config.label_sep, multi_label)
         if len(cleaned[split]) == 0:
             raise DataError(f"{where} has no rows with both a text and a label after cleaning ({dropped[split]})")
 
@@ -204,7 +286,10 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
     leaks = check_leaks(cleaned, config.drop_leaks)
     labels = LabelSet.fit(cleaned["train"]["label"], label_col)
     for split in ("validation", "test"):
-        labels.encode(cleaned[split]["label"].tolist(), where=f"the {split} split")
+        if multi_label:
+            labels.encode_multi(cleaned[split]["label"].tolist(), where=f"the {split} split")
+        else:
+            labels.encode(cleaned[split]["label"].tolist(), where=f"the {split} split")
         if len(cleaned[split]) == 0:
             raise DataError(f"the {split} split is empty; provide more rows or a larger --{split}-fraction")
 
@@ -212,6 +297,8 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
         "source": origin,
         "text_col": text_col,
         "label_col": label_col,
+        "text_pair_col": pair_col,
+        "task": "multi_label" if multi_label else "single_label",
         "rows_read": {split: int(len(frame)) for split, frame in frames.items()},
         "dropped": {key: sum(d[key] for d in dropped.values()) for key in next(iter(dropped.values()))},
         "split": how,
@@ -221,15 +308,22 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
     }
     for line in describe(report):
         log.info(line)
+    smallest = min(report["class_balance"]["train"].items(), key=lambda item: item[1])
+    if smallest[1] < IMBALANCE_SHARE * len(cleaned["train"]):
+        log.warning("imbalanced classes: %r is %d of %d training rows (%.1f%%); watch macro F1 and recall, "
+                    "and consider --class-weights balanced", smallest[0], smallest[1], len(cleaned["train"]),
+                    100 * smallest[1] / len(cleaned["train"]))
     return PreparedData(cleaned["train"], cleaned["validation"], cleaned["test"], labels,
-                        text_col, label_col, report)
+                        text_col, label_col, report, pair_col, multi_label)
 
 
 def describe(report: dict[str, Any]) -> list[str]:
     """The data report as a few lines for people: rows, drops, splits, class balance."""
     read = sum(report["rows_read"].values())
-    lines = [f"data: {read} rows from {report['source']} (text column {report['text_col']!r}, "
-             f"label column {report['label_col']!r})"]
+    pair = f", pair column {report['text_pair_col']!r}" if report.get("text_pair_col") else ""
+    task = ", multi-label" if report.get("task") == "multi_label" else ""
+    lines = [f"data: {read} rows from {report['source']} (text column {report['text_col']!r}{pair}, "
+             f"label column {report['label_col']!r}{task})"]
     dropped = {key: count for key, count in report["dropped"].items() if count}
     lines.append("dropped: " + (", ".join(f"{n} {k.replace('_', ' ')}" for k, n in dropped.items()) or "nothing"))
     leaks = report.get("leaks_dropped")
@@ -238,7 +332,7 @@ def describe(report: dict[str, Any]) -> list[str]:
     rows = report["rows"]
     lines.append(f"{report['split']}: train {rows['train']}, validation {rows['validation']}, test {rows['test']}")
     balance = report["class_balance"]["train"]
-    total = sum(balance.values())
+    total = rows["train"]  # multi-label: the share of rows holding the label
     shown = ", ".join(f"{name} {count} ({count / total:.0%})" for name, count in list(balance.items())[:12])
     more = f", ... {len(balance) - 12} more" if len(balance) > 12 else ""
     lines.append(f"classes in train ({len(balance)}): {shown}{more}")
@@ -247,11 +341,13 @@ def describe(report: dict[str, Any]) -> list[str]:
 
 def load_labelled(
     source: str | Path | pd.DataFrame, text_col: str | None, label_col: str | None,
-    preferred: tuple[str | None, str | None] = (None, None),
+    preferred: tuple[str | None, str | None] = (None, None), *, pair_col: str | None = None,
+    label_sep: str | None = None, multi_label: bool = False,
 ) -> pd.DataFrame:
     """One labelled table to score (a folder's test split), cleaned, as text/label rows.
 
     ``preferred`` are the columns a model was trained with: used when not given and present.
+    ``pair_col``: the second text column of a sentence-pair model (required in the table).
     """
     frames, origin = load_frames(source)
     split = "all" if "all" in frames else "test"
@@ -261,7 +357,10 @@ def load_labelled(
     text_col, label_col = (given if given is not None or saved not in frame.columns else saved
                            for given, saved in zip((text_col, label_col), preferred, strict=True))
     text, label = find_columns(frame, text_col, label_col)
-    rows, dropped = clean(frame, text, label)
+    if pair_col is not None and pair_col not in frame.columns:
+        raise DataError(f"{origin} has no column {pair_col!r}, the second text of this sentence-pair model; "
+                        f"columns are {list(frame.columns)}; pass --text-pair-col")
+    rows, dropped = clean(frame, text, label, pair_col, label_sep, multi_label)
     if len(rows) == 0:
         raise DataError(f"{origin} has no rows with both a text and a label")
     if any(dropped.values()):
@@ -269,45 +368,69 @@ def load_labelled(
     return rows
 
 
-def iter_texts(source: str | Path, text_col: str | None = None, chunk_size: int = 512) -> Iterator[list[str]]:
+def iter_texts(
+    source: str | Path, text_col: str | None = None, chunk_size: int = 512, pair_col: str | None = None,
+) -> Iterator[list[str]] | Iterator[list[tuple[str, str]]]:
     """Texts to predict, in chunks, without holding a large file in memory.
 
     ``-`` is standard input, one text per line; .csv/.tsv/.jsonl/.parquet use the text column (given,
-    or the obvious one); any other file is one text per line.
+    or the obvious one); any other file is one text per line. With ``pair_col`` (a sentence-pair
+    model) each item is a (text, pair) tuple: from the two columns, or from a tab in each line.
     """
     try:
-        yield from _iter_texts(source, text_col, chunk_size)
+        yield from _iter_texts(source, text_col, chunk_size, pair_col)
     except (UnicodeDecodeError, pd.errors.ParserError) as err:
         raise unreadable(source, err) from None
 
 
-def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int) -> Iterator[list[str]]:
+def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_col: str | None) -> Iterator[list]:
     if str(source) == "-":
-        yield from _chunks((line.rstrip("\r\n") for line in sys.stdin if line.strip()), chunk_size)
+        yield from _chunks(_lines(sys.stdin, pair_col), chunk_size)
         return
     path = Path(source)
     if not path.is_file():
         raise DataError(f"input file not found: {path}; check the path")
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
+    if suffix in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
         if path.stat().st_size == 0:
             raise DataError(f"{path} is empty; it needs a header row and texts")
-        column = None
-        for chunk in read_delimited(path, chunksize=chunk_size):
-            chunk = chunk.fillna("")
-            column = column or _pick([str(c) for c in chunk.columns], text_col, TEXT_CANDIDATES, "text", frame=chunk)
-            yield [str(t) for t in chunk[column]]
-    elif suffix in (".jsonl", ".json", ".parquet"):
-        frame = read_table(path)
-        column = _pick([str(c) for c in frame.columns], text_col, TEXT_CANDIDATES, "text", frame=frame)
-        yield from _chunks((str(t) for t in frame[column].fillna("")), chunk_size)
+        tables = (read_delimited(path, chunksize=chunk_size) if suffix in (".csv", ".tsv")
+                  else [read_table(path)])
+        columns = None
+        for table in tables:
+            table = table.fillna("")
+            if columns is None:
+                names = [str(c) for c in table.columns]
+                columns = [_pick(names, text_col, TEXT_CANDIDATES, "text", frame=table)]
+                if pair_col is not None:
+                    if pair_col not in names:
+                        raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "
+                                        f"columns are {names}; pass --text-pair-col")
+                    columns.append(pair_col)
+            values = [table[c].astype(str).tolist() for c in columns]
+            yield from _chunks(values[0] if pair_col is None else zip(*values, strict=True), chunk_size)
     else:
         with path.open(encoding="utf-8") as handle:
-            yield from _chunks((line.rstrip("\r\n") for line in handle if line.strip()), chunk_size)
+            yield from _chunks(_lines(handle, pair_col), chunk_size)
 
 
-def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
+def _lines(handle: Iterable[str], pair_col: str | None) -> Iterator[str] | Iterator[tuple[str, str]]:
+    for number, line in enumerate(handle, start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if pair_col is None:
+            yield line
+            continue
+        first, tab, second = line.partition("\t")
+        if not tab:
+            raise DataError(f"line {number} has no tab; this sentence-pair model needs 'first<TAB>second' on "
+                            "each line, or a CSV/JSONL file with both columns")
+        yield first, second
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:

@@ -1,8 +1,9 @@
 """Label encoding: class names in a stable sorted order, their ids, and class balance.
 
 Labels may be strings, whole numbers or booleans; they are kept as strings (the names a saved
-model reports) and sorted numerically when they are all numbers, else alphabetically. This
-module does not read files or choose columns.
+model reports) and sorted numerically when they are all numbers, else alphabetically. A
+multi-label row holds a list of names (a JSON array, or a string cut by ``--label-sep``); it is
+kept as a sorted tuple. This module does not read files or choose columns.
 """
 
 from __future__ import annotations
@@ -32,6 +33,41 @@ def normalise(values: pd.Series, column: str) -> pd.Series:
     return values.map(lambda v: v.strip() if isinstance(v, str) else (str(v) if pd.notna(v) else v))
 
 
+def is_multi_label(values: pd.Series) -> bool:
+    """A label column is multi-label when its values are lists (JSON arrays, Parquet lists)."""
+    return bool(values.map(lambda v: isinstance(v, list | tuple | np.ndarray)).any())
+
+
+def normalise_multi(values: pd.Series, column: str, sep: str | None) -> pd.Series:
+    """Each row's labels as a sorted tuple of unique, stripped names; a missing value stays missing.
+
+    An empty list (or a string with nothing between separators) is an error naming the row: a
+    multi-label row needs at least one label.
+    """
+
+    def one(value: object, row: object) -> tuple[str, ...] | float:
+        if isinstance(value, str) and sep is not None:
+            value = value.split(sep)
+        elif isinstance(value, str):
+            value = [value]  # a single name in a column of lists
+        elif not isinstance(value, list | tuple | np.ndarray):
+            if pd.isna(value):
+                return np.nan
+            value = [value]
+        names = {str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip() for v in value
+                 if v is not None and not (isinstance(v, float) and np.isnan(v))}
+        names.discard("")
+        if not names:
+            raise DataError(
+                f"label column {column!r} has an empty label list at row {row}; every multi-label row needs "
+                "at least one label: drop those rows, or give them a label such as 'none'"
+            )
+        return tuple(sorted(names, key=_sort_key))
+
+    return pd.Series([one(v, row) for row, v in zip(values.index, values, strict=True)], index=values.index,
+                     dtype=object)
+
+
 def _sort_key(name: str) -> tuple[int, float, str]:
     try:
         return (0, float(name), name)
@@ -46,8 +82,9 @@ class LabelSet:
     names: tuple[str, ...]
 
     @classmethod
-    def fit(cls, labels: Iterable[str], column: str = "label") -> LabelSet:
-        names = tuple(sorted(set(labels), key=_sort_key))
+    def fit(cls, labels: Iterable[str] | Iterable[tuple[str, ...]], column: str = "label") -> LabelSet:
+        flat = {name for label in labels for name in (label if isinstance(label, tuple) else (label,))}
+        names = tuple(sorted(flat, key=_sort_key))
         if len(names) < 2:
             found = f"only {names[0]!r}" if names else "none"
             raise DataError(
@@ -78,7 +115,20 @@ class LabelSet:
             )
         return np.array([lookup[label] for label in labels], dtype=np.int64)
 
-    def balance(self, labels: Iterable[str]) -> dict[str, int]:
-        """Rows per class, in id order, zeros included."""
-        counts = Counter(labels)
+    def balance(self, labels: Iterable[str] | Iterable[tuple[str, ...]]) -> dict[str, int]:
+        """Rows per class (multi-label: rows holding the label), in id order, zeros included."""
+        counts = Counter(name for label in labels for name in (label if isinstance(label, tuple) else (label,)))
         return {name: counts.get(name, 0) for name in self.names}
+
+    def encode_multi(self, label_lists: Sequence[tuple[str, ...]], where: str = "the data") -> np.ndarray:
+        """Rows of label names into a (rows, labels) 0/1 float matrix; an unknown name is an error."""
+        self.encode(sorted({name for names in label_lists for name in names}), where)  # names any unknown
+        lookup = self.label2id
+        out = np.zeros((len(label_lists), len(self.names)), dtype=np.float32)
+        for row, names in enumerate(label_lists):
+            out[row, [lookup[name] for name in names]] = 1.0
+        return out
+
+    def decode_multi(self, matrix: np.ndarray) -> list[list[str]]:
+        """A 0/1 (rows, labels) matrix back into lists of names."""
+        return [[self.names[i] for i in np.flatnonzero(row)] for row in matrix]

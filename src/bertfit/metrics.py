@@ -1,8 +1,11 @@
 """Classification metrics from predicted probabilities, with scikit-learn.
 
-Accuracy, macro and weighted precision / recall / F1, ROC AUC (binary, or the macro mean of
-one-vs-rest AUCs over the classes present), log loss and the confusion matrix. The inputs are
-ids and probabilities; this module does not know about models or label names beyond ids.
+Single-label: accuracy, macro and weighted precision / recall / F1, ROC AUC (binary, or the macro
+mean of one-vs-rest AUCs over the classes present), log loss and the confusion matrix.
+Multi-label: micro and macro F1 / precision / recall at per-label thresholds, subset accuracy
+(every label right), Hamming loss, macro ROC AUC, binary cross-entropy, per-label figures.
+Calibration: expected calibration error. Thresholds: the per-label F1-best cut on validation.
+The inputs are ids and probabilities; this module does not know about models or label names.
 """
 
 from __future__ import annotations
@@ -57,7 +60,68 @@ def roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float | None:
     return float(np.mean(scores)) if scores else None
 
 
+def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | float = 0.5) -> dict[str, Any]:
+    """Metrics for multi-label classification; ``y_true`` and ``proba`` are (rows, labels)."""
+    y_true = np.asarray(y_true).astype(int)
+    proba = np.asarray(proba, dtype=np.float64)
+    y_pred = (proba >= np.asarray(thresholds)).astype(int)
+    result: dict[str, Any] = {}
+    for average in ("micro", "macro"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)
+        result[f"f1_{average}"] = float(f)
+        result[f"precision_{average}"] = float(p)
+        result[f"recall_{average}"] = float(r)
+    result["subset_accuracy"] = float((y_pred == y_true).all(axis=1).mean())
+    result["hamming_loss"] = float((y_pred != y_true).mean())
+    present = [k for k in range(y_true.shape[1]) if 0 < y_true[:, k].sum() < len(y_true)]
+    result["auc"] = float(np.mean([roc_auc_score(y_true[:, k], proba[:, k]) for k in present])) if present else None
+    clipped = np.clip(proba, 1e-12, 1 - 1e-12)
+    result["loss"] = float(-(y_true * np.log(clipped) + (1 - y_true) * np.log(1 - clipped)).mean())
+    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    result["per_label"] = [{"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]),
+                            "support": int(support[k])} for k in range(y_true.shape[1])]
+    result["rows"] = int(len(y_true))
+    return result
+
+
+def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, grid: np.ndarray | None = None) -> np.ndarray:
+    """Per label, the probability cut with the best F1 on these rows (ties: nearest 0.5); 0.5 without positives."""
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
+    y_true = np.asarray(y_true).astype(bool)
+    thresholds = np.full(y_true.shape[1], 0.5)
+    for k in range(y_true.shape[1]):
+        positives = y_true[:, k].sum()
+        if positives == 0:
+            continue
+        predicted = proba[:, k][:, None] >= grid[None, :]  # (rows, grid)
+        tp = (predicted & y_true[:, k][:, None]).sum(axis=0)
+        f1 = 2 * tp / np.maximum(predicted.sum(axis=0) + positives, 1)
+        best = np.flatnonzero(f1 == f1.max())
+        thresholds[k] = grid[best[np.argmin(np.abs(grid[best] - 0.5))]]
+    return thresholds
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
+    """How far confidence is from accuracy: the row-weighted mean |accuracy - confidence| over equal-width bins."""
+    proba = np.asarray(proba, dtype=np.float64)
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == np.asarray(y_true)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        chosen = which == b
+        if chosen.any():
+            error += chosen.mean() * abs(correct[chosen].mean() - confidence[chosen].mean())
+    return float(error)
+
+
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers people compare runs by (no confusion matrix)."""
-    keys = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "auc", "loss")
+    """The few numbers people compare runs by (no confusion matrix, no per-label table)."""
+    keys = ("accuracy", "subset_accuracy", "f1_micro", "f1_macro", "precision_macro", "recall_macro", "auc", "ece",
+            "loss")
     return {key: metrics[key] for key in keys if key in metrics}
+
+
+def main_metric(metrics: dict[str, Any]) -> tuple[str, float]:
+    """The figure that names a run: accuracy (single-label) or micro F1 (multi-label)."""
+    return ("accuracy", metrics["accuracy"]) if "accuracy" in metrics else ("f1_micro", metrics["f1_micro"])

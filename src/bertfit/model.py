@@ -20,13 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.errors import ModelLoadError, OutputError
+from bertfit.calibration import calibrated
+from bertfit.encoding import INPUT_KEYS, encode, pool
+from bertfit.errors import DataError, ModelLoadError, OutputError
 from bertfit.labels import LabelSet
-from bertfit.metrics import classification_metrics
+from bertfit.metrics import classification_metrics, expected_calibration_error, multilabel_metrics
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # of bertfit.json; raise it when a field changes meaning, and keep reading older ones
+# Of bertfit.json; raise it when a field changes meaning, and keep reading older ones.
+# 2: task (multi-label), text_pair_col, long_text, thresholds, calibration, baseline.
+FORMAT_VERSION = 2
 META_FILE = "bertfit.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
@@ -50,6 +54,24 @@ class TextClassifier:
     @property
     def max_length(self) -> int:
         return int(self.meta.get("max_length", 512))
+
+    @property
+    def multi_label(self) -> bool:
+        return self.meta.get("task") == "multi_label"
+
+    @property
+    def text_pair_col(self) -> str | None:
+        """The second text's column for a sentence-pair model, else None."""
+        return self.meta.get("text_pair_col")
+
+    @property
+    def temperature(self) -> float:
+        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Multi-label decision thresholds per label (tuned on validation when trained by bertfit)."""
+        return np.asarray(self.meta.get("thresholds") or [0.5] * len(self.labels), dtype=np.float64)
 
     # -- loading and saving -------------------------------------------------------------------
 
@@ -80,11 +102,16 @@ class TextClassifier:
         if meta is None:  # a plain HF folder: take what its config says
             id2label = model.config.id2label
             meta = {"format_version": FORMAT_VERSION, "labels": [id2label[i] for i in sorted(id2label)],
-                    "max_length": min(tokenizer.model_max_length, 512)}
+                    "max_length": min(tokenizer.model_max_length, 512),
+                    "task": "multi_label" if model.config.problem_type == "multi_label_classification"
+                    else "single_label"}
         return cls(model, tokenizer, meta)
 
-    def save_pretrained(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the folder next to its destination, then rename: a crash leaves no half model."""
+    def save_pretrained(self, path: str | Path, overwrite: bool = False, files: dict[str, str] | None = None) -> Path:
+        """Write the folder next to its destination, then rename: a crash leaves no half model.
+
+        ``files``: more text files to write inside it (name: content), e.g. the test split.
+        """
         target = Path(path)
         check_output(target, overwrite)
         staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
@@ -95,6 +122,8 @@ class TextClassifier:
             self.tokenizer.save_pretrained(str(staging))
             meta = {**self.meta, "format_version": FORMAT_VERSION}
             (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+            for name, content in (files or {}).items():
+                (staging / name).write_text(content, encoding="utf-8")
             _replace(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -103,56 +132,103 @@ class TextClassifier:
 
     # -- inference ----------------------------------------------------------------------------
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Class probabilities, (len(texts), n_classes), in the order given.
+    def logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
+               pairs: Sequence[str] | None = None) -> np.ndarray:
+        """Raw scores, (len(texts), n_classes), in the order given; long texts pooled over their windows.
 
-        Texts are run in batches of similar token length (fewer pad tokens), then put back in order.
+        Inputs are run in batches of similar token length (fewer pad tokens), then put back in order.
         """
         import torch
         from tqdm.auto import tqdm
 
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+        pairs = self._check_pairs(texts, pairs)
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        keys = [k for k in encoded.keys() if k in ("input_ids", "attention_mask", "token_type_ids")]
+        long_text = self.meta.get("long_text") or {}
+        encoded = encode(self.tokenizer, texts, pairs, max_length=self.max_length,
+                         long_text=long_text.get("mode", "truncate"), stride=long_text.get("stride"))
+        order = np.argsort(encoded.lengths(), kind="stable")
+        out = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
+        keys = [k for k in encoded.features if k in INPUT_KEYS]
         with torch.inference_mode():
             starts = range(0, len(order), batch_size)
             for start in tqdm(starts, desc="scoring", disable=not progress, file=sys.stderr, leave=False):
                 chosen = order[start:start + batch_size]
                 batch = self.tokenizer.pad(
-                    {k: [encoded[k][i] for i in chosen] for k in keys}, return_tensors="pt"
+                    {k: [encoded.features[k][i] for i in chosen] for k in keys}, return_tensors="pt"
                 )
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                    logits = self.model(**batch).logits  # (batch, classes)
-                out[chosen] = torch.softmax(logits.float(), dim=-1).numpy()
-        return out
+                    out[chosen] = self.model(**batch).logits.float().numpy()  # (batch, classes)
+        return pool(out, encoded.owner, encoded.n_texts, long_text.get("pool", "mean"))
 
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[str]:
-        proba = self.predict_proba(texts, batch_size)
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
+                      pairs: Sequence[str] | None = None) -> np.ndarray:
+        """Probabilities, (len(texts), n_classes): softmax (calibrated when trained so), or per-label sigmoid."""
+        return self.probabilities(self.logits(texts, batch_size, progress, pairs))
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """What this model's logits mean: calibrated softmax, or per-label sigmoid for multi-label."""
+        if self.multi_label:
+            return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
+        return calibrated(logits, self.temperature)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64,
+                pairs: Sequence[str] | None = None) -> list[str] | list[list[str]]:
+        """A label per text; for a multi-label model, a list of labels per text (those over their threshold)."""
+        proba = self.predict_proba(texts, batch_size, pairs=pairs)
+        if self.multi_label:
+            return self.labels.decode_multi(proba >= self.thresholds)
         return [self.labels.names[i] for i in proba.argmax(axis=1)]
 
-    def predict_records(self, texts: Sequence[str], batch_size: int = 64) -> Iterator[dict[str, Any]]:
-        """One dict per text: text, label, score, probabilities by label (what `bertfit predict` prints)."""
-        proba = self.predict_proba(texts, batch_size)
-        for text, row in zip(texts, proba, strict=True):
-            best = int(row.argmax())
-            yield {
-                "text": text,
-                "label": self.labels.names[best],
-                "score": round(float(row[best]), 6),
-                "probabilities": {name: round(float(p), 6) for name, p in zip(self.labels.names, row, strict=True)},
-            }
+    def predict_records(self, texts: Sequence[str], batch_size: int = 64, pairs: Sequence[str] | None = None,
+                        threshold: float | None = None) -> Iterator[dict[str, Any]]:
+        """One dict per text (what `bertfit predict` prints): text, label and score, probabilities by label.
+
+        Multi-label: ``labels`` (those at or over their threshold; ``threshold`` overrides them all)
+        instead of label and score.
+        """
+        proba = self.predict_proba(texts, batch_size, pairs=pairs)
+        cut = self.thresholds if threshold is None else np.full(len(self.labels), threshold)
+        for i, row in enumerate(proba):
+            record: dict[str, Any] = {"text": texts[i]}
+            if pairs is not None:
+                record["text_pair"] = pairs[i]
+            if self.multi_label:
+                record["labels"] = [self.labels.names[k] for k in np.flatnonzero(row >= cut)]
+            else:
+                best = int(row.argmax())
+                record["label"] = self.labels.names[best]
+                record["score"] = round(float(row[best]), 6)
+            record["probabilities"] = {name: round(float(p), 6) for name, p in zip(self.labels.names, row, strict=True)}
+            yield record
 
     def evaluate(
-        self, texts: Sequence[str], labels: Iterable[str], batch_size: int = 64, progress: bool = False
+        self, texts: Sequence[str], labels: Iterable[Any], batch_size: int = 64, progress: bool = False,
+        pairs: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """Metrics of this model on labelled texts (labels as names)."""
-        y_true = self.labels.encode(list(labels), where="the evaluation data")
-        return classification_metrics(y_true, self.predict_proba(texts, batch_size, progress))
+        """Metrics of this model on labelled texts (labels as names; tuples of names for multi-label)."""
+        return self.score(self.logits(texts, batch_size, progress, pairs), list(labels))
+
+    def score(self, logits: np.ndarray, labels: list[Any]) -> dict[str, Any]:
+        """Metrics from logits and true label names, as this model decides (thresholds, temperature)."""
+        if self.multi_label:
+            y_true = self.labels.encode_multi([tuple(names) for names in labels], where="the evaluation data")
+            return multilabel_metrics(y_true, self.probabilities(logits), self.thresholds)
+        y_true = self.labels.encode(labels, where="the evaluation data")
+        proba = self.probabilities(logits)
+        metrics = classification_metrics(y_true, proba)
+        metrics["ece"] = expected_calibration_error(y_true, proba)
+        return metrics
+
+    def _check_pairs(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[str] | None:
+        if self.text_pair_col is not None and pairs is None and len(texts):
+            raise DataError(f"this model classifies sentence pairs; give each text its pair (column "
+                            f"{self.text_pair_col!r} in a file, or pairs= in Python)")
+        if self.text_pair_col is None and pairs is not None:
+            raise DataError("this model classifies single texts, not pairs; pass the texts alone")
+        return list(pairs) if pairs is not None else None
 
 
 def cpu_has_bf16() -> bool:

@@ -9,6 +9,7 @@ the artifact in ``model``, metrics in ``metrics``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 from transformers import (
     DataCollatorWithPadding,
     EarlyStoppingCallback,
@@ -42,12 +43,22 @@ from bertfit.backbone import (
     freeze,
     load_base,
 )
-from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count
+from bertfit.baseline import fit_and_score
+from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count, target
 from bertfit.cached import collate as collate_cached
+from bertfit.calibration import fit_temperature
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
+from bertfit.encoding import encode, pool
 from bertfit.errors import TrainingError, UsageError
-from bertfit.metrics import classification_metrics, headline
+from bertfit.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    headline,
+    main_metric,
+    multilabel_metrics,
+    tune_thresholds,
+)
 from bertfit.model import FORMAT_VERSION, TextClassifier, check_output, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -61,51 +72,50 @@ DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model
 
 
 class EncodedSplit:
-    """Tokenized rows for Trainer (a map-style dataset); padding is done per batch by the collator."""
+    """Tokenized rows for Trainer (a map-style dataset); padding is done per batch by the collator.
 
-    def __init__(self, encoded: dict[str, list], label_ids: np.ndarray):
+    ``owner`` maps each input row to its text (long texts in windows give one text several rows);
+    ``targets`` are per input row: a class id, or a 0/1 row for multi-label.
+    """
+
+    def __init__(self, encoded: dict[str, list], targets: np.ndarray, owner: np.ndarray | None = None):
         self.encoded = encoded
-        self.label_ids = label_ids
+        self.label_ids = targets
+        self.owner = np.arange(len(targets)) if owner is None else owner
 
     def __len__(self) -> int:
         return len(self.label_ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = {key: values[i] for key, values in self.encoded.items()}
-        item["labels"] = int(self.label_ids[i])
+        item["labels"] = target(self.label_ids[i])
         return item
 
     def sorted_by_length(self) -> EncodedSplit:
         """The same rows, shortest first: evaluation batches then pad little (metrics ignore order)."""
         order = np.argsort([len(ids) for ids in self.encoded["input_ids"]], kind="stable")
         encoded = {key: [values[i] for i in order] for key, values in self.encoded.items()}
-        return EncodedSplit(encoded, self.label_ids[order])
+        return EncodedSplit(encoded, self.label_ids[order], self.owner[order])
 
 
 def encode_split(
-    tokenizer: Any, frame: pd.DataFrame, label_ids: np.ndarray, max_length: int, progress: bool = False,
-    desc: str = "tokenizing",
+    tokenizer: Any, frame: pd.DataFrame, targets: np.ndarray, max_length: int, long_text: str = "truncate",
+    stride: int | None = None,
 ) -> tuple[EncodedSplit, int]:
-    """Tokenize a split; returns the dataset and how many texts were cut at max_length."""
-    texts = frame["text"].tolist()
-    encoded: dict[str, list] = {}
-    step = 2048
-    for start in tqdm(range(0, len(texts), step), desc=desc, disable=not progress, file=sys.stderr, leave=False):
-        part = tokenizer(texts[start:start + step], truncation=True, max_length=max_length)
-        for key in ("input_ids", "attention_mask", "token_type_ids"):
-            if key in part:
-                encoded.setdefault(key, []).extend(part[key])
-    truncated = sum(len(ids) >= max_length for ids in encoded["input_ids"])
-    return EncodedSplit(encoded, label_ids), int(truncated)
+    """Tokenize a split (texts, and pairs when it has them); returns the dataset and how many texts were too long."""
+    pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+    encoded = encode(tokenizer, frame["text"].tolist(), pairs, max_length=max_length, long_text=long_text,
+                     stride=stride)
+    return EncodedSplit(encoded.features, targets[encoded.owner], encoded.owner), encoded.over_length
 
 
 class LengthBuckets(torch.utils.data.Sampler):
     """Training order for ``--bucket-by-length``: batches of texts of similar length, in random order.
 
     Each epoch: shuffle, cut into pools of ``pool_batches`` batches, sort each pool by length, cut it
-    into batches, then shuffle the batches (a short one goes last). Transformers' own group-by-length sampler sizes its pools
-    by the data (9 batches for 600 rows), so one long text pads many batches; larger pools pad less,
-    and shuffling the batches keeps an epoch from running from long to short texts.
+    into batches, then shuffle the batches (a short one goes last). Transformers' own group-by-length
+    sampler sizes its pools by the data (9 batches for 600 rows), so one long text pads many batches;
+    larger pools pad less, and shuffling the batches keeps an epoch from running from long to short.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, pool_batches: int = 64):
@@ -137,9 +147,27 @@ class _Trainer(Trainer):
     """Trainer with bertfit's samplers: length buckets for training, and evaluation in dataset order
     (bertfit sorts validation by length itself; Trainer's group-by-length would reshuffle it)."""
 
-    def __init__(self, *args: Any, bucket_lengths: list[int] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, bucket_lengths: list[int] | None = None, multi_label: bool = False,
+                 class_weights: torch.Tensor | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.bucket_lengths = bucket_lengths
+        self.multi_label = multi_label
+        self.class_weights = class_weights
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """One loss for every path (full model, cached top, LoRA): cross-entropy (class-weighted when
+        asked) for single-label, binary cross-entropy per label for multi-label."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits  # (batch, classes)
+        if self.multi_label:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        else:
+            weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+            loss = nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if self.bucket_lengths is None:
@@ -166,6 +194,7 @@ class TrainResult:
     test: dict[str, Any]
     history: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    baseline: dict[str, Any] | None = None  # the TF-IDF + logistic regression baseline on the same splits
 
     def summary(self) -> dict[str, Any]:
         """The JSON object `bertfit train` prints last."""
@@ -175,6 +204,7 @@ class TrainResult:
             "train_seconds": round(self.train_seconds, 2),
             "validation": headline(self.validation),
             "test": headline(self.test),
+            "baseline_test": headline(self.baseline["test"]) if self.baseline else None,
             "history": self.history,
         }
 
@@ -224,27 +254,30 @@ def fit(
 ) -> TrainResult:
     """Train on prepared splits; see the module docstring for the steps."""
     model_name = config.model or default_model_path()
+    multi_label = prepared.multi_label
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
-    model, tokenizer = load_base(model_name, prepared.labels.names)
+    model, tokenizer = load_base(model_name, prepared.labels.names, multi_label)
     limit = model_position_limit(model, tokenizer)
     if config.max_length is not None and config.max_length > limit:
         raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "
                          f"pass --max-length {limit} or less")
     max_length = config.max_length or min(DEFAULT_MAX_LENGTH, limit)
+    class_weights = resolve_class_weights(config.class_weights, prepared)
     model = freeze(model, config.train_layers, config.lora_r, config.lora_alpha)
     trainable, total = count_parameters(model)
     log.info("training %s of %s parameters (%.1f%%), --train-layers %s",
              f"{trainable:,}", f"{total:,}", 100 * trainable / total, config.train_layers)
     learning_rate = config.learning_rate or default_learning_rate(model.config.hidden_size)
 
-    label_ids = {name: prepared.labels.encode(frame["label"].tolist(), f"the {name} split")
-                 for name, frame in prepared.splits().items()}
-    encoded, truncated = {}, {}
+    targets = {name: _targets(prepared, name) for name in prepared.splits()}
+    encoded, too_long = {}, {}
     for name, frame in prepared.splits().items():
-        encoded[name], truncated[name] = encode_split(tokenizer, frame, label_ids[name], max_length, progress,
-                                                      desc=f"tokenizing {name}")
-    if any(truncated.values()):
-        log.warning("texts cut at --max-length %d tokens: %s", max_length, truncated)
+        encoded[name], too_long[name] = encode_split(tokenizer, frame, targets[name], max_length, config.long_text,
+                                                     config.stride)
+    if any(too_long.values()):
+        how = {"truncate": "cut at", "head-tail": "shortened to head + tail at", "window": "split into windows of"}
+        log.warning("texts longer than --max-length %d tokens, %s it (--long-text %s): %s", max_length,
+                    how[config.long_text], config.long_text, too_long)
 
     started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
     # Validation is scored every epoch; sorted by length, its batches carry little padding (Trainer
@@ -259,21 +292,22 @@ def fit(
             for name in ("train", "validation")
         )
     checkpoints = _checkpoint_dir(target)
-    # Bucketing needs token lengths; the cached top of encode once has its own (usually length-1) rows.
     args = _training_args(config, learning_rate, checkpoints, progress)
-    bucket = config.bucket_by_length and frozen is None
+    bucket = config.bucket_by_length and frozen is None  # the cached top's rows are mostly length 1
     callbacks = [EpochLog()]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     trainer = _Trainer(
         bucket_lengths=[len(ids) for ids in train_set.encoded["input_ids"]] if bucket else None,
+        multi_label=multi_label,
+        class_weights=class_weights,
         model=trained,
         args=args,
         data_collator=collator or DataCollatorWithPadding(tokenizer),
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer if collator is None else None,
-        compute_metrics=_compute_metrics,
+        compute_metrics=_metrics_per_text(encoded["validation"].owner, multi_label, config.window_pool),
         callbacks=callbacks,
     )
     _quiet_progress(trainer)
@@ -298,18 +332,22 @@ def fit(
 
     meta = {
         "format_version": FORMAT_VERSION,
-        "task": "single_label",
+        "task": "multi_label" if multi_label else "single_label",
         "labels": list(prepared.labels.names),
         "text_col": prepared.text_col,
+        "text_pair_col": prepared.text_pair_col,
         "label_col": prepared.label_col,
+        "label_sep": (data_config or DataConfig()).label_sep,
         "max_length": max_length,
+        "long_text": {"mode": config.long_text, "stride": config.stride, "pool": config.window_pool},
         "precision": resolve_precision(config.precision),
         "base_model": config.model or "embedded:all-MiniLM-L6-v2",
         "trainable_parameters": trainable,
         "total_parameters": total,
         "learning_rate": learning_rate,
+        "class_weights": class_weights.tolist() if class_weights is not None else None,
         "settings": {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)},
-        "data": {**prepared.report, "truncated": truncated},
+        "data": {**prepared.report, "too_long": too_long},
         "history": history,
         "best_epoch": best["epoch"],
         "train_seconds": round(train_seconds, 2),
@@ -318,15 +356,142 @@ def fit(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     classifier = TextClassifier(model, tokenizer, meta)
+    # Decisions fitted on validation (thresholds, temperature) before test is looked at.
+    validation_logits = classifier.logits(prepared.validation["text"].tolist(), config.eval_batch_size,
+                                          pairs=prepared.pairs("validation"))
+    _fit_decisions(classifier, validation_logits, targets["validation"], config)
     # The test split is scored once, here, by the same code path `bertfit predict` uses.
-    test_metrics = classifier.evaluate(prepared.test["text"].tolist(), prepared.test["label"].tolist(),
-                                       config.eval_batch_size, progress=progress)
+    test_logits = classifier.logits(prepared.test["text"].tolist(), config.eval_batch_size, progress,
+                                    pairs=prepared.pairs("test"))
+    test_metrics = classifier.score(test_logits, prepared.test["label"].tolist())
+    if multi_label:  # what tuning the thresholds bought, on data that did not tune them
+        fixed = multilabel_metrics(targets["test"], classifier.probabilities(test_logits), 0.5)
+        test_metrics["at_threshold_0.5"] = headline(fixed)
+    elif "calibration" in meta:
+        meta["calibration"]["test_ece_before"] = expected_calibration_error(
+            targets["test"], _softmax(test_logits))
+        meta["calibration"]["test_ece_after"] = test_metrics["ece"]
     meta["metrics"] = {"validation": best["validation"], "test": test_metrics}
+    baseline = _baseline(prepared, config) if config.baseline else None
+    if baseline is not None:
+        meta["baseline"] = baseline
+        _compare_with_baseline(test_metrics, baseline["test"])
     shutil.rmtree(checkpoints, ignore_errors=True)
     if target is not None:
-        classifier.save_pretrained(target, overwrite=overwrite)
+        classifier.save_pretrained(target, overwrite=overwrite, files={"test.jsonl": _jsonl(prepared.test)})
     return TrainResult(classifier, target, best["epoch"], train_seconds, best["validation"], test_metrics,
-                       history, notes)
+                       history, notes, baseline)
+
+
+def _targets(prepared: PreparedData, split: str) -> np.ndarray:
+    """A split's labels as class ids (rows,) or, for multi-label, a 0/1 matrix (rows, labels)."""
+    labels = prepared.splits()[split]["label"].tolist()
+    if prepared.multi_label:
+        return prepared.labels.encode_multi(labels, f"the {split} split")
+    return prepared.labels.encode(labels, f"the {split} split")
+
+
+def resolve_class_weights(spec: str, prepared: PreparedData) -> torch.Tensor | None:
+    """--class-weights: none, balanced (rows / (classes x rows of the class), on train), or a JSON file."""
+    if spec == "none":
+        return None
+    if prepared.multi_label:
+        raise UsageError("--class-weights applies to single-label data; multi-label models tune a threshold per "
+                         "label on validation instead: drop --class-weights")
+    names = prepared.labels.names
+    if spec == "balanced":
+        counts = np.array([prepared.labels.balance(prepared.train["label"])[name] for name in names], dtype=float)
+        weights = len(prepared.train) / (len(names) * counts)
+    else:
+        file = Path(spec)
+        if not file.is_file():
+            raise UsageError(f"--class-weights must be none, balanced or a JSON file of {{label: weight}}; "
+                             f"{spec!r} is neither (no such file)")
+        try:
+            given = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UsageError(f"--class-weights file {file} is not valid JSON ({err}); write {{\"label\": weight}}") \
+                from None
+        if not isinstance(given, dict):
+            raise UsageError(f"--class-weights file {file} must hold one JSON object {{label: weight}}")
+        unknown = sorted(set(map(str, given)) - set(names))
+        if unknown:
+            raise UsageError(f"--class-weights file {file} names label(s) {unknown[:5]} not in the training data "
+                             f"(labels: {list(names)[:10]})")
+        weights = np.array([given.get(name, 1.0) for name in names], dtype=float)
+        if not all(isinstance(w, int | float) and w > 0 for w in weights):
+            raise UsageError(f"--class-weights file {file}: every weight must be a positive number")
+    log.info("class weights: %s", {name: round(float(w), 3) for name, w in zip(names, weights, strict=True)})
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.ndarray, config: TrainConfig) -> None:
+    """Multi-label: per-label thresholds with the best validation F1. Single-label: temperature scaling."""
+    meta = classifier.meta
+    if classifier.multi_label:
+        thresholds = tune_thresholds(targets, classifier.probabilities(logits))
+        meta["thresholds"] = [float(t) for t in thresholds]
+        log.info("thresholds tuned on validation (F1 per label): %s",
+                 dict(zip(classifier.labels.names[:8], meta["thresholds"][:8], strict=False)))
+    elif config.calibrate:
+        temperature = fit_temperature(logits, targets)
+        before = expected_calibration_error(targets, _softmax(logits))
+        meta["calibration"] = {"method": "temperature", "temperature": temperature,
+                               "validation_ece_before": before}
+        meta["calibration"]["validation_ece_after"] = expected_calibration_error(
+            targets, classifier.probabilities(logits))
+        log.info("calibration: temperature %.3f fitted on validation (ECE %.4f -> %.4f)", temperature, before,
+                 meta["calibration"]["validation_ece_after"])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    from scipy.special import softmax
+
+    return softmax(np.asarray(logits, dtype=np.float64), axis=1)
+
+
+def _baseline(prepared: PreparedData, config: TrainConfig) -> dict[str, Any]:
+    """TF-IDF + logistic regression on the same splits, scored on the same test split."""
+    metrics = fit_and_score(prepared, seed=config.seed)
+    return {"name": "tfidf-logreg", "description": "TF-IDF word 1-2 + char 2-5 grams, logistic regression",
+            "test": metrics}
+
+
+def _compare_with_baseline(model_metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> None:
+    name, ours = main_metric(model_metrics)
+    theirs = baseline_metrics[name]
+    log.info("test %s: this model %.4f, TF-IDF + logistic regression baseline %.4f (%+.1f points)", name, ours,
+             theirs, 100 * (ours - theirs))
+    if theirs > ours:
+        log.warning("the TF-IDF + logistic regression baseline beats this model on test %s (%.4f against %.4f): "
+                    "a linear model on word and character n-grams does better here, in seconds; consider "
+                    "shipping it, or training longer, a larger model, or more data", name, theirs, ours)
+
+
+def _jsonl(frame: pd.DataFrame) -> str:
+    """The split as JSON lines (text, text_pair, label), kept with the model for export checks and reports."""
+    return "".join(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in row.items()},
+                              ensure_ascii=False) + "\n" for row in frame.to_dict(orient="records"))
+
+
+def _metrics_per_text(owner: np.ndarray, multi_label: bool, how: str) -> Any:
+    """Trainer's compute_metrics for the validation split: window logits pooled per text, then scored."""
+    n_texts = int(owner.max()) + 1 if len(owner) else 0
+
+    def compute(prediction: Any) -> dict[str, Any]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        logits = pool(np.asarray(logits, dtype=np.float32), owner, n_texts, how)
+        first = np.unique(owner, return_index=True)[1]  # a text's target, from its first row
+        y_true = np.asarray(prediction.label_ids)[first]
+        if multi_label:
+            metrics = multilabel_metrics(y_true, 1 / (1 + np.exp(-logits.astype(np.float64))))
+            metrics.pop("per_label")
+        else:
+            metrics = classification_metrics(y_true, _softmax(logits))
+        metrics.pop("loss")  # Trainer reports its own eval_loss, the one that picks the best epoch
+        return metrics
+
+    return compute
 
 
 def _frozen_bottom(model: Any, config: TrainConfig) -> int | None:
@@ -394,14 +559,6 @@ def _checkpoint_dir(target: Path | None) -> Path:
     return target.parent / f".{target.name}.checkpoints"
 
 
-def _compute_metrics(prediction: Any) -> dict[str, Any]:
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    proba = torch.softmax(torch.as_tensor(logits).float(), dim=-1).numpy()
-    metrics = classification_metrics(prediction.label_ids, proba)
-    metrics.pop("loss")  # Trainer reports its own eval_loss, the one that picks the best epoch
-    return metrics
-
-
 class EpochLog(TrainerCallback):
     """One log line per epoch: training loss, validation loss and the headline metrics."""
 
@@ -415,11 +572,12 @@ class EpochLog(TrainerCallback):
         if not metrics or not state.is_world_process_zero:
             return
         auc = metrics.get("eval_auc")
+        name = "accuracy" if "eval_accuracy" in metrics else "f1_micro"
         log.info(
-            "epoch %d/%d: train loss %s, validation loss %.4f, accuracy %.3f, F1 macro %.3f, AUC %s",
+            "epoch %d/%d: train loss %s, validation loss %.4f, %s %.3f, F1 macro %.3f, AUC %s",
             round(state.epoch or 0), args.num_train_epochs,
             f"{self.train_loss:.4f}" if self.train_loss is not None else "n/a",
-            metrics["eval_loss"], metrics["eval_accuracy"], metrics["eval_f1_macro"],
+            metrics["eval_loss"], name.replace("_", " "), metrics[f"eval_{name}"], metrics["eval_f1_macro"],
             f"{auc:.3f}" if auc is not None else "n/a",
         )
 

@@ -1,4 +1,4 @@
-"""The ``bertfit`` command: train, evaluate, predict.
+"""The ``bertfit`` command: train, evaluate, predict, report.
 
 Flags are the config fields with dashes. Human progress goes to stderr, results for machines
 (JSON, JSON lines) to stdout. A user error prints one line ``error: ...`` and exits 2, a runtime
@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(predict, DataConfig, only=("text_col",))
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(handler=cmd_predict)
+
+    report = commands.add_parser("report", parents=[common], help="write a self-contained HTML report of a model",
+                                 description="Write one HTML file: training curves, test results, the run's facts.")
+    report.add_argument("model_dir")
+    report.add_argument("--out", help="HTML file to write (default: MODEL_DIR/report.html)")
+    report.add_argument("--data", help="labelled file to score instead of the folder's test.jsonl")
+    report.set_defaults(handler=cmd_report)
     return parser
 
 
@@ -140,6 +147,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size)
     metrics["labels"] = list(classifier.labels.names)
     print(json.dumps(metrics))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bertfit.report import write_report
+
+    path = write_report(args.model_dir, args.out, args.data, progress=not args.quiet)
+    print(json.dumps({"report": str(path)}))
     return 0
 
 

@@ -1,0 +1,545 @@
+"""The HTML report: the analysis on synthetic probabilities (binary, multi-class, multi-label), the page,
+``write_report`` and ``bertfit report`` on real tiny models, and the pages checked in headless Chromium."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import logging
+import re
+import shlex
+import shutil
+import struct
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import confusion_matrix, f1_score, precision_score, roc_auc_score
+
+from bertfit import report
+from bertfit.cli import build_parser, cmd_report, main
+from bertfit.data import load_labelled, prepare
+from bertfit.errors import DataError, ModelLoadError, OutputError
+from bertfit.model import TextClassifier
+from bertfit.report import (
+    analyse,
+    multi_label_analysis,
+    reliability,
+    render_html,
+    single_label_analysis,
+    write_report,
+)
+from bertfit.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+EVIL = "crash error bug freeze <script>alert(1)</script> & reboot"  # labelled as the model does not predict it
+SECTIONS = ("summary", "training", "test", "data", "model", "settings", "versions")
+
+
+def load_screenshot_script():
+    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "scripts" / "report_screenshot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+screenshots = load_screenshot_script()
+
+
+def table_rows(page: str, element_id: str, after: str = "") -> list[list[str]]:
+    """The cells of the first table inside the element with this id (and after the text ``after``), as text."""
+    start = page.index(after, page.index(f'id="{element_id}"'))
+    table = page[page.index("<table>", start):page.index("</table>", start)]
+    return [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+
+
+def softmax_rows(rng: np.random.Generator, y: np.ndarray, classes: int, signal: float = 2.0) -> np.ndarray:
+    logits = rng.normal(size=(len(y), classes))
+    logits[np.arange(len(y)), y] += signal
+    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure analysis on synthetic probabilities
+
+
+def test_multi_class_analysis_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    names = [f"class{k}" for k in range(10)]
+    y = rng.choice(10, size=400, p=np.linspace(1, 3, 10) / np.linspace(1, 3, 10).sum())
+    proba = softmax_rows(rng, y, 10)
+    texts = [f"text {i}" for i in range(len(y))]
+    result = single_label_analysis(names, texts, [names[k] for k in y], proba)
+
+    predicted = proba.argmax(axis=1)
+    assert result.confusion.tolist() == confusion_matrix(y, predicted, labels=range(10)).tolist()
+    assert [result.per_class[name]["support"] for name in names] == np.bincount(y, minlength=10).tolist()
+    assert result.metrics["accuracy"] == pytest.approx((predicted == y).mean())
+    # One-vs-rest curves for the 8 classes with the most rows, each with its own AUC.
+    support = np.bincount(y, minlength=10)
+    assert len(result.roc) == len(result.pr) == 8
+    assert {c.name for c in result.roc} == {names[k] for k in np.argsort(-support, kind="stable")[:8]}
+    for curve in result.roc:
+        k = names.index(curve.name)
+        assert curve.area == pytest.approx(roc_auc_score(y == k, proba[:, k]))
+    # The 20 most confident mistakes, most confident first.
+    wrong = int((predicted != y).sum())
+    assert wrong > 20 and len(result.mistakes) == 20
+    shown = [m["probability"] for m in result.mistakes]
+    assert shown == sorted(shown, reverse=True)
+    assert shown[0] == pytest.approx(proba[predicted != y].max())
+    for m in result.mistakes:
+        i = int(m["text"].split()[1])
+        assert m["true"] == names[y[i]] != m["predicted"] == names[predicted[i]]
+
+
+def test_binary_curves_are_of_label_id_1_whatever_the_balance():
+    rng = np.random.default_rng(1)
+    y = (rng.random(300) < 0.2).astype(int)  # label id 1 is the rare class
+    proba = softmax_rows(rng, y, 2, signal=1.5)
+    result = single_label_analysis(["ham", "spam"], [str(i) for i in range(300)], [["ham", "spam"][k] for k in y],
+                                   proba)
+    assert [c.name for c in result.roc] == [c.name for c in result.pr] == ["spam"]
+    assert result.roc[0].area == pytest.approx(roc_auc_score(y, proba[:, 1]))
+    assert result.metrics["auc"] == pytest.approx(result.roc[0].area)
+
+
+def test_single_label_unknown_test_label_is_an_error_naming_it():
+    with pytest.raises(DataError, match="'dog'"):
+        single_label_analysis(["a", "b"], ["x", "y"], ["a", "dog"], np.array([[0.6, 0.4], [0.3, 0.7]]))
+
+
+def multi_label_case(seed: int = 2):
+    rng = np.random.default_rng(seed)
+    names = ["urgent", "billing", "tech", "sales", "never"]
+    truth = rng.random((120, 5)) < np.array([0.3, 0.5, 0.4, 0.2, 0.0])  # "never" has no positive row
+    proba = np.clip(0.55 * truth + 0.6 * rng.random(truth.shape) - 0.05, 0, 1)
+    labels = [[n for n, t in zip(names, row, strict=True) if t] for row in truth]
+    return names, truth, proba, labels
+
+
+def test_multi_label_analysis_per_label_at_the_thresholds():
+    names, truth, proba, labels = multi_label_case()
+    thresholds = [0.5, 0.3, 0.7, 0.5, 0.5]
+    texts = [f"row {i}" for i in range(len(truth))]
+    result = multi_label_analysis(names, texts, labels, proba, thresholds)
+
+    predicted = proba >= np.array(thresholds)
+    assert result.confusion is None and result.task == "multi_label"
+    assert [result.per_class[n]["support"] for n in names] == truth.sum(axis=0).tolist()
+    for k, name in enumerate(names):
+        expected = precision_score(truth[:, k], predicted[:, k], zero_division=0)
+        assert result.per_class[name]["precision"] == pytest.approx(expected)
+    assert result.metrics["f1_micro"] == pytest.approx(f1_score(truth, predicted, average="micro"))
+    assert result.metrics["subset_accuracy"] == pytest.approx((predicted == truth).all(axis=1).mean())
+    # Curves only for labels with positive and negative rows.
+    assert "never" not in {c.name for c in result.roc} and len(result.roc) == 4
+    # Mistakes: rows whose predicted set differs from the true set, by how sure the wrong decision was.
+    wrong_rows = {f"row {i}" for i in np.flatnonzero((predicted != truth).any(axis=1))}
+    assert len(wrong_rows) > 20 and len(result.mistakes) == 20
+    assert {m["text"] for m in result.mistakes} <= wrong_rows
+    sureness = [m["probability"] if m["error"] == "false positive" else 1 - m["probability"] for m in result.mistakes]
+    assert sureness == sorted(sureness, reverse=True)
+    for m in result.mistakes:
+        i = int(m["text"].split()[1])
+        k = names.index(m["label"])
+        assert m["true"] == labels[i] and m["predicted"] != m["true"]
+        assert m["probability"] == pytest.approx(proba[i, k])
+        assert (m["error"] == "false positive") == bool(predicted[i, k] and not truth[i, k])
+
+
+def test_multi_label_thresholds_move_the_decisions():
+    names, truth, proba, labels = multi_label_case()
+    low = multi_label_analysis(names, [""] * len(labels), labels, proba, [0.1] * 5)
+    high = multi_label_analysis(names, [""] * len(labels), labels, proba, [0.9] * 5)
+    assert low.per_class["billing"]["recall"] > high.per_class["billing"]["recall"]
+    assert low.per_class["billing"]["precision"] < high.per_class["billing"]["precision"]
+
+
+def test_analyse_reads_task_and_default_thresholds_from_meta():
+    names, truth, proba, labels = multi_label_case()
+    texts = [""] * len(labels)
+    result = analyse({"task": "multi_label", "labels": names}, texts, labels, proba)
+    expected = multi_label_analysis(names, texts, labels, proba, [0.5] * 5)
+    assert result.metrics == expected.metrics
+
+
+@pytest.mark.parametrize("how, error, message", [
+    ("unknown label", DataError, "test row 2 has label.*'dog'"),
+    ("thresholds", ModelLoadError, "2 thresholds for 5 labels"),
+    ("shape", ModelLoadError, "shape"),
+])
+def test_multi_label_errors_name_the_problem(how, error, message):
+    names, truth, proba, labels = multi_label_case()
+    meta = {"task": "multi_label", "labels": names}
+    if how == "unknown label":
+        labels = [labels[0], ["tech", "dog"], *labels[2:]]
+    elif how == "thresholds":
+        meta["thresholds"] = [0.5, 0.5]
+    else:
+        proba = proba[:, :3]
+    with pytest.raises(error, match=message):
+        analyse(meta, [""] * len(labels), labels, proba)
+
+
+def test_reliability_points_and_expected_calibration_error():
+    probability = np.array([0.05] * 10 + [0.95] * 10)
+    outcome = np.array([0] * 10 + [1] * 9 + [0])
+    points = reliability(outcome, probability, bins=10)
+    assert points["predicted"].tolist() == pytest.approx([0.05, 0.95])
+    assert points["observed"].tolist() == pytest.approx([0.0, 0.9])
+    assert points["counts"].tolist() == [10, 10]
+    assert points["ece"] == pytest.approx(0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# The page, from meta and an analysis
+
+
+def test_page_of_a_bare_folder_says_not_recorded_everywhere():
+    page = render_html({"labels": ["a", "b"]}, None, "This folder has no test.jsonl.", title="plain")
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page
+    assert '<p id="test-missing" class="missing">This folder has no test.jsonl.</p>' in page
+    assert "<img" not in page and 'id="confusion"' not in page
+    for what in ("Training history", "Data report", "Settings"):
+        assert f"{what}: not recorded." in page
+    assert "Baseline: <span class='missing'>not recorded</span>" in page
+
+
+def test_multi_label_page_has_per_label_table_curves_mistakes_and_no_confusion_matrix():
+    names, truth, proba, labels = multi_label_case()
+    texts = [f"<b>row {i}</b>" for i in range(len(labels))]
+    meta = {"task": "multi_label", "labels": names, "thresholds": [0.5] * 5, "calibration": {"temperature": 1.2},
+            "history": [{"epoch": 1, "train_loss": 0.6, "validation": {"loss": 0.5, "f1_micro": 0.7}}],
+            "best_epoch": 1, "baseline": {"name": "tfidf", "test": {"f1_micro": 0.61}}}
+    analysis = analyse(meta, texts, labels, proba)
+    page = render_html(meta, analysis, "120 rows from test.jsonl")
+    assert 'id="confusion"' not in page
+    rows = table_rows(page, "per-class")
+    assert rows[0] == ["label", "precision", "recall", "F1", "support"]
+    assert {r[0]: r[4] for r in rows[1:6]} == {n: str(int(s)) for n, s in zip(names, truth.sum(axis=0), strict=True)}
+    assert [r[0] for r in rows[6:]] == ["micro avg", "macro avg", "weighted avg", "samples avg"]
+    mistakes = table_rows(page, "mistakes")
+    assert len(mistakes) == 21 and "&lt;b&gt;row" in mistakes[1][0] and "<b>row" not in page
+    assert all(re.search(r"\((false positive|missed)\)$", r[3]) for r in mistakes[1:])
+    assert page.count("<img") == 3  # training curves, ROC + PR (one image), reliability
+    summary = table_rows(page, "summary")
+    assert summary[0] == ["metric", "scored for this report (120 rows)", "baseline: tfidf (test split)"]
+    assert ["f1_micro", f"{analysis.metrics['f1_micro']:.4f}", "0.6100"] in summary
+    assert dict(table_rows(page, "calibration")) == {"temperature": "1.2000"}
+    del meta["calibration"]
+    assert 'id="calibration"' not in render_html(meta, analysis, "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# write_report and `bertfit report` on real tiny models
+
+
+def model_with_test_rows(source: Path, folder: Path, data_csv: Path, **meta_extra) -> Path:
+    """A copy of a trained folder holding our own test.jsonl (the test split, plus one hostile text that is
+    a mistake), and bertfit.json without calibration and baseline unless given: the same page whether or
+    not `bertfit train` writes those."""
+    shutil.copytree(source, folder)
+    test = prepare(data_csv).test
+    records = [{"text": t, "label": lab} for t, lab in zip(test["text"], test["label"], strict=True)]
+    classifier = TextClassifier.from_pretrained(folder)
+    wrong = next(name for name in classifier.labels.names if name != classifier.predict([EVIL])[0])
+    write_jsonl(folder / "test.jsonl", [*records, {"text": EVIL, "label": wrong}])
+    meta = {key: value for key, value in classifier.meta.items() if key not in ("calibration", "baseline")}
+    (folder / "bertfit.json").write_text(json.dumps({**meta, **meta_extra}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def binary_trained(tmp_path_factory, tiny_model_dir, rows) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("binary")
+    data = folder / "two.csv"
+    rows[rows["label"].isin(["billing", "tech"])].to_csv(data, index=False)
+    train(data, folder / "model", model=str(tiny_model_dir), epochs=3, learning_rate=1e-2, patience=0,
+          batch_size=8, progress=False)
+    return folder / "model", data
+
+
+@pytest.fixture(scope="module")
+def multi_class_report(tmp_path_factory, trained_dir, data_csv) -> tuple[Path, str]:
+    folder = model_with_test_rows(trained_dir, tmp_path_factory.mktemp("multi") / "model", data_csv)
+    path = write_report(folder)
+    return path, path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def binary_report(tmp_path_factory, binary_trained) -> tuple[Path, str]:
+    model, data = binary_trained
+    baseline = {"name": "TF-IDF + logistic regression", "test": {"accuracy": 0.5, "f1_macro": 0.25}}
+    folder = model_with_test_rows(model, tmp_path_factory.mktemp("bin") / "model", data, baseline=baseline,
+                                  calibration={"method": "none"})
+    path = write_report(folder, folder.parent / "binary.html")
+    return path, path.read_text(encoding="utf-8")
+
+
+def test_multi_class_report_from_test_jsonl(multi_class_report):
+    path, page = multi_class_report
+    folder = path.parent
+    assert path == folder / "report.html"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no staging file left
+    records = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()]
+    texts, truth = [r["text"] for r in records], [r["label"] for r in records]
+    predicted = TextClassifier.from_pretrained(folder).predict(texts)
+    meta = json.loads((folder / "bertfit.json").read_text())
+
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page
+    assert 'id="test-missing"' not in page
+    support = {r[0]: r[4] for r in table_rows(page, "per-class")[1:4]}
+    assert support == {name: str(count) for name, count in Counter(truth).items()}
+    mistakes = table_rows(page, "mistakes")[1:]
+    wrong = sum(p != t for p, t in zip(predicted, truth, strict=True))
+    assert len(mistakes) == min(20, wrong) >= 1
+    assert "<script>alert" not in page
+    escaped = "crash error bug freeze &lt;script&gt;alert(1)&lt;/script&gt; &amp; reboot"
+    assert [r[1] for r in mistakes if r[0] == escaped] == [records[-1]["label"]]
+    summary = table_rows(page, "summary")
+    assert summary[0][1:] == ["recorded at training (test split)", f"scored for this report ({len(records)} rows)"]
+    assert f"Scored for this report: {len(records)} rows from {folder / 'test.jsonl'}." in page
+    accuracy = next(r for r in summary if r[0] == "accuracy")
+    assert accuracy[1] == f"{meta['metrics']['test']['accuracy']:.4f}"
+    assert accuracy[2] == f"{np.mean([p == t for p, t in zip(predicted, truth, strict=True)]):.4f}"
+    assert "one-vs-rest, the 3 classes with the most test rows" in page
+    assert 'id="calibration"' not in page  # no calibration key in this meta
+    assert "Baseline: <span class='missing'>not recorded</span>" in page
+    facts = dict(r for r in table_rows(page, "training") if len(r) == 2)
+    assert facts["best epoch (restored)"] == str(meta["best_epoch"])
+    assert facts["epochs run"] == str(len(meta["history"]))
+    assert dict(table_rows(page, "model"))["base model"] == meta["base_model"]
+    assert dict(table_rows(page, "versions"))["torch"] == meta["versions"]["torch"]
+    assert dict(table_rows(page, "data"))["source"] == meta["data"]["source"]
+    balance = table_rows(page, "data", after="Class balance per split")
+    assert balance[0] == ["class", "train", "validation", "test"]
+    test_counts = meta["data"]["class_balance"]["test"]
+    assert {r[0]: int(r[3].split()[0]) for r in balance[1:]} == test_counts
+
+
+def test_binary_report_with_baseline_and_calibration(binary_report):
+    path, page = binary_report
+    assert path.name == "binary.html"
+    assert "the positive class, label id 1" in page
+    assert table_rows(page, "summary")[0][-1] == "baseline: TF-IDF + logistic regression (test split)"
+    assert 'id="calibration"' in page and dict(table_rows(page, "calibration"))["method"] == "none"
+    assert [r[0] for r in table_rows(page, "per-class")[1:3]] == ["billing", "tech"]
+    assert page.count("<img") == 4  # training, confusion, ROC + PR, reliability
+
+
+def test_report_without_test_rows_says_why(trained_dir, tmp_path):
+    folder = shutil.copytree(trained_dir, tmp_path / "model")
+    (folder / "test.jsonl").unlink(missing_ok=True)  # as in folders from before the report
+    page = write_report(folder).read_text()
+    assert "has no test.jsonl" in page and "--data FILE" in page
+    assert 'id="confusion"' not in page and 'id="mistakes"' not in page
+    assert page.count("<img") == 1  # the training curves still
+
+
+def test_report_of_a_plain_hugging_face_folder(tiny_model_dir, tmp_path):
+    page = write_report(tiny_model_dir, tmp_path / "r.html").read_text()
+    assert "Training history: not recorded." in page and "2: LABEL_0, LABEL_1" in page
+
+
+class FakeClassifier:
+    """Stands in for a model kind whose code is not there yet (multi-label, sentence pairs)."""
+
+    calls: list[dict] = []
+
+    def __init__(self, meta, proba):
+        self.meta, self.proba = meta, proba
+
+    @classmethod
+    def from_pretrained(cls, folder):
+        meta = json.loads((Path(folder) / "bertfit.json").read_text())
+        return cls(meta, np.load(Path(folder) / "proba.npy"))
+
+    def predict_proba(self, texts, batch_size=64, progress=False, **kwargs):
+        FakeClassifier.calls.append({"texts": list(texts), **kwargs})
+        return self.proba[[int(text.split()[1]) for text in texts]]  # texts are "row {i}"
+
+
+@pytest.fixture
+def fake_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "TextClassifier", FakeClassifier)
+    FakeClassifier.calls.clear()
+    names, truth, proba, labels = multi_label_case()
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    (folder / "bertfit.json").write_text(json.dumps({"format_version": 1, "task": "multi_label", "labels": names,
+                                                     "thresholds": [0.5] * 5}))
+    np.save(folder / "proba.npy", proba)
+    return folder, labels
+
+
+def test_multi_label_report_from_test_jsonl_with_label_lists(fake_folder):
+    folder, labels = fake_folder
+    write_jsonl(folder / "test.jsonl", [{"text": f"row {i}", "label": row} for i, row in enumerate(labels)])
+    page = write_report(folder).read_text()
+    assert FakeClassifier.calls == [{"texts": [f"row {i}" for i in range(len(labels))]}]  # no pairs= passed
+    assert 'id="confusion"' not in page and 'id="per-class"' in page
+    assert "one-vs-rest, the 4 labels with the most test rows" in page
+    assert table_rows(page, "summary")[1][0] == "subset_accuracy"
+
+
+def test_sentence_pairs_are_passed_as_pairs_and_shown(fake_folder):
+    folder, labels = fake_folder
+    write_jsonl(folder / "test.jsonl", [{"text": f"row {i}", "text_pair": f"second {i}", "label": row}
+                                        for i, row in enumerate(labels)])
+    page = write_report(folder).read_text()
+    assert FakeClassifier.calls[0]["pairs"] == [f"second {i}" for i in range(len(labels))]
+    assert "<br><small>pair: second " in page
+
+
+@pytest.mark.skipif("pair_col" not in inspect.signature(load_labelled).parameters,
+                    reason="bertfit.data.load_labelled reads no sentence pairs or label lists yet")
+def test_data_file_for_a_multi_label_sentence_pair_model(fake_folder, tmp_path):
+    folder, labels = fake_folder
+    meta = json.loads((folder / "bertfit.json").read_text())
+    (folder / "bertfit.json").write_text(json.dumps({**meta, "text_pair_col": "second", "label_sep": ";"}))
+    rows = [{"text": f"row {i}", "second": f"pair {i}", "label": ";".join(row)} for i, row in enumerate(labels) if row]
+    pd.DataFrame(rows).to_csv(tmp_path / "holdout.csv", index=False)
+    page = write_report(folder, data=tmp_path / "holdout.csv").read_text()
+    assert sorted(FakeClassifier.calls[0]["pairs"]) == sorted(r["second"] for r in rows)
+    assert f"Scored for this report: {len(rows)} rows from {tmp_path / 'holdout.csv'}." in page
+    support = {r[0]: r[4] for r in table_rows(page, "per-class")[1:6]}
+    assert support == {name: str(sum(name in row for row in labels)) for name in meta["labels"]}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "test.jsonl line 2 is not JSON"),
+    ('{"text": "x"}', "test.jsonl line 2 lacks 'text' or 'label'"),
+])
+def test_damaged_test_jsonl_names_the_line(fake_folder, line, message):
+    folder, _ = fake_folder
+    (folder / "test.jsonl").write_text('{"text": "a", "label": ["tech"]}\n' + line + "\n")
+    with pytest.raises(DataError, match=message):
+        write_report(folder)
+
+
+def test_failed_write_leaves_no_report_and_no_staging(fake_folder, monkeypatch):
+    folder, _ = fake_folder
+
+    def refuse(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(report.os, "replace", refuse)
+    with pytest.raises(OutputError, match="Permission denied"):
+        write_report(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["bertfit.json", "proba.npy"]
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run `bertfit ...` in-process; the logger and env defaults main() sets are put back afterwards."""
+    logger = logging.getLogger("bertfit")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield run
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_cli_report_with_data_file(cli, trained_dir, data_csv, tmp_path):
+    out = tmp_path / "from-data.html"
+    code, stdout, _ = cli("report", str(trained_dir), "--data", str(data_csv), "--out", str(out), "--quiet")
+    assert code == 0 and json.loads(stdout) == {"report": str(out)}
+    page = out.read_text()
+    assert f"rows from {data_csv}" in page and 'id="confusion"' in page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["report", "no-such-folder"], "error: model folder not found: no-such-folder"),
+    (["report", "{model}", "--out", "{tmp}/missing/r.html"], "does not exist; create it or pass another --out"),
+    (["report", "{model}", "--out", "{tmp}"], "is a folder; pass a file path"),
+])
+def test_cli_report_errors_are_one_line_exit_2(cli, trained_dir, tmp_path, args, message):
+    argv = [a.format(model=trained_dir, tmp=tmp_path) for a in args]
+    code, stdout, stderr = cli(*argv)
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and message in stderr
+
+
+def test_readme_report_commands_parse():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Report"):readme.index("## Modules")]
+    commands = [line.split(" # ")[0].strip() for line in section.splitlines() if line.startswith("bertfit report")]
+    assert len(commands) == 3
+    parsed = [build_parser().parse_args(shlex.split(command)[1:]) for command in commands]
+    assert {args.handler for args in parsed} == {cmd_report}
+    assert [(args.out, args.data) for args in parsed] == [(None, None), ("run-42.html", None), (None, "holdout.csv")]
+
+
+# ---------------------------------------------------------------------------------------------
+# In a real browser
+
+
+needs_chromium = pytest.mark.skipif(screenshots.find_chromium() is None,
+                                    reason="no chromium on PATH (apt-get install -y chromium); the browser check "
+                                           "of the report is skipped")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.fixture
+def multi_label_page(tmp_path) -> Path:
+    names, truth, proba, labels = multi_label_case()
+    meta = {"task": "multi_label", "labels": names, "calibration": {"temperature": 1.0},
+            "history": [{"epoch": e, "train_loss": 1 / e, "validation": {"loss": 1 / e + 0.1, "f1_micro": e / 4}}
+                        for e in (1, 2, 3)], "best_epoch": 3}
+    path = tmp_path / "multi-label.html"
+    path.write_text(render_html(meta, analyse(meta, [f"t{i}" for i in range(120)], labels, proba), "synthetic"))
+    return path
+
+
+@needs_chromium
+@pytest.mark.parametrize("kind, images, parts", [
+    ("binary", 4, ("confusion", "per-class", "curves", "calibration", "mistakes")),
+    ("multi-class", 3, ("confusion", "per-class", "curves", "mistakes")),
+    ("multi-label", 3, ("per-class", "curves", "calibration", "mistakes")),
+])
+def test_report_renders_in_chromium(request, tmp_path, kind, images, parts):
+    page = {"binary": lambda: request.getfixturevalue("binary_report")[0],
+            "multi-class": lambda: request.getfixturevalue("multi_class_report")[0],
+            "multi-label": lambda: request.getfixturevalue("multi_label_page")}[kind]()
+    facts = screenshots.page_facts(page)
+    assert len(facts["images"]) == images
+    assert all(img["complete"] and img["width"] > 0 for img in facts["images"]), facts["images"]
+    assert set(SECTIONS) | set(parts) <= set(facts["ids"])
+    assert "confusion" in facts["ids"] if kind != "multi-label" else "confusion" not in facts["ids"]
+    shot = screenshots.screenshot(page, tmp_path / f"{kind}.png", width=1200, height=3000)
+    assert png_size(shot) == (1200, 3000) and shot.stat().st_size > 50_000  # a drawn page, not a blank one
+
+
+@needs_chromium
+def test_browser_check_catches_a_broken_image(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text('<html><body><img alt="bad" src="data:image/png;base64,AAAA"></body></html>')
+    assert screenshots.page_facts(page)["images"] == [{"alt": "bad", "width": 0, "complete": True}]
+
+
+@needs_chromium
+def test_screenshot_script_end_to_end(trained_dir, data_csv, tmp_path):
+    out = tmp_path / "readme.png"
+    assert screenshots.main([str(trained_dir), str(out), "--data", str(data_csv), "--height", "1600"]) == 0
+    assert png_size(out) == (1200, 1600)

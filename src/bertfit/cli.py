@@ -47,6 +47,14 @@ HELP = {
     "encode_once": "with frozen layers (head, pooler, N), run them once per text (default on)",
     "bucket_by_length": "batch texts of similar length together: less padding work (default off)",
     "precision": "fp32 | bf16 (mixed precision) | auto: bf16 where the CPU has it natively (default fp32)",
+    "text_pair_col": "sentence pairs: the column holding the second text (found for text_a/text_b, sentence1/2, ...)",
+    "label_sep": "multi-label as delimited strings: the separator, e.g. ';' (JSON lists need none)",
+    "long_text": "texts over --max-length: truncate | head-tail | window (default truncate)",
+    "stride": "--long-text window: tokens shared by neighbouring windows (default max-length / 4)",
+    "window_pool": "--long-text window: mean | max of the windows' logits (default mean)",
+    "class_weights": "none | balanced | FILE (JSON {label: weight}): weights in the loss (default none)",
+    "calibrate": "fit a temperature on validation so probabilities match accuracy (default on)",
+    "baseline": "also fit TF-IDF + logistic regression and print its test score beside (default on)",
 }
 
 
@@ -89,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", parents=[common], help="score a saved model on labelled data")
     evaluate.add_argument("model_dir")
     evaluate.add_argument("data", help="labelled file (or folder: its test split)")
-    _add_config_flags(evaluate, DataConfig, only=("text_col", "label_col"))
+    _add_config_flags(evaluate, DataConfig, only=("text_col", "label_col", "text_pair_col", "label_sep"))
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -98,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts to label")
     predict.add_argument("--input", help="text-per-line file, CSV/TSV/JSONL/Parquet with a text column, or - for stdin")
     predict.add_argument("--output", help="write JSON lines here instead of stdout")
-    _add_config_flags(predict, DataConfig, only=("text_col",))
+    _add_config_flags(predict, DataConfig, only=("text_col", "text_pair_col"))
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--threshold", type=float, help="multi-label: one threshold for every label, instead of "
+                         "the per-label ones tuned on validation")
     predict.set_defaults(handler=cmd_predict)
 
     report = commands.add_parser("report", parents=[common], help="write a self-contained HTML report of a model",
@@ -129,8 +139,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("best epoch %d of %d; %.0f s of training", result.best_epoch, len(result.history), result.train_seconds)
     for note in result.notes:
         log.warning(note)
-    log.info("test (scored once, %d rows): accuracy %.3f, F1 macro %.3f, AUC %s", test["rows"],
-             test["accuracy"], test["f1_macro"], auc)
+    if "accuracy" in test:
+        log.info("test (scored once, %d rows): accuracy %.3f, F1 macro %.3f, AUC %s", test["rows"],
+                 test["accuracy"], test["f1_macro"], auc)
+    else:
+        log.info("test (scored once, %d rows): F1 micro %.3f, F1 macro %.3f, subset accuracy %.3f, AUC %s",
+                 test["rows"], test["f1_micro"], test["f1_macro"], test["subset_accuracy"], auc)
     log.info("saved to %s", result.model_dir)
     print(json.dumps(result.summary()))
     return 0
@@ -143,8 +157,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_batch_size(args.batch_size)
     classifier = TextClassifier.from_pretrained(args.model_dir)
     trained_with = (classifier.meta.get("text_col"), classifier.meta.get("label_col"))
-    rows = load_labelled(args.data, args.text_col, args.label_col, preferred=trained_with)
-    metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size)
+    pair_col = args.text_pair_col or classifier.text_pair_col
+    rows = load_labelled(args.data, args.text_col, args.label_col, preferred=trained_with,
+                         pair_col=pair_col, label_sep=args.label_sep or classifier.meta.get("label_sep"),
+                         multi_label=classifier.multi_label)
+    pairs = rows["text_pair"].tolist() if pair_col else None
+    metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size, pairs=pairs)
     metrics["labels"] = list(classifier.labels.names)
     print(json.dumps(metrics))
     return 0
@@ -169,14 +187,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not args.texts and not args.input:
         raise UsageError("no texts to predict; pass TEXT ..., --input FILE, or --input - to read stdin")
     _check_batch_size(args.batch_size)
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     sink, staging = _open_output(args.output)  # checked before any scoring
     count = 0
     try:
         classifier = TextClassifier.from_pretrained(args.model_dir)
-        chunks = [args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8)
+        pair_col = args.text_pair_col or classifier.text_pair_col
+        if pair_col and args.texts:
+            raise UsageError("this model classifies sentence pairs; pass --input FILE with both columns, or "
+                             "--input - with 'first<TAB>second' lines")
+        if args.threshold is not None and not classifier.multi_label:
+            raise UsageError("--threshold applies to multi-label models; this one picks the most likely label")
+        chunks = [args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8,
+                                                            pair_col=pair_col)
         with tqdm(unit=" texts", disable=args.quiet, file=sys.stderr) as bar:
             for chunk in chunks:
-                for record in classifier.predict_records(chunk, args.batch_size):
+                texts, pairs = (list(chunk), None) if not pair_col else map(list, zip(*chunk, strict=True))
+                records = classifier.predict_records(texts, args.batch_size, pairs=pairs, threshold=args.threshold)
+                for record in records:
                     sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += len(chunk)
                 bar.update(len(chunk))

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FILLER, WORDS, tiny_tokenizer
 
 from bertfit.calibration import calibrated, fit_temperature
 from bertfit.config import DataConfig
@@ -21,6 +20,7 @@ from bertfit.errors import DataError, UsageError
 from bertfit.metrics import expected_calibration_error, multilabel_metrics, tune_thresholds
 from bertfit.model import TextClassifier
 from bertfit.training import resolve_class_weights, train
+from conftest import FILLER, WORDS, tiny_tokenizer
 
 FAST = {"epochs": 3, "learning_rate": 1e-2, "batch_size": 8, "patience": 0}
 TOPICS = sorted(WORDS)
@@ -364,3 +364,10 @@ def test_a_baseline_that_wins_is_said_plainly(tiny_model_dir, rows, caplog):
 def test_no_baseline_turns_it_off(tiny_model_dir, rows):
     result = train(rows, None, model=str(tiny_model_dir), progress=False, baseline=False, **FAST)
     assert result.baseline is None and result.summary()["baseline_test"] is None
+
+
+def test_train_writes_the_report_unless_told_not_to(trained_dir, tiny_model_dir, rows, tmp_path):
+    page = (trained_dir / "report.html").read_text()
+    assert 'id="training"' in page and "data:image/png;base64," in page
+    train(rows, tmp_path / "m", model=str(tiny_model_dir), progress=False, report=False, **FAST)
+    assert not (tmp_path / "m" / "report.html").exists()

@@ -54,6 +54,7 @@ HELP = {
     "window_pool": "--long-text window: mean | max of the windows' logits (default mean)",
     "class_weights": "none | balanced | FILE (JSON {label: weight}): weights in the loss (default none)",
     "calibrate": "fit a temperature on validation so probabilities match accuracy (default on)",
+    "report": "write report.html (curves, confusion matrix, mistakes) into the model folder (default on)",
     "baseline": "also fit TF-IDF + logistic regression and print its test score beside (default on)",
 }
 

@@ -79,6 +79,7 @@ class TrainConfig:
     class_weights: str = "none"  # none | balanced | FILE (JSON {label: weight}); single-label loss weights
     calibrate: bool = True  # temperature scaling fitted on validation (single-label)
     baseline: bool = True  # also fit TF-IDF + logistic regression on the same splits and print it beside
+    report: bool = True  # write report.html (curves, confusion matrix, mistakes) into the saved folder
 
     def __post_init__(self) -> None:
         if isinstance(self.train_layers, int) and not isinstance(self.train_layers, bool):

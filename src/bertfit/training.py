@@ -379,8 +379,19 @@ def fit(
     shutil.rmtree(checkpoints, ignore_errors=True)
     if target is not None:
         classifier.save_pretrained(target, overwrite=overwrite, files={"test.jsonl": _jsonl(prepared.test)})
+        if config.report:
+            _write_report(target)
     return TrainResult(classifier, target, best["epoch"], train_seconds, best["validation"], test_metrics,
                        history, notes, baseline)
+
+
+def _write_report(folder: Path) -> None:
+    from bertfit.report import write_report
+
+    try:
+        log.info("report: %s", write_report(folder))
+    except Exception as err:  # noqa: BLE001 - the model is saved; a failed picture must not fail the run
+        log.warning("report.html not written (%s); try: bertfit report %s", str(err).splitlines()[0], folder)
 
 
 def _targets(prepared: PreparedData, split: str) -> np.ndarray:

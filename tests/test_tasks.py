@@ -371,3 +371,10 @@ def test_train_writes_the_report_unless_told_not_to(trained_dir, tiny_model_dir,
     assert 'id="training"' in page and "data:image/png;base64," in page
     train(rows, tmp_path / "m", model=str(tiny_model_dir), progress=False, report=False, **FAST)
     assert not (tmp_path / "m" / "report.html").exists()
+
+
+def test_multi_label_trains_through_encode_once(tiny_model_dir, tmp_path):
+    result = train(multi_label_rows(), None, model=str(tiny_model_dir), progress=False, train_layers="pooler",
+                   baseline=False, **{**FAST, "learning_rate": 5e-2})
+    assert result.classifier.meta["task"] == "multi_label" and result.history[-1]["train_loss"] < 0.7
+    assert {"f1_micro", "subset_accuracy"} <= set(result.test)

@@ -1,4 +1,4 @@
-"""The ``bertfit`` command: train, evaluate, predict, report.
+"""The ``bertfit`` command: train, evaluate, predict, report, export, serve.
 
 Flags are the config fields with dashes. Human progress goes to stderr, results for machines
 (JSON, JSON lines) to stdout. A user error prints one line ``error: ...`` and exits 2, a runtime
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", help="labelled file (or folder: its test split)")
     _add_config_flags(evaluate, DataConfig, only=("text_col", "label_col", "text_pair_col", "label_sep"))
     evaluate.add_argument("--batch-size", type=int, default=64)
+    _add_backend_flag(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = commands.add_parser("predict", parents=[common], help="label new texts; prints JSON lines")
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--threshold", type=float, help="multi-label: one threshold for every label, instead of "
                          "the per-label ones tuned on validation")
+    _add_backend_flag(predict)
     predict.set_defaults(handler=cmd_predict)
 
     report = commands.add_parser("report", parents=[common], help="write a self-contained HTML report of a model",
@@ -119,7 +121,91 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="HTML file to write (default: MODEL_DIR/report.html)")
     report.add_argument("--data", help="labelled file to score instead of the folder's test.jsonl")
     report.set_defaults(handler=cmd_report)
+    _add_export_parser(commands, common)
+    _add_serve_parser(commands, common)
     return parser
+
+
+# -- export and serve (issue 5) ---------------------------------------------------------------------
+
+
+def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                        help="torch (model.safetensors) | onnx (model.onnx from bertfit export, on onnxruntime) | "
+                             "auto: onnx when the folder has model.onnx and onnxruntime is installed (default auto)")
+
+
+def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    export = commands.add_parser("export", parents=[common], help="export a model to ONNX (optionally int8), checked",
+                                 description="Export to ONNX; refused (nothing written) when the export scores more "
+                                             "than --max-drop below the PyTorch model. The last stdout line is JSON.")
+    export.add_argument("model_dir")
+    export.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
+    export.add_argument("--quantize", choices=("int8",), help="int8: dynamic quantization of the weights "
+                        "(onnxruntime); smaller and usually faster on CPU")
+    export.add_argument("--out", help="folder to write (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-int8)")
+    export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    export.add_argument("--data", help="labelled file to check the export on, instead of MODEL_DIR/test.jsonl")
+    export.add_argument("--max-drop", type=float, default=0.01, help="refuse when the main metric (accuracy; micro "
+                        "F1 for multi-label) drops more than this below PyTorch's (default 0.01)")
+    export.add_argument("--batch-size", type=int, default=64)
+    export.set_defaults(handler=cmd_export)
+
+
+def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    from bertfit.serve import ServeConfig
+
+    defaults = ServeConfig()
+    serve = commands.add_parser("serve", parents=[common], help="serve a model over HTTP (FastAPI + uvicorn)",
+                                description="Serve POST /predict, GET /health, GET /info, docs at /docs and a "
+                                            "try-it page at /. Concurrent requests are batched together.")
+    serve.add_argument("model_dir")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
+    _add_backend_flag(serve)
+    serve.add_argument("--max-batch", type=int, default=defaults.max_batch,
+                       help=f"texts in one forward pass, from concurrent requests (default {defaults.max_batch})")
+    serve.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
+                       help=f"how long a batch waits for more texts (default {defaults.max_wait_ms:g})")
+    serve.add_argument("--max-texts", type=int, default=defaults.max_texts,
+                       help=f"texts in one request (default {defaults.max_texts})")
+    serve.add_argument("--max-chars", type=int, default=defaults.max_chars,
+                       help=f"characters in one text (default {defaults.max_chars})")
+    serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
+                       help=f"size of one request body (default {defaults.max_body_bytes})")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bertfit.export import export
+
+    result = export(args.model_dir, args.out, format=args.format, quantize=args.quantize, data=args.data,
+                    max_drop=args.max_drop, overwrite=args.overwrite, batch_size=args.batch_size)
+    check = result.check
+    log.info("check on %d rows of %s: %s %.4f (PyTorch) vs %.4f (%s), drop %.4f (allowed %g); decisions agree "
+             "on %.1f%%, largest logit difference %.2g", check["rows"], check["data"], check["metric"], check["torch"],
+             check["onnx"], "ONNX int8" if args.quantize else "ONNX", check["drop"], args.max_drop,
+             100 * check["agreement"], check["max_abs_logit_diff"])
+    log.info("size: %.1f MB (PyTorch weights) -> %.1f MB (model.onnx%s)", result.size_before / 1e6,
+             result.size_after / 1e6, ", int8" if args.quantize else "")
+    calibration = result.classifier.meta.get("calibration")
+    if calibration and "test_ece_before" in calibration:
+        log.info("calibration: temperature %.2f; test expected calibration error %.4f before, %.4f after",
+                 calibration["temperature"], calibration["test_ece_before"], calibration["test_ece_after"])
+    log.info("saved to %s", result.model_dir)
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bertfit.serve import ServeConfig, serve
+
+    config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
+                         max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
+    serve(args.model_dir, args.host, args.port, args.workers, args.backend, config,
+          log_level="debug" if args.debug else "warning" if args.quiet else "info")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -146,6 +232,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         log.info("test (scored once, %d rows): F1 micro %.3f, F1 macro %.3f, subset accuracy %.3f, AUC %s",
                  test["rows"], test["f1_micro"], test["f1_macro"], test["subset_accuracy"], auc)
+    calibration = result.classifier.meta.get("calibration")
+    if calibration and "test_ece_before" in calibration:
+        log.info("calibration: temperature %.2f; test expected calibration error %.4f before, %.4f after",
+                 calibration["temperature"], calibration["test_ece_before"], calibration["test_ece_after"])
     log.info("saved to %s", result.model_dir)
     print(json.dumps(result.summary()))
     return 0
@@ -156,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bertfit.model import TextClassifier
 
     _check_batch_size(args.batch_size)
-    classifier = TextClassifier.from_pretrained(args.model_dir)
+    classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
     trained_with = (classifier.meta.get("text_col"), classifier.meta.get("label_col"))
     pair_col = args.text_pair_col or classifier.text_pair_col
     rows = load_labelled(args.data, args.text_col, args.label_col, preferred=trained_with,
@@ -193,7 +283,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     sink, staging = _open_output(args.output)  # checked before any scoring
     count = 0
     try:
-        classifier = TextClassifier.from_pretrained(args.model_dir)
+        classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
         pair_col = args.text_pair_col or classifier.text_pair_col
         if pair_col and args.texts:
             raise UsageError("this model classifies sentence pairs; pass --input FILE with both columns, or "

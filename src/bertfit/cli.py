@@ -189,10 +189,6 @@ def cmd_export(args: argparse.Namespace) -> int:
              100 * check["agreement"], check["max_abs_logit_diff"])
     log.info("size: %.1f MB (PyTorch weights) -> %.1f MB (model.onnx%s)", result.size_before / 1e6,
              result.size_after / 1e6, ", int8" if args.quantize else "")
-    calibration = result.classifier.meta.get("calibration")
-    if calibration and "test_ece_before" in calibration:
-        log.info("calibration: temperature %.2f; test expected calibration error %.4f before, %.4f after",
-                 calibration["temperature"], calibration["test_ece_before"], calibration["test_ece_after"])
     log.info("saved to %s", result.model_dir)
     print(json.dumps(result.summary()))
     return 0

@@ -3,8 +3,10 @@
 A bertfit model folder is a plain Hugging Face sequence-classification folder (config with
 id2label, safetensors weights, tokenizer) that ``transformers.pipeline`` loads without bertfit,
 plus one small versioned ``bertfit.json`` holding labels, columns, settings, history, metrics and
-versions. :class:`TextClassifier` loads, saves (atomically) and predicts. Training lives in
-``train``; this module never updates weights.
+versions. :class:`TextClassifier` loads, saves (atomically) and predicts. What a prediction means
+(probabilities, temperature, thresholds, pooled windows, records, metrics) is decided here once;
+the logits of a batch come from a backend (``backends``: PyTorch, or an ONNX export on
+onnxruntime). Training lives in ``train``; this module never updates weights.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from bertfit.backends import OnnxBackend, TorchBackend, resolve_backend
 from bertfit.calibration import calibrated
 from bertfit.encoding import INPUT_KEYS, encode, pool
-from bertfit.errors import DataError, ModelLoadError, OutputError
+from bertfit.errors import DataError, ModelLoadError, OutputError, UsageError
 from bertfit.labels import LabelSet
 from bertfit.metrics import classification_metrics, expected_calibration_error, multilabel_metrics
 
@@ -32,24 +35,37 @@ log = logging.getLogger(__name__)
 # 2: task (multi-label), text_pair_col, long_text, thresholds, calibration, baseline.
 FORMAT_VERSION = 2
 META_FILE = "bertfit.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
 class TextClassifier:
-    """A fine-tuned classifier: ``predict`` / ``predict_proba`` / ``evaluate`` / ``save_pretrained``."""
+    """A fine-tuned classifier: ``predict`` / ``predict_proba`` / ``evaluate`` / ``save_pretrained``.
 
-    def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any]):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+    ``TextClassifier(model, tokenizer, meta)`` wraps a PyTorch model; ``backend=`` takes a ready
+    backend instead (``from_pretrained`` picks one for the folder).
+    """
+
+    def __init__(self, model: Any = None, tokenizer: Any = None, meta: dict[str, Any] | None = None, *,
+                 backend: TorchBackend | OnnxBackend | None = None):
+        if meta is None:
+            raise TypeError("TextClassifier needs meta (labels and settings); load a folder with from_pretrained")
         self.meta = meta
+        self.backend = backend if backend is not None else TorchBackend(model, tokenizer, meta)
         self.labels = LabelSet(tuple(meta["labels"]))
 
     @property
+    def model(self) -> Any:
+        """The PyTorch model (torch backend) or the onnxruntime session (onnx backend)."""
+        return self.backend.model
+
+    @property
+    def tokenizer(self) -> Any:
+        """What ``encoding.encode`` tokenizes with: the Hugging Face tokenizer, or tokenizer.json for ONNX."""
+        return self.backend.tokenizer
+
+    @property
     def bf16(self) -> bool:
-        """Inference in bf16 autocast, as the model was trained (meta 'precision')."""
-        # bf16 where it was trained so and this CPU has it natively; emulated bf16 would be slower than fp32
-        return self.meta.get("precision") == "bf16" and self.model.device.type == "cpu" and cpu_has_bf16()
+        """Inference in bf16 autocast, as the model was trained (meta 'precision'); torch backend only."""
+        return bool(getattr(self.backend, "bf16", False))
 
     @property
     def max_length(self) -> int:
@@ -76,42 +92,41 @@ class TextClassifier:
     # -- loading and saving -------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> TextClassifier:
-        """Load a folder written by bertfit (or any HF sequence-classification folder)."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def from_pretrained(cls, path: str | Path, backend: str = "auto") -> TextClassifier:
+        """Load a folder written by bertfit train or export (or any HF sequence-classification folder).
 
+        ``backend``: 'torch' (model.safetensors), 'onnx' (model.onnx from bertfit export, on
+        onnxruntime, without importing torch), or 'auto': ONNX when the folder has model.onnx and
+        onnxruntime is installed, else torch.
+        """
         folder = Path(path)
         if not folder.is_dir():
             raise ModelLoadError(f"model folder not found: {folder}; train one with: bertfit train DATA --out {folder}")
         meta = read_meta(folder)
-        if not any((folder / name).exists() for name in WEIGHT_FILES):
-            raise ModelLoadError(
-                f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])}); the folder is incomplete: "
-                "copy the whole folder again or retrain"
-            )
-        if not any((folder / name).exists() for name in TOKENIZER_FILES):
-            raise ModelLoadError(
-                f"{folder} has no tokenizer (tokenizer.json or vocab.txt); the folder is incomplete: "
-                "copy the whole folder again or retrain"
-            )
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(str(folder))
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
+        if resolve_backend(folder, backend) == "onnx":
+            if meta is None:
+                raise ModelLoadError(f"{folder} has model.onnx but no {META_FILE}; export it with bertfit export, "
+                                     "which writes the labels and settings beside")
+            return cls(meta=meta, backend=OnnxBackend.load(folder))
+        runner = TorchBackend.load(folder, meta)
         if meta is None:  # a plain HF folder: take what its config says
-            id2label = model.config.id2label
+            config, tokenizer = runner.model.config, runner.tokenizer
+            id2label = config.id2label
             meta = {"format_version": FORMAT_VERSION, "labels": [id2label[i] for i in sorted(id2label)],
                     "max_length": min(tokenizer.model_max_length, 512),
-                    "task": "multi_label" if model.config.problem_type == "multi_label_classification"
+                    "task": "multi_label" if config.problem_type == "multi_label_classification"
                     else "single_label"}
-        return cls(model, tokenizer, meta)
+            runner.meta = meta
+        return cls(meta=meta, backend=runner)
 
     def save_pretrained(self, path: str | Path, overwrite: bool = False, files: dict[str, str] | None = None) -> Path:
         """Write the folder next to its destination, then rename: a crash leaves no half model.
 
         ``files``: more text files to write inside it (name: content), e.g. the test split.
         """
+        if self.backend.name != "torch":
+            raise UsageError("save_pretrained writes PyTorch weights; this classifier runs an ONNX export: copy its "
+                             "folder instead, or export again with bertfit export")
         target = Path(path)
         check_output(target, overwrite)
         staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
@@ -138,7 +153,6 @@ class TextClassifier:
 
         Inputs are run in batches of similar token length (fewer pad tokens), then put back in order.
         """
-        import torch
         from tqdm.auto import tqdm
 
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -152,15 +166,10 @@ class TextClassifier:
         order = np.argsort(encoded.lengths(), kind="stable")
         out = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
         keys = [k for k in encoded.features if k in INPUT_KEYS]
-        with torch.inference_mode():
-            starts = range(0, len(order), batch_size)
-            for start in tqdm(starts, desc="scoring", disable=not progress, file=sys.stderr, leave=False):
-                chosen = order[start:start + batch_size]
-                batch = self.tokenizer.pad(
-                    {k: [encoded.features[k][i] for i in chosen] for k in keys}, return_tensors="pt"
-                )
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                    out[chosen] = self.model(**batch).logits.float().numpy()  # (batch, classes)
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="scoring", disable=not progress, file=sys.stderr, leave=False):
+            chosen = order[start:start + batch_size]
+            out[chosen] = self.backend.logits({k: [encoded.features[k][i] for i in chosen] for k in keys})
         return pool(out, encoded.owner, encoded.n_texts, long_text.get("pool", "mean"))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
@@ -189,7 +198,12 @@ class TextClassifier:
         Multi-label: ``labels`` (those at or over their threshold; ``threshold`` overrides them all)
         instead of label and score.
         """
-        proba = self.predict_proba(texts, batch_size, pairs=pairs)
+        return self.records(texts, self.logits(texts, batch_size, pairs=pairs), pairs, threshold)
+
+    def records(self, texts: Sequence[str], logits: np.ndarray, pairs: Sequence[str] | None = None,
+                threshold: float | None = None) -> Iterator[dict[str, Any]]:
+        """The records of ``predict_records`` from logits already computed (the server batches requests)."""
+        proba = self.probabilities(logits)
         cut = self.thresholds if threshold is None else np.full(len(self.labels), threshold)
         for i, row in enumerate(proba):
             record: dict[str, Any] = {"text": texts[i]}

@@ -1,0 +1,239 @@
+"""Where logits come from: a PyTorch model, or an ONNX Runtime session over an exported model.
+
+:class:`~bertfit.model.TextClassifier` owns everything a prediction means (tokenizing by the
+long-text mode, batching by length, pooling windows, temperature, thresholds, records, metrics);
+a backend only turns one batch of token ids into logits, ``(batch, classes)``.
+
+- ``torch``: the Hugging Face model and tokenizer of a trained folder (``model.safetensors``).
+- ``onnx``: ``model.onnx`` written by ``bertfit export``, run by onnxruntime, with the folder's
+  ``tokenizer.json`` read by the ``tokenizers`` library. This path never imports torch or
+  transformers, so an exported folder predicts in a small install (``pip install 'bertfit[onnx]'``).
+
+Exporting lives in ``export``; this module only loads and runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertfit.errors import ModelLoadError, UsageError
+
+BACKENDS = ("auto", "torch", "onnx")
+ONNX_FILE = "model.onnx"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+ONNX_INSTALL = "pip install 'bertfit[onnx]'"
+
+
+def resolve_backend(folder: Path, requested: str = "auto") -> str:
+    """'torch' or 'onnx' for this folder: auto takes ONNX when model.onnx is there and onnxruntime is installed."""
+    if requested not in BACKENDS:
+        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
+    has_onnx = (folder / ONNX_FILE).exists()
+    has_weights = any((folder / name).exists() for name in WEIGHT_FILES)
+    if requested == "onnx":
+        if not has_onnx:
+            raise ModelLoadError(f"{folder} has no {ONNX_FILE}; export one with: bertfit export {folder}, "
+                                 "or pass --backend torch")
+        return "onnx"
+    if requested == "torch":
+        if has_onnx and not has_weights:
+            raise ModelLoadError(f"{folder} holds an ONNX export only ({ONNX_FILE}, no PyTorch weights); pass "
+                                 "--backend onnx (or auto), or use the folder bertfit train wrote")
+        return "torch"
+    if has_onnx and (importlib.util.find_spec("onnxruntime") is not None or not has_weights):
+        return "onnx"  # without onnxruntime and without weights, the onnx loader names the install line
+    return "torch"
+
+
+# -- PyTorch ----------------------------------------------------------------------------------------
+
+
+class TorchBackend:
+    """A Hugging Face sequence-classification model and its tokenizer, in eval mode."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any]):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.meta = meta  # the classifier's own dict: its 'precision' is read at each call
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict[str, Any] | None) -> TorchBackend:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not any((folder / name).exists() for name in WEIGHT_FILES):
+            raise ModelLoadError(
+                f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])}); the folder is incomplete: "
+                "copy the whole folder again or retrain"
+            )
+        if not any((folder / name).exists() for name in TOKENIZER_FILES):
+            raise ModelLoadError(
+                f"{folder} has no tokenizer (tokenizer.json or vocab.txt); the folder is incomplete: "
+                "copy the whole folder again or retrain"
+            )
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
+        return cls(model, tokenizer, meta if meta is not None else {})
+
+    @property
+    def bf16(self) -> bool:
+        """Inference in bf16 autocast, as the model was trained (meta 'precision')."""
+        from bertfit.model import cpu_has_bf16
+
+        # bf16 where it was trained so and this CPU has it natively; emulated bf16 would be slower than fp32
+        return self.meta.get("precision") == "bf16" and self.model.device.type == "cpu" and cpu_has_bf16()
+
+    def logits(self, batch: dict[str, list[list[int]]]) -> np.ndarray:
+        """Logits (batch, classes) of unpadded token-id lists."""
+        import torch
+
+        padded = self.tokenizer.pad(batch, return_tensors="pt").to(self.model.device)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(**padded).logits.float().cpu().numpy()
+
+
+# -- ONNX Runtime -----------------------------------------------------------------------------------
+
+
+class OnnxBackend:
+    """An exported ``model.onnx`` on onnxruntime (CPU), fed by the folder's tokenizer.json."""
+
+    name = "onnx"
+
+    def __init__(self, session: Any, tokenizer: LightTokenizer):
+        self.session = session
+        self.tokenizer = tokenizer
+        self.input_names = [node.name for node in session.get_inputs()]
+
+    @classmethod
+    def load(cls, folder: Path) -> OnnxBackend:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ModelLoadError(f"{folder} holds an ONNX model and onnxruntime is not installed; "
+                                 f"install it: {ONNX_INSTALL}") from None
+        tokenizer = LightTokenizer.from_folder(folder)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only; ORT's warnings about unused initializers say nothing useful
+        try:
+            session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), options,
+                                                   providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - ORT raises its own untyped errors for a damaged file
+            raise ModelLoadError(f"cannot load {folder / ONNX_FILE}: {str(err).splitlines()[0]}; export it again "
+                                 "with bertfit export") from None
+        return cls(session, tokenizer)
+
+    @property
+    def model(self) -> Any:
+        return self.session
+
+    def logits(self, batch: dict[str, list[list[int]]]) -> np.ndarray:
+        """Logits (batch, classes) of unpadded token-id lists."""
+        padded = self.tokenizer.pad(batch)
+        feed = {name: padded[name] for name in self.input_names}
+        return np.asarray(self.session.run(["logits"], feed)[0], dtype=np.float32)
+
+
+class LightTokenizer:
+    """A folder's tokenizer.json through the ``tokenizers`` library, answering the calls ``encoding`` makes.
+
+    It gives the ids a transformers fast tokenizer gives (same truncation, pairs, overflowing
+    windows, offsets) without importing transformers, whose tokenizers pull in torch.
+    """
+
+    def __init__(self, core: Any, pad_id: int, truncation_side: str = "right", padding_side: str = "right"):
+        self.core = core
+        self.core.no_padding()
+        self.core.no_truncation()
+        self.pad_token_id = pad_id
+        self.truncation_side = truncation_side
+        self.padding_side = padding_side
+        self._lock = threading.Lock()  # truncation is state on the core; one call at a time sets and uses it
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> LightTokenizer:
+        from tokenizers import Tokenizer
+
+        file = folder / "tokenizer.json"
+        if not file.exists():
+            raise ModelLoadError(f"{folder} has no tokenizer.json, which ONNX prediction reads; export the model "
+                                 f"again with bertfit export")
+        core = Tokenizer.from_file(str(file))
+        config = _read_json(folder / "tokenizer_config.json")
+        pad = config.get("pad_token") or _read_json(folder / "special_tokens_map.json").get("pad_token")
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        pad_id = core.token_to_id(pad) if isinstance(pad, str) else None
+        return cls(core, pad_id if pad_id is not None else 0, config.get("truncation_side") or "right",
+                   config.get("padding_side") or "right")
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return self.core.num_special_tokens_to_add(pair)
+
+    def __call__(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, truncation: bool = False,
+                 max_length: int | None = None, stride: int = 0, add_special_tokens: bool = True,
+                 return_overflowing_tokens: bool = False, return_offsets_mapping: bool = False,
+                 ) -> dict[str, list]:
+        inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else list(texts)
+        with self._lock:
+            if truncation and max_length is not None:
+                self.core.enable_truncation(max_length, stride=stride, strategy="longest_first",
+                                            direction=self.truncation_side)
+            else:
+                self.core.no_truncation()
+            encodings = self.core.encode_batch(inputs, add_special_tokens=add_special_tokens)
+        out: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+        if return_offsets_mapping:
+            out["offset_mapping"] = []
+        owners = []
+        for index, encoding in enumerate(encodings):
+            pieces = [encoding, *encoding.overflowing] if return_overflowing_tokens else [encoding]
+            for piece in pieces:
+                out["input_ids"].append(piece.ids)
+                out["token_type_ids"].append(piece.type_ids)
+                out["attention_mask"].append(piece.attention_mask)
+                if return_offsets_mapping:
+                    out["offset_mapping"].append(piece.offsets)
+                owners.append(index)
+        if return_overflowing_tokens:
+            out["overflow_to_sample_mapping"] = owners
+        return out
+
+    def pad(self, batch: dict[str, list[list[int]]]) -> dict[str, np.ndarray]:
+        """Token-id lists into (batch, longest) int64 arrays; the mask is 0 and ids are the pad token past the end."""
+        ids = batch["input_ids"]
+        width = max((len(row) for row in ids), default=0)
+        out = {}
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            fill = self.pad_token_id if key == "input_ids" else 0
+            array = np.full((len(ids), width), fill, dtype=np.int64)
+            rows = batch.get(key)
+            if rows is None:  # a model without token types takes zeros; a mask is ones over the tokens
+                rows = [[0 if key == "token_type_ids" else 1] * len(row) for row in ids]
+            for i, row in enumerate(rows):
+                if self.padding_side == "left":
+                    array[i, width - len(row):] = row
+                else:
+                    array[i, :len(row)] = row
+            out[key] = array
+        return out
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,287 @@
+"""``bertfit export``: a model folder to ONNX (optionally int8), checked against PyTorch before it is kept.
+
+The export is a folder of its own: ``model.onnx`` (inputs ``input_ids``, ``attention_mask`` and,
+when the model takes them, ``token_type_ids``, each ``(batch, sequence)``; output ``logits``,
+``(batch, classes)``), the tokenizer files, ``config.json``, ``test.jsonl`` and ``bertfit.json``
+(everything the source folder's says, plus ``backend: onnx`` and an ``export`` record). Every
+decision a prediction makes (temperature, thresholds, windows) stays in ``TextClassifier``, so the
+exported folder predicts as the original does, through ``backends.OnnxBackend``.
+
+The export checks itself: it scores the folder's ``test.jsonl`` (or ``data``) with both models and
+refuses, writing nothing, when the main metric (accuracy; micro F1 for multi-label) of the export
+is more than ``max_drop`` below PyTorch's. The folder is built beside its destination and renamed
+only when the check passes. This module needs ``pip install 'bertfit[onnx]'`` (torch.onnx's
+default exporter, dynamo, needs onnx and onnxscript; the check and the int8 quantizer need
+onnxruntime); it does not serve (``serve``) or predict (``model``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertfit.backends import ONNX_FILE, ONNX_INSTALL, WEIGHT_FILES
+from bertfit.errors import BertfitError, UsageError
+from bertfit.model import FORMAT_VERSION, META_FILE, TextClassifier, _jsonable, _replace, check_output
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx",)
+QUANTIZE = ("int8",)
+TEST_FILE = "test.jsonl"  # the test split bertfit train keeps beside the model
+EXTERNAL_DATA_BYTES = 1_500_000_000  # past this, weights go to model.onnx.data (one protobuf holds at most 2 GB)
+
+
+class ExportError(BertfitError, RuntimeError):
+    """The export failed, or scored too far below the PyTorch model; nothing was written."""
+
+    exit_code = 1
+
+
+@dataclass
+class ExportResult:
+    """What was written and how it scored beside the PyTorch model."""
+
+    model_dir: Path
+    format: str
+    quantize: str | None
+    size_before: int  # bytes of the PyTorch weights
+    size_after: int  # bytes of model.onnx (and its external data)
+    check: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON line ``bertfit export`` prints."""
+        return {"model_dir": str(self.model_dir), "format": self.format, "quantize": self.quantize,
+                "size_before_bytes": self.size_before, "size_after_bytes": self.size_after,
+                "check": self.check, "seconds": round(self.seconds, 1)}
+
+
+def export(
+    model_dir: str | Path, out: str | Path | None = None, *, format: str = "onnx", quantize: str | None = None,
+    data: str | Path | None = None, max_drop: float = 0.01, overwrite: bool = False, batch_size: int = 64,
+) -> ExportResult:
+    """Export ``model_dir`` to ONNX in ``out`` (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-int8), checked."""
+    if format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if not 0 <= max_drop <= 1:
+        raise UsageError(f"--max-drop must be between 0 and 1 (a share, e.g. 0.01 for one point), got {max_drop}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive whole number, got {batch_size}")
+    _require_onnx()
+    started = time.perf_counter()
+    folder = Path(model_dir)
+    classifier = TextClassifier.from_pretrained(folder, backend="torch")
+    rows = check_rows(folder, classifier, data)
+    target = Path(out) if out is not None else folder.parent / f"{folder.name}-onnx{'-int8' if quantize else ''}"
+    if target.resolve() == folder.resolve():
+        raise UsageError(f"--out {target} is the model folder itself; pass another folder")
+    check_output(target, overwrite)
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        log.info("exporting %s to ONNX with torch.onnx (dynamo)", folder)
+        opset, inputs = to_onnx(classifier, staging / ONNX_FILE)
+        if quantize == "int8":
+            log.info("quantizing the weights to int8 (onnxruntime dynamic quantization)")
+            quantize_int8(staging / ONNX_FILE)
+        record = {"format": "onnx", "quantize": quantize, "source": str(folder.resolve()), "opset": opset,
+                  "inputs": inputs, "outputs": ["logits"], "exporter": "torch.onnx.export (dynamo)",
+                  "versions": _versions()}
+        _write_beside(classifier, folder, staging, record)
+        check = compare(classifier, staging, rows, batch_size)
+        record["check"] = check
+        _write_meta(classifier, staging, record)
+        if check["drop"] > max_drop:
+            raise ExportError(
+                f"the {_kind(quantize)} export scores {check['metric']} {check['onnx']:.4f} against the PyTorch "
+                f"model's {check['torch']:.4f} on {check['rows']} rows of {check['data']} (a drop of "
+                f"{check['drop']:.4f}, over --max-drop {max_drop}); nothing written"
+                + ("; export without --quantize, or raise --max-drop" if quantize else "; raise --max-drop to keep it")
+            )
+        size_before = sum((folder / name).stat().st_size for name in WEIGHT_FILES if (folder / name).exists())
+        size_after = sum(path.stat().st_size for path in staging.glob(f"{ONNX_FILE}*"))
+        _replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(target, format, quantize, size_before, size_after, check, time.perf_counter() - started)
+
+
+@dataclass
+class CheckRows:
+    texts: list[str]
+    labels: list[Any]
+    pairs: list[str] | None
+    source: str
+
+
+def check_rows(folder: Path, classifier: TextClassifier, data: str | Path | None) -> CheckRows:
+    """The labelled rows the export is checked on: ``data``, else the folder's test.jsonl."""
+    from bertfit.data import load_labelled
+
+    pair_col = classifier.text_pair_col
+    if data is None:
+        file = folder / TEST_FILE
+        if not file.exists():
+            raise UsageError(f"{folder} has no {TEST_FILE} (the test split bertfit train keeps) to check the export "
+                             "against; pass --data FILE, a labelled file with the model's columns")
+        rows = load_labelled(file, "text", "label", pair_col="text_pair" if pair_col else None,
+                             multi_label=classifier.multi_label)
+        source = str(file)
+    else:
+        meta = classifier.meta
+        rows = load_labelled(data, None, None, preferred=(meta.get("text_col"), meta.get("label_col")),
+                             pair_col=pair_col, label_sep=meta.get("label_sep"), multi_label=classifier.multi_label)
+        source = str(data)
+    pairs = rows["text_pair"].tolist() if pair_col else None
+    return CheckRows(rows["text"].tolist(), rows["label"].tolist(), pairs, source)
+
+
+def to_onnx(classifier: TextClassifier, path: Path) -> tuple[int, list[str]]:
+    """Write the classifier's logits as an ONNX graph with batch and sequence dynamic; returns (opset, inputs)."""
+    import onnx
+    import torch
+
+    model = classifier.model.float().eval()
+    takes_types = "token_type_ids" in getattr(classifier.tokenizer, "model_input_names", ())
+    inputs = ["input_ids", "attention_mask", *(["token_type_ids"] if takes_types else [])]
+
+    class Logits(torch.nn.Module):
+        """The model with named tensor inputs and one output, (batch, classes)."""
+
+        def __init__(self, wrapped: Any):
+            super().__init__()
+            self.wrapped = wrapped
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+            return self.wrapped(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+    # A sample of 2 rows and 6+ tokens: sizes export would otherwise specialise (0, 1, batch == sequence) avoided.
+    pairs = ["a second text", "and its pair"] if classifier.text_pair_col else None
+    sample = classifier.tokenizer(["bertfit export sample text one two", "a short one"], pairs, padding="longest",
+                                  truncation=True, max_length=classifier.max_length, return_tensors="pt")
+    kwargs = {name: sample[name] for name in inputs}
+    batch = torch.export.Dim("batch")
+    sequence = torch.export.Dim("sequence", max=classifier.max_length)
+    external = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # e.g. 'torchvision is not installed', which a text model never needs
+    try:
+        torch.onnx.export(Logits(model), (), str(path), kwargs=kwargs, input_names=inputs, output_names=["logits"],
+                          dynamic_shapes={name: {0: batch, 1: sequence} for name in inputs}, dynamo=True,
+                          external_data=external, verbose=False)
+    except Exception as err:  # noqa: BLE001 - the exporter raises many kinds; one line says which
+        raise ExportError(f"torch.onnx could not export this model ({type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}); "
+                          "run again with --debug for the exporter's report") from err
+    finally:
+        quiet.setLevel(level)
+    graph = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return int(opset), inputs
+
+
+def quantize_int8(path: Path) -> None:
+    """Replace model.onnx by its dynamically quantized version: int8 weights, activations quantized per batch."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = path.with_name("model.fp32.onnx")
+    path.rename(fp32)
+    for data in path.parent.glob(f"{ONNX_FILE}.data"):  # external weights travel with their graph
+        data.rename(path.parent / "model.fp32.onnx.data")
+    try:
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    except Exception as err:  # noqa: BLE001 - the quantizer raises many kinds; one line says which
+        raise ExportError(f"onnxruntime could not quantize this model ({type(err).__name__}: {err}); "
+                          "export without --quantize") from err
+    for leftover in path.parent.glob("model.fp32.onnx*"):
+        leftover.unlink()
+
+
+def compare(classifier: TextClassifier, exported: Path, rows: CheckRows, batch_size: int = 64) -> dict[str, Any]:
+    """Score the rows with the PyTorch model and with the export; both metrics, the drop, and how alike they are."""
+    onnx_classifier = TextClassifier.from_pretrained(exported, backend="onnx")
+    started = time.perf_counter()
+    torch_logits = classifier.logits(rows.texts, batch_size, pairs=rows.pairs)
+    torch_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    onnx_logits = onnx_classifier.logits(rows.texts, batch_size, pairs=rows.pairs)
+    onnx_seconds = time.perf_counter() - started
+    metric = "f1_micro" if classifier.multi_label else "accuracy"
+    before = classifier.score(torch_logits, rows.labels)[metric]
+    after = onnx_classifier.score(onnx_logits, rows.labels)[metric]
+    same = _decisions(classifier, torch_logits) == _decisions(classifier, onnx_logits)
+    return {"data": rows.source, "rows": len(rows.texts), "metric": metric, "torch": round(float(before), 6),
+            "onnx": round(float(after), 6), "drop": round(float(before - after), 6),
+            "agreement": round(float(np.mean(same)), 6) if len(same) else 1.0,
+            "max_abs_logit_diff": float(np.max(np.abs(torch_logits - onnx_logits))) if len(rows.texts) else 0.0,
+            "seconds": {"torch": round(torch_seconds, 3), "onnx": round(onnx_seconds, 3)}}
+
+
+def _decisions(classifier: TextClassifier, logits: np.ndarray) -> np.ndarray:
+    """Per row, whether each decision (argmax, or each label over its threshold) -- comparable across models."""
+    proba = classifier.probabilities(logits)
+    if classifier.multi_label:
+        return np.array([tuple(row) for row in (proba >= classifier.thresholds)], dtype=object)
+    return proba.argmax(axis=1)
+
+
+def _write_beside(classifier: TextClassifier, folder: Path, staging: Path, record: dict[str, Any]) -> None:
+    """Tokenizer files, config.json, test.jsonl and bertfit.json next to model.onnx."""
+    classifier.tokenizer.save_pretrained(str(staging))
+    if not (staging / "tokenizer.json").exists():
+        raise ExportError(f"{folder}'s tokenizer has no fast version (tokenizer.json), which ONNX prediction reads; "
+                          "this model cannot be exported")
+    classifier.model.config.to_json_file(str(staging / "config.json"))
+    if (folder / TEST_FILE).exists():
+        shutil.copy2(folder / TEST_FILE, staging / TEST_FILE)
+    _write_meta(classifier, staging, record)
+
+
+def _write_meta(classifier: TextClassifier, staging: Path, record: dict[str, Any]) -> None:
+    meta = {**classifier.meta, "format_version": FORMAT_VERSION, "backend": "onnx", "export": record}
+    (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+
+
+def _require_onnx() -> None:
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if not _importable(name)]
+    if missing:
+        raise UsageError(f"bertfit export needs {', '.join(missing)}; install them: {ONNX_INSTALL}")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    with contextlib.suppress(ValueError):
+        return importlib.util.find_spec(name) is not None
+    return False
+
+
+def _kind(quantize: str | None) -> str:
+    return "int8 ONNX" if quantize else "ONNX"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "onnx", "onnxscript", "onnxruntime"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
+

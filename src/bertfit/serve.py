@@ -1,0 +1,369 @@
+"""``bertfit serve``: a model folder behind HTTP (FastAPI + uvicorn), with concurrent requests batched.
+
+Four stages, as LitServe lays a server out:
+
+1. **Load once**: :func:`create_app` takes a loaded :class:`~bertfit.model.TextClassifier` (torch or
+   ONNX backend); :func:`serve` loads the folder and runs uvicorn.
+2. **Decode a request**: ``POST /predict`` takes ``{"texts": [...], "pairs": [...], "threshold": x}``,
+   checked against the limits (body size: 413; texts per request, characters per text, a pair
+   missing or unwanted: 422, each message naming the limit and the flag that raises it).
+3. **Predict a batch**: :class:`Batcher` gathers the texts of concurrent requests for at most
+   ``max_wait_ms`` or up to ``max_batch`` texts, runs one forward pass in a worker thread and
+   hands each caller its own rows.
+4. **Encode the response**: per text, the record ``bertfit predict`` prints.
+
+Also ``GET /health``, ``GET /info`` (labels, task, metrics, versions, limits, batching counts),
+OpenAPI docs at ``/docs``, and ``GET /`` a small page (``static/index.html``, plain HTML + JS) to
+try texts by hand. Needs ``pip install 'bertfit[serve]'``; this module has no authentication and
+binds 127.0.0.1 unless told otherwise. It does not train, export or decide labels (``model`` does).
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run time,
+# and the request models are defined inside create_app (fastapi and pydantic load only when serving).
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bertfit import __version__
+from bertfit.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+SERVE_INSTALL = "pip install 'bertfit[serve]'"
+ENV_SETTINGS = "BERTFIT_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeConfig:
+    """Limits and batching of the server; each field is a `bertfit serve` flag (dashes for underscores)."""
+
+    max_batch: int = 64  # texts in one forward pass, gathered from concurrent requests
+    max_wait_ms: float = 5.0  # how long the first text of a batch waits for company
+    max_texts: int = 256  # texts in one request
+    max_chars: int = 10_000  # characters in one text (and in its pair)
+    max_body_bytes: int = 4 * 1024 * 1024  # size of one request body
+
+    def validate(self) -> None:
+        problems = [f"--{f.name.replace('_', '-')} must be positive, got {getattr(self, f.name)}"
+                    for f in dataclasses.fields(self) if not getattr(self, f.name) > 0]
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+@dataclass
+class Job:
+    """One request's texts waiting for a forward pass, and where its answer goes."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    threshold: float | None
+    future: asyncio.Future
+
+
+class Batcher:
+    """Texts of concurrent requests gathered (at most ``max_wait`` s or ``max_batch`` texts), scored in one pass.
+
+    Runs as one task on the server's event loop; the forward pass runs in a single worker thread so
+    the loop keeps accepting requests meanwhile. Each job gets its own rows back, in its own order.
+    """
+
+    def __init__(self, classifier: Any, max_batch: int = 64, max_wait: float = 0.005):
+        self.classifier = classifier
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.stats = {"batches": 0, "texts": 0, "requests": 0, "largest_batch": 0}
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._getter: asyncio.Future | None = None  # a pending queue.get(), kept (not cancelled) across waits
+        self._carry: Job | None = None  # a job that would have overfilled the last batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertfit-predict")
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        for task in (self._task, self._getter):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._executor.shutdown(wait=False)
+
+    async def submit(self, texts: list[str], pairs: list[str] | None = None,
+                     threshold: float | None = None) -> list[dict[str, Any]]:
+        """The records of these texts, once the batch they joined has run."""
+        if self._queue is None:
+            raise RuntimeError("the batcher is not running; start() it inside the server's event loop")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(Job(texts, pairs, threshold, future))
+        return await future
+
+    async def _next(self, timeout: float | None) -> Job | None:
+        if self._getter is None:
+            self._getter = asyncio.ensure_future(self._queue.get())
+        done, _ = await asyncio.wait({self._getter}, timeout=timeout)
+        if not done:
+            return None
+        job, self._getter = self._getter.result(), None
+        return job
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first, self._carry = self._carry or await self._next(None), None
+            jobs, count = [first], len(first.texts)
+            deadline = loop.time() + self.max_wait
+            while count < self.max_batch and (left := deadline - loop.time()) > 0:
+                job = await self._next(left)
+                if job is None:
+                    break
+                if count + len(job.texts) > self.max_batch:
+                    self._carry = job  # first in the next batch
+                    break
+                jobs.append(job)
+                count += len(job.texts)
+            await self._score(jobs, loop)
+
+    async def _score(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
+        jobs = [job for job in jobs if not job.future.done()]  # a caller that went away needs no answer
+        if not jobs:
+            return
+        texts = [text for job in jobs for text in job.texts]
+        pairs = [pair for job in jobs for pair in job.pairs] if jobs[0].pairs is not None else None
+        try:
+            logits = await loop.run_in_executor(self._executor, self.classifier.logits, texts, self.max_batch,
+                                                False, pairs)
+        except Exception as err:  # noqa: BLE001 - every caller of this batch gets the failure, the server lives on
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(err)
+            return
+        self.stats["batches"] += 1
+        self.stats["texts"] += len(texts)
+        self.stats["requests"] += len(jobs)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(texts))
+        start = 0
+        for job in jobs:
+            rows = logits[start:start + len(job.texts)]
+            start += len(job.texts)
+            if not job.future.done():
+                job.future.set_result(list(self.classifier.records(job.texts, rows, job.pairs, job.threshold)))
+
+
+def check_request(classifier: Any, config: ServeConfig, texts: list[str], pairs: list[str] | None,
+                  threshold: float | None) -> str | None:
+    """What is wrong with a request, in one line naming the fix, or None."""
+    if not texts:
+        return "texts is empty; send at least one text"
+    if len(texts) > config.max_texts:
+        return (f"got {len(texts)} texts in one request; the limit is {config.max_texts}: send fewer per request, "
+                f"or start the server with --max-texts {len(texts)}")
+    if classifier.text_pair_col is not None and pairs is None:
+        return f"this model classifies sentence pairs; send \"pairs\": one second text per text ({len(texts)})"
+    if classifier.text_pair_col is None and pairs is not None:
+        return "this model classifies single texts; leave out \"pairs\""
+    if pairs is not None and len(pairs) != len(texts):
+        return f"got {len(texts)} texts but {len(pairs)} pairs; send one pair per text"
+    for name, values in (("text", texts), ("pair", pairs or [])):
+        for i, value in enumerate(values):
+            if len(value) > config.max_chars:
+                return (f"{name} {i} has {len(value)} characters; the limit is {config.max_chars}: shorten it, or "
+                        f"start the server with --max-chars {len(value)}")
+    if threshold is not None:
+        if not classifier.multi_label:
+            return "threshold applies to multi-label models; this one picks the most likely label"
+        if not 0 < threshold < 1:
+            return f"threshold must be between 0 and 1, got {threshold}"
+    return None
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``limit`` bytes is answered 413 (by its Content-Length, or as it streams)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, int(declared))
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge(seen)
+            return message
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _TooLarge as err:
+            if not started:
+                await self._refuse(send, err.size, at_least=True)
+
+    async def _refuse(self, send: Any, size: int, at_least: bool = False) -> None:
+        detail = (f"request body of {'over ' if at_least else ''}{size} bytes is over the limit of {self.limit}; "
+                  f"send fewer or shorter texts per request, or start the server with --max-body-bytes {size}")
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
+
+
+def page() -> str:
+    """The try-it page served at / (plain HTML + JS, no build step)."""
+    return (resources.files("bertfit") / "static" / "index.html").read_text(encoding="utf-8")
+
+
+def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: str | None = None) -> Any:
+    """The FastAPI app serving ``classifier``; the batcher starts and stops with the app (its lifespan)."""
+    require_serve()
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from pydantic import BaseModel, Field
+
+    config = config or ServeConfig()
+    config.validate()
+    batcher = Batcher(classifier, config.max_batch, config.max_wait_ms / 1000)
+    multi_label = classifier.multi_label
+
+    class PredictRequest(BaseModel):
+        texts: list[str] = Field(description="the texts to classify", examples=[["the screen cracked"]])
+        pairs: list[str] | None = Field(None, description="sentence-pair models: the second text of each text")
+        threshold: float | None = Field(None, description="multi-label models: one threshold for every label, "
+                                                          "instead of the per-label ones tuned on validation")
+
+    class PredictResponse(BaseModel):
+        predictions: list[dict[str, Any]] = Field(description=(
+            "per text, in order, what `bertfit predict` prints: text (and text_pair), "
+            + ("labels (a list)" if multi_label else "label and score") + ", probabilities by label"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="bertfit", version=__version__, lifespan=lifespan,
+                  description=f"A bertfit text classifier ({classifier.meta.get('task', 'single_label')}, "
+                              f"{len(classifier.labels)} labels, {classifier.backend.name} backend).")
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.state.batcher = batcher
+    versions = _versions(classifier)
+    page_html = page()
+
+    @app.post("/predict", response_model=PredictResponse, summary="Classify texts",
+              responses={413: {"description": "body too large"}, 422: {"description": "a limit, or bad JSON"}})
+    async def predict(request: PredictRequest):
+        problem = check_request(classifier, config, request.texts, request.pairs, request.threshold)
+        if problem is not None:
+            raise HTTPException(status_code=422, detail=problem)
+        records = await batcher.submit(request.texts, request.pairs, request.threshold)
+        return JSONResponse({"predictions": records})  # already plain JSON: skip re-validating the records
+
+    @app.get("/health", summary="Liveness")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/info", summary="The model: labels, task, metrics, versions, limits")
+    async def info():
+        meta = classifier.meta
+        return {"model_dir": model_dir, "labels": list(classifier.labels.names),
+                "task": meta.get("task", "single_label"), "text_pair_col": classifier.text_pair_col,
+                "backend": classifier.backend.name, "export": meta.get("export"), "max_length": classifier.max_length,
+                "metrics": meta.get("metrics"), "versions": versions, "limits": dataclasses.asdict(config),
+                "batching": dict(batcher.stats)}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        return HTMLResponse(page_html)
+
+    return app
+
+
+def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          backend: str = "auto", config: ServeConfig | None = None, log_level: str = "info") -> None:
+    """Load the folder and serve it with uvicorn until interrupted; ``workers`` > 1 runs that many processes."""
+    require_serve()
+    import uvicorn
+
+    from bertfit.model import TextClassifier
+
+    config = config or ServeConfig()
+    config.validate()
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {port}")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if host not in LOOPBACK:
+        log.warning("binding %s: other machines can reach this server, and it has no authentication", host)
+    classifier = TextClassifier.from_pretrained(model_dir, backend=backend)  # fails here, once, if it cannot load
+    log.info("serving %s (%s backend) on http://%s:%d  (docs: /docs, try it: /)", model_dir,
+             classifier.backend.name, host, port)
+    if workers == 1:
+        uvicorn.run(create_app(classifier, config, str(model_dir)), host=host, port=port, log_level=log_level)
+        return
+    del classifier  # each worker process loads its own
+    os.environ[ENV_SETTINGS] = json.dumps({"model_dir": str(model_dir), "backend": backend,
+                                           "config": dataclasses.asdict(config)})
+    uvicorn.run("bertfit.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)
+
+
+def app_from_environment() -> Any:
+    """The app of one worker process of ``serve(workers=N)``: settings come from $BERTFIT_SERVE_SETTINGS."""
+    from bertfit.model import TextClassifier
+
+    settings = json.loads(os.environ[ENV_SETTINGS])
+    classifier = TextClassifier.from_pretrained(settings["model_dir"], backend=settings["backend"])
+    return create_app(classifier, ServeConfig(**settings["config"]), settings["model_dir"])
+
+
+def require_serve() -> None:
+    """Fail with the install line when FastAPI or uvicorn is missing."""
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"bertfit serve needs {' and '.join(missing)}; install them: {SERVE_INSTALL}")
+
+
+def _versions(classifier: Any) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    serving = {"bertfit": __version__}
+    for name in ("fastapi", "uvicorn", "onnxruntime" if classifier.backend.name == "onnx" else "torch"):
+        with contextlib.suppress(PackageNotFoundError):
+            serving[name] = version(name)
+    return {"trained_with": classifier.meta.get("versions"), "serving": serving}

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,9 +183,12 @@ def to_onnx(classifier: TextClassifier, path: Path) -> tuple[int, list[str]]:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # e.g. 'torchvision is not installed', which a text model never needs
     try:
-        torch.onnx.export(Logits(model), (), str(path), kwargs=kwargs, input_names=inputs, output_names=["logits"],
-                          dynamic_shapes={name: {0: batch, 1: sequence} for name in inputs}, dynamo=True,
-                          external_data=external, verbose=False)
+        with warnings.catch_warnings():  # the exporter's notes on its own internals (deprecations, axis renames)
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Logits(model).eval(), (), str(path), kwargs=kwargs, input_names=inputs,
+                              output_names=["logits"], dynamic_shapes={name: {0: batch, 1: sequence}
+                                                                       for name in inputs},
+                              dynamo=True, external_data=external, verbose=False)
     except Exception as err:  # noqa: BLE001 - the exporter raises many kinds; one line says which
         raise ExportError(f"torch.onnx could not export this model ({type(err).__name__}: "
                           f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}); "
@@ -204,11 +208,19 @@ def quantize_int8(path: Path) -> None:
     path.rename(fp32)
     for data in path.parent.glob(f"{ONNX_FILE}.data"):  # external weights travel with their graph
         data.rename(path.parent / "model.fp32.onnx.data")
+    # The quantizer logs through the root logger, which would install a handler there for good; keep it as it was.
+    # (Its advice to pre-process first does not apply: ORT's symbolic shape inference fails on dynamo graphs.)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
     except Exception as err:  # noqa: BLE001 - the quantizer raises many kinds; one line says which
         raise ExportError(f"onnxruntime could not quantize this model ({type(err).__name__}: {err}); "
                           "export without --quantize") from err
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     for leftover in path.parent.glob("model.fp32.onnx*"):
         leftover.unlink()
 

@@ -196,49 +196,32 @@ class BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
+
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send, int(declared))
+            await JSONResponse({"detail": self._detail(int(declared))}, status_code=413)(scope, receive, send)
             return
         seen = 0
-        started = False
 
         async def counted_receive() -> dict:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge(seen)
+                if seen > self.limit:  # raised while the endpoint reads the body: FastAPI answers it as is
+                    raise HTTPException(status_code=413, detail=self._detail(seen, at_least=True))
             return message
 
-        async def tracked_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        await self.app(scope, counted_receive, send)
 
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge as err:
-            if not started:
-                await self._refuse(send, err.size, at_least=True)
-
-    async def _refuse(self, send: Any, size: int, at_least: bool = False) -> None:
-        detail = (f"request body of {'over ' if at_least else ''}{size} bytes is over the limit of {self.limit}; "
-                  f"send fewer or shorter texts per request, or start the server with --max-body-bytes {size}")
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int):
-        super().__init__(size)
-        self.size = size
+    def _detail(self, size: int, at_least: bool = False) -> str:
+        return (f"request body of {'over ' if at_least else ''}{size} bytes is over the limit of {self.limit}; "
+                f"send fewer or shorter texts per request, or start the server with --max-body-bytes {size}")
 
 
 def page() -> str:

@@ -1,0 +1,313 @@
+"""bertfit serve: the HTTP API in-process (FastAPI's TestClient), batching under real concurrency, the
+limits, the CLI, and the try-it page in headless Chromium against a live server."""
+
+from __future__ import annotations
+
+import html as html_lib
+import importlib.util
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="pip install 'bertfit[serve]' for the serving tests")
+pytest.importorskip("uvicorn", reason="pip install 'bertfit[serve]' for the serving tests")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from bertfit import serve  # noqa: E402
+from bertfit.cli import main  # noqa: E402
+from bertfit.model import TextClassifier  # noqa: E402
+from bertfit.serve import ServeConfig, create_app  # noqa: E402
+from conftest import tiny_tokenizer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["billing", "sales", "tech"]
+
+
+def load_screenshot_script():
+    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "scripts" / "report_screenshot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+screenshots = load_screenshot_script()
+
+
+class FakeBackend:
+    """Logits that say which text they came from: class = (first token id) mod classes. Counts its batches."""
+
+    name = "fake"
+    model = None
+
+    def __init__(self, classes: int, delay: float = 0.0):
+        self.tokenizer = tiny_tokenizer()
+        self.classes = classes
+        self.delay = delay
+        self.batches: list[int] = []
+
+    def logits(self, batch: dict) -> np.ndarray:
+        time.sleep(self.delay)  # a forward pass takes time; requests pile up meanwhile
+        self.batches.append(len(batch["input_ids"]))
+        out = np.full((len(batch["input_ids"]), self.classes), -4.0, dtype=np.float32)
+        for i, ids in enumerate(batch["input_ids"]):
+            out[i, ids[1] % self.classes] = 4.0
+        return out
+
+
+def fake_classifier(task: str = "single_label", pair: bool = False, delay: float = 0.0) -> TextClassifier:
+    meta = {"format_version": 2, "labels": LABELS, "task": task, "max_length": 32,
+            "text_pair_col": "text_b" if pair else None}
+    return TextClassifier(meta=meta, backend=FakeBackend(len(LABELS), delay))
+
+
+def expected_label(text: str) -> str:
+    return LABELS[tiny_tokenizer()(text)["input_ids"][1] % len(LABELS)]
+
+
+@pytest.fixture(scope="module")
+def classifier(trained_dir) -> TextClassifier:
+    return TextClassifier.from_pretrained(trained_dir)
+
+
+@pytest.fixture(scope="module")
+def client(classifier, trained_dir):
+    config = ServeConfig(max_texts=8, max_chars=200, max_body_bytes=4000)
+    with TestClient(create_app(classifier, config, str(trained_dir))) as test_client:
+        yield test_client
+
+
+# -- the API --------------------------------------------------------------------------------------
+
+
+def test_predict_answers_what_bertfit_predict_prints(client, classifier):
+    texts = ["refund my card please", "the screen froze again", "a quote for more seats"]
+    response = client.post("/predict", json={"texts": texts})
+    assert response.status_code == 200
+    records = response.json()["predictions"]
+    expected = list(classifier.predict_records(texts))
+    assert [r["text"] for r in records] == texts
+    assert [r["label"] for r in records] == [r["label"] for r in expected]
+    for got, want in zip(records, expected, strict=True):
+        assert set(got) == set(want) == {"text", "label", "score", "probabilities"}
+        assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+
+
+def test_health_info_docs_and_page(client, trained_dir):
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/info").json()
+    meta = json.loads((trained_dir / "bertfit.json").read_text())
+    assert info["labels"] == LABELS and info["task"] == "single_label" and info["backend"] == "torch"
+    assert info["metrics"] == meta["metrics"]
+    assert info["versions"]["serving"]["bertfit"] and info["versions"]["trained_with"] == meta["versions"]
+    assert info["limits"]["max_texts"] == 8 and "batches" in info["batching"]
+    assert client.get("/docs").status_code == 200
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="text"' in page.text and 'id="bars"' in page.text
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"texts": [f"text {i}" for i in range(9)]}, 422, ["9 texts", "limit is 8", "--max-texts 9"]),
+    ({"texts": ["ok", "x" * 201]}, 422, ["text 1 has 201 characters", "limit is 200", "--max-chars 201"]),
+    ({"texts": []}, 422, ["texts is empty"]),
+    ({"texts": ["a"], "pairs": ["b"]}, 422, ["single texts", "pairs"]),
+    ({"texts": ["a"], "threshold": 0.3}, 422, ["multi-label"]),
+])
+def test_limits_and_bad_requests_are_clear_422s(client, body, status, words):
+    response = client.post("/predict", json=body)
+    assert response.status_code == status
+    assert all(word in response.json()["detail"] for word in words), response.json()
+
+
+def test_malformed_json_and_wrong_types_are_422(client):
+    assert client.post("/predict", content=b'{"texts": ["a"', headers={"content-type": "application/json"}
+                       ).status_code == 422
+    assert client.post("/predict", json={"texts": "not a list"}).status_code == 422
+    assert client.post("/predict", json={"texts": [1, 2]}).status_code == 422
+    assert client.post("/predict", json={"text": ["a"]}).status_code == 422
+
+
+def test_a_body_over_the_limit_is_413_declared_or_streamed(client):
+    big = json.dumps({"texts": ["refund " * 25] * 30}).encode()  # about 5 kB, over the 4000-byte limit
+    response = client.post("/predict", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "--max-body-bytes" in response.json()["detail"]
+    chunks = (big[i:i + 1000] for i in range(0, len(big), 1000))  # no Content-Length: counted as it arrives
+    response = client.post("/predict", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "limit of 4000" in response.json()["detail"]
+    assert client.get("/health").status_code == 200  # the server lives on
+
+
+def test_multi_label_and_pair_models_answer_in_their_shape():
+    with TestClient(create_app(fake_classifier("multi_label"))) as multi:
+        records = multi.post("/predict", json={"texts": ["refund", "crash"]}).json()["predictions"]
+        assert all(isinstance(r["labels"], list) and "label" not in r for r in records)
+        assert records[0]["labels"] == [expected_label("refund")]
+        everything = multi.post("/predict", json={"texts": ["refund"], "threshold": 0.01}).json()["predictions"]
+        assert everything[0]["labels"] == LABELS
+        assert multi.post("/predict", json={"texts": ["refund"], "threshold": 1.5}).status_code == 422
+    with TestClient(create_app(fake_classifier(pair=True))) as pairs:
+        assert "pairs" in pairs.post("/predict", json={"texts": ["refund"]}).json()["detail"]
+        uneven = pairs.post("/predict", json={"texts": ["a", "b"], "pairs": ["c"]})
+        assert "one pair per text" in uneven.json()["detail"]
+        records = pairs.post("/predict", json={"texts": ["refund", "crash"], "pairs": ["buy", "demo"]}).json()
+        assert [r["text_pair"] for r in records["predictions"]] == ["buy", "demo"]
+
+
+def test_the_worker_factory_reads_its_settings_from_the_environment(trained_dir, monkeypatch):
+    monkeypatch.setenv(serve.ENV_SETTINGS, json.dumps({"model_dir": str(trained_dir), "backend": "torch",
+                                                       "config": {"max_texts": 3}}))
+    with TestClient(serve.app_from_environment()) as worker:
+        assert worker.get("/info").json()["limits"]["max_texts"] == 3
+        assert worker.post("/predict", json={"texts": ["a"] * 4}).status_code == 422
+
+
+def test_missing_serving_libraries_name_the_install_line(trained_dir, monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    assert main(["serve", str(trained_dir)]) == 2
+    assert "pip install 'bertfit[serve]'" in capsys.readouterr().err
+
+
+def test_bad_limits_are_usage_errors(trained_dir, capsys):
+    assert main(["serve", str(trained_dir), "--max-batch", "0", "--max-chars", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-batch must be positive" in err and "--max-chars must be positive" in err
+
+
+# -- a live server ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn in a thread on a free loopback port, for real concurrent HTTP."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start within 30 s")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def post(url: str, body: dict, timeout: float = 30) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_rows():
+    classifier = fake_classifier(delay=0.05)
+    words = ["refund", "crash", "buy", "invoice", "error", "quote", "login", "demo", "price", "bug"]
+    requests = [[words[i % len(words)]] + ([words[(i + 3) % len(words)]] if i % 3 == 0 else []) for i in range(48)]
+    with LiveServer(create_app(classifier, ServeConfig(max_batch=16, max_wait_ms=20))) as live:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = list(pool.map(lambda texts: post(f"{live.url}/predict", {"texts": texts}), requests))
+        stats = post_get(f"{live.url}/info")["batching"]
+    for texts, answer in zip(requests, answers, strict=True):
+        records = answer["predictions"]
+        assert [r["text"] for r in records] == texts  # this caller's texts, in its order
+        assert [r["label"] for r in records] == [expected_label(t) for t in texts]
+    assert stats["requests"] == len(requests) and stats["texts"] == sum(map(len, requests))
+    assert stats["batches"] < len(requests) / 2  # requests that arrived together shared forward passes
+    assert stats["largest_batch"] <= 16 and max(classifier.backend.batches) <= 16
+
+
+def post_get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def cli_server(trained_dir):
+    """`bertfit serve` itself, in a subprocess on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bertfit", "serve", str(trained_dir), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"bertfit serve exited {process.returncode}: {process.stderr.read()[-2000:]}")
+            try:
+                if post_get(f"{url}/health") == {"status": "ok"}:
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("bertfit serve did not answer /health within 180 s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_the_cli_serves_on_loopback(cli_server, classifier):
+    assert cli_server.startswith("http://127.0.0.1:")
+    records = post(f"{cli_server}/predict", {"texts": ["refund my card please"]})["predictions"]
+    assert records[0]["label"] == classifier.predict(["refund my card please"])[0]
+
+
+needs_chromium = pytest.mark.skipif(screenshots.find_chromium() is None,
+                                    reason="no chromium on PATH (apt-get install -y chromium); the browser check "
+                                           "of the serving page is skipped")
+
+
+@needs_chromium
+def test_the_page_classifies_a_typed_text_in_chromium(cli_server, classifier, tmp_path):
+    text = "the screen froze after the update"
+    url = f"{cli_server}/?text={urllib.parse.quote(text)}"
+    dom = screenshots.run_chromium(url, "--dump-dom", "--virtual-time-budget=15000", timeout=90)
+    state = re.search(r'<body[^>]*data-state="(\w+)"', dom)
+    assert state is not None and state.group(1) == "done", dom[-3000:]
+    label = html_lib.unescape(re.search(r'<span id="label">(.*?)</span>', dom).group(1))
+    assert label == classifier.predict([text])[0]
+    bars = re.findall(r'<li class="bar( chosen)?" data-label="([^"]+)" data-probability="([^"]+)"', dom)
+    assert sorted(name for _, name, _ in bars) == LABELS
+    assert [name for chosen, name, _ in bars if chosen] == [label]
+    assert sum(float(p) for _, _, p in bars) == pytest.approx(1.0, abs=1e-3)
+    shot = tmp_path / "serve-page.png"
+    screenshots.run_chromium(url, f"--screenshot={shot}", "--window-size=900,640", "--virtual-time-budget=15000",
+                             timeout=90)
+    assert shot.exists() and shot.stat().st_size > 10_000

@@ -238,3 +238,32 @@ def test_onnx_prediction_never_imports_torch(onnx_dir, tmp_path):
     assert facts["labels"][0] in ("billing", "sales", "tech")
     assert json.loads(facts["cli"][0])["text"] == "refund my card"
     assert json.loads(facts["cli"][1])["rows"] == 2
+
+
+# -- the README's section -----------------------------------------------------------------------------
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_export_commands_parse():
+    import shlex
+
+    from bertfit.cli import build_parser
+
+    lines = [line.split(" # ")[0].strip() for line in readme_section("Export and predict backends").splitlines()]
+    commands = [line for line in lines if line.startswith("bertfit ")]
+    assert len(commands) >= 5
+    for command in commands:
+        assert build_parser().parse_args(shlex.split(command)[1:]).command in {"export", "predict", "evaluate"}
+
+
+def test_readme_backend_example_runs(onnx_dir, tmp_path, monkeypatch):
+    code = readme_section("Export and predict backends").split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "ticket-model-onnx").symlink_to(onnx_dir)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["fast"].backend.name == "onnx"

@@ -311,3 +311,16 @@ def test_the_page_classifies_a_typed_text_in_chromium(cli_server, classifier, tm
     screenshots.run_chromium(url, f"--screenshot={shot}", "--window-size=900,640", "--virtual-time-budget=15000",
                              timeout=90)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_readme_serve_commands_parse():
+    import shlex
+
+    from bertfit.cli import build_parser
+
+    section = (ROOT / "README.md").read_text().split("\n## Serving\n", 1)[1].split("\n## ", 1)[0]
+    commands = [line.split(" # ")[0].strip() for line in section.splitlines() if line.startswith("bertfit ")]
+    assert len(commands) >= 2
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        assert args.command == "serve" and args.host == "127.0.0.1"

@@ -64,9 +64,10 @@ def demo_data_path() -> Path:
     return Path(str(resources.files("bertfit") / "demo" / "tickets.csv"))
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None,
+                      skip: tuple[str, ...] = ()) -> None:
     for f in dataclasses.fields(cls):
-        if only is not None and f.name not in only:
+        if (only is not None and f.name not in only) or f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         if flag in parser._option_string_actions:  # a field both configs share, like seed
@@ -114,6 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "the per-label ones tuned on validation")
     _add_backend_flag(predict)
     predict.set_defaults(handler=cmd_predict)
+
+    distil = commands.add_parser("distill", parents=[common], help="distil a trained model into a smaller student",
+                                 description="Train a small student on a teacher's soft targets and the labels.")
+    distil.add_argument("teacher_dir", help="a model folder written by bertfit train")
+    distil.add_argument("data", help="labelled data (the teacher's columns are used unless given)")
+    distil.add_argument("--student", help="the student checkpoint: hub name or local folder")
+    distil.add_argument("--student-layers", type=int, help="or: the teacher cut to N layers (every k-th kept)")
+    distil.add_argument("--temperature", type=float, default=2.0, help="softens both models' logits (default 2)")
+    distil.add_argument("--alpha", type=float, default=0.5,
+                        help="weight of the teacher's soft targets against the labels (default 0.5)")
+    _add_config_flags(distil, DataConfig)
+    _add_config_flags(distil, TrainConfig, skip=("model",))
+    distil.add_argument("--out", default="bertfit-student", help="model folder to write (default bertfit-student)")
+    distil.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    distil.set_defaults(handler=cmd_distill)
 
     report = commands.add_parser("report", parents=[common], help="write a self-contained HTML report of a model",
                                  description="Write one HTML file: training curves, test results, the run's facts.")
@@ -234,6 +250,28 @@ def cmd_train(args: argparse.Namespace) -> int:
                  calibration["temperature"], calibration["test_ece_before"], calibration["test_ece_after"])
     log.info("saved to %s", result.model_dir)
     print(json.dumps(result.summary()))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from bertfit.distill import distill
+
+    settings = {
+        f.name: getattr(args, f.name)
+        for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
+    result = distill(args.teacher_dir, args.data, args.out, student=args.student, student_layers=args.student_layers,
+                     temperature=args.temperature, alpha=args.alpha, overwrite=args.overwrite,
+                     progress=not args.quiet, **settings)
+    teacher = result.classifier.meta["distilled"]["teacher_test"]
+    name = "accuracy" if "accuracy" in result.test else "f1_micro"
+    log.info("test %s: teacher %.4f, student %.4f (%d of the teacher's parameters)", name, teacher[name],
+             result.test[name], result.classifier.meta["total_parameters"])
+    log.info("saved to %s", result.model_dir)
+    summary = result.summary()
+    summary["teacher_test"] = {k: teacher[k] for k in summary["test"] if k in teacher}
+    print(json.dumps(summary))
     return 0
 
 

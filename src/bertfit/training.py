@@ -49,6 +49,7 @@ from bertfit.cached import collate as collate_cached
 from bertfit.calibration import fit_temperature
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
+from bertfit.distill import distillation_loss
 from bertfit.encoding import encode, pool
 from bertfit.errors import TrainingError, UsageError
 from bertfit.metrics import (
@@ -82,6 +83,7 @@ class EncodedSplit:
         self.encoded = encoded
         self.label_ids = targets
         self.owner = np.arange(len(targets)) if owner is None else owner
+        self.soft: np.ndarray | None = None  # distillation: the teacher's logits per input row
 
     def __len__(self) -> int:
         return len(self.label_ids)
@@ -89,6 +91,8 @@ class EncodedSplit:
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = {key: values[i] for key, values in self.encoded.items()}
         item["labels"] = target(self.label_ids[i])
+        if self.soft is not None:
+            item["teacher_logits"] = self.soft[i].tolist()
         return item
 
     def sorted_by_length(self) -> EncodedSplit:
@@ -148,11 +152,12 @@ class _Trainer(Trainer):
     (bertfit sorts validation by length itself; Trainer's group-by-length would reshuffle it)."""
 
     def __init__(self, *args: Any, bucket_lengths: list[int] | None = None, multi_label: bool = False,
-                 class_weights: torch.Tensor | None = None, **kwargs: Any):
+                 class_weights: torch.Tensor | None = None, distilled: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.bucket_lengths = bucket_lengths
         self.multi_label = multi_label
         self.class_weights = class_weights
+        self.distilled = distilled
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -160,6 +165,7 @@ class _Trainer(Trainer):
         asked) for single-label, binary cross-entropy per label for multi-label."""
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        soft = inputs.pop("teacher_logits", None)  # distillation, training rows only
         outputs = model(**inputs)
         logits = outputs.logits  # (batch, classes)
         if self.multi_label:
@@ -167,6 +173,9 @@ class _Trainer(Trainer):
         else:
             weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
             loss = nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+        if soft is not None:
+            loss = distillation_loss(logits.float(), soft.float(), loss, self.distilled["temperature"],
+                                     self.distilled["alpha"], self.multi_label)
         return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
@@ -251,12 +260,19 @@ def fit(
     data_config: DataConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    base: tuple[Any, Any] | None = None,
+    soft_targets: np.ndarray | None = None,
+    distilled: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train on prepared splits; see the module docstring for the steps."""
+    """Train on prepared splits; see the module docstring for the steps.
+
+    Distillation (``bertfit.distill``) passes the student as ``base`` (model, tokenizer), the
+    teacher's logits per training text as ``soft_targets``, and its settings as ``distilled``.
+    """
     model_name = config.model or default_model_path()
     multi_label = prepared.multi_label
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
-    model, tokenizer = load_base(model_name, prepared.labels.names, multi_label)
+    model, tokenizer = base or load_base(model_name, prepared.labels.names, multi_label)
     limit = model_position_limit(model, tokenizer)
     if config.max_length is not None and config.max_length > limit:
         raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "
@@ -274,6 +290,8 @@ def fit(
     for name, frame in prepared.splits().items():
         encoded[name], too_long[name] = encode_split(tokenizer, frame, targets[name], max_length, config.long_text,
                                                      config.stride)
+    if soft_targets is not None:
+        encoded["train"].soft = np.asarray(soft_targets, dtype=np.float32)[encoded["train"].owner]
     if any(too_long.values()):
         how = {"truncate": "cut at", "head-tail": "shortened to head + tail at", "window": "split into windows of"}
         log.warning("texts longer than --max-length %d tokens, %s it (--long-text %s): %s", max_length,
@@ -284,7 +302,7 @@ def fit(
     # evaluates in dataset order, and the metrics do not depend on the order of rows).
     encoded["validation"] = encoded["validation"].sorted_by_length()
     trained, train_set, eval_set, collator = model, encoded["train"], encoded["validation"], None
-    frozen = _frozen_bottom(model, config)
+    frozen = _frozen_bottom(model, config) if soft_targets is None else None  # soft targets need the plain path
     if frozen is not None:
         trained, collator = TrainableTop(model, encoder_layers(model), frozen), collate_cached
         train_set, eval_set = (
@@ -301,6 +319,7 @@ def fit(
         bucket_lengths=[len(ids) for ids in train_set.encoded["input_ids"]] if bucket else None,
         multi_label=multi_label,
         class_weights=class_weights,
+        distilled=distilled,
         model=trained,
         args=args,
         data_collator=collator or DataCollatorWithPadding(tokenizer),
@@ -341,7 +360,8 @@ def fit(
         "max_length": max_length,
         "long_text": {"mode": config.long_text, "stride": config.stride, "pool": config.window_pool},
         "precision": resolve_precision(config.precision),
-        "base_model": config.model or "embedded:all-MiniLM-L6-v2",
+        "base_model": (distilled or {}).get("student") or config.model or "embedded:all-MiniLM-L6-v2",
+        "distilled": distilled,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "learning_rate": learning_rate,

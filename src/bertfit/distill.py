@@ -1,0 +1,154 @@
+"""Knowledge distillation: train a small student to match a fine-tuned teacher (Hinton et al., 2015).
+
+The student is a given checkpoint, or the teacher cut to N encoder layers (every k-th kept, the
+embeddings, pooler and head copied), with the teacher's tokenizer and labels. The teacher is
+frozen, so its logits are computed once per text before training; each student step then costs
+what ordinary training costs. The loss, per batch:
+
+    alpha x T^2 x KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) x cross-entropy(labels)
+
+(multi-label: binary cross-entropy against the teacher's sigmoid(teacher / T), and against the
+labels). Validation picks the epoch by the plain label loss, as in ``train``. Everything after
+training (thresholds, calibration, test scoring, the baseline, saving) is ``training.fit``'s.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertfit.backbone import encoder_layers
+from bertfit.config import check
+from bertfit.data import prepare
+from bertfit.errors import DataError, UsageError
+from bertfit.labels import LabelSet
+from bertfit.model import TextClassifier, check_output
+
+log = logging.getLogger(__name__)
+
+
+def kept_layers(n_layers: int, n_keep: int) -> list[int]:
+    """Every k-th layer, ending with the top one: 6 -> 2 keeps [2, 5], 6 -> 3 keeps [1, 3, 5], 12 -> 4 [2, 5, 8, 11]."""
+    if not 1 <= n_keep < n_layers:
+        raise UsageError(f"--student-layers must be between 1 and {n_layers - 1} (the teacher has {n_layers}), "
+                         f"got {n_keep}")
+    return [int(round(i)) for i in np.linspace(n_layers / n_keep - 1, n_layers - 1, n_keep)]
+
+
+def truncated_student(teacher: TextClassifier, n_keep: int) -> Any:
+    """A copy of the teacher with ``n_keep`` of its encoder layers (every k-th), everything else as it is."""
+    student = copy.deepcopy(teacher.model)
+    layers = encoder_layers(student)
+    keep = kept_layers(len(layers), n_keep)
+    parent, name = _layer_stack(student)
+    stack = nn.ModuleList([layers[i] for i in keep])
+    setattr(parent, name, stack)
+    for index, layer in enumerate(stack):  # some architectures number their layers
+        attention = getattr(layer, "attention", None)
+        for module in (layer, attention, getattr(attention, "self", None)):
+            if module is not None and hasattr(module, "layer_idx"):
+                module.layer_idx = index
+    student.config.num_hidden_layers = n_keep
+    log.info("student: the teacher's encoder layers %s of %d, embeddings and head copied", keep, len(layers))
+    return student, keep
+
+
+def _layer_stack(model: Any) -> tuple[nn.Module, str]:
+    """The module holding the encoder's layer list, and the list's attribute name."""
+    base = model.base_model
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
+        *parents, name = path.split(".")
+        parent = base
+        for part in parents:
+            parent = getattr(parent, part, None)
+        if isinstance(getattr(parent, name, None), nn.ModuleList):
+            return parent, name
+    raise UsageError(f"cannot cut {type(model).__name__} to fewer layers; pass --student NAME_OR_DIR instead")
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, hard: torch.Tensor, temperature: float,
+                      alpha: float, multi_label: bool) -> torch.Tensor:
+    """alpha x T^2 x soft loss (against the teacher) + (1 - alpha) x hard loss (``hard``, already computed)."""
+    t = temperature
+    if multi_label:
+        soft = nn.functional.binary_cross_entropy_with_logits(student / t, torch.sigmoid(teacher / t))
+    else:
+        soft = nn.functional.kl_div(nn.functional.log_softmax(student / t, dim=-1),
+                                    nn.functional.log_softmax(teacher / t, dim=-1), log_target=True,
+                                    reduction="batchmean")
+    return alpha * t * t * soft + (1 - alpha) * hard
+
+
+def distill(
+    teacher_dir: str | Path,
+    data: Any,
+    out: str | Path | None = "bertfit-student",
+    *,
+    student: str | None = None,
+    student_layers: int | None = None,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    overwrite: bool = False,
+    progress: bool = True,
+    **settings: Any,
+) -> Any:
+    """Distil the model in ``teacher_dir`` into a student trained on ``data``; returns a TrainResult.
+
+    ``settings`` are ``train``'s (epochs, learning_rate, ...); the data columns default to the teacher's.
+    """
+    from bertfit.backbone import load_base
+    from bertfit.training import fit, split_settings
+
+    if (student is None) == (student_layers is None):
+        raise UsageError("pass exactly one of --student NAME_OR_DIR or --student-layers N")
+    if not temperature > 0:
+        raise UsageError(f"--temperature must be above 0, got {temperature}")
+    if not 0 <= alpha <= 1:
+        raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
+    teacher = TextClassifier.from_pretrained(teacher_dir)
+    meta = teacher.meta
+    for key, saved in (("text_col", meta.get("text_col")), ("label_col", meta.get("label_col")),
+                       ("text_pair_col", meta.get("text_pair_col")), ("label_sep", meta.get("label_sep"))):
+        settings.setdefault(key, saved)
+    for key in ("max_length", "long_text", "stride", "window_pool"):
+        if key not in settings and key == "max_length":
+            settings[key] = teacher.max_length
+        elif key not in settings and meta.get("long_text"):
+            settings[key] = meta["long_text"].get({"long_text": "mode", "window_pool": "pool"}.get(key, key))
+    settings = {k: v for k, v in settings.items() if v is not None}
+    data_config, config = split_settings(settings)
+    check(data_config, config)
+    target = Path(out) if out is not None else None
+    if target is not None:
+        check_output(target, overwrite)
+    prepared = prepare(data, data_config)
+    if prepared.multi_label != teacher.multi_label:
+        raise DataError(f"the data is {'multi' if prepared.multi_label else 'single'}-label but the teacher is "
+                        f"{'multi' if teacher.multi_label else 'single'}-label; distil on data of the teacher's kind")
+    unknown = sorted(set(prepared.labels.names) - set(teacher.labels.names))
+    if unknown:
+        raise DataError(f"the data has label(s) {unknown[:5]} the teacher does not know (teacher labels: "
+                        f"{list(teacher.labels.names)[:10]}); distil on data labelled like the teacher's")
+    prepared.labels = LabelSet(teacher.labels.names)  # the student answers in the teacher's label order
+
+    log.info("teacher: scoring the training split once (its logits are the soft targets)")
+    soft = teacher.logits(prepared.train["text"].tolist(), config.eval_batch_size, progress,
+                          pairs=prepared.pairs("train"))
+    if student is not None:
+        model, tokenizer = load_base(student, teacher.labels.names, teacher.multi_label)
+        described, kept = student, None
+    else:
+        model, kept = truncated_student(teacher, student_layers)
+        tokenizer, described = teacher.tokenizer, f"teacher cut to {student_layers} layers"
+    teacher_test = teacher.evaluate(prepared.test["text"].tolist(), prepared.test["label"].tolist(),
+                                    config.eval_batch_size, pairs=prepared.pairs("test"))
+    distilled = {"teacher": str(teacher_dir), "student": described, "kept_layers": kept,
+                 "temperature": temperature, "alpha": alpha, "teacher_test": teacher_test}
+    return fit(prepared, config, target, data_config=data_config, overwrite=overwrite, progress=progress,
+               base=(model, tokenizer), soft_targets=soft, distilled=distilled)

@@ -48,9 +48,20 @@ class TextClassifier:
                  backend: TorchBackend | OnnxBackend | None = None):
         if meta is None:
             raise TypeError("TextClassifier needs meta (labels and settings); load a folder with from_pretrained")
-        self.meta = meta
         self.backend = backend if backend is not None else TorchBackend(model, tokenizer, meta)
-        self.labels = LabelSet(tuple(meta["labels"]))
+        self.meta = meta
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """bertfit.json's contents: labels, task, thresholds, calibration, max_length, long_text, settings, ..."""
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: dict[str, Any]) -> None:
+        self._meta = value
+        self.labels = LabelSet(tuple(value["labels"]))
+        if isinstance(self.backend, TorchBackend):
+            self.backend.meta = value  # it reads 'precision' from the same dict
 
     @property
     def model(self) -> Any:

@@ -41,7 +41,7 @@ def _bertfit_lines():
 @pytest.mark.parametrize("command", list(_bertfit_lines()))
 def test_readme_command_lines_parse(command):
     args = build_parser().parse_args(shlex.split(command)[1:])
-    assert args.command in {"train", "evaluate", "predict", "report"}
+    assert args.command in {"train", "evaluate", "predict", "report", "export", "serve", "distill", "compress"}
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch, tiny_model_dir, rows):

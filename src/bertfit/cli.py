@@ -131,6 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
     distil.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     distil.set_defaults(handler=cmd_distill)
 
+    squeeze = commands.add_parser("compress", parents=[common], help="distil, then export int8, and compare",
+                                  description="Distil a teacher into a student, export it to ONNX int8 (checked), "
+                                              "and print size, test metrics and texts/s of all three.")
+    squeeze.add_argument("teacher_dir", help="a model folder written by bertfit train")
+    squeeze.add_argument("data", help="labelled data (the teacher's columns are used unless given)")
+    squeeze.add_argument("--target-size-ratio", type=float, default=7.0,
+                         help="how many times smaller the int8 student should be (default 7); a miss is reported")
+    squeeze.add_argument("--student", help="the student checkpoint: hub name or local folder")
+    squeeze.add_argument("--student-layers", type=int, help="or: the teacher cut to N layers (default a third)")
+    squeeze.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
+    squeeze.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets (default 0.5)")
+    squeeze.add_argument("--max-drop", type=float, default=0.01,
+                         help="largest drop int8 may cost against the student, as a share (default 0.01)")
+    _add_config_flags(squeeze, DataConfig)
+    _add_config_flags(squeeze, TrainConfig, skip=("model",))
+    squeeze.add_argument("--out", help="folder to write student/ and student-int8/ (default TEACHER-compressed)")
+    squeeze.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    squeeze.set_defaults(handler=cmd_compress)
+
     report = commands.add_parser("report", parents=[common], help="write a self-contained HTML report of a model",
                                  description="Write one HTML file: training curves, test results, the run's facts.")
     report.add_argument("model_dir")
@@ -249,6 +268,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.info("calibration: temperature %.2f; test expected calibration error %.4f before, %.4f after",
                  calibration["temperature"], calibration["test_ece_before"], calibration["test_ece_after"])
     log.info("saved to %s", result.model_dir)
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from bertfit.compress import compress
+
+    settings = {
+        f.name: getattr(args, f.name)
+        for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
+    result = compress(args.teacher_dir, args.data, args.out, target_size_ratio=args.target_size_ratio,
+                      student=args.student, student_layers=args.student_layers, temperature=args.temperature,
+                      alpha=args.alpha, max_drop=args.max_drop, overwrite=args.overwrite, progress=not args.quiet,
+                      **settings)
+    print(result.table(), file=sys.stderr)
     print(json.dumps(result.summary()))
     return 0
 

@@ -409,7 +409,7 @@ def _write_report(folder: Path) -> None:
     from bertfit.report import write_report
 
     try:
-        log.info("report: %s", write_report(folder))
+        write_report(folder)  # it logs where it wrote
     except Exception as err:  # noqa: BLE001 - the model is saved; a failed picture must not fail the run
         log.warning("report.html not written (%s); try: bertfit report %s", str(err).splitlines()[0], folder)
 

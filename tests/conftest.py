@@ -20,6 +20,17 @@ WORDS = {
 FILLER = "please help the my our a an with for today again now it this is not can you".split()
 
 
+def load_screenshot_script():
+    """scripts/report_screenshot.py as a module: the Chromium helpers the report and page tests share."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "report_screenshot.py"
+    spec = importlib.util.spec_from_file_location("report_screenshot", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _vocab() -> list[str]:
     words = sorted({w for text in WORDS.values() for w in text.split()} | set(FILLER))
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:/")

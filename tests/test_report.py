@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import logging
@@ -33,17 +32,11 @@ from bertfit.report import (
     write_report,
 )
 from bertfit.training import train
+from conftest import load_screenshot_script
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = "crash error bug freeze <script>alert(1)</script> & reboot"  # labelled as the model does not predict it
 SECTIONS = ("summary", "training", "test", "data", "model", "settings", "versions")
-
-
-def load_screenshot_script():
-    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "scripts" / "report_screenshot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 screenshots = load_screenshot_script()

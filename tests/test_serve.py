@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import load_screenshot_script
+
 pytest.importorskip("fastapi", reason="pip install 'bertfit[serve]' for the serving tests")
 pytest.importorskip("uvicorn", reason="pip install 'bertfit[serve]' for the serving tests")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
@@ -36,13 +38,6 @@ from conftest import tiny_tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["billing", "sales", "tech"]
-
-
-def load_screenshot_script():
-    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "scripts" / "report_screenshot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 screenshots = load_screenshot_script()

@@ -75,13 +75,20 @@ def load_base(name: str, labels: tuple[str, ...], multi_label: bool = False) -> 
 
 def encoder_layers(model: Any) -> list[Any]:
     """The stack of transformer blocks of a BERT-family model (BERT, RoBERTa, ELECTRA, DistilBERT...)."""
+    parent, name = encoder_stack(model)
+    return list(getattr(parent, name))
+
+
+def encoder_stack(model: Any) -> tuple[Any, str]:
+    """The module holding the encoder's ModuleList of layers, and its attribute name (to read or replace it)."""
     base = model.base_model
     for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
-        node = base
-        for part in path.split("."):
-            node = getattr(node, part, None)
-        if isinstance(node, torch.nn.ModuleList):
-            return list(node)
+        *parents, name = path.split(".")
+        parent = base
+        for part in parents:
+            parent = getattr(parent, part, None)
+        if isinstance(getattr(parent, name, None), torch.nn.ModuleList):
+            return parent, name
     raise UsageError(f"cannot find the encoder layers of {type(model).__name__}; use --train-layers all or head")
 
 

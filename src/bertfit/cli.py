@@ -242,11 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from bertfit.training import train
 
-    settings = {
-        f.name: getattr(args, f.name)
-        for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
+    settings = _config_settings(args)
     data = args.data
     if data is None:
         data = demo_data_path()
@@ -275,11 +271,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compress(args: argparse.Namespace) -> int:
     from bertfit.compress import compress
 
-    settings = {
-        f.name: getattr(args, f.name)
-        for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
+    settings = _config_settings(args)
     result = compress(args.teacher_dir, args.data, args.out, target_size_ratio=args.target_size_ratio,
                       student=args.student, student_layers=args.student_layers, temperature=args.temperature,
                       alpha=args.alpha, max_drop=args.max_drop, overwrite=args.overwrite, progress=not args.quiet,
@@ -292,11 +284,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     from bertfit.distill import distill
 
-    settings = {
-        f.name: getattr(args, f.name)
-        for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
+    settings = _config_settings(args)
     result = distill(args.teacher_dir, args.data, args.out, student=args.student, student_layers=args.student_layers,
                      temperature=args.temperature, alpha=args.alpha, overwrite=args.overwrite,
                      progress=not args.quiet, **settings)
@@ -380,6 +368,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
             sink.close()
             Path(staging).unlink(missing_ok=True)
     return 0
+
+
+def _config_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The DataConfig / TrainConfig flags the user gave (unset ones keep the configs' defaults)."""
+    return {
+        f.name: getattr(args, f.name)
+        for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
 
 
 def _check_batch_size(value: int) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertfit.backbone import encoder_layers
+from bertfit.backbone import encoder_layers, encoder_stack
 from bertfit.config import check
 from bertfit.data import prepare
 from bertfit.errors import DataError, UsageError
@@ -46,7 +46,7 @@ def truncated_student(teacher: TextClassifier, n_keep: int) -> Any:
     student = copy.deepcopy(teacher.model)
     layers = encoder_layers(student)
     keep = kept_layers(len(layers), n_keep)
-    parent, name = _layer_stack(student)
+    parent, name = encoder_stack(student)
     stack = nn.ModuleList([layers[i] for i in keep])
     setattr(parent, name, stack)
     for index, layer in enumerate(stack):  # some architectures number their layers
@@ -57,19 +57,6 @@ def truncated_student(teacher: TextClassifier, n_keep: int) -> Any:
     student.config.num_hidden_layers = n_keep
     log.info("student: the teacher's encoder layers %s of %d, embeddings and head copied", keep, len(layers))
     return student, keep
-
-
-def _layer_stack(model: Any) -> tuple[nn.Module, str]:
-    """The module holding the encoder's layer list, and the list's attribute name."""
-    base = model.base_model
-    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
-        *parents, name = path.split(".")
-        parent = base
-        for part in parents:
-            parent = getattr(parent, part, None)
-        if isinstance(getattr(parent, name, None), nn.ModuleList):
-            return parent, name
-    raise UsageError(f"cannot cut {type(model).__name__} to fewer layers; pass --student NAME_OR_DIR instead")
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, hard: torch.Tensor, temperature: float,

@@ -46,7 +46,7 @@ from bertfit.backbone import (
 from bertfit.baseline import fit_and_score
 from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count, target
 from bertfit.cached import collate as collate_cached
-from bertfit.calibration import fit_temperature
+from bertfit.calibration import calibrated, fit_temperature
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
 from bertfit.distill import distillation_loss
@@ -389,7 +389,7 @@ def fit(
         test_metrics["at_threshold_0.5"] = headline(fixed)
     elif "calibration" in meta:
         meta["calibration"]["test_ece_before"] = expected_calibration_error(
-            targets["test"], _softmax(test_logits))
+            targets["test"], _plain_softmax(test_logits))
         meta["calibration"]["test_ece_after"] = test_metrics["ece"]
     meta["metrics"] = {"validation": best["validation"], "test": test_metrics}
     baseline = _baseline(prepared, config) if config.baseline else None
@@ -466,7 +466,7 @@ def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.n
                  dict(zip(classifier.labels.names[:8], meta["thresholds"][:8], strict=False)))
     elif config.calibrate:
         temperature = fit_temperature(logits, targets)
-        before = expected_calibration_error(targets, _softmax(logits))
+        before = expected_calibration_error(targets, _plain_softmax(logits))
         meta["calibration"] = {"method": "temperature", "temperature": temperature,
                                "validation_ece_before": before}
         meta["calibration"]["validation_ece_after"] = expected_calibration_error(
@@ -475,10 +475,8 @@ def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.n
                  meta["calibration"]["validation_ece_after"])
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    from scipy.special import softmax
-
-    return softmax(np.asarray(logits, dtype=np.float64), axis=1)
+def _plain_softmax(logits: np.ndarray) -> np.ndarray:
+    return calibrated(logits, 1.0)  # temperature 1: the uncalibrated probabilities
 
 
 def _baseline(prepared: PreparedData, config: TrainConfig) -> dict[str, Any]:
@@ -518,7 +516,7 @@ def _metrics_per_text(owner: np.ndarray, multi_label: bool, how: str) -> Any:
             metrics = multilabel_metrics(y_true, 1 / (1 + np.exp(-logits.astype(np.float64))))
             metrics.pop("per_label")
         else:
-            metrics = classification_metrics(y_true, _softmax(logits))
+            metrics = classification_metrics(y_true, _plain_softmax(logits))
         metrics.pop("loss")  # Trainer reports its own eval_loss, the one that picks the best epoch
         return metrics
 

@@ -93,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train, DataConfig)
     _add_config_flags(train, TrainConfig)
     train.add_argument("--out", default="bertfit-model", help="model folder to write (default bertfit-model)")
-    train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace --out if it exists, and start over from a killed run's checkpoints")
+    train.add_argument("--resume", action="store_true",
+                       help="continue a killed run from its last checkpoint (.OUT.checkpoints beside --out)")
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score a saved model on labelled data")
@@ -247,7 +250,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if data is None:
         data = demo_data_path()
         log.info("no DATA given: training on the embedded demo set (IT support tickets by tier), %s", data)
-    result = train(data, args.out, overwrite=args.overwrite, progress=not args.quiet, **settings)
+    result = train(data, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+                   **settings)
+    if result is None:
+        return 0  # torchrun / accelerate launch: not the main process, which reports and saves
     test = result.test
     auc = f"{test['auc']:.3f}" if test.get("auc") is not None else "n/a"
     log.info("best epoch %d of %d; %.0f s of training", result.best_epoch, len(result.history), result.train_seconds)
@@ -417,6 +423,8 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if os.environ.get("RANK", "0") != "0":
+        args.quiet = True  # torchrun / accelerate launch: the main process (rank 0) alone shows progress
     _setup_logging(args.debug, args.quiet)
     try:
         # Log lines go through tqdm.write, so progress bars do not draw over them.

@@ -47,6 +47,7 @@ from bertfit.baseline import fit_and_score
 from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count, target
 from bertfit.cached import collate as collate_cached
 from bertfit.calibration import calibrated, fit_temperature
+from bertfit.checkpoints import check_stale, checkpoint_dir, prepare_folder, resumed_epoch, run_record
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
 from bertfit.distill import distillation_loss
@@ -126,13 +127,21 @@ class LengthBuckets(torch.utils.data.Sampler):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.pool = batch_size * pool_batches
-        self.generator = np.random.default_rng(seed)
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Trainer (through accelerate) names the epoch, so a resumed run draws the same order."""
+        self.epoch = epoch
+
     def __iter__(self):
-        order = self.generator.permutation(len(self.lengths))
+        # The order depends on (seed, epoch) alone, not on how many epochs this object has served.
+        generator = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = generator.permutation(len(self.lengths))
         batches = []
         for start in range(0, len(order), self.pool):
             pool = order[start:start + self.pool]
@@ -141,7 +150,7 @@ class LengthBuckets(torch.utils.data.Sampler):
         # The loader cuts this stream every batch_size rows, so the one short batch must come last.
         full = [b for b in batches if len(b) == self.batch_size]
         short = [b for b in batches if len(b) < self.batch_size]
-        for i in self.generator.permutation(len(full)):
+        for i in generator.permutation(len(full)):
             yield from full[i].tolist()
         for batch in short:
             yield from batch.tolist()
@@ -236,20 +245,26 @@ def train(
     out: str | Path | None = DEFAULT_OUT,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
     **settings: Any,
-) -> TrainResult:
+) -> TrainResult | None:
     """Fine-tune a classifier on labelled data and save it to ``out`` (None: do not save).
 
     ``settings`` are DataConfig and TrainConfig fields, e.g. ``epochs=3, text_col="body"``.
+    ``resume``: continue a killed run from the last checkpoint beside ``out`` (see ``bertfit.checkpoints``);
+    without it, such checkpoints are refused unless ``overwrite``. Under torchrun / accelerate launch
+    every process trains, and the main one alone scores, saves and returns the result (the others: None).
     """
     data_config, train_config = split_settings(settings)
     check(data_config, train_config)
     target = Path(out) if out is not None else None
     if target is not None:
         check_output(target, overwrite)
+        check_stale(target, resume, overwrite)
     prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
-    return fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, progress=progress)
+    return fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, resume=resume,
+               progress=progress)
 
 
 def fit(
@@ -259,12 +274,13 @@ def fit(
     *,
     data_config: DataConfig | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
     base: tuple[Any, Any] | None = None,
     soft_targets: np.ndarray | None = None,
     distilled: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Train on prepared splits; see the module docstring for the steps.
+) -> TrainResult | None:
+    """Train on prepared splits; see the module docstring for the steps. None on all but the main process.
 
     Distillation (``bertfit.distill``) passes the student as ``base`` (model, tokenizer), the
     teacher's logits per training text as ``soft_targets``, and its settings as ``distilled``.
@@ -309,7 +325,7 @@ def fit(
             _encode_once(model, encoded[name], frozen, config, progress, name)
             for name in ("train", "validation")
         )
-    checkpoints = _checkpoint_dir(target)
+    checkpoints = checkpoint_dir(target)
     args = _training_args(config, learning_rate, checkpoints, progress)
     bucket = config.bucket_by_length and frozen is None  # the cached top's rows are mostly length 1
     callbacks = [EpochLog()]
@@ -330,14 +346,25 @@ def fit(
         callbacks=callbacks,
     )
     _quiet_progress(trainer)
+    main = trainer.is_world_process_zero()
+    settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
+    # Outside the try: a resume refused for other settings must not delete the checkpoints it found.
+    resume_from = prepare_folder(checkpoints, run_record(settings, prepared.splits()), resume, main,
+                                 trainer.accelerator.wait_for_everyone)
+    resumed_after = resumed_epoch(resume_from) if resume_from else None  # read now: Trainer rotates it away
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        # Every process loads the best epoch from the checkpoints before the main one deletes them.
+        trainer.accelerator.wait_for_everyone()
     except BaseException as err:
-        shutil.rmtree(checkpoints, ignore_errors=True)  # a failed run leaves nothing behind
+        if main:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # a failed run leaves nothing behind
         if isinstance(err, KeyboardInterrupt):
             raise TrainingError("training interrupted; nothing was saved") from None
         raise
     train_seconds = time.perf_counter() - started
+    if not main:
+        return None  # torchrun / accelerate launch: the main process scores, saves and reports
 
     history = epoch_history(trainer.state.log_history)
     best = min(history, key=lambda h: h["validation"]["loss"])
@@ -366,7 +393,8 @@ def fit(
         "total_parameters": total,
         "learning_rate": learning_rate,
         "class_weights": class_weights.tolist() if class_weights is not None else None,
-        "settings": {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)},
+        "settings": settings,
+        "resumed_after_epoch": resumed_after,  # None: trained from the beginning in one go
         "data": {**prepared.report, "too_long": too_long},
         "history": history,
         "best_epoch": best["epoch"],
@@ -396,11 +424,11 @@ def fit(
     if baseline is not None:
         meta["baseline"] = baseline
         _compare_with_baseline(test_metrics, baseline["test"])
-    shutil.rmtree(checkpoints, ignore_errors=True)
     if target is not None:
         classifier.save_pretrained(target, overwrite=overwrite, files={"test.jsonl": _jsonl(prepared.test)})
-        if config.report:
-            _write_report(target)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # only now: a crash before this point can still resume
+    if target is not None and config.report:
+        _write_report(target)
     return TrainResult(classifier, target, best["epoch"], train_seconds, best["validation"], test_metrics,
                        history, notes, baseline)
 
@@ -578,14 +606,6 @@ def model_position_limit(model: Any, tokenizer: Any) -> int:
     if positions and (limit is None or limit > positions):
         limit = positions
     return int(limit)
-
-
-def _checkpoint_dir(target: Path | None) -> Path:
-    if target is None:
-        import tempfile
-
-        return Path(tempfile.mkdtemp(prefix="bertfit-checkpoints-"))
-    return target.parent / f".{target.name}.checkpoints"
 
 
 class EpochLog(TrainerCallback):

@@ -4,7 +4,9 @@ The path, top to bottom: load the base checkpoint with a fresh classification he
 parameters by ``--train-layers``, tokenize the splits (padding is left to each batch), train with
 per-epoch evaluation on validation, keep the epoch with the lowest validation loss, stop early,
 then score the test split once and save the folder atomically. Data reading lives in ``data``,
-the artifact in ``model``, metrics in ``metrics``.
+the artifact in ``model``, metrics in ``metrics``, per-epoch checkpoints and ``--resume`` in
+``checkpoints``. Under torchrun or accelerate launch every process runs this same path and Trainer
+splits the batches among them; the main process alone then scores, saves and reports.
 """
 
 from __future__ import annotations
@@ -395,6 +397,7 @@ def fit(
         "class_weights": class_weights.tolist() if class_weights is not None else None,
         "settings": settings,
         "resumed_after_epoch": resumed_after,  # None: trained from the beginning in one go
+        "processes": trainer.args.world_size,  # data-parallel processes (torchrun / accelerate launch), else 1
         "data": {**prepared.report, "too_long": too_long},
         "history": history,
         "best_epoch": best["epoch"],

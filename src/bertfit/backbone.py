@@ -55,6 +55,9 @@ def load_base(name: str, labels: tuple[str, ...], multi_label: bool = False) -> 
         )
     if is_folder and not (Path(name) / "config.json").exists():
         raise ModelLoadError(f"--model folder {name} has no config.json; pass a Hugging Face model folder")
+    if is_folder and not any(any(Path(name).glob(pattern)) for pattern in ("*.safetensors", "*.bin")):
+        raise ModelLoadError(f"--model folder {name} has no weights (model.safetensors or pytorch_model.bin); the "
+                             "folder is incomplete: copy the whole folder again, or pass another --model")
     try:
         config = AutoConfig.from_pretrained(
             name, num_labels=len(labels), id2label=dict(enumerate(labels)),

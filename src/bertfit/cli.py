@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -345,7 +346,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     sink, staging = _open_output(args.output)  # checked before any scoring
-    count = 0
     try:
         classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
         pair_col = args.text_pair_col or classifier.text_pair_col
@@ -354,18 +354,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              "--input - with 'first<TAB>second' lines")
         if args.threshold is not None and not classifier.multi_label:
             raise UsageError("--threshold applies to multi-label models; this one picks the most likely label")
-        chunks = [args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8,
-                                                            pair_col=pair_col)
+        chunks = iter([args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8,
+                                                                 pair_col=pair_col))
+        first = next(chunks, None)  # a file that cannot be read fails here, before a progress bar is drawn
+        if first is None:
+            where = "standard input (--input -)" if args.input == "-" else args.input
+            raise DataError(f"no texts found in {where}; pipe in one text per line, or pass --input FILE or texts "
+                            "as arguments")
         with tqdm(unit=" texts", disable=args.quiet, file=sys.stderr) as bar:
-            for chunk in chunks:
+            for chunk in itertools.chain([first], chunks):
                 texts, pairs = (list(chunk), None) if not pair_col else map(list, zip(*chunk, strict=True))
                 records = classifier.predict_records(texts, args.batch_size, pairs=pairs, threshold=args.threshold)
                 for record in records:
                     sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += len(chunk)
                 bar.update(len(chunk))
-        if count == 0:
-            raise DataError(f"no texts found in {args.input}; give a non-empty file, or texts as arguments")
         if staging is not None:
             sink.close()
             os.replace(staging, args.output)

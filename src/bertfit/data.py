@@ -36,6 +36,9 @@ LABEL_CANDIDATES = ("label", "labels", "class", "category", "target", "intent", 
 PAIR_CANDIDATES = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"),
                    ("question1", "question2"), ("text", "text_pair"))
 IMBALANCE_SHARE = 0.05  # a smallest class below this share of training rows gets a warning
+# Longer than any document worth classifying whole (a novel is ~500,000); a text this long is nearly
+# always an unclosed quote that swallowed the rest of the file.
+MAX_TEXT_CHARS = 1_000_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,8 +81,7 @@ def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], ro
         near = [c for c in columns if c.lower() == given.lower()]
         hint = f"pass {flag} {near[0]}" if near else f"pass {flag} with one of them"
         raise DataError(f"{role} column {given!r} not found; columns are {columns}; {hint}")
-    lower = {c.lower(): c for c in columns}
-    matches = [lower[name] for name in candidates if name in lower]
+    matches = [c for name in candidates for c in columns if c.lower() == name]  # 'text' and 'Text': ambiguous
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -127,6 +129,8 @@ def clean(
     labels as a sorted tuple. A sentence pair with one side missing is an error, not a dropped row:
     half a pair is a different question.
     """
+    for column in (text_col, pair_col) if pair_col is not None else (text_col,):
+        _check_texts(frame[column], column)
     if multi_label is None:
         multi_label = label_sep is not None or is_multi_label(frame[label_col])
     labels = (normalise_multi(frame[label_col], label_col, label_sep) if multi_label
@@ -152,8 +156,9 @@ def clean(
     empty = rows["text"] == ""
     rows = rows[~empty]
     dropped["empty_text"] = int(empty.sum())
-    missing_label = rows["label"].map(lambda v: not isinstance(v, tuple) and (pd.isna(v) or v == ""))
-    rows = rows[~missing_label.astype(bool)]
+    # astype(bool): mapping an empty str column gives an empty str column, whose sum() is ""
+    missing_label = rows["label"].map(lambda v: not isinstance(v, tuple) and (pd.isna(v) or v == "")).astype(bool)
+    rows = rows[~missing_label]
     dropped["missing_label"] = int(missing_label.sum())
     # Duplicates are judged as the leak check judges them (case and spacing ignored), so that
     # splitting a cleaned file can never put "the same" text in two splits.
@@ -166,6 +171,32 @@ def clean(
     rows = rows[~conflicting]
     dropped["conflicting_label"] = int(conflicting.sum())
     return rows.reset_index(drop=True), dropped
+
+
+def _check_texts(values: pd.Series, column: str) -> None:
+    """Refuse a text column that holds no text at all (numbers, records), or a text too long to be one."""
+    present = values.dropna()
+    if len(present) and not present.map(lambda v: isinstance(v, str)).any():
+        kinds = sorted({type(v).__name__ for v in present.iloc[:100]})
+        raise DataError(f"text column {column!r} holds {'/'.join(kinds)} values, not text (e.g. {present.iloc[0]!r}); "
+                        "pass --text-col with the column that holds the texts")
+    lengths = present.map(lambda v: len(v) if isinstance(v, str) else 0)
+    if len(lengths) and lengths.max() > MAX_TEXT_CHARS:
+        row = lengths.idxmax()
+        raise DataError(
+            f"the text at row {row} of column {column!r} has {lengths.max():,} characters, over the "
+            f"{MAX_TEXT_CHARS:,} bertfit reads as one text; that is usually an unclosed quote that ran on through "
+            "the file: check the quoting before that row, or split it into smaller texts"
+        )
+
+
+def _nothing_left(where: str, rows: int, dropped: dict[str, int], text_col: str, label_col: str) -> DataError:
+    no_text = dropped["missing_text"] + dropped["empty_text"]
+    return DataError(
+        f"{where} has no rows with both a text and a label ({rows} rows: {no_text} with no text in {text_col!r}, "
+        f"{dropped['missing_label']} with no label in {label_col!r}); fill them in, or pass --text-col / "
+        "--label-col with the columns that hold them"
+    )
 
 
 def stratified_split(rows: pd.DataFrame, fractions: dict[str, float], seed: int) -> dict[str, pd.DataFrame]:
@@ -211,7 +242,8 @@ def _multi_label_strata(labels: pd.Series, smallest: int = 2) -> pd.Series:
 
 
 def _leak_key(texts: pd.Series) -> pd.Series:
-    return texts.str.casefold().str.split().str.join(" ")
+    # astype(str): a column left empty by cleaning keeps the dtype it was read with (float for all-NaN)
+    return texts.astype(str).str.casefold().str.split().str.join(" ")
 
 
 def _row_key(rows: pd.DataFrame) -> pd.Series:
@@ -264,7 +296,7 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
             raise DataError(f"{where} lacks column(s) {missing}; columns are {list(frame.columns)}")
         cleaned[split], dropped[split] = clean(frame, text_col, label_col, pair_col, config.label_sep, multi_label)
         if len(cleaned[split]) == 0:
-            raise DataError(f"{where} has no rows with both a text and a label after cleaning ({dropped[split]})")
+            raise _nothing_left(where, len(frame), dropped[split], text_col, label_col)
 
     if "all" in cleaned:
         rows = cleaned.pop("all")
@@ -362,7 +394,7 @@ def load_labelled(
                         f"columns are {list(frame.columns)}; pass --text-pair-col")
     rows, dropped = clean(frame, text, label, pair_col, label_sep, multi_label)
     if len(rows) == 0:
-        raise DataError(f"{origin} has no rows with both a text and a label")
+        raise _nothing_left(origin, len(frame), dropped, text, label)
     if any(dropped.values()):
         log.info("dropped from %s: %s", origin, {k: v for k, v in dropped.items() if v})
     return rows
@@ -398,7 +430,7 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
                   else [read_table(path)])
         columns = None
         for table in tables:
-            table = table.fillna("")
+            table = table.astype(object).fillna("")  # a column of numbers and gaps takes "" too
             if columns is None:
                 names = [str(c) for c in table.columns]
                 columns = [_pick(names, text_col, TEXT_CANDIDATES, "text", frame=table)]

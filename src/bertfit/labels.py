@@ -22,7 +22,19 @@ def normalise(values: pd.Series, column: str) -> pd.Series:
     """Turn a label column into strings; whole-number floats become '3', other floats are refused."""
     if pd.api.types.is_bool_dtype(values):
         return values.astype(str)
+    records = values[values.map(lambda v: isinstance(v, dict))]
+    if len(records):
+        raise DataError(f"label column {column!r} holds objects (e.g. {records.iloc[0]!r}), not class names; "
+                        "pass --label-col with the column of class names, or flatten the objects into one")
+    lists = values[values.map(lambda v: isinstance(v, list | tuple | np.ndarray))]
+    if len(lists):  # only reached when the task is fixed as single-label (a saved single-label model)
+        raise DataError(f"label column {column!r} holds lists of labels (e.g. {list(lists.iloc[0])!r}), but this "
+                        "is single-label: give each row one class name")
     if pd.api.types.is_float_dtype(values):
+        infinite = values[np.isinf(values)]
+        if len(infinite):
+            raise DataError(f"label column {column!r} holds {infinite.iloc[0].item()!r}, not a class; "
+                            "pass a column of class names or whole numbers")
         fractional = values[values.notna() & (values != values.round())]
         if len(fractional):
             raise DataError(

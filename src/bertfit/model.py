@@ -312,6 +312,8 @@ def check_output(target: Path, overwrite: bool) -> None:
     probe_dir = parent
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise OutputError(f"--out {target} is inside {probe_dir}, which is a file; pass another --out")
     if not os.access(probe_dir, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {probe_dir} (permission denied); pass an --out you can write to")
 

@@ -55,21 +55,55 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise unreadable(path, err) from None
 
 
+# The first bytes of files that are often passed by mistake: what they are, and what to do instead.
+NOT_TEXT = (
+    (b"\xff\xfe", "UTF-16 text (a byte-order mark, as Excel's 'Unicode text' writes)", "re-save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text (a byte-order mark)", "re-save it as UTF-8"),
+    (b"\x1f\x8b", "gzip-compressed", "gunzip it first"),
+    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one too)", "unzip it, or save the sheet as CSV"),
+)
+
+
+def check_text_file(path: Path) -> None:
+    """Refuse a compressed, UTF-16 or binary file by its first bytes, before any parser sees it."""
+    with path.open("rb") as handle:
+        head = handle.read(8192)
+    for magic, what, fix in NOT_TEXT:
+        if head.startswith(magic):
+            raise DataError(f"{path} is {what}, not a UTF-8 text table; {fix}")
+    if b"\x00" in head:
+        raise DataError(f"{path} looks binary (NUL bytes), not a text table; pass a CSV/TSV/JSONL/Parquet file")
+
+
 def _delimiter(path: Path) -> str:
     """The header's delimiter (tab for .tsv; ';' when a '.csv' uses it, as many spreadsheet exports do)."""
+    check_text_file(path)
     with path.open(encoding="utf-8", newline="") as handle:
         header_line = handle.readline()
-    if "\x00" in header_line:
-        raise DataError(f"{path} looks binary (NUL bytes), not a text table; pass a CSV/TSV/JSONL/Parquet file")
     if path.suffix.lower() == ".tsv":
         sep = "\t"
     else:
         sep = ";" if header_line.count(";") > header_line.count(",") else ","
+    _check_separated_by(path, header_line, sep)
     header = next(csv.reader([header_line], delimiter=sep), [])
     named_twice = sorted({name for name in header if header.count(name) > 1})
     if named_twice:
         raise DataError(f"{path} names column(s) {named_twice} more than once; rename them so each is unique")
     return sep
+
+
+def _check_separated_by(path: Path, header_line: str, sep: str) -> None:
+    """A header with no ``sep`` but another separator read as one column: say so, not 'no label column'."""
+    if sep in header_line:
+        return
+    for other, name in (("\t", "tabs"), (",", "commas"), (";", "semicolons"), ("|", "pipes")):
+        if other != sep and len([part for part in header_line.split(other) if part.strip()]) > 1:
+            fix = ("rename it to .tsv" if other == "\t" else "rename it to .csv" if other in ",;"
+                   else "re-save it with commas (.csv) or tabs (.tsv)")
+            raise DataError(
+                f"{path} reads as one column, {header_line.strip()!r}: it is separated by {name} ({other!r}), "
+                f"not the {'tabs' if sep == chr(9) else 'commas'} its suffix says; {fix}"
+            )
 
 
 def read_delimited(path: Path, chunksize: int | None = None) -> Any:
@@ -84,6 +118,7 @@ def read_delimited(path: Path, chunksize: int | None = None) -> Any:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     records = []
+    check_text_file(path)
     with path.open(encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not JSON
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -109,7 +144,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(f"cannot read {path} as Parquet ({type(err).__name__}: {err}); check the file") from None
+        raise DataError(f"cannot read {path} as Parquet ({type(err).__name__}: {first_line(err)}); check the "
+                        "file: if it is Parquet, write it again (DataFrame.to_parquet), else give it its real suffix") \
+            from None
 
 
 def load_frames(source: str | Path | pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:

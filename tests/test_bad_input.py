@@ -1,0 +1,554 @@
+"""Bad input through the `bertfit` command (issue 8): refused with exit 2 and one `error:` line
+that names the problem and the fix, no traceback, and nothing written.
+
+Each case writes its inputs into a fresh folder, runs ``bertfit.cli.main`` in-process, and checks
+that the folder (also the working directory) holds exactly what it held before. No case may start
+training: ``transformers.Trainer.train`` is a tripwire. Ctrl-C runs a real ``python -m bertfit``
+process. Property tests throw random bytes and random table shapes at the loader: it reads them
+or raises a BertfitError, never anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bertfit.cli import main
+from bertfit.data import iter_texts, load_labelled, prepare
+from bertfit.errors import BertfitError
+from conftest import make_rows
+
+ROWS = make_rows(per_class=8)  # 24 valid rows, 3 classes: billing, sales, tech
+ENV_SET_BY_CLI = ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+
+
+class Models:
+    """The conftest models, built only when a case asks (a data case never trains anything)."""
+
+    def __init__(self, request: pytest.FixtureRequest):
+        self._request = request
+
+    @property
+    def tiny(self) -> Path:
+        return self._request.getfixturevalue("tiny_model_dir")
+
+    @property
+    def trained(self) -> Path:
+        return self._request.getfixturevalue("trained_dir")
+
+
+@dataclass(frozen=True)
+class Case:
+    command: str  # train | predict | evaluate
+    setup: Callable[[Path, Models], list]  # writes its inputs under the folder; the arguments after the command
+    problem: tuple[str, ...]  # the error line names what is wrong with these words ...
+    fix: tuple[str, ...]  # ... and how to fix it with these
+    stdin: str | None = None
+    offline: bool = False  # HF_HUB_OFFLINE=1
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+
+
+def write(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def good_csv(rows: pd.DataFrame = ROWS) -> str:
+    return rows.to_csv(index=False)
+
+
+def train_args(data: Path | str, models: Models, folder: Path, *extra: str, model: Path | str | None = None) -> list:
+    return [data, "--model", model or models.tiny, "--out", folder / "model", "--quiet", *extra]
+
+
+def trains(name: str, content: str | bytes, *extra: str) -> Callable[[Path, Models], list]:
+    """A case that trains on one file with this content."""
+    return lambda folder, models: train_args(write(folder, name, content), models, folder, *extra)
+
+
+def trains_good(*extra: str) -> Callable[[Path, Models], list]:
+    """A case whose data is fine and whose flags are not."""
+    return trains("tickets.csv", good_csv(), *extra)
+
+
+def trains_folder(files: dict[str, str]) -> Callable[[Path, Models], list]:
+    def setup(folder: Path, models: Models) -> list:
+        for name, content in files.items():
+            write(folder / "data", name, content)
+        return train_args(folder / "data", models, folder)
+    return setup
+
+
+def predicts(name: str | None, content: str | bytes = "", *extra: str) -> Callable[[Path, Models], list]:
+    """A case that predicts with the trained model from a file (or stdin when name is None)."""
+    def setup(folder: Path, models: Models) -> list:
+        source = "-" if name is None else write(folder, name, content)
+        return [models.trained, "--input", source, "--output", folder / "predictions.jsonl", *extra]
+    return setup
+
+
+def with_labels(labels: list) -> str:
+    return good_csv(ROWS.assign(label=labels))
+
+
+def jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
+def records(rows: pd.DataFrame = ROWS) -> list[dict]:
+    return rows.to_dict("records")
+
+
+def multi_label(rows: pd.DataFrame, extra: str = "urgent") -> list[dict]:
+    """Rows whose labels are lists: every third row also carries ``extra``."""
+    return [{"text": r["text"], "labels": [r["label"], extra] if i % 3 == 0 else [r["label"]]}
+            for i, r in enumerate(records(rows))]
+
+
+def huge_text() -> str:
+    text = ("refund " * 1_500_000).strip()  # 10.5 MB in one cell
+    return good_csv(pd.concat([ROWS, pd.DataFrame({"text": [text], "label": ["billing"]})]))
+
+
+def parquet(folder: Path, frame: pd.DataFrame) -> Path:
+    path = folder / "tickets.parquet"
+    frame.to_parquet(path)
+    return path
+
+
+def parquet_with_numbers_for_text(folder: Path, models: Models) -> list:
+    return train_args(parquet(folder, ROWS.assign(text=range(len(ROWS)))), models, folder)
+
+
+def parquet_with_records_for_labels(folder: Path, models: Models) -> list:
+    frame = ROWS.assign(label=[{"name": label, "score": 1} for label in ROWS["label"]])
+    return train_args(parquet(folder, frame), models, folder)
+
+
+def model_without_weights(folder: Path, models: Models) -> list:
+    model = folder / "base"
+    shutil.copytree(models.tiny, model)
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()
+    return train_args(write(folder, "tickets.csv", good_csv()), models, folder, model=model)
+
+
+def model_file(folder: Path, models: Models) -> list:
+    return train_args(write(folder, "tickets.csv", good_csv()), models, folder,
+                      model=write(folder, "model.bin", b"\x00" * 16))
+
+
+def saved_model(folder: Path, models: Models, change: Callable[[Path], None]) -> Path:
+    copy = folder / "saved"
+    shutil.copytree(models.trained, copy)
+    change(copy)
+    return copy
+
+
+def predicts_with(change: Callable[[Path], None]) -> Callable[[Path, Models], list]:
+    return lambda folder, models: [saved_model(folder, models, change), "refund my card"]
+
+
+def newer_format(folder: Path) -> None:
+    meta = json.loads((folder / "bertfit.json").read_text())
+    (folder / "bertfit.json").write_text(json.dumps({**meta, "format_version": 99}))
+
+
+def drop_weights(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+
+
+def out_exists(folder: Path, models: Models) -> list:
+    write(folder / "model", "keep.txt", "precious")
+    return train_args(write(folder, "tickets.csv", good_csv()), models, folder)
+
+
+def out_is_a_file(folder: Path, models: Models) -> list:
+    write(folder, "model", "not a folder")
+    return train_args(write(folder, "tickets.csv", good_csv()), models, folder)
+
+
+def out_under_a_file(folder: Path, models: Models) -> list:
+    data = write(folder, "tickets.csv", good_csv())
+    return [data, "--model", models.tiny, "--out", data / "model", "--quiet"]
+
+
+def out_unwritable(folder: Path, models: Models) -> list:
+    data = write(folder, "tickets.csv", good_csv())
+    locked = folder / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    return [data, "--model", models.tiny, "--out", locked / "model", "--quiet"]
+
+
+def evaluates(content: str) -> Callable[[Path, Models], list]:
+    return lambda folder, models: [models.trained, write(folder, "holdout.csv", content), "--quiet"]
+
+
+LATIN1 = "text,label\ncafé crème refund,billing\n".encode("latin-1")
+UTF16 = ("\ufeff" + good_csv()).encode("utf-16-le")
+GZIP = gzip.compress(good_csv().encode())
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+NOT_ROOT = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                              reason="root writes anywhere, so no folder is unwritable to it")
+
+CASES = [
+    # -- reading the data ---------------------------------------------------------------------------
+    pytest.param(Case("train", lambda folder, models: train_args(folder / "nope.csv", models, folder),
+                      ("nope.csv", "not found"), ("check the path",)), id="missing-file"),
+    pytest.param(Case("train", trains_folder({"reviews.csv": good_csv(), "notes.txt": "x"}),
+                      ("no train file",), ("train.csv",)), id="folder-without-splits"),
+    pytest.param(Case("train", trains("tickets.csv", ""), ("is empty",), ("header row",)), id="empty-file"),
+    pytest.param(Case("train", trains("tickets.csv", "text,label\n"), ("header but no rows",), ("add labelled rows",)),
+                 id="header-only"),
+    pytest.param(Case("train", trains("tickets.csv", good_csv().replace(",", "|")),
+                      ("one column", "'|'"), ("commas",)), id="wrong-delimiter"),
+    pytest.param(Case("train", trains("tickets.tsv", good_csv()), ("one column", "','"), (".csv",)),
+                 id="tsv-that-is-comma-separated"),
+    pytest.param(Case("train", trains("tickets.csv", PNG), ("binary",), ("CSV/TSV/JSONL/Parquet",)),
+                 id="binary-garbage"),
+    pytest.param(Case("train", trains("tickets.csv", GZIP), ("compressed",), ("gunzip",)), id="gzip-file"),
+    pytest.param(Case("train", trains("tickets.parquet", PNG), ("Parquet",), ("to_parquet",)),
+                 id="garbage-parquet"),
+    pytest.param(Case("train", trains("tickets.csv", LATIN1), ("not UTF-8", "0xe9"), ("re-save it as UTF-8",)),
+                 id="invalid-utf8"),
+    pytest.param(Case("train", trains("tickets.csv", UTF16), ("UTF-16",), ("re-save it as UTF-8",)), id="utf16"),
+    pytest.param(Case("train", trains("tickets.xlsx", b"PK\x03\x04"), ("'.xlsx'",), (".csv",)),
+                 id="unknown-format"),
+    pytest.param(Case("train", trains("tickets.csv", huge_text()), ("10,499,999 characters", "row 24"),
+                      ("quoting", "split it")), id="10mb-single-text"),
+    pytest.param(Case("train", trains("tickets.csv", 'text,label\n"refund my card,billing\napp crash,tech\n'),
+                      ("cannot parse",), ("quoting",)), id="unclosed-quote"),
+    pytest.param(Case("train", trains("tickets.csv", good_csv().replace("text,label", "text,label,text", 1)),
+                      ("more than once", "'text'"), ("rename",)), id="duplicated-column-names"),
+    pytest.param(Case("train", trains("tickets.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n'
+                                      '{"text": "c", "label": \n'), ("line 3", "not valid JSON"),
+                      ("fix or delete that line",)), id="jsonl-broken-line"),
+    pytest.param(Case("train", trains("tickets.jsonl", '["refund my card", "billing"]\n'),
+                      ("line 1", "JSON list"), ('{"text"',)), id="jsonl-line-not-an-object"),
+    pytest.param(Case("train", parquet_with_numbers_for_text, ("'text'", "int64"), ("--text-col",)),
+                 id="parquet-numbers-as-text"),
+    pytest.param(Case("train", parquet_with_records_for_labels, ("'label'", "objects"), ("class names",)),
+                 id="parquet-records-as-labels"),
+    # -- the labels --------------------------------------------------------------------------------
+    pytest.param(Case("train", trains("tickets.csv", with_labels([""] * len(ROWS))),
+                      ("24 rows", "24 with no label in 'label'"), ("--label-col",)), id="nan-labels"),
+    pytest.param(Case("train", trains("tickets.jsonl", jsonl(records(ROWS)).replace('"label": "billing"',
+                                                                                  '"label": NaN')
+                                      .replace('"label": "tech"', '"label": NaN')),
+                      ("one class", "'sales'"), ("at least two",)), id="nan-labels-jsonl-leave-one-class"),
+    pytest.param(Case("train", trains("tickets.csv", with_labels(["billing"] * len(ROWS))),
+                      ("one class", "'billing'"), ("at least two",)), id="single-class"),
+    pytest.param(Case("train", trains("tickets.csv", with_labels(["refunds", *ROWS["label"][1:]])),
+                      ("single row", "'refunds'"), ("add rows",)), id="class-with-one-row"),
+    pytest.param(Case("train", trains("tickets.csv", with_labels([0.5 + i % 3 for i in range(len(ROWS))])),
+                      ("fractions", "0.5"), ("class names or whole numbers",)), id="label-column-of-floats"),
+    pytest.param(Case("train", trains_folder({"train.csv": good_csv(ROWS),
+                                              "test.csv": "text,label\nrefund my card please,refunds\n"}),
+                      ("test split", "'refunds'"), ("add them to the training data",)),
+                 id="unseen-label-in-test"),
+    pytest.param(Case("train", trains_folder({"train.jsonl": jsonl(multi_label(ROWS[:18])),
+                                              "validation.jsonl": jsonl(multi_label(ROWS[18:21])),
+                                              "test.jsonl": jsonl(multi_label(ROWS[21:], extra="refunds"))}),
+                      ("test split", "'refunds'"), ("add them to the training data",)),
+                 id="multi-label-unknown-label"),
+    pytest.param(Case("train", trains_folder({"train.csv": good_csv(ROWS), "test.csv": good_csv(ROWS[:3])}),
+                      ("more than one split",), ("--drop-leaks",)), id="texts-leak-across-splits"),
+    pytest.param(Case("train", trains("pairs.csv", "text_a,text_b,label\nmy card,was charged twice,billing\n"
+                                      "the app,,tech\nbuy seats,for our team,sales\n"),
+                      ("only one side", "'text_b'"), ("fill in both",)), id="sentence-pair-missing-a-side"),
+    pytest.param(Case("train", trains_good("--label-col", "stars"), ("'stars' not found", "['text', 'label']"),
+                      ("--label-col",)), id="label-column-not-found"),
+    # -- the model and the flags -------------------------------------------------------------------------
+    pytest.param(Case("train", model_without_weights, ("no weights",), ("copy the whole folder",)),
+                 id="model-folder-missing-weights"),
+    pytest.param(Case("train", model_file, ("is a file",), ("model folder",)), id="model-is-a-file"),
+    pytest.param(Case("train", lambda folder, models: train_args(write(folder, "t.csv", good_csv()), models, folder,
+                                                                 model="no-such-org/no-such-model"),
+                      ("no-such-org/no-such-model", "unreachable"), ("--model PATH",), offline=True),
+                 id="hub-model-offline"),
+    pytest.param(Case("train", lambda folder, models: train_args("hf:no-such-org/no-such-data", models, folder),
+                      ("no-such-org/no-such-data",), ("save_to_disk", "hf:PATH"), offline=True),
+                 id="hub-dataset-offline"),
+    pytest.param(Case("train", trains_good("--train-layers", "5"), ("more than the model's 2 encoder layers",),
+                      ("pass 1 to 2",)), id="train-layers-above-the-model"),
+    pytest.param(Case("train", trains_good("--train-layers", "0"), ("--train-layers", "'0'"), ("head, pooler",)),
+                 id="train-layers-zero"),
+    pytest.param(Case("train", trains_good("--epochs", "0"), ("--epochs", "got 0"), ("positive whole number",)),
+                 id="zero-epochs"),
+    pytest.param(Case("train", trains_good("--epochs", "-3"), ("--epochs", "got -3"), ("positive whole number",)),
+                 id="negative-epochs"),
+    pytest.param(Case("train", trains_good("--batch-size", "0"), ("--batch-size", "got 0"),
+                      ("positive whole number",)), id="zero-batch-size"),
+    pytest.param(Case("train", trains_good("--batch-size", "-8"), ("--batch-size", "got -8"),
+                      ("positive whole number",)), id="negative-batch-size"),
+    pytest.param(Case("train", trains_good("--max-length", "100000"), ("above the model's limit of 64",),
+                      ("--max-length 64",)), id="max-length-above-the-model"),
+    pytest.param(Case("train", trains_good("--validation-fraction", "1.5"), ("--validation-fraction", "1.5"),
+                      ("between 0 and 1",)), id="fraction-out-of-range"),
+    # -- where the model goes -------------------------------------------------------------------------
+    pytest.param(Case("train", out_exists, ("exists and is not empty",), ("--overwrite",)),
+                 id="out-not-empty-without-overwrite"),
+    pytest.param(Case("train", out_is_a_file, ("is a file",), ("folder path",)), id="out-is-a-file"),
+    pytest.param(Case("train", out_under_a_file, ("tickets.csv", "is a file"), ("another --out",)),
+                 id="out-inside-a-file"),
+    pytest.param(Case("train", out_unwritable, ("permission denied",), ("--out you can write to",)),
+                 id="out-unwritable", marks=NOT_ROOT),
+    # -- predict and evaluate ---------------------------------------------------------------------------
+    pytest.param(Case("predict", predicts_with(drop_weights), ("no weights",), ("copy the whole folder",)),
+                 id="predict-model-missing-weights"),
+    pytest.param(Case("predict", predicts_with(newer_format), ("format 99", "newer"), ("pip install -U bertfit",)),
+                 id="predict-model-newer-format"),
+    pytest.param(Case("predict", lambda folder, models: [folder / "no-model", "hello"], ("not found",),
+                      ("bertfit train",)), id="predict-model-not-found"),
+    pytest.param(Case("predict", predicts("new.csv", "id,stars\n1,5\n2,3\n"),
+                      ("which column holds the text", "['id', 'stars']"), ("--text-col",)),
+                 id="predict-input-without-text-column"),
+    pytest.param(Case("predict", predicts(None), ("no texts", "standard input"), ("--input FILE",), stdin=""),
+                 id="predict-empty-stdin"),
+    pytest.param(Case("predict", predicts("new.txt", "caf\xe9\n".encode("latin-1")), ("not UTF-8",),
+                      ("re-save it as UTF-8",)), id="predict-input-invalid-utf8"),
+    pytest.param(Case("predict", lambda folder, models: [models.trained, "--input", folder / "nope.csv"],
+                      ("nope.csv", "not found"), ("check the path",)), id="predict-input-missing"),
+    pytest.param(Case("predict", lambda folder, models: [models.trained, "hi", "--threshold", "2"],
+                      ("--threshold", "2"), ("between 0 and 1",)), id="predict-threshold-out-of-range"),
+    pytest.param(Case("evaluate", evaluates("text,label\nrefund my card,refunds\n"), ("'refunds'",),
+                      ("remove those rows",)), id="evaluate-unknown-label"),
+    pytest.param(Case("evaluate", evaluates("text,stars\nrefund my card,5\n"), ("label",), ("--label-col",)),
+                 id="evaluate-without-label-column"),
+]
+
+
+# -- running one case -------------------------------------------------------------------------------
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path under the folder with its size and modification time: what a failed command must not change."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def training_started(*args, **kwargs):
+    raise AssertionError("training started although the input should have been refused before it")
+
+
+@contextlib.contextmanager
+def cli_state_kept(monkeypatch: pytest.MonkeyPatch):
+    """main() sets the 'bertfit' logger, two env defaults and a warnings filter; give them back.
+
+    A fresh `bertfit` process quiets transformers (no progress bars, errors only) before importing
+    it; here it is imported already, so that is done by hand, to see stderr as a user does.
+    """
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    logger = logging.getLogger("bertfit")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    bars_were_on = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # both transformers' and huggingface_hub's
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # as TRANSFORMERS_VERBOSITY=error does in a fresh process
+    for name in ENV_SET_BY_CLI:
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])  # restored by monkeypatch at the end of the test
+        else:
+            monkeypatch.delenv(name, raising=False)
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+        hf_logging.set_verbosity(verbosity)
+        if bars_were_on[0]:
+            hf_logging.enable_progress_bar()
+        if not bars_were_on[1]:
+            hub_utils.disable_progress_bars()
+
+
+def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The hub libraries read the variable once, at import; this process may have imported them already.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    if "datasets" in sys.modules:
+        monkeypatch.setattr(sys.modules["datasets"].config, "HF_HUB_OFFLINE", True)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_refused_with_one_line_and_nothing_written(case, tmp_path, request, monkeypatch, capsys):
+    import transformers
+
+    argv = [case.command, *map(str, case.setup(tmp_path, Models(request)))]
+    before = tree(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a stray relative write lands in the watched folder
+    monkeypatch.setattr(transformers.Trainer, "train", training_started)
+    if case.stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(case.stdin))
+    if case.offline:
+        go_offline(monkeypatch)
+    capsys.readouterr()
+    started = time.perf_counter()
+    try:
+        with cli_state_kept(monkeypatch):
+            code = main(argv)
+    finally:
+        for locked in tmp_path.glob("locked"):
+            locked.chmod(0o755)
+    out, err = capsys.readouterr()
+    assert time.perf_counter() - started < 30, "refusing should not take long"
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    line = lines[0]
+    assert "unexpected" not in line, line  # the CLI's last line of defence: a bug, not a user error
+    for words in (*case.problem, *case.fix):
+        assert words in line, f"{words!r} not in {line!r}"
+    assert code == 2, line
+    assert out == ""
+    assert tree(tmp_path) == before  # no output folder, no staging, no checkpoints, no partial file
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_training_exits_cleanly_and_saves_nothing(tiny_model_dir, data_csv, tmp_path):
+    out_dir = tmp_path / "model"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bertfit", "train", str(data_csv), "--model", str(tiny_model_dir), "--out",
+         str(out_dir), "--epochs", "1000", "--patience", "0", "--batch-size", "8", "--max-length", "16"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    seen = []
+    try:
+        deadline = time.monotonic() + 120
+        for line in process.stderr:  # the epoch log shows training is under way
+            seen.append(line)
+            if "epoch 1/" in line or time.monotonic() > deadline:
+                break
+        assert any("epoch 1/" in line for line in seen), "".join(seen)
+        process.send_signal(signal.SIGINT)
+        out, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    err = "".join(seen) + rest
+    assert process.returncode in (1, 130), err
+    assert "Traceback" not in err
+    errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "interrupted" in errors[0] and "nothing was saved" in errors[0], err
+    assert out == ""
+    assert not out_dir.exists()
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-written staging folder
+
+
+# -- random input at the loader ---------------------------------------------------------------------
+
+
+def read_or_refuse(path: Path) -> None:
+    """Read the file every way the CLI does; only a BertfitError may escape."""
+    for read in (lambda: prepare(path), lambda: load_labelled(path, None, None), lambda: list(iter_texts(path))):
+        try:
+            read()
+        except BertfitError:
+            pass
+
+
+SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
+FUZZ = settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+CELLS = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["", " ", "nan", "NaN", "NA", "null", "1", "2.0", "1.5", "-0", "inf", '"', '""', "a,b", "x\ny",
+                     "\t", ";", "|", "label", "text", "\x00", "\ufeff", "é"]),
+)
+NAMES = st.sampled_from(["text", "label", "labels", "sentence", "text_a", "text_b", "stars", "", "Text", "id"])
+VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8), CELLS),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=2)),
+    max_leaves=4,
+)
+
+
+def with_valid_rows(draw) -> list[list[str]]:
+    """Sometimes start from rows that would train, so the strange ones meet the later checks too."""
+    return ROWS.values.tolist()[:draw(st.sampled_from([0, 0, 6, 24]))]
+
+
+@st.composite
+def delimited_files(draw) -> tuple[str, str]:
+    names = draw(st.lists(NAMES, min_size=1, max_size=4))
+    rows = with_valid_rows(draw) + draw(st.lists(st.lists(CELLS, max_size=len(names) + 1), max_size=20))
+    sep = draw(st.sampled_from([",", ",", ";", "\t", "|"]))
+    buffer = io.StringIO()
+    if draw(st.booleans()):
+        writer = csv.writer(buffer, delimiter=sep)
+        writer.writerow(names)
+        writer.writerows(rows)
+    else:  # no quoting at all: stray quotes and separators inside cells stay as they are
+        buffer.write("\n".join(sep.join(map(str, row)) for row in [names, *rows]))
+    return draw(st.sampled_from([".csv", ".tsv"])), buffer.getvalue()
+
+
+@st.composite
+def jsonl_files(draw) -> tuple[str, str]:
+    lines = [json.dumps({"text": t, "label": label}) for t, label in with_valid_rows(draw)]
+    for _ in range(draw(st.integers(0, 12))):
+        keys = draw(st.lists(NAMES, max_size=3))
+        lines.append(json.dumps({key: draw(VALUES) for key in keys}))
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.text(max_size=10)))
+    return ".jsonl", "\n".join(lines)
+
+
+def fuzz_file(suffix: str, content: str | bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"data{suffix}"
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        read_or_refuse(path)
+
+
+@FUZZ
+@given(suffix=st.sampled_from(SUFFIXES), content=st.one_of(st.binary(max_size=600),
+                                                            st.text(max_size=300).map(str.encode)))
+def test_random_bytes_are_read_or_refused_with_a_bertfit_error(suffix, content):
+    fuzz_file(suffix, content)
+
+
+@FUZZ
+@given(file=delimited_files())
+def test_random_csv_shapes_are_read_or_refused_with_a_bertfit_error(file):
+    fuzz_file(*file)
+
+
+@FUZZ
+@given(file=jsonl_files())
+def test_random_jsonl_values_are_read_or_refused_with_a_bertfit_error(file):
+    fuzz_file(*file)

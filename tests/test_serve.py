@@ -3,23 +3,14 @@ limits, the CLI, and the try-it page in headless Chromium against a live server.
 
 from __future__ import annotations
 
+import functools
 import html as html_lib
 import importlib.util
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import load_screenshot_script
@@ -35,39 +26,12 @@ from bertfit.cli import main  # noqa: E402
 from bertfit.model import TextClassifier  # noqa: E402
 from bertfit.serve import ServeConfig, create_app  # noqa: E402
 from conftest import tiny_tokenizer  # noqa: E402
+from serving import LABELS, CliServer, LiveServer, fake_classifier, get, post, run_all  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = ["billing", "sales", "tech"]
 
 
 screenshots = load_screenshot_script()
-
-
-class FakeBackend:
-    """Logits that say which text they came from: class = (first token id) mod classes. Counts its batches."""
-
-    name = "fake"
-    model = None
-
-    def __init__(self, classes: int, delay: float = 0.0):
-        self.tokenizer = tiny_tokenizer()
-        self.classes = classes
-        self.delay = delay
-        self.batches: list[int] = []
-
-    def logits(self, batch: dict) -> np.ndarray:
-        time.sleep(self.delay)  # a forward pass takes time; requests pile up meanwhile
-        self.batches.append(len(batch["input_ids"]))
-        out = np.full((len(batch["input_ids"]), self.classes), -4.0, dtype=np.float32)
-        for i, ids in enumerate(batch["input_ids"]):
-            out[i, ids[1] % self.classes] = 4.0
-        return out
-
-
-def fake_classifier(task: str = "single_label", pair: bool = False, delay: float = 0.0) -> TextClassifier:
-    meta = {"format_version": 2, "labels": LABELS, "task": task, "max_length": 32,
-            "text_pair_col": "text_b" if pair else None}
-    return TextClassifier(meta=meta, backend=FakeBackend(len(LABELS), delay))
 
 
 def expected_label(text: str) -> str:
@@ -188,51 +152,14 @@ def test_bad_limits_are_usage_errors(trained_dir, capsys):
 # -- a live server ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class LiveServer:
-    """uvicorn in a thread on a free loopback port, for real concurrent HTTP."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start within 30 s")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-def post(url: str, body: dict, timeout: float = 30) -> dict:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
 def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_rows():
     classifier = fake_classifier(delay=0.05)
     words = ["refund", "crash", "buy", "invoice", "error", "quote", "login", "demo", "price", "bug"]
     requests = [[words[i % len(words)]] + ([words[(i + 3) % len(words)]] if i % 3 == 0 else []) for i in range(48)]
     with LiveServer(create_app(classifier, ServeConfig(max_batch=16, max_wait_ms=20))) as live:
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            answers = list(pool.map(lambda texts: post(f"{live.url}/predict", {"texts": texts}), requests))
-        stats = post_get(f"{live.url}/info")["batching"]
+        answers = run_all([functools.partial(post, live.url, {"texts": texts}) for texts in requests], clients=16)
+        stats = get(live.url, "/info")["batching"]
+    assert not [answer for answer in answers if isinstance(answer, Exception)], answers
     for texts, answer in zip(requests, answers, strict=True):
         records = answer["predictions"]
         assert [r["text"] for r in records] == texts  # this caller's texts, in its order
@@ -242,45 +169,16 @@ def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_rows():
     assert stats["largest_batch"] <= 16 and max(classifier.backend.batches) <= 16
 
 
-def post_get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
-
-
 @pytest.fixture(scope="module")
-def cli_server(trained_dir):
+def cli_server(trained_dir, tmp_path_factory):
     """`bertfit serve` itself, in a subprocess on a free loopback port."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bertfit", "serve", str(trained_dir), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bertfit serve exited {process.returncode}: {process.stderr.read()[-2000:]}")
-            try:
-                if post_get(f"{url}/health") == {"status": "ok"}:
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("bertfit serve did not answer /health within 180 s")
-            time.sleep(0.25)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with CliServer(trained_dir, log=tmp_path_factory.mktemp("serve") / "server.log") as server:
+        yield server.url
 
 
 def test_the_cli_serves_on_loopback(cli_server, classifier):
     assert cli_server.startswith("http://127.0.0.1:")
-    records = post(f"{cli_server}/predict", {"texts": ["refund my card please"]})["predictions"]
+    records = post(cli_server, {"texts": ["refund my card please"]})["predictions"]
     assert records[0]["label"] == classifier.predict(["refund my card please"])[0]
 
 

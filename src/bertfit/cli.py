@@ -213,6 +213,9 @@ def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                        help=f"characters in one text (default {defaults.max_chars})")
     serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
                        help=f"size of one request body (default {defaults.max_body_bytes})")
+    serve.add_argument("--read-timeout", type=float, default=defaults.read_timeout,
+                       help=f"seconds a client has to send a request's headers, then its body (default "
+                            f"{defaults.read_timeout:g}); slower: 408, or the connection is closed")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -237,7 +240,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bertfit.serve import ServeConfig, serve
 
     config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
-                         max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
+                         max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+                         read_timeout=args.read_timeout)
     serve(args.model_dir, args.host, args.port, args.workers, args.backend, config,
           log_level="debug" if args.debug else "warning" if args.quiet else "info")
     return 0

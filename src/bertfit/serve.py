@@ -6,10 +6,13 @@ Four stages, as LitServe lays a server out:
    ONNX backend); :func:`serve` loads the folder and runs uvicorn.
 2. **Decode a request**: ``POST /predict`` takes ``{"texts": [...], "pairs": [...], "threshold": x}``,
    checked against the limits (body size: 413; texts per request, characters per text, a pair
-   missing or unwanted: 422, each message naming the limit and the flag that raises it).
+   missing or unwanted, text that is not valid Unicode, a body that is not JSON: 422, each message
+   naming the limit and the flag that raises it), and against slow clients (a body still arriving
+   ``read_timeout`` s after its headers: 408; headers that take that long: the connection is closed).
 3. **Predict a batch**: :class:`Batcher` gathers the texts of concurrent requests for at most
    ``max_wait_ms`` or up to ``max_batch`` texts, runs one forward pass in a worker thread and
-   hands each caller its own rows.
+   hands each caller its own rows. A caller that disconnects first is dropped from the queue
+   unscored, and a batch that fails is retried request by request, so one request cannot fail another.
 4. **Encode the response**: per text, the record ``bertfit predict`` prints.
 
 Also ``GET /health``, ``GET /info`` (labels, task, metrics, versions, limits, batching counts),
@@ -24,6 +27,7 @@ binds 127.0.0.1 unless told otherwise. It does not train, export or decide label
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -52,6 +56,7 @@ class ServeConfig:
     max_texts: int = 256  # texts in one request
     max_chars: int = 10_000  # characters in one text (and in its pair)
     max_body_bytes: int = 4 * 1024 * 1024  # size of one request body
+    read_timeout: float = 30.0  # seconds a client has to send a request's headers, and then its body
 
     def validate(self) -> None:
         problems = [f"--{f.name.replace('_', '-')} must be positive, got {getattr(self, f.name)}"
@@ -75,6 +80,8 @@ class Batcher:
 
     Runs as one task on the server's event loop; the forward pass runs in a single worker thread so
     the loop keeps accepting requests meanwhile. Each job gets its own rows back, in its own order.
+    A job whose caller was cancelled (it disconnected) is skipped, wherever it is in the queue; a
+    failure reaches only the callers it belongs to, and the task lives on.
     """
 
     def __init__(self, classifier: Any, max_batch: int = 64, max_wait: float = 0.005):
@@ -103,11 +110,15 @@ class Batcher:
     async def submit(self, texts: list[str], pairs: list[str] | None = None,
                      threshold: float | None = None) -> list[dict[str, Any]]:
         """The records of these texts, once the batch they joined has run."""
-        if self._queue is None:
+        if self._queue is None or self._task.done():
             raise RuntimeError("the batcher is not running; start() it inside the server's event loop")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(Job(texts, pairs, threshold, future))
-        return await future
+        return await future  # cancelling the caller cancels the future: the batcher then skips this job
+
+    def queued(self) -> int:
+        """Requests waiting for a forward pass (a cancelled one counts until the batcher drops it)."""
+        return (self._queue.qsize() if self._queue is not None else 0) + (self._carry is not None)
 
     async def _next(self, timeout: float | None) -> Job | None:
         if self._getter is None:
@@ -122,12 +133,16 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             first, self._carry = self._carry or await self._next(None), None
+            if first.future.done():  # its caller went away while it waited
+                continue
             jobs, count = [first], len(first.texts)
             deadline = loop.time() + self.max_wait
             while count < self.max_batch and (left := deadline - loop.time()) > 0:
                 job = await self._next(left)
                 if job is None:
                     break
+                if job.future.done():
+                    continue
                 if count + len(job.texts) > self.max_batch:
                     self._carry = job  # first in the next batch
                     break
@@ -144,10 +159,14 @@ class Batcher:
         try:
             logits = await loop.run_in_executor(self._executor, self.classifier.logits, texts, self.max_batch,
                                                 False, pairs)
-        except Exception as err:  # noqa: BLE001 - every caller of this batch gets the failure, the server lives on
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(err)
+        except Exception as err:  # noqa: BLE001 - the failure goes to its callers, the server lives on
+            if len(jobs) > 1:  # one request's texts may be the cause: score each alone, so only its caller fails
+                for job in jobs:
+                    await self._score([job], loop)
+                return
+            log.warning("a request failed in the model: %r", err)
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(err)
             return
         self.stats["batches"] += 1
         self.stats["texts"] += len(texts)
@@ -157,8 +176,12 @@ class Batcher:
         for job in jobs:
             rows = logits[start:start + len(job.texts)]
             start += len(job.texts)
-            if not job.future.done():
+            if job.future.done():
+                continue
+            try:
                 job.future.set_result(list(self.classifier.records(job.texts, rows, job.pairs, job.threshold)))
+            except Exception as err:  # noqa: BLE001 - as above: this caller fails, the others get their rows
+                job.future.set_exception(err)
 
 
 def check_request(classifier: Any, config: ServeConfig, texts: list[str], pairs: list[str] | None,
@@ -180,6 +203,12 @@ def check_request(classifier: Any, config: ServeConfig, texts: list[str], pairs:
             if len(value) > config.max_chars:
                 return (f"{name} {i} has {len(value)} characters; the limit is {config.max_chars}: shorten it, or "
                         f"start the server with --max-chars {len(value)}")
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as err:  # JSON can spell half a surrogate pair ("\ud800"); no model reads it
+                    return (f"{name} {i} is not valid Unicode: a lone surrogate {value[err.start]!r} at character "
+                            f"{err.start}; send whole characters (UTF-8, or both halves of a \\u surrogate pair)")
     if threshold is not None:
         if not classifier.multi_label:
             return "threshold applies to multi-label models; this one picks the most likely label"
@@ -189,11 +218,13 @@ def check_request(classifier: Any, config: ServeConfig, texts: list[str], pairs:
 
 
 class BodyLimit:
-    """ASGI middleware: a body over ``limit`` bytes is answered 413 (by its Content-Length, or as it streams)."""
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 (by its Content-Length, or as it
+    streams); one still arriving ``timeout`` s after the request's headers is answered 408, and closed."""
 
-    def __init__(self, app: Any, limit: int):
+    def __init__(self, app: Any, limit: int, timeout: float = 30.0):
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         from starlette.exceptions import HTTPException
@@ -206,22 +237,102 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await JSONResponse({"detail": self._detail(int(declared))}, status_code=413)(scope, receive, send)
             return
-        seen = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        seen, complete = 0, False
 
-        async def counted_receive() -> dict:
-            nonlocal seen
-            message = await receive()
+        async def guarded_receive() -> dict:
+            # Raised while the endpoint reads the body, an HTTPException is answered as is (FastAPI re-raises it).
+            nonlocal seen, complete
+            if complete:  # the body is in: what comes next is a disconnect, whenever it comes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                raise HTTPException(status_code=408, headers={"connection": "close"}, detail=(
+                    f"the request body took over {self.timeout:g} s to arrive ({seen} bytes by then); send it "
+                    f"at once, or start the server with a larger --read-timeout")) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:  # raised while the endpoint reads the body: FastAPI answers it as is
+                if seen > self.limit:
                     raise HTTPException(status_code=413, detail=self._detail(seen, at_least=True))
+                complete = not message.get("more_body", False)
             return message
 
-        await self.app(scope, counted_receive, send)
+        await self.app(scope, guarded_receive, send)
 
     def _detail(self, size: int, at_least: bool = False) -> str:
         return (f"request body of {'over ' if at_least else ''}{size} bytes is over the limit of {self.limit}; "
                 f"send fewer or shorter texts per request, or start the server with --max-body-bytes {size}")
+
+
+def h11_with_deadline(read_timeout: float, **kwargs: Any) -> Any:
+    """uvicorn's h11 protocol for one connection, closed when a request's headers take over ``read_timeout`` s.
+
+    uvicorn times an idle connection out only after an answer (``timeout_keep_alive``): a client that
+    connects and sends nothing, or half its headers, would hold its connection, and a file
+    descriptor, for good. Here the deadline runs whenever the server waits on the client for a new
+    request (from the connection's start, or the end of the last answer, to the end of the next
+    request's headers); the body then has its own deadline in :class:`BodyLimit`, which answers 408.
+    ``serve`` hands uvicorn ``functools.partial(h11_with_deadline, timeout)``, which pickles for ``--workers``
+    (so uvicorn runs h11 even where httptools is installed).
+    """
+    return _deadline_protocol()(read_timeout=read_timeout, **kwargs)
+
+
+@functools.cache
+def _deadline_protocol() -> type:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineH11Protocol(H11Protocol):
+        def __init__(self, *args: Any, read_timeout: float, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.read_timeout = read_timeout
+            self.deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._answering():  # the headers are in; the app reads the body under its own deadline
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and not self._answering():  # (a pipelined request may be)
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _answering(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.deadline = self.loop.call_later(self.read_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _too_slow(self) -> None:
+            self.deadline = None
+            log.info("closed a connection from %s: no complete request headers within %g s (--read-timeout)",
+                     self.client, self.read_timeout)
+            self.transport.close()
+
+    return DeadlineH11Protocol
+
+
+async def _disconnected(request: Any) -> None:
+    """Returns when the client of ``request`` disconnects (its body is read: the next ASGI message says so)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def page() -> str:
@@ -232,9 +343,11 @@ def page() -> str:
 def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: str | None = None) -> Any:
     """The FastAPI app serving ``classifier``; the batcher starts and stops with the app (its lifespan)."""
     require_serve()
-    from fastapi import FastAPI, HTTPException
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from pydantic import BaseModel, Field
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     config = config or ServeConfig()
     config.validate()
@@ -261,19 +374,38 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
     app = FastAPI(title="bertfit", version=__version__, lifespan=lifespan,
                   description=f"A bertfit text classifier ({classifier.meta.get('task', 'single_label')}, "
                               f"{len(classifier.labels)} labels, {classifier.backend.name} backend).")
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout=config.read_timeout)
     app.state.batcher = batcher
     versions = _versions(classifier)
     page_html = page()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def unreadable_body(request: Request, exc: StarletteHTTPException):
+        # FastAPI answers a body its JSON parser gives up on with a bare 400 (invalid UTF-8, nesting too deep,
+        # a number too long); like any other malformed JSON it is a 422 here, saying why.
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
+            return JSONResponse({"detail": f"the body is not valid JSON ({cause}); send UTF-8 JSON such as "
+                                           '{"texts": ["..."]}'}, status_code=422)
+        return await http_exception_handler(request, exc)
+
     @app.post("/predict", response_model=PredictResponse, summary="Classify texts",
-              responses={413: {"description": "body too large"}, 422: {"description": "a limit, or bad JSON"}})
-    async def predict(request: PredictRequest):
-        problem = check_request(classifier, config, request.texts, request.pairs, request.threshold)
+              responses={408: {"description": "body too slow"}, 413: {"description": "body too large"},
+                         422: {"description": "a limit, or bad JSON"}})
+    async def predict(body: PredictRequest, request: Request):
+        problem = check_request(classifier, config, body.texts, body.pairs, body.threshold)
         if problem is not None:
             raise HTTPException(status_code=422, detail=problem)
-        records = await batcher.submit(request.texts, request.pairs, request.threshold)
-        return JSONResponse({"predictions": records})  # already plain JSON: skip re-validating the records
+        answer = asyncio.ensure_future(batcher.submit(body.texts, body.pairs, body.threshold))
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # this endpoint cancelled (server stopping) or the client gone: its texts leave the queue unscored
+            for task in (answer, gone):
+                task.cancel()
+        if not answer.done():
+            return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+        return JSONResponse({"predictions": answer.result()})  # already plain JSON: skip re-validating the records
 
     @app.get("/health", summary="Liveness")
     async def health():
@@ -286,7 +418,7 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
                 "task": meta.get("task", "single_label"), "text_pair_col": classifier.text_pair_col,
                 "backend": classifier.backend.name, "export": meta.get("export"), "max_length": classifier.max_length,
                 "metrics": meta.get("metrics"), "versions": versions, "limits": dataclasses.asdict(config),
-                "batching": dict(batcher.stats)}
+                "batching": {**batcher.stats, "queued": batcher.queued()}}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():
@@ -314,14 +446,16 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, work
     classifier = TextClassifier.from_pretrained(model_dir, backend=backend)  # fails here, once, if it cannot load
     log.info("serving %s (%s backend) on http://%s:%d  (docs: /docs, try it: /)", model_dir,
              classifier.backend.name, host, port)
+    protocol = functools.partial(h11_with_deadline, config.read_timeout)
     if workers == 1:
-        uvicorn.run(create_app(classifier, config, str(model_dir)), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(classifier, config, str(model_dir)), host=host, port=port, log_level=log_level,
+                    http=protocol)
         return
     del classifier  # each worker process loads its own
     os.environ[ENV_SETTINGS] = json.dumps({"model_dir": str(model_dir), "backend": backend,
                                            "config": dataclasses.asdict(config)})
     uvicorn.run("bertfit.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)
+                log_level=log_level, http=protocol)
 
 
 def app_from_environment() -> Any:

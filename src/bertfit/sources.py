@@ -57,8 +57,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 # The first bytes of files that are often passed by mistake: what they are, and what to do instead.
 NOT_TEXT = (
-    (b"\xff\xfe", "UTF-16 text (a byte-order mark, as Excel's 'Unicode text' writes)", "re-save it as UTF-8"),
-    (b"\xfe\xff", "UTF-16 text (a byte-order mark)", "re-save it as UTF-8"),
+    (b"\xff\xfe", "UTF-16 text (byte 0xff at offset 0 begins its byte-order mark, as Excel's 'Unicode text' "
+                  "writes)", "re-save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text (byte 0xfe at offset 0 begins its byte-order mark)", "re-save it as UTF-8"),
     (b"\x1f\x8b", "gzip-compressed", "gunzip it first"),
     (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one too)", "unzip it, or save the sheet as CSV"),
 )
@@ -70,7 +71,7 @@ def check_text_file(path: Path) -> None:
         head = handle.read(8192)
     for magic, what, fix in NOT_TEXT:
         if head.startswith(magic):
-            raise DataError(f"{path} is {what}, not a UTF-8 text table; {fix}")
+            raise DataError(f"{path} is {what}, not UTF-8 text; {fix}")
     if b"\x00" in head:
         raise DataError(f"{path} looks binary (NUL bytes), not a text table; pass a CSV/TSV/JSONL/Parquet file")
 

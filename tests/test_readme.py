@@ -34,6 +34,8 @@ def _bertfit_lines():
         for line in block.splitlines():
             command = line.split(" # ")[0].strip()
             command = command.split("| ")[-1]
+            if " -m bertfit " in command:  # torchrun / accelerate launch lines: the bertfit part
+                command = "bertfit " + command.split(" -m bertfit ", 1)[1]
             if command.startswith("bertfit "):
                 yield command
 

@@ -174,6 +174,25 @@ def test_resume_with_nothing_to_resume_trains_from_the_beginning(tiny_model_dir,
     assert result.classifier.meta["resumed_after_epoch"] is None and len(result.history) == 2
 
 
+def test_resume_checks_the_processes_and_lets_after_training_settings_change(tmp_path, rows):
+    from bertfit.checkpoints import prepare_folder, run_record
+
+    splits = {"train": rows[:40], "validation": rows[40:]}
+    settings = {"data": {"seed": 1}, "train": {"epochs": 2, "report": True}}
+    folder = tmp_path / ".m.checkpoints"
+    assert prepare_folder(folder, run_record(settings, splits, processes=2), False, True, lambda: None) is None
+    (folder / "checkpoint-4").mkdir()
+    (folder / "checkpoint-4" / "trainer_state.json").write_text('{"epoch": 1.0}')
+    with pytest.raises(UsageError, match="2 -> 1 processes"):
+        prepare_folder(folder, run_record(settings, splits, processes=1), True, True, lambda: None)
+    with pytest.raises(UsageError, match="rows differ"):
+        prepare_folder(folder, run_record(settings, {**splits, "train": rows[:39]}, processes=2), True, True,
+                       lambda: None)
+    no_report = {**settings, "train": {"epochs": 2, "report": False}}  # acts after training: may change
+    assert prepare_folder(folder, run_record(no_report, splits, processes=2), True, True,
+                          lambda: None) == folder / "checkpoint-4"
+
+
 def test_a_checkpoint_cut_short_by_the_crash_is_not_resumed_from(tmp_path):
     for step, complete in ((6, True), (12, True), (18, False)):
         (tmp_path / f"checkpoint-{step}").mkdir()

@@ -63,15 +63,17 @@ def check_stale(target: Path, resume: bool, overwrite: bool) -> None:
                       f"pass --resume to continue it, or --overwrite to start over")
 
 
-def run_record(settings: dict[str, Any], splits: dict[str, Any]) -> dict[str, Any]:
-    """What must not change between a run and its resumption: training settings and the data."""
+def run_record(settings: dict[str, Any], splits: dict[str, Any], processes: int = 1) -> dict[str, Any]:
+    """What must not change between a run and its resumption: training settings, the data, and the
+    number of processes (with --batch-size per process, it sets the steps in an epoch)."""
     digest = hashlib.sha256()
     for name in ("train", "validation"):
         frame = splits[name]
         digest.update(name.encode())
         digest.update(frame.to_json(orient="records", force_ascii=False).encode())
     train = {k: v for k, v in settings["train"].items() if k not in AFTER_TRAINING}
-    return {"settings": {"data": settings["data"], "train": train}, "data_sha256": digest.hexdigest()}
+    return {"settings": {"data": settings["data"], "train": train}, "data_sha256": digest.hexdigest(),
+            "processes": processes}
 
 
 def prepare_folder(folder: Path, record: dict[str, Any], resume: bool, is_main: bool,
@@ -115,6 +117,8 @@ def _check_same_run(folder: Path, record: dict[str, Any]) -> None:
     changed = [f"--{name.replace('_', '-')} {saved['settings'][part].get(name)!r} -> {value!r}"
                for part in ("data", "train") for name, value in record["settings"][part].items()
                if saved["settings"][part].get(name) != value]
+    if saved.get("processes", 1) != record["processes"]:
+        changed.append(f"{saved.get('processes', 1)} -> {record['processes']} processes")
     if saved.get("data_sha256") != record["data_sha256"]:
         changed.append("the training or validation rows differ")
     if changed:

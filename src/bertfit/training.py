@@ -351,8 +351,8 @@ def fit(
     main = trainer.is_world_process_zero()
     settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
     # Outside the try: a resume refused for other settings must not delete the checkpoints it found.
-    resume_from = prepare_folder(checkpoints, run_record(settings, prepared.splits()), resume, main,
-                                 trainer.accelerator.wait_for_everyone)
+    record = run_record(settings, prepared.splits(), trainer.args.world_size)
+    resume_from = prepare_folder(checkpoints, record, resume, main, trainer.accelerator.wait_for_everyone)
     resumed_after = resumed_epoch(resume_from) if resume_from else None  # read now: Trainer rotates it away
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

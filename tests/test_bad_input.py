@@ -160,6 +160,13 @@ def model_without_weights(folder: Path, models: Models) -> list:
     return train_args(write(folder, "tickets.csv", good_csv()), models, folder, model=model)
 
 
+def model_without_config(folder: Path, models: Models) -> list:
+    model = folder / "base"
+    shutil.copytree(models.tiny, model)
+    (model / "config.json").unlink()
+    return train_args(write(folder, "tickets.csv", good_csv()), models, folder, model=model)
+
+
 def model_file(folder: Path, models: Models) -> list:
     return train_args(write(folder, "tickets.csv", good_csv()), models, folder,
                       model=write(folder, "model.bin", b"\x00" * 16))
@@ -235,6 +242,8 @@ CASES = [
     pytest.param(Case("train", trains("tickets.csv", PNG), ("binary",), ("CSV/TSV/JSONL/Parquet",)),
                  id="binary-garbage"),
     pytest.param(Case("train", trains("tickets.csv", GZIP), ("compressed",), ("gunzip",)), id="gzip-file"),
+    pytest.param(Case("train", trains("tickets.csv", b"PK\x03\x04" + bytes(64)), ("zip archive", ".xlsx"),
+                      ("save the sheet as CSV",)), id="spreadsheet-renamed-csv"),
     pytest.param(Case("train", trains("tickets.parquet", PNG), ("Parquet",), ("to_parquet",)),
                  id="garbage-parquet"),
     pytest.param(Case("train", trains("tickets.csv", LATIN1), ("not UTF-8", "0xe9"), ("re-save it as UTF-8",)),
@@ -289,6 +298,8 @@ CASES = [
     # -- the model and the flags -------------------------------------------------------------------------
     pytest.param(Case("train", model_without_weights, ("no weights",), ("copy the whole folder",)),
                  id="model-folder-missing-weights"),
+    pytest.param(Case("train", model_without_config, ("no config.json",), ("Hugging Face model folder",)),
+                 id="model-folder-without-config"),
     pytest.param(Case("train", model_file, ("is a file",), ("model folder",)), id="model-is-a-file"),
     pytest.param(Case("train", lambda folder, models: train_args(write(folder, "t.csv", good_csv()), models, folder,
                                                                  model="no-such-org/no-such-model"),
@@ -467,7 +478,7 @@ def test_ctrl_c_during_training_exits_cleanly_and_saves_nothing(tiny_model_dir, 
     assert len(errors) == 1 and "interrupted" in errors[0] and "nothing was saved" in errors[0], err
     assert out == ""
     assert not out_dir.exists()
-    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-written staging folder
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no checkpoints: a stopped run cleans up
 
 
 # -- random input at the loader ---------------------------------------------------------------------

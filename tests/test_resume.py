@@ -106,24 +106,29 @@ class Crash(Exception):
     """Stands in for kill -9 in-process: raised at a training step, with cleanup switched off."""
 
 
-@pytest.fixture
-def crashed(tiny_model_dir, data_csv, tmp_path, monkeypatch):
-    """A run stopped in epoch 2 of the encode-once path (--train-layers 1) that left its checkpoints."""
+def crash(monkeypatch, at_step: int, *args, **kwargs) -> None:
+    """train(*args, **kwargs), stopped at a training step the way SIGKILL would: no cleanup runs."""
     from bertfit import training
 
-    settings = {**RUN, "model": str(tiny_model_dir), "train_layers": "1"}
     step = training._Trainer.training_step
 
-    def crashing_step(self, *args, **kwargs):
-        if self.state.global_step == STEPS_PER_EPOCH + 2:
+    def crashing_step(self, *step_args, **step_kwargs):
+        if self.state.global_step == at_step:
             raise Crash
-        return step(self, *args, **kwargs)
+        return step(self, *step_args, **step_kwargs)
 
     with monkeypatch.context() as patch:
         patch.setattr(training._Trainer, "training_step", crashing_step)
-        patch.setattr(training.shutil, "rmtree", lambda *args, **kwargs: None)  # what SIGKILL would skip
+        patch.setattr(training.shutil, "rmtree", lambda *_, **__: None)
         with pytest.raises(Crash):
-            train(data_csv, tmp_path / "model", progress=False, **settings)
+            train(*args, progress=False, **kwargs)
+
+
+@pytest.fixture
+def crashed(tiny_model_dir, data_csv, tmp_path, monkeypatch):
+    """A run stopped in epoch 2 of the encode-once path (--train-layers 1) that left its checkpoints."""
+    settings = {**RUN, "model": str(tiny_model_dir), "train_layers": "1"}
+    crash(monkeypatch, STEPS_PER_EPOCH + 2, data_csv, tmp_path / "model", **settings)
     assert last_complete(checkpoint_dir(tmp_path / "model")) is not None
     return tmp_path / "model", settings
 
@@ -137,6 +142,18 @@ def test_encode_once_path_resumes_too(crashed, data_csv, tmp_path):
         [h["validation"]["loss"] for h in reference.history], rel=1e-5)
     assert resumed.test["loss"] == pytest.approx(reference.test["loss"], rel=1e-5)
     assert not checkpoint_dir(out).exists()
+
+
+def test_early_stopping_keeps_its_count_across_a_resume(tiny_model_dir, data_csv, tmp_path, monkeypatch):
+    # At this learning rate validation loss is lowest at epoch 2 and patience 2 stops the run at epoch 4;
+    # the crash comes in epoch 4, so the checkpoint it resumes from has counted one epoch without gain.
+    settings = {**RUN, "model": str(tiny_model_dir), "epochs": 12, "learning_rate": 0.1, "patience": 2}
+    reference = train(data_csv, tmp_path / "reference", progress=False, **settings)
+    assert (reference.best_epoch, len(reference.history)) == (2, 4)
+    crash(monkeypatch, 3 * STEPS_PER_EPOCH + 2, data_csv, tmp_path / "model", **settings)
+    resumed = train(data_csv, tmp_path / "model", resume=True, progress=False, **settings)
+    assert resumed.classifier.meta["resumed_after_epoch"] == 3
+    assert len(resumed.history) == 4 and resumed.best_epoch == 2  # not a fresh count of 0 at epoch 3
 
 
 def test_checkpoints_of_a_killed_run_are_refused_without_resume(crashed, data_csv, capsys):

@@ -592,6 +592,7 @@ def _training_args(config: TrainConfig, learning_rate: float, checkpoints: Path,
         logging_strategy="epoch",
         save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
         load_best_model_at_end=True,
+        restore_callback_states_from_checkpoint=True,  # --resume: early stopping's count of epochs without gain
         metric_for_best_model="loss",
         greater_is_better=False,
         seed=config.seed,

@@ -299,6 +299,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     result = distill(args.teacher_dir, args.data, args.out, student=args.student, student_layers=args.student_layers,
                      temperature=args.temperature, alpha=args.alpha, overwrite=args.overwrite,
                      progress=not args.quiet, **settings)
+    if result is None:
+        return 0  # torchrun / accelerate launch: not the main process, which reports and saves
     teacher = result.classifier.meta["distilled"]["teacher_test"]
     name = "accuracy" if "accuracy" in result.test else "f1_micro"
     log.info("test %s: teacher %.4f, student %.4f (%d of the teacher's parameters)", name, teacher[name],

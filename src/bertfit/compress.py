@@ -63,6 +63,9 @@ def compress(
     from bertfit.distill import distill
     from bertfit.export import export
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("bertfit compress runs in one process; under torchrun or accelerate launch run "
+                         "bertfit distill, then bertfit export --quantize int8 in one process")
     if not target_size_ratio > 1:
         raise UsageError(f"--target-size-ratio must be above 1, got {target_size_ratio}")
     teacher_folder = Path(teacher_dir)

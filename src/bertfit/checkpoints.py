@@ -6,9 +6,10 @@ when that is an earlier epoch (``save_total_limit=1``; older ones are deleted as
 Beside them, ``run.json`` records the settings and a fingerprint of the data that made them, so a
 resume with other settings or other data is refused instead of silently mixing two runs.
 
-A run that ends (finished, failed or interrupted with Ctrl-C) removes the folder; a run that is
-killed (``kill -9``, the OOM killer, a lost machine) leaves it, and ``--resume`` continues from its
-last complete checkpoint. This module finds, checks and prepares that folder; it does not train.
+A run that finishes (once the model folder is written), or fails or is stopped with Ctrl-C while
+training, removes the folder; a run that is killed (``kill -9``, the OOM killer, a lost machine)
+leaves it, and ``--resume`` continues from its last complete checkpoint. This module finds,
+checks and prepares that folder; it does not train.
 """
 
 from __future__ import annotations

@@ -123,6 +123,27 @@ def test_int8_export_is_smaller_and_checked(trained_dir, onnx_dir, tmp_path):
     assert classifier.predict_proba(TEXTS).shape == (len(TEXTS), 3)
 
 
+def test_int8_emb4_stores_the_embedding_tables_in_4_bits(trained_dir, tmp_path):
+    import onnx
+
+    int8 = export.export(trained_dir, tmp_path / "int8", quantize="int8", max_drop=1.0)
+    emb4 = export.export(trained_dir, tmp_path / "emb4", quantize="int8-emb4", max_drop=1.0)
+    ops = {node.op_type for node in onnx.load(str(emb4.model_dir / "model.onnx")).graph.node}
+    assert "GatherBlockQuantized" in ops
+    word = TextClassifier.from_pretrained(trained_dir).model.bert.embeddings.word_embeddings.weight
+    # the word embeddings alone shrink from 1 byte to half a byte (plus a 2-byte scale per block) a value
+    saved = word.numel() * (1 - 0.5 - 2 / export.EMBEDDING_BLOCK)
+    assert int8.size_after - emb4.size_after > 0.8 * saved
+    assert json.loads((emb4.model_dir / "bertfit.json").read_text())["export"]["quantize"] == "int8-emb4"
+    assert emb4.check["agreement"] >= 0.9
+    assert emb4.model_dir.name == "emb4"
+    default = export.export(trained_dir, quantize="int8-emb4", max_drop=1.0)
+    try:
+        assert default.model_dir.name == f"{trained_dir.name}-onnx-int8-emb4"
+    finally:
+        shutil.rmtree(default.model_dir)
+
+
 # -- the check refuses, and nothing is written --------------------------------------------------------
 
 

@@ -148,9 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     squeeze.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets (default 0.5)")
     squeeze.add_argument("--max-drop", type=float, default=0.01,
                          help="largest drop int8 may cost against the student, as a share (default 0.01)")
+    squeeze.add_argument("--quantize", choices=("int8", "int8-emb4"), default="int8",
+                         help="the student's export: int8 (default), or int8-emb4 (embedding tables in 4 bits)")
     _add_config_flags(squeeze, DataConfig)
     _add_config_flags(squeeze, TrainConfig, skip=("model",))
-    squeeze.add_argument("--out", help="folder to write student/ and student-int8/ (default TEACHER-compressed)")
+    squeeze.add_argument("--out", help="folder to write student/ and student-QUANTIZE/ (default TEACHER-compressed)")
     squeeze.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     squeeze.set_defaults(handler=cmd_compress)
 
@@ -180,9 +182,10 @@ def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                                              "than --max-drop below the PyTorch model. The last stdout line is JSON.")
     export.add_argument("model_dir")
     export.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
-    export.add_argument("--quantize", choices=("int8",), help="int8: dynamic quantization of the weights "
-                        "(onnxruntime); smaller and usually faster on CPU")
-    export.add_argument("--out", help="folder to write (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-int8)")
+    export.add_argument("--quantize", choices=("int8", "int8-emb4"), help="int8: dynamic quantization of the weights "
+                        "(onnxruntime), smaller and usually faster on CPU; int8-emb4: also the embedding tables "
+                        "in 4 bits, smaller still")
+    export.add_argument("--out", help="folder to write (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-QUANTIZE)")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     export.add_argument("--data", help="labelled file to check the export on, instead of MODEL_DIR/test.jsonl")
     export.add_argument("--max-drop", type=float, default=0.01, help="refuse when the main metric (accuracy; micro "
@@ -227,10 +230,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     check = result.check
     log.info("check on %d rows of %s: %s %.4f (PyTorch) vs %.4f (%s), drop %.4f (allowed %g); decisions agree "
              "on %.1f%%, largest logit difference %.2g", check["rows"], check["data"], check["metric"], check["torch"],
-             check["onnx"], "ONNX int8" if args.quantize else "ONNX", check["drop"], args.max_drop,
+             check["onnx"], args.quantize or "ONNX", check["drop"], args.max_drop,
              100 * check["agreement"], check["max_abs_logit_diff"])
     log.info("size: %.1f MB (PyTorch weights) -> %.1f MB (model.onnx%s)", result.size_before / 1e6,
-             result.size_after / 1e6, ", int8" if args.quantize else "")
+             result.size_after / 1e6, f", {args.quantize}" if args.quantize else "")
     log.info("saved to %s", result.model_dir)
     print(json.dumps(result.summary()))
     return 0
@@ -285,7 +288,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     settings = _config_settings(args)
     result = compress(args.teacher_dir, args.data, args.out, target_size_ratio=args.target_size_ratio,
                       student=args.student, student_layers=args.student_layers, temperature=args.temperature,
-                      alpha=args.alpha, max_drop=args.max_drop, overwrite=args.overwrite, progress=not args.quiet,
+                      alpha=args.alpha, max_drop=args.max_drop, quantize=args.quantize, overwrite=args.overwrite,
+                      progress=not args.quiet,
                       **settings)
     print(result.table(), file=sys.stderr)
     print(json.dumps(result.summary()))

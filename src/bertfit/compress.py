@@ -1,9 +1,10 @@
 """Compress a trained model in one command: distil it into a smaller student, then export the student
-to ONNX with int8 weights, and compare all three on the same test split.
+to ONNX with int8 weights (``int8-emb4``: the embedding tables in 4 bits too), and compare all three
+on the same test split.
 
 The int8 export goes through ``export``'s accuracy gate (it refuses a student that int8 drops by
 more than ``max_drop``). The result is one folder holding ``student/`` (PyTorch) and
-``student-int8/`` (ONNX), built beside its destination and renamed when complete, and a table:
+``student-int8/`` (ONNX; ``student-int8-emb4/``), built beside its destination and renamed when complete, and a table:
 size on disk, test metrics and texts/s for teacher, student and student-int8. When the size
 ratio misses the target, it says so and by how much; it never pretends.
 """
@@ -57,7 +58,8 @@ def model_bytes(folder: Path) -> int:
 def compress(
     teacher_dir: str | Path, data: Any, out: str | Path | None = None, *, target_size_ratio: float = 7.0,
     student_layers: int | None = None, student: str | None = None, temperature: float = 2.0, alpha: float = 0.5,
-    max_drop: float = 0.01, overwrite: bool = False, progress: bool = True, **settings: Any,
+    max_drop: float = 0.01, quantize: str = "int8", overwrite: bool = False, progress: bool = True,
+    **settings: Any,
 ) -> CompressResult:
     """Distil ``teacher_dir`` on ``data`` (a third of its layers unless told), export int8, compare; see above."""
     from bertfit.distill import distill
@@ -66,6 +68,10 @@ def compress(
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("bertfit compress runs in one process; under torchrun or accelerate launch run "
                          "bertfit distill, then bertfit export --quantize int8 in one process")
+    from bertfit.export import QUANTIZE
+
+    if quantize not in QUANTIZE:
+        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     if not target_size_ratio > 1:
         raise UsageError(f"--target-size-ratio must be above 1, got {target_size_ratio}")
     teacher_folder = Path(teacher_dir)
@@ -81,15 +87,16 @@ def compress(
         settings = {"report": False, **settings}
         result = distill(teacher_folder, data, staging / "student", student=student, student_layers=student_layers,
                          temperature=temperature, alpha=alpha, progress=progress, **settings)
-        export(staging / "student", staging / "student-int8", quantize="int8", max_drop=max_drop)
+        small = f"student-{quantize}"
+        export(staging / "student", staging / small, quantize=quantize, max_drop=max_drop)
         test = result.classifier.meta["distilled"]["teacher_test"]
         texts = _test_texts(staging / "student")
         rows = [
             _row("teacher", teacher, teacher_folder, test, texts),
             _row("student", result.classifier, staging / "student", result.test, texts),
         ]
-        int8 = TextClassifier.from_pretrained(staging / "student-int8", backend="onnx")
-        rows.append(_row("student-int8", int8, staging / "student-int8", None, texts))
+        int8 = TextClassifier.from_pretrained(staging / small, backend="onnx")
+        rows.append(_row(small, int8, staging / small, None, texts))
         for row in rows:
             row["smaller_by"] = rows[0]["bytes"] / row["bytes"]
         if target.exists():

@@ -37,7 +37,8 @@ from bertfit.model import FORMAT_VERSION, META_FILE, TextClassifier, _jsonable, 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx",)
-QUANTIZE = ("int8",)
+QUANTIZE = ("int8", "int8-emb4")  # int8-emb4: int8 matmuls, the embedding tables in 4-bit blocks
+EMBEDDING_BLOCK = 32  # values sharing one 4-bit scale, along the hidden axis
 TEST_FILE = "test.jsonl"  # the test split bertfit train keeps beside the model
 EXTERNAL_DATA_BYTES = 1_500_000_000  # past this, weights go to model.onnx.data (one protobuf holds at most 2 GB)
 
@@ -85,7 +86,7 @@ def export(
     folder = Path(model_dir)
     classifier = TextClassifier.from_pretrained(folder, backend="torch")
     rows = check_rows(folder, classifier, data)
-    target = Path(out) if out is not None else folder.parent / f"{folder.name}-onnx{'-int8' if quantize else ''}"
+    target = Path(out) if out is not None else folder.parent / f"{folder.name}-onnx{'-' + quantize if quantize else ''}"
     if target.resolve() == folder.resolve():
         raise UsageError(f"--out {target} is the model folder itself; pass another folder")
     check_output(target, overwrite)
@@ -95,9 +96,9 @@ def export(
         staging.mkdir(parents=True)
         log.info("exporting %s to ONNX with torch.onnx (dynamo)", folder)
         opset, inputs = to_onnx(classifier, staging / ONNX_FILE)
-        if quantize == "int8":
-            log.info("quantizing the weights to int8 (onnxruntime dynamic quantization)")
-            quantize_int8(staging / ONNX_FILE)
+        if quantize:
+            log.info("quantizing the weights to %s (onnxruntime dynamic quantization)", _kind(quantize))
+            quantize_int8(staging / ONNX_FILE, embeddings_4bit=quantize == "int8-emb4")
         record = {"format": "onnx", "quantize": quantize, "source": str(folder.resolve()), "opset": opset,
                   "inputs": inputs, "outputs": ["logits"], "exporter": "torch.onnx.export (dynamo)",
                   "versions": _versions()}
@@ -200,8 +201,14 @@ def to_onnx(classifier: TextClassifier, path: Path) -> tuple[int, list[str]]:
     return int(opset), inputs
 
 
-def quantize_int8(path: Path) -> None:
-    """Replace model.onnx by its dynamically quantized version: int8 weights, activations quantized per batch."""
+def quantize_int8(path: Path, embeddings_4bit: bool = False) -> None:
+    """Replace model.onnx by its dynamically quantized version: int8 weights, activations quantized per batch.
+
+    With ``embeddings_4bit`` the embedding tables (Gather) are left out of the int8 pass and stored
+    instead in 4-bit blocks of EMBEDDING_BLOCK values with one scale each (onnxruntime's
+    GatherBlockQuantized): a small model's vocabulary is most of its weights, and a lookup loses
+    less to 4 bits than a matmul does.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = path.with_name("model.fp32.onnx")
@@ -214,7 +221,11 @@ def quantize_int8(path: Path) -> None:
     handlers, level = list(root.handlers), root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+        if embeddings_4bit:
+            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+            _embeddings_to_4bit(path)
+        else:
+            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
     except Exception as err:  # noqa: BLE001 - the quantizer raises many kinds; one line says which
         raise ExportError(f"onnxruntime could not quantize this model ({type(err).__name__}: {err}); "
                           "export without --quantize") from err
@@ -223,6 +234,18 @@ def quantize_int8(path: Path) -> None:
         root.setLevel(level)
     for leftover in path.parent.glob("model.fp32.onnx*"):
         leftover.unlink()
+
+
+def _embeddings_to_4bit(path: Path) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(path)), block_size=EMBEDDING_BLOCK, is_symmetric=True,
+                                     op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),))
+    with warnings.catch_warnings():  # an all-zero block (the padding row) divides 0 by a 0 scale, then keeps 0
+        warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
+        quantizer.process()
+    quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
 
 
 def compare(classifier: TextClassifier, exported: Path, rows: CheckRows, batch_size: int = 64) -> dict[str, Any]:
@@ -285,7 +308,7 @@ def _importable(name: str) -> bool:
 
 
 def _kind(quantize: str | None) -> str:
-    return "int8 ONNX" if quantize else "ONNX"
+    return {None: "ONNX", "int8": "int8 ONNX", "int8-emb4": "int8 ONNX with 4-bit embeddings"}[quantize]
 
 
 def _versions() -> dict[str, str]:

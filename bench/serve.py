@@ -123,7 +123,8 @@ async def run(args: argparse.Namespace) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "bertfit", "serve", args.model_dir, "--port", str(port), "--quiet",
-               "--backend", args.backend, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+               "--backend", args.backend, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+               *(["--threads", str(args.threads)] if args.threads else [])]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     try:
         await wait_until_up(url, process)
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"))
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, help="the server's --threads (default: the server's own default)")
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     try:

@@ -67,8 +67,12 @@ class TorchBackend:
         self.meta = meta  # the classifier's own dict: its 'precision' is read at each call
 
     @classmethod
-    def load(cls, folder: Path, meta: dict[str, Any] | None) -> TorchBackend:
+    def load(cls, folder: Path, meta: dict[str, Any] | None, threads: int | None = None) -> TorchBackend:
+        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
 
         if not any((folder / name).exists() for name in WEIGHT_FILES):
             raise ModelLoadError(
@@ -118,7 +122,7 @@ class OnnxBackend:
         self.input_names = [node.name for node in session.get_inputs()]
 
     @classmethod
-    def load(cls, folder: Path) -> OnnxBackend:
+    def load(cls, folder: Path, threads: int | None = None) -> OnnxBackend:
         try:
             import onnxruntime
         except ImportError:
@@ -127,6 +131,11 @@ class OnnxBackend:
         tokenizer = LightTokenizer.from_folder(folder)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only; ORT's warnings about unused initializers say nothing useful
+        # Idle pool threads sleep instead of spinning: a spinning pool takes the cores a server's event loop (and
+        # the tokenizer) need between batches, and gains little once a batch is more than a few texts.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
         try:
             session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), options,
                                                    providers=["CPUExecutionProvider"])

@@ -219,6 +219,9 @@ def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--read-timeout", type=float, default=defaults.read_timeout,
                        help=f"seconds a client has to send a request's headers, then its body (default "
                             f"{defaults.read_timeout:g}); slower: 408, or the connection is closed")
+    serve.add_argument("--threads", type=int, default=defaults.threads,
+                       help=f"the model's threads in each worker (default here {defaults.threads}: one core fewer "
+                            "than this machine has, so the event loop keeps one)")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -244,7 +247,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
                          max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
-                         read_timeout=args.read_timeout)
+                         read_timeout=args.read_timeout, threads=args.threads)
     serve(args.model_dir, args.host, args.port, args.workers, args.backend, config,
           log_level="debug" if args.debug else "warning" if args.quiet else "info")
     return 0

@@ -103,12 +103,13 @@ class TextClassifier:
     # -- loading and saving -------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, backend: str = "auto") -> TextClassifier:
+    def from_pretrained(cls, path: str | Path, backend: str = "auto", threads: int | None = None) -> TextClassifier:
         """Load a folder written by bertfit train or export (or any HF sequence-classification folder).
 
         ``backend``: 'torch' (model.safetensors), 'onnx' (model.onnx from bertfit export, on
         onnxruntime, without importing torch), or 'auto': ONNX when the folder has model.onnx and
-        onnxruntime is installed, else torch.
+        onnxruntime is installed, else torch. ``threads``: the backend's intra-op threads (default: its own,
+        one per core); for torch this is process-wide.
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -118,8 +119,8 @@ class TextClassifier:
             if meta is None:
                 raise ModelLoadError(f"{folder} has model.onnx but no {META_FILE}; export it with bertfit export, "
                                      "which writes the labels and settings beside")
-            return cls(meta=meta, backend=OnnxBackend.load(folder))
-        runner = TorchBackend.load(folder, meta)
+            return cls(meta=meta, backend=OnnxBackend.load(folder, threads))
+        runner = TorchBackend.load(folder, meta, threads)
         if meta is None:  # a plain HF folder: take what its config says
             config, tokenizer = runner.model.config, runner.tokenizer
             id2label = config.id2label

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,13 @@ ENV_SETTINGS = "BERTFIT_SERVE_SETTINGS"  # how `--workers N` hands the settings 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def serving_threads() -> int:
+    """One core fewer than the process may use (at least one): the event loop, which reads requests and
+    tokenizes, keeps a core of its own instead of waiting behind the model's threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 @dataclass
 class ServeConfig:
     """Limits and batching of the server; each field is a `bertfit serve` flag (dashes for underscores)."""
@@ -57,6 +64,7 @@ class ServeConfig:
     max_chars: int = 10_000  # characters in one text (and in its pair)
     max_body_bytes: int = 4 * 1024 * 1024  # size of one request body
     read_timeout: float = 30.0  # seconds a client has to send a request's headers, and then its body
+    threads: int = field(default_factory=serving_threads)  # the model's intra-op threads, per worker process
 
     def validate(self) -> None:
         problems = [f"--{f.name.replace('_', '-')} must be positive, got {getattr(self, f.name)}"
@@ -443,7 +451,8 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, work
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if host not in LOOPBACK:
         log.warning("binding %s: other machines can reach this server, and it has no authentication", host)
-    classifier = TextClassifier.from_pretrained(model_dir, backend=backend)  # fails here, once, if it cannot load
+    # fails here, once, if it cannot load
+    classifier = TextClassifier.from_pretrained(model_dir, backend=backend, threads=config.threads)
     log.info("serving %s (%s backend) on http://%s:%d  (docs: /docs, try it: /)", model_dir,
              classifier.backend.name, host, port)
     protocol = functools.partial(h11_with_deadline, config.read_timeout)
@@ -463,8 +472,10 @@ def app_from_environment() -> Any:
     from bertfit.model import TextClassifier
 
     settings = json.loads(os.environ[ENV_SETTINGS])
-    classifier = TextClassifier.from_pretrained(settings["model_dir"], backend=settings["backend"])
-    return create_app(classifier, ServeConfig(**settings["config"]), settings["model_dir"])
+    config = ServeConfig(**settings["config"])
+    classifier = TextClassifier.from_pretrained(settings["model_dir"], backend=settings["backend"],
+                                                threads=config.threads)
+    return create_app(classifier, config, settings["model_dir"])
 
 
 def require_serve() -> None:

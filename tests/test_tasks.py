@@ -378,3 +378,25 @@ def test_multi_label_trains_through_encode_once(tiny_model_dir, tmp_path):
                    baseline=False, **{**FAST, "learning_rate": 5e-2})
     assert result.classifier.meta["task"] == "multi_label" and result.history[-1]["train_loss"] < 0.7
     assert {"f1_micro", "subset_accuracy"} <= set(result.test)
+
+
+def test_a_multi_label_head_starts_at_each_labels_base_rate(tiny_model_dir):
+    import torch
+
+    from bertfit.backbone import load_base, start_at_base_rates
+
+    model, tokenizer = load_base(str(tiny_model_dir), ("common", "rare", "never"), multi_label=True)
+    targets = np.zeros((200, 3))
+    targets[:100, 0] = 1  # 50%
+    targets[:10, 1] = 1  # 5%
+    start_at_base_rates(model, targets)
+    model.eval()
+    batch = tokenizer(["refund my card please", "the printer jammed again", "hello"], padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        probabilities = torch.sigmoid(model(**batch).logits).mean(0).numpy()
+    # the fresh head's weights are small, so each label starts near its rate; a label never seen stays finite
+    assert probabilities[0] == pytest.approx(0.5, abs=0.1)
+    assert probabilities[1] == pytest.approx(0.05, abs=0.03)
+    assert 0 < probabilities[2] < 0.01
+    assert model.classifier.bias[2].item() == pytest.approx(np.log(0.0025 / 0.9975), rel=1e-4)

@@ -128,6 +128,27 @@ def freeze(model: Any, spec: str, lora_r: int = 8, lora_alpha: int = 16) -> Any:
     return model
 
 
+def start_at_base_rates(model: Any, targets: Any) -> None:
+    """Multi-label: set the output layer's bias to each label's log-odds in ``targets`` (rows, labels).
+
+    A fresh head starts every label at probability 0.5; with many rare labels the first thousand
+    steps then go to pushing all of them down, and the encoder learns little meanwhile. Starting
+    at the base rates (the prior-probability start of Lin et al., 2017, for rare classes) skips
+    that phase. Rates are kept inside [1/(2 rows), 1 - 1/(2 rows)], so an absent label stays finite.
+    """
+    rows = max(len(targets), 1)
+    rate = torch.as_tensor(targets, dtype=torch.float64).mean(0).clamp(0.5 / rows, 1 - 0.5 / rows)
+    prefix = model.base_model_prefix
+    heads = [module for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and module.out_features == rate.numel()
+             and not name.startswith(prefix) and module.bias is not None]
+    if not heads:
+        log.info("%s: no output layer found to start at the labels' base rates", type(model).__name__)
+        return
+    with torch.no_grad():
+        heads[-1].bias.copy_(torch.log(rate / (1 - rate)).to(heads[-1].bias.dtype))
+
+
 def _lora(model: Any, rank: int, alpha: int) -> Any:
     try:
         from peft import LoraConfig, TaskType, get_peft_model

@@ -44,6 +44,7 @@ from bertfit.backbone import (
     encoder_layers,
     freeze,
     load_base,
+    start_at_base_rates,
 )
 from bertfit.baseline import fit_and_score
 from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count, target
@@ -291,6 +292,8 @@ def fit(
     multi_label = prepared.multi_label
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
     model, tokenizer = base or load_base(model_name, prepared.labels.names, multi_label)
+    if base is None and multi_label:
+        start_at_base_rates(model, _targets(prepared, "train"))
     limit = model_position_limit(model, tokenizer)
     if config.max_length is not None and config.max_length > limit:
         raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "

@@ -1,13 +1,14 @@
 """Compression trade-off: layers x precision, against the fp32 teacher, on the same test split.
 
-    python bench/compress.py TEACHER_DIR [TEACHER_DIR ...] [--layers 1,2,3] [--epochs 3]
+    python bench/compress.py TEACHER_DIR [TEACHER_DIR ...] [--layers 1,2,3] [--epochs 3] [--keep DIR]
+    python bench/compress.py DIR --remeasure      # time a --keep run's folders again, on a quiet machine
 
 Each TEACHER_DIR is a folder written by `bertfit train` on one of ../shared/datasets/phishing or
 banking77 (the data set is found from the teacher's labels; that data is not part of this
 repository, and a teacher whose data is absent is skipped). The README's teachers were made with
 
     bertfit train ../shared/datasets/phishing  --out phishing-teacher  --epochs 3 --bucket-by-length
-    bertfit train ../shared/datasets/banking77 --out banking77-teacher --epochs 3 --bucket-by-length
+    bertfit train ../shared/datasets/banking77 --out banking77-teacher --epochs 3 --bucket-by-length --drop-leaks
 
 For every teacher the bench measures, on that data set's test split:
 
@@ -64,7 +65,8 @@ def measure(name: str, layers: int, precision: str, folder: Path, texts: list[st
     logits = classifier.logits(texts, 64)
     seconds = time.perf_counter() - started
     metrics = classifier.score(logits, labels)
-    return {"teacher": name, "layers": layers, "precision": precision, "bytes": model_bytes(folder),
+    return {"teacher": name, "layers": layers, "precision": precision, "folder": str(folder),
+            "bytes": model_bytes(folder),
             "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"], "texts_per_s": len(texts) / seconds}
 
 
@@ -109,6 +111,21 @@ def bench_teacher(teacher_dir: Path, layers: list[int], epochs: int, precisions:
     return rows
 
 
+def remeasure(rows: list[dict]) -> list[dict]:
+    """Time every kept folder again, one after the other (on a quiet machine), and redo the ratios."""
+    from bertfit.data import load_labelled
+
+    for row in rows:
+        test = load_labelled(sorted((SHARED / row["teacher"]).glob("test.*"))[0], None, None)
+        again = measure(row["teacher"], row["layers"], row["precision"], Path(row["folder"]), test["text"].tolist(),
+                        test["label"].tolist())
+        row["texts_per_s"] = again["texts_per_s"]
+    for row in rows:
+        teacher = next(r for r in rows if r["teacher"] == row["teacher"] and r["precision"] == "fp32")
+        row["speedup"] = row["texts_per_s"] / teacher["texts_per_s"]
+    return rows
+
+
 def _layers(folder: Path) -> int:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     return int(config["num_hidden_layers"])
@@ -135,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=7.0, help="size ratio to mark (default 7)")
     parser.add_argument("--max-drop", type=float, default=0.01, help="accuracy drop allowed (default 0.01)")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--keep", help="write the exports and students here (kept), with rows.json")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="no training: time again the folders a --keep run left in each TEACHER_DIR given as "
+                             "the --keep folder (for a quiet machine), and print the table")
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
@@ -145,9 +166,17 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     layers = [int(n) for n in args.layers.split(",")]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bertfit-bench-compress-") as workdir:
-        for teacher in args.teachers:
-            rows += bench_teacher(Path(teacher), layers, args.epochs, args.precisions.split(","), Path(workdir))
+    if args.remeasure:
+        for kept in args.teachers:
+            rows += remeasure(json.loads((Path(kept) / "rows.json").read_text()))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bertfit-bench-compress-") as scratch:
+            workdir = Path(args.keep or scratch)
+            workdir.mkdir(parents=True, exist_ok=True)
+            for teacher in args.teachers:
+                rows += bench_teacher(Path(teacher), layers, args.epochs, args.precisions.split(","), workdir)
+            if args.keep:
+                (workdir / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
     if not rows:
         print("nothing was measured (see the messages above)", file=sys.stderr)
         return 0

@@ -147,7 +147,7 @@ def test_int8_emb4_stores_the_embedding_tables_in_4_bits(trained_dir, tmp_path):
 # -- the check refuses, and nothing is written --------------------------------------------------------
 
 
-def _break_the_head(path: Path) -> None:
+def _break_the_head(path: Path, embeddings_4bit: bool = False) -> None:
     """Stand-in for a quantizer that ruins the model: the classifier weights zeroed, so one class always wins."""
     import onnx
     from onnx import numpy_helper

@@ -63,13 +63,12 @@ def compress(
 ) -> CompressResult:
     """Distil ``teacher_dir`` on ``data`` (a third of its layers unless told), export int8, compare; see above."""
     from bertfit.distill import distill
-    from bertfit.export import export
+    from bertfit.export import QUANTIZE, export
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("bertfit compress runs in one process; under torchrun or accelerate launch run "
                          "bertfit distill, then bertfit export --quantize int8 in one process")
-    from bertfit.export import QUANTIZE
-
+    # checked before distilling, which takes minutes; export would refuse it only afterwards
     if quantize not in QUANTIZE:
         raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     if not target_size_ratio > 1:

@@ -56,18 +56,13 @@ def dataset_for(teacher_dir: Path) -> Path | None:
 
 def measure(name: str, layers: int, precision: str, folder: Path, texts: list[str], labels: list) -> dict:
     """Size, test metrics and texts/s of one folder (PyTorch or ONNX) on the test rows."""
-    from bertfit.compress import model_bytes
+    from bertfit.compress import measure as measure_model
     from bertfit.model import TextClassifier
 
     classifier = TextClassifier.from_pretrained(folder, backend="torch" if precision == "fp32" else "onnx")
-    classifier.logits(texts[:16])  # warm-up
-    started = time.perf_counter()
-    logits = classifier.logits(texts, 64)
-    seconds = time.perf_counter() - started
-    metrics = classifier.score(logits, labels)
-    return {"teacher": name, "layers": layers, "precision": precision, "folder": str(folder),
-            "bytes": model_bytes(folder),
-            "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"], "texts_per_s": len(texts) / seconds}
+    row = measure_model(name, classifier, folder, None, (texts, labels, None))
+    return {"teacher": name, "layers": layers, "precision": precision, "folder": str(folder), "bytes": row["bytes"],
+            "accuracy": row["accuracy"], "f1_macro": row["f1_macro"], "texts_per_s": row["texts_per_s"]}
 
 
 def bench_teacher(teacher_dir: Path, layers: list[int], epochs: int, precisions: list[str],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -107,3 +108,19 @@ def trained_dir(tmp_path_factory, tiny_model_dir, data_csv) -> Path:
     train(data_csv, out, model=str(tiny_model_dir), epochs=5, learning_rate=1e-2, patience=0, batch_size=8,
           progress=False)
     return out
+
+
+def softmax_rows(rng: np.random.Generator, y: np.ndarray, classes: int, signal: float = 2.0) -> np.ndarray:
+    logits = rng.normal(size=(len(y), classes))
+    logits[np.arange(len(y)), y] += signal
+    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+
+def multi_label_case(seed: int = 2):
+    """Synthetic multi-label truth and probabilities over 5 labels, one of them never present."""
+    rng = np.random.default_rng(seed)
+    names = ["urgent", "billing", "tech", "sales", "never"]
+    truth = rng.random((120, 5)) < np.array([0.3, 0.5, 0.4, 0.2, 0.0])  # "never" has no positive row
+    proba = np.clip(0.55 * truth + 0.6 * rng.random(truth.shape) - 0.05, 0, 1)
+    labels = [[n for n, t in zip(names, row, strict=True) if t] for row in truth]
+    return names, truth, proba, labels

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from bertfit.metrics import classification_metrics, headline, roc_auc
+from bertfit.metrics import classification_metrics, expected_calibration_error, headline, reliability, roc_auc
 
 
 def pairwise_auc(positive: np.ndarray, scores: np.ndarray) -> float:
@@ -98,3 +98,25 @@ def test_headline_keeps_the_comparable_numbers_only():
     assert list(top) == ["accuracy", "f1_macro", "precision_macro", "recall_macro", "auc", "loss"]
     assert top["auc"] == 1.0 and top["accuracy"] == pytest.approx(2 / 3)
     assert headline({"accuracy": 0.5}) == {"accuracy": 0.5}
+
+
+def test_reliability_points_and_expected_calibration_error():
+    probability = np.array([0.05] * 10 + [0.95] * 10)
+    outcome = np.array([0] * 10 + [1] * 9 + [0])
+    points = reliability(outcome, probability, bins=10)
+    assert points["predicted"].tolist() == pytest.approx([0.05, 0.95])
+    assert points["observed"].tolist() == pytest.approx([0.0, 0.9])
+    assert points["counts"].tolist() == [10, 10]
+    assert points["ece"] == pytest.approx(0.05)
+
+
+def test_expected_calibration_error_is_the_row_weighted_gap_per_confidence_bin():
+    rng = np.random.default_rng(3)
+    proba = rng.dirichlet(np.ones(4), size=500)
+    y = rng.integers(0, 4, size=500)
+    confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == y
+    which = np.minimum((confidence * 15).astype(int), 14)
+    by_hand = sum((which == b).mean() * abs(correct[which == b].mean() - confidence[which == b].mean())
+                  for b in range(15) if (which == b).any())
+    assert expected_calibration_error(y, proba) == pytest.approx(by_hand)
+    assert expected_calibration_error(np.array([], dtype=int), np.zeros((0, 4))) == 0.0

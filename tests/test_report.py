@@ -16,23 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import confusion_matrix, f1_score, precision_score, roc_auc_score
 
 from bertfit import report
+from bertfit.analysis import analyse
 from bertfit.cli import build_parser, cmd_report, main
 from bertfit.data import load_labelled, prepare
-from bertfit.errors import DataError, ModelLoadError, OutputError
+from bertfit.errors import DataError, OutputError
 from bertfit.model import TextClassifier
-from bertfit.report import (
-    analyse,
-    multi_label_analysis,
-    reliability,
-    render_html,
-    single_label_analysis,
-    write_report,
-)
+from bertfit.report import render_html, write_report
 from bertfit.training import train
-from conftest import load_screenshot_script
+from conftest import load_screenshot_script, multi_label_case
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = "crash error bug freeze <script>alert(1)</script> & reboot"  # labelled as the model does not predict it
@@ -49,147 +42,8 @@ def table_rows(page: str, element_id: str, after: str = "") -> list[list[str]]:
     return [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
 
 
-def softmax_rows(rng: np.random.Generator, y: np.ndarray, classes: int, signal: float = 2.0) -> np.ndarray:
-    logits = rng.normal(size=(len(y), classes))
-    logits[np.arange(len(y)), y] += signal
-    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-
-
 def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure analysis on synthetic probabilities
-
-
-def test_multi_class_analysis_matches_scikit_learn():
-    rng = np.random.default_rng(0)
-    names = [f"class{k}" for k in range(10)]
-    y = rng.choice(10, size=400, p=np.linspace(1, 3, 10) / np.linspace(1, 3, 10).sum())
-    proba = softmax_rows(rng, y, 10)
-    texts = [f"text {i}" for i in range(len(y))]
-    result = single_label_analysis(names, texts, [names[k] for k in y], proba)
-
-    predicted = proba.argmax(axis=1)
-    assert result.confusion.tolist() == confusion_matrix(y, predicted, labels=range(10)).tolist()
-    assert [result.per_class[name]["support"] for name in names] == np.bincount(y, minlength=10).tolist()
-    assert result.metrics["accuracy"] == pytest.approx((predicted == y).mean())
-    # One-vs-rest curves for the 8 classes with the most rows, each with its own AUC.
-    support = np.bincount(y, minlength=10)
-    assert len(result.roc) == len(result.pr) == 8
-    assert {c.name for c in result.roc} == {names[k] for k in np.argsort(-support, kind="stable")[:8]}
-    for curve in result.roc:
-        k = names.index(curve.name)
-        assert curve.area == pytest.approx(roc_auc_score(y == k, proba[:, k]))
-    # The 20 most confident mistakes, most confident first.
-    wrong = int((predicted != y).sum())
-    assert wrong > 20 and len(result.mistakes) == 20
-    shown = [m["probability"] for m in result.mistakes]
-    assert shown == sorted(shown, reverse=True)
-    assert shown[0] == pytest.approx(proba[predicted != y].max())
-    for m in result.mistakes:
-        i = int(m["text"].split()[1])
-        assert m["true"] == names[y[i]] != m["predicted"] == names[predicted[i]]
-
-
-def test_binary_curves_are_of_label_id_1_whatever_the_balance():
-    rng = np.random.default_rng(1)
-    y = (rng.random(300) < 0.2).astype(int)  # label id 1 is the rare class
-    proba = softmax_rows(rng, y, 2, signal=1.5)
-    result = single_label_analysis(["ham", "spam"], [str(i) for i in range(300)], [["ham", "spam"][k] for k in y],
-                                   proba)
-    assert [c.name for c in result.roc] == [c.name for c in result.pr] == ["spam"]
-    assert result.roc[0].area == pytest.approx(roc_auc_score(y, proba[:, 1]))
-    assert result.metrics["auc"] == pytest.approx(result.roc[0].area)
-
-
-def test_single_label_unknown_test_label_is_an_error_naming_it():
-    with pytest.raises(DataError, match="'dog'"):
-        single_label_analysis(["a", "b"], ["x", "y"], ["a", "dog"], np.array([[0.6, 0.4], [0.3, 0.7]]))
-
-
-def multi_label_case(seed: int = 2):
-    rng = np.random.default_rng(seed)
-    names = ["urgent", "billing", "tech", "sales", "never"]
-    truth = rng.random((120, 5)) < np.array([0.3, 0.5, 0.4, 0.2, 0.0])  # "never" has no positive row
-    proba = np.clip(0.55 * truth + 0.6 * rng.random(truth.shape) - 0.05, 0, 1)
-    labels = [[n for n, t in zip(names, row, strict=True) if t] for row in truth]
-    return names, truth, proba, labels
-
-
-def test_multi_label_analysis_per_label_at_the_thresholds():
-    names, truth, proba, labels = multi_label_case()
-    thresholds = [0.5, 0.3, 0.7, 0.5, 0.5]
-    texts = [f"row {i}" for i in range(len(truth))]
-    result = multi_label_analysis(names, texts, labels, proba, thresholds)
-
-    predicted = proba >= np.array(thresholds)
-    assert result.confusion is None and result.task == "multi_label"
-    assert [result.per_class[n]["support"] for n in names] == truth.sum(axis=0).tolist()
-    for k, name in enumerate(names):
-        expected = precision_score(truth[:, k], predicted[:, k], zero_division=0)
-        assert result.per_class[name]["precision"] == pytest.approx(expected)
-    assert result.metrics["f1_micro"] == pytest.approx(f1_score(truth, predicted, average="micro"))
-    assert result.metrics["subset_accuracy"] == pytest.approx((predicted == truth).all(axis=1).mean())
-    # Curves only for labels with positive and negative rows.
-    assert "never" not in {c.name for c in result.roc} and len(result.roc) == 4
-    # Mistakes: rows whose predicted set differs from the true set, by how sure the wrong decision was.
-    wrong_rows = {f"row {i}" for i in np.flatnonzero((predicted != truth).any(axis=1))}
-    assert len(wrong_rows) > 20 and len(result.mistakes) == 20
-    assert {m["text"] for m in result.mistakes} <= wrong_rows
-    sureness = [m["probability"] if m["error"] == "false positive" else 1 - m["probability"] for m in result.mistakes]
-    assert sureness == sorted(sureness, reverse=True)
-    for m in result.mistakes:
-        i = int(m["text"].split()[1])
-        k = names.index(m["label"])
-        assert m["true"] == labels[i] and m["predicted"] != m["true"]
-        assert m["probability"] == pytest.approx(proba[i, k])
-        assert (m["error"] == "false positive") == bool(predicted[i, k] and not truth[i, k])
-
-
-def test_multi_label_thresholds_move_the_decisions():
-    names, truth, proba, labels = multi_label_case()
-    low = multi_label_analysis(names, [""] * len(labels), labels, proba, [0.1] * 5)
-    high = multi_label_analysis(names, [""] * len(labels), labels, proba, [0.9] * 5)
-    assert low.per_class["billing"]["recall"] > high.per_class["billing"]["recall"]
-    assert low.per_class["billing"]["precision"] < high.per_class["billing"]["precision"]
-
-
-def test_analyse_reads_task_and_default_thresholds_from_meta():
-    names, truth, proba, labels = multi_label_case()
-    texts = [""] * len(labels)
-    result = analyse({"task": "multi_label", "labels": names}, texts, labels, proba)
-    expected = multi_label_analysis(names, texts, labels, proba, [0.5] * 5)
-    assert result.metrics == expected.metrics
-
-
-@pytest.mark.parametrize("how, error, message", [
-    ("unknown label", DataError, "test row 2 has label.*'dog'"),
-    ("thresholds", ModelLoadError, "2 thresholds for 5 labels"),
-    ("shape", ModelLoadError, "shape"),
-])
-def test_multi_label_errors_name_the_problem(how, error, message):
-    names, truth, proba, labels = multi_label_case()
-    meta = {"task": "multi_label", "labels": names}
-    if how == "unknown label":
-        labels = [labels[0], ["tech", "dog"], *labels[2:]]
-    elif how == "thresholds":
-        meta["thresholds"] = [0.5, 0.5]
-    else:
-        proba = proba[:, :3]
-    with pytest.raises(error, match=message):
-        analyse(meta, [""] * len(labels), labels, proba)
-
-
-def test_reliability_points_and_expected_calibration_error():
-    probability = np.array([0.05] * 10 + [0.95] * 10)
-    outcome = np.array([0] * 10 + [1] * 9 + [0])
-    points = reliability(outcome, probability, bins=10)
-    assert points["predicted"].tolist() == pytest.approx([0.05, 0.95])
-    assert points["observed"].tolist() == pytest.approx([0.0, 0.9])
-    assert points["counts"].tolist() == [10, 10]
-    assert points["ece"] == pytest.approx(0.05)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +182,23 @@ def test_binary_report_with_baseline_and_calibration(binary_report):
     assert 'id="calibration"' in page and dict(table_rows(page, "calibration"))["method"] == "none"
     assert [r[0] for r in table_rows(page, "per-class")[1:3]] == ["billing", "tech"]
     assert page.count("<img") == 4  # training, confusion, ROC + PR, reliability
+
+
+def test_training_reports_the_test_split_as_it_scored_it(tiny_model_dir, data_csv, tmp_path, monkeypatch):
+    class NoReload:
+        @staticmethod
+        def from_pretrained(*args, **kwargs):
+            pytest.fail("the report loaded the model to score the test split a second time")
+
+    monkeypatch.setattr(report, "TextClassifier", NoReload)
+    result = train(data_csv, tmp_path / "m", model=str(tiny_model_dir), epochs=1, learning_rate=1e-2, batch_size=8,
+                   baseline=False, progress=False)
+    page = (tmp_path / "m" / "report.html").read_text(encoding="utf-8")
+    rows = result.test["rows"]
+    assert f"{rows} rows from" in page
+    summary = table_rows(page, "summary")
+    accuracy = next(row for row in summary if row[0] == "accuracy")
+    assert accuracy[1] == accuracy[2] == f"{result.test['accuracy']:.4f}"  # recorded at training == in the report
 
 
 def test_report_without_test_rows_says_why(trained_dir, tmp_path):

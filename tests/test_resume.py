@@ -20,7 +20,8 @@ import pytest
 
 from bertfit.checkpoints import checkpoint_dir, last_complete
 from bertfit.errors import OutputError, UsageError
-from bertfit.training import LengthBuckets, train
+from bertfit.trainer import LengthBuckets
+from bertfit.training import train
 
 # 42 training rows of the conftest data in batches of 8: 6 steps an epoch, a checkpoint at each epoch's end.
 RUN = {"epochs": 4, "learning_rate": 1e-2, "batch_size": 8, "patience": 0, "report": False, "baseline": False}
@@ -29,10 +30,10 @@ STEPS_PER_EPOCH = 6
 # The training process under test: bertfit's own CLI, made to stall (not fail) at one training step.
 STALLING_CLI = """
 import os, sys, time
-from bertfit import cli, training
+from bertfit import cli, trainer
 
 stall_at = int(os.environ["STALL_AT_STEP"])
-step = training._Trainer.training_step
+step = trainer.ClassifierTrainer.training_step
 
 def stalling_step(self, *args, **kwargs):
     if self.state.global_step == stall_at:
@@ -40,7 +41,7 @@ def stalling_step(self, *args, **kwargs):
         time.sleep(600)
     return step(self, *args, **kwargs)
 
-training._Trainer.training_step = stalling_step
+trainer.ClassifierTrainer.training_step = stalling_step
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -108,9 +109,9 @@ class Crash(Exception):
 
 def crash(monkeypatch, at_step: int, *args, **kwargs) -> None:
     """train(*args, **kwargs), stopped at a training step the way SIGKILL would: no cleanup runs."""
-    from bertfit import training
+    from bertfit import trainer, training
 
-    step = training._Trainer.training_step
+    step = trainer.ClassifierTrainer.training_step
 
     def crashing_step(self, *step_args, **step_kwargs):
         if self.state.global_step == at_step:
@@ -118,7 +119,7 @@ def crash(monkeypatch, at_step: int, *args, **kwargs) -> None:
         return step(self, *step_args, **step_kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(training._Trainer, "training_step", crashing_step)
+        patch.setattr(trainer.ClassifierTrainer, "training_step", crashing_step)
         patch.setattr(training.shutil, "rmtree", lambda *_, **__: None)
         with pytest.raises(Crash):
             train(*args, progress=False, **kwargs)

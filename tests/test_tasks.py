@@ -19,7 +19,8 @@ from bertfit.encoding import encode, pool
 from bertfit.errors import DataError, UsageError
 from bertfit.metrics import expected_calibration_error, multilabel_metrics, tune_thresholds
 from bertfit.model import TextClassifier
-from bertfit.training import resolve_class_weights, train
+from bertfit.trainer import resolve_class_weights
+from bertfit.training import train
 from conftest import FILLER, WORDS, tiny_tokenizer
 
 FAST = {"epochs": 3, "learning_rate": 1e-2, "batch_size": 8, "patience": 0}

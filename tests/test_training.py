@@ -9,7 +9,7 @@ import pytest
 from bertfit.backbone import count_parameters, default_learning_rate, freeze, load_base
 from bertfit.errors import OutputError, TrainingError, UsageError
 from bertfit.model import TextClassifier
-from bertfit.training import epoch_history, overfitting_note, train
+from bertfit.training import train
 
 LABELS = ("billing", "sales", "tech")
 FAST = {"epochs": 2, "learning_rate": 1e-2, "batch_size": 8, "patience": 0}
@@ -150,42 +150,6 @@ def test_default_learning_rate_follows_width():
     assert default_learning_rate(1024) == 2e-5
 
 
-def _history(val, train_loss):
-    return [{"epoch": i + 1, "train_loss": t, "validation": {"loss": v}}
-            for i, (v, t) in enumerate(zip(val, train_loss, strict=True))]
-
-
-def test_overfitting_note_names_the_best_epoch():
-    note = overfitting_note(_history([0.5, 0.4, 0.45, 0.5], [0.6, 0.3, 0.2, 0.1]))
-    assert note is not None and "epoch 2" in note and "overfit" in note
-
-
-@pytest.mark.parametrize(
-    "val, train_loss",
-    [
-        ([0.5, 0.4, 0.45], [0.6, 0.3, 0.2]),  # rose once only
-        ([0.5, 0.4, 0.3, 0.2], [0.6, 0.5, 0.4, 0.3]),  # still improving
-        ([0.5, 0.4, 0.45, 0.5], [0.6, 0.3, 0.35, 0.4]),  # both rose: not the overfitting pattern
-    ],
-)
-def test_overfitting_note_is_silent_otherwise(val, train_loss):
-    assert overfitting_note(_history(val, train_loss)) is None
-
-
-def test_epoch_history_folds_trainer_logs():
-    logs = [
-        {"loss": 1.0, "epoch": 1.0, "step": 5},
-        {"eval_loss": 0.9, "eval_accuracy": 0.5, "eval_runtime": 0.1, "epoch": 1.0},
-        {"loss": 0.7, "epoch": 2.0},
-        {"eval_loss": 0.8, "eval_accuracy": 0.6, "eval_runtime": 0.1, "epoch": 2.0},
-        {"train_runtime": 3.0, "epoch": 2.0},
-    ]
-    assert epoch_history(logs) == [
-        {"epoch": 1, "train_loss": 1.0, "validation": {"loss": 0.9, "accuracy": 0.5}},
-        {"epoch": 2, "train_loss": 0.7, "validation": {"loss": 0.8, "accuracy": 0.6}},
-    ]
-
-
 def test_precision_auto_follows_the_cpu(monkeypatch):
     import torch
 
@@ -212,34 +176,3 @@ def test_bf16_and_bucketing_train_and_predict_like_the_saved_model(tiny_model_di
     assert again["accuracy"] == result.test["accuracy"]
     assert again["loss"] == pytest.approx(result.test["loss"], rel=1e-3)
     assert len(result.history) == FAST["epochs"] and result.history[-1]["train_loss"] < 1.2
-
-
-def test_sorted_by_length_keeps_each_text_with_its_label():
-    import numpy as np
-
-    from bertfit.training import EncodedSplit
-
-    ids = [[1, 5, 6, 2], [1, 2], [1, 7, 2], [1, 8, 2]]
-    split = EncodedSplit({"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids]}, np.array([0, 1, 2, 3]))
-    ordered = split.sorted_by_length()
-    assert [len(ordered[i]["input_ids"]) for i in range(4)] == [2, 3, 3, 4]
-    assert sorted((tuple(ordered[i]["input_ids"]), ordered[i]["labels"]) for i in range(4)) == \
-        sorted((tuple(split[i]["input_ids"]), split[i]["labels"]) for i in range(4))
-    assert [ordered[i]["labels"] for i in range(4)] == [1, 2, 3, 0]  # stable: equal lengths keep their order
-
-
-def test_length_buckets_yield_every_row_once_in_batches_of_similar_length():
-    import numpy as np
-
-    from bertfit.training import LengthBuckets
-
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(3, 200, size=1000).tolist()
-    sampler = LengthBuckets(lengths, batch_size=16, seed=1, pool_batches=8)
-    first, second = list(sampler), list(sampler)
-    assert sorted(first) == list(range(1000)) and sorted(second) == list(range(1000))
-    assert first != second  # a new order every epoch
-    assert list(LengthBuckets(lengths, 16, seed=1, pool_batches=8)) == first  # the same seed, the same order
-    spread = [np.ptp([lengths[i] for i in first[s:s + 16]]) for s in range(0, 1000, 16)]
-    random_spread = [np.ptp([lengths[i] for i in rng.permutation(1000)[:16]]) for _ in range(20)]
-    assert np.median(spread) < np.median(random_spread) / 4  # far less padding than random batches

@@ -2,11 +2,12 @@
 with logistic regression, fitted on the same training split in seconds.
 
 Nobody should ship a large model that loses to a linear one without knowing. This module fits
-and scores the baseline; it does not decide anything for the transformer.
+and scores the baseline and says how the transformer compares; it does not decide anything for the transformer.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,7 +17,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
-from bertfit.metrics import classification_metrics, multilabel_metrics, tune_thresholds
+from bertfit.metrics import classification_metrics, main_metric, multilabel_metrics, tune_thresholds
+
+log = logging.getLogger(__name__)
 
 
 def tfidf_logreg(seed: int = 42, multi_label: bool = False) -> Any:
@@ -55,6 +58,24 @@ def fit_and_score(prepared: Any, seed: int = 42) -> dict[str, Any]:
         metrics = classification_metrics(labels.encode(prepared.test["label"].tolist(), "the test split"), proba)
     metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
     return metrics
+
+
+def baseline_record(prepared: Any, seed: int = 42) -> dict[str, Any]:
+    """What ``bertfit.json`` keeps under "baseline": the model's name and its test metrics."""
+    metrics = fit_and_score(prepared, seed=seed)
+    return {"name": "tfidf-logreg", "description": "TF-IDF word 1-2 + char 2-5 grams, logistic regression",
+            "test": metrics}
+
+
+def compare_with_baseline(model_metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> None:
+    name, ours = main_metric(model_metrics)
+    theirs = baseline_metrics[name]
+    log.info("test %s: this model %.4f, TF-IDF + logistic regression baseline %.4f (%+.1f points)", name, ours,
+             theirs, 100 * (ours - theirs))
+    if theirs > ours:
+        log.warning("the TF-IDF + logistic regression baseline beats this model on test %s (%.4f against %.4f): "
+                    "a linear model on word and character n-grams does better here, in seconds; consider "
+                    "shipping it, or training longer, a larger model, or more data", name, theirs, ours)
 
 
 def _texts(frame: Any) -> list[str]:

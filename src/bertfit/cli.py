@@ -21,7 +21,7 @@ from typing import Any
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertfit import __version__
-from bertfit.config import DataConfig, TrainConfig
+from bertfit.config import QUANTIZE_CHOICES, DataConfig, TrainConfig
 from bertfit.errors import BertfitError, DataError, OutputError, UsageError
 
 log = logging.getLogger("bertfit")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     squeeze.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets (default 0.5)")
     squeeze.add_argument("--max-drop", type=float, default=0.01,
                          help="largest drop int8 may cost against the student, as a share (default 0.01)")
-    squeeze.add_argument("--quantize", choices=("int8", "int8-emb4"), default="int8",
+    squeeze.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="int8",
                          help="the student's export: int8 (default), or int8-emb4 (embedding tables in 4 bits)")
     _add_config_flags(squeeze, DataConfig)
     _add_config_flags(squeeze, TrainConfig, skip=("model",))
@@ -182,7 +182,7 @@ def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                                              "than --max-drop below the PyTorch model. The last stdout line is JSON.")
     export.add_argument("model_dir")
     export.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
-    export.add_argument("--quantize", choices=("int8", "int8-emb4"), help="int8: dynamic quantization of the weights "
+    export.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="int8: dynamic quantization of the weights "
                         "(onnxruntime), smaller and usually faster on CPU; int8-emb4: also the embedding tables "
                         "in 4 bits, smaller still")
     export.add_argument("--out", help="folder to write (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-QUANTIZE)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bertfit.backends import WEIGHT_FILES
+from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import UsageError
 from bertfit.model import TextClassifier, check_output
 
@@ -63,14 +64,14 @@ def compress(
 ) -> CompressResult:
     """Distil ``teacher_dir`` on ``data`` (a third of its layers unless told), export int8, compare; see above."""
     from bertfit.distill import distill
-    from bertfit.export import QUANTIZE, export
+    from bertfit.export import export
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("bertfit compress runs in one process; under torchrun or accelerate launch run "
                          "bertfit distill, then bertfit export --quantize int8 in one process")
     # checked before distilling, which takes minutes; export would refuse it only afterwards
-    if quantize not in QUANTIZE:
-        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if quantize not in QUANTIZE_CHOICES:
+        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
     if not target_size_ratio > 1:
         raise UsageError(f"--target-size-ratio must be above 1, got {target_size_ratio}")
     teacher_folder = Path(teacher_dir)
@@ -91,11 +92,11 @@ def compress(
         test = result.classifier.meta["distilled"]["teacher_test"]
         texts = _test_texts(staging / "student")
         rows = [
-            _row("teacher", teacher, teacher_folder, test, texts),
-            _row("student", result.classifier, staging / "student", result.test, texts),
+            measure("teacher", teacher, teacher_folder, test, texts),
+            measure("student", result.classifier, staging / "student", result.test, texts),
         ]
         int8 = TextClassifier.from_pretrained(staging / small, backend="onnx")
-        rows.append(_row(small, int8, staging / small, None, texts))
+        rows.append(measure(small, int8, staging / small, None, texts))
         for row in rows:
             row["smaller_by"] = rows[0]["bytes"] / row["bytes"]
         if target.exists():
@@ -119,12 +120,16 @@ def _test_texts(folder: Path) -> tuple[list[str], list[Any], list[str] | None]:
     return [r["text"] for r in rows], [r["label"] for r in rows], pairs
 
 
-def _row(name: str, classifier: TextClassifier, folder: Path, metrics: dict[str, Any] | None,
-         rows: tuple[list[str], list[Any], list[str] | None]) -> dict[str, Any]:
-    """Size, test metrics (scored here when not given) and texts/s of one model on the test texts."""
+def measure(name: str, classifier: TextClassifier, folder: Path, metrics: dict[str, Any] | None,
+            rows: tuple[list[str], list[Any], list[str] | None], batch_size: int = 64) -> dict[str, Any]:
+    """Size, test metrics (scored here when not given) and texts/s of one model on the test texts.
+
+    The first batch runs once untimed: onnxruntime and PyTorch set themselves up on the first call.
+    """
     texts, labels, pairs = rows
+    classifier.logits(texts[:16], batch_size, pairs=pairs[:16] if pairs is not None else None)
     started = time.perf_counter()
-    logits = classifier.logits(texts, pairs=pairs)
+    logits = classifier.logits(texts, batch_size, pairs=pairs)
     seconds = time.perf_counter() - started
     metrics = metrics or classifier.score(logits, labels)
     keys = ("accuracy", "f1_micro", "f1_macro", "auc")

@@ -17,6 +17,7 @@ from bertfit.errors import UsageError
 
 TRAIN_LAYER_CHOICES = ("head", "pooler", "all", "lora")
 PRECISION_CHOICES = ("fp32", "bf16", "auto")
+QUANTIZE_CHOICES = ("int8", "int8-emb4")  # export / compress: int8 matmuls; -emb4: embedding tables in 4-bit blocks
 
 
 @dataclass

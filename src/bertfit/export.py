@@ -31,13 +31,13 @@ from typing import Any
 import numpy as np
 
 from bertfit.backends import ONNX_FILE, ONNX_INSTALL, WEIGHT_FILES
+from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import BertfitError, UsageError
 from bertfit.model import FORMAT_VERSION, META_FILE, TextClassifier, _jsonable, _replace, check_output
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx",)
-QUANTIZE = ("int8", "int8-emb4")  # int8-emb4: int8 matmuls, the embedding tables in 4-bit blocks
 EMBEDDING_BLOCK = 32  # values sharing one 4-bit scale, along the hidden axis
 TEST_FILE = "test.jsonl"  # the test split bertfit train keeps beside the model
 EXTERNAL_DATA_BYTES = 1_500_000_000  # past this, weights go to model.onnx.data (one protobuf holds at most 2 GB)
@@ -75,8 +75,8 @@ def export(
     """Export ``model_dir`` to ONNX in ``out`` (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-int8), checked."""
     if format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if quantize is not None and quantize not in QUANTIZE:
-        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
     if not 0 <= max_drop <= 1:
         raise UsageError(f"--max-drop must be between 0 and 1 (a share, e.g. 0.01 for one point), got {max_drop}")
     if not isinstance(batch_size, int) or batch_size < 1:

@@ -104,15 +104,22 @@ def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, grid: np.ndarray | No
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
     """How far confidence is from accuracy: the row-weighted mean |accuracy - confidence| over equal-width bins."""
     proba = np.asarray(proba, dtype=np.float64)
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == np.asarray(y_true)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    error = 0.0
-    for b in range(bins):
-        chosen = which == b
-        if chosen.any():
-            error += chosen.mean() * abs(correct[chosen].mean() - confidence[chosen].mean())
-    return float(error)
+    return reliability(proba.argmax(axis=1) == np.asarray(y_true), proba.max(axis=1), bins).get("ece", 0.0)
+
+
+def reliability(outcome: np.ndarray, probability: np.ndarray, bins: int = 15) -> dict[str, Any]:
+    """Reliability diagram points per non-empty bin of equal width (mean probability, observed rate, rows)
+    and the expected calibration error (the row-weighted mean gap between the two)."""
+    outcome, probability = np.asarray(outcome, dtype=np.float64), np.asarray(probability, dtype=np.float64)
+    if len(outcome) == 0:
+        return {}
+    bin_of = np.minimum((probability * bins).astype(int), bins - 1)
+    counts = np.bincount(bin_of, minlength=bins)
+    used = counts > 0
+    predicted = np.bincount(bin_of, weights=probability, minlength=bins)[used] / counts[used]
+    observed = np.bincount(bin_of, weights=outcome, minlength=bins)[used] / counts[used]
+    ece = float(np.sum(np.abs(observed - predicted) * counts[used]) / len(outcome))
+    return {"predicted": predicted, "observed": observed, "counts": counts[used], "ece": ece}
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -1,215 +1,33 @@
 """A self-contained HTML report of a trained model folder: ``bertfit report MODEL_DIR``.
 
 One HTML file that opens from disk: training curves from the saved history, the test rows scored
-again (confusion matrix, per-class table, ROC and precision-recall curves, reliability plot, the
-most confident mistakes), and the run's facts (data report, model, settings, versions, the
-TF-IDF baseline). Plots are matplotlib PNGs inlined as base64; no network, no JavaScript.
-The analysis functions take probabilities and label names and know nothing about models; only
-:func:`write_report` loads one. This module does not train or change a model.
+(confusion matrix, per-class table, ROC and precision-recall curves, reliability plot, the most
+confident mistakes), and the run's facts (data report, model, settings, versions, the TF-IDF
+baseline). No network, no JavaScript. The numbers come from ``analysis``, the pictures from
+``plots``; this module finds the rows, scores them (or takes the probabilities training already
+computed), and writes the page atomically. It does not train or change a model.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    average_precision_score,
-    classification_report,
-    confusion_matrix,
-    f1_score,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
 
-from bertfit.errors import BertfitError, DataError, ModelLoadError, OutputError
-from bertfit.labels import LabelSet
-from bertfit.metrics import classification_metrics, headline
+from bertfit.analysis import MAX_MISTAKES, TestAnalysis, analyse
+from bertfit.errors import DataError, ModelLoadError, OutputError
 from bertfit.model import TextClassifier, read_meta
+from bertfit.plots import NOT_RECORDED, plot_confusion, plot_curves, plot_reliability, plot_training
 
 log = logging.getLogger(__name__)
 
 TEST_FILE = "test.jsonl"  # written beside the model by `bertfit train`: text, label (and text_pair)
-MAX_CURVES = 8  # one-vs-rest curves for the classes with the most test rows
-MAX_MISTAKES = 20
-NOT_RECORDED = "not recorded"
-
-
-@dataclass
-class Curve:
-    """One ROC or precision-recall curve: x and y points and the area under it."""
-
-    name: str
-    x: np.ndarray
-    y: np.ndarray
-    area: float
-
-
-@dataclass
-class TestAnalysis:
-    """What the report says about the scored test rows: numbers only, no drawing."""
-
-    task: str
-    labels: list[str]
-    rows: int
-    metrics: dict[str, Any]  # headline metrics of this scoring
-    per_class: dict[str, Any]  # scikit-learn classification_report(output_dict=True)
-    confusion: np.ndarray | None  # (classes, classes) counts, rows = true; single-label only
-    roc: list[Curve] = field(default_factory=list)
-    pr: list[Curve] = field(default_factory=list)
-    reliability: dict[str, Any] = field(default_factory=dict)
-    mistakes: list[dict[str, Any]] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------
-# Analysis: probabilities in, numbers out
-
-
-def analyse(meta: dict[str, Any], texts: list[str], labels: list[Any], proba: np.ndarray,
-            pairs: list[str] | None = None) -> TestAnalysis:
-    """The test analysis for a model's task: ``labels`` are names (lists of names for multi-label)."""
-    names = list(meta["labels"])
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.shape != (len(texts), len(names)):
-        raise ModelLoadError(f"the model gave probabilities of shape {proba.shape} for {len(texts)} texts and "
-                             f"{len(names)} labels in bertfit.json; the folder is damaged: retrain or restore it")
-    if meta.get("task") == "multi_label":
-        thresholds = meta.get("thresholds") or [0.5] * len(names)
-        return multi_label_analysis(names, texts, labels, proba, thresholds, pairs)
-    return single_label_analysis(names, texts, labels, proba, pairs)
-
-
-def single_label_analysis(names: list[str], texts: list[str], labels: list[str], proba: np.ndarray,
-                          pairs: list[str] | None = None) -> TestAnalysis:
-    """Confusion matrix, per-class table, curves and mistakes; ``proba`` is (rows, classes) softmax."""
-    y_true = LabelSet(tuple(names)).encode(list(labels), where="the test rows")
-    y_pred = proba.argmax(axis=1)
-    classes = np.arange(len(names))
-    per_class = classification_report(y_true, y_pred, labels=classes, target_names=names, output_dict=True,
-                                      zero_division=0)
-    onehot = y_true[:, None] == classes[None, :]
-    # Binary: the positive class, label id 1; else one-vs-rest for the classes with the most test rows.
-    curves = _curves([1] if len(names) == 2 else _top_by_support(onehot), onehot, proba, names)
-    confidence = proba[np.arange(len(y_pred)), y_pred]
-    calibration = reliability(y_pred == y_true, confidence)  # 15 bins, as the ECE recorded at training
-    wrong = np.flatnonzero(y_pred != y_true)
-    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:MAX_MISTAKES]
-    mistakes = [_row(texts, pairs, i, true=names[y_true[i]], predicted=names[y_pred[i]],
-                     probability=float(confidence[i])) for i in worst]
-    return TestAnalysis(
-        task="single_label", labels=names, rows=len(y_true),
-        metrics={**headline(classification_metrics(y_true, proba)), "ece": calibration["ece"]},
-        per_class=per_class, confusion=confusion_matrix(y_true, y_pred, labels=classes),
-        roc=curves[0], pr=curves[1], reliability=calibration, mistakes=mistakes,
-    )
-
-
-def multi_label_analysis(names: list[str], texts: list[str], labels: list[list[str]], proba: np.ndarray,
-                         thresholds: list[float], pairs: list[str] | None = None) -> TestAnalysis:
-    """Per-label table at the thresholds, per-label curves and mistakes; ``proba`` is (rows, labels) sigmoid."""
-    if len(thresholds) != len(names):
-        raise ModelLoadError(f"bertfit.json has {len(thresholds)} thresholds for {len(names)} labels; "
-                             "the folder is damaged: retrain or restore it")
-    truth = label_matrix(names, labels)
-    predicted = proba >= np.asarray(thresholds, dtype=np.float64)[None, :]
-    per_class = classification_report(truth, predicted, target_names=names, output_dict=True, zero_division=0)
-    present = [k for k in range(len(names)) if 0 < truth[:, k].sum() < len(truth)]
-    metrics = {
-        "subset_accuracy": float((predicted == truth).all(axis=1).mean()),
-        "f1_micro": float(f1_score(truth, predicted, average="micro", zero_division=0)),
-        "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0)),
-        "precision_micro": float(precision_score(truth, predicted, average="micro", zero_division=0)),
-        "recall_micro": float(recall_score(truth, predicted, average="micro", zero_division=0)),
-        "auc": float(np.mean([roc_auc_score(truth[:, k], proba[:, k]) for k in present])) if present else None,
-        "rows": len(truth),
-    }
-    roc, pr = _curves(_top_by_support(truth), truth, proba, names)
-    # Each wrong decision, by how sure the model was of it: p for a false positive, 1 - p for a miss.
-    errors = predicted != truth
-    sureness = np.where(errors, np.where(predicted, proba, 1 - proba), -1.0)
-    worst_label = sureness.argmax(axis=1)
-    wrong = np.flatnonzero(errors.any(axis=1))
-    worst = wrong[np.argsort(-sureness[wrong, worst_label[wrong]], kind="stable")][:MAX_MISTAKES]
-    mistakes = [
-        _row(texts, pairs, i, true=[n for n, t in zip(names, truth[i], strict=True) if t],
-             predicted=[n for n, p in zip(names, predicted[i], strict=True) if p],
-             probability=float(proba[i, worst_label[i]]), label=names[worst_label[i]],
-             error="false positive" if predicted[i, worst_label[i]] else "missed")
-        for i in worst
-    ]
-    return TestAnalysis(
-        task="multi_label", labels=names, rows=len(truth), metrics=metrics, per_class=per_class, confusion=None,
-        roc=roc, pr=pr, reliability=reliability(truth.ravel(), proba.ravel()), mistakes=mistakes,
-    )
-
-
-def label_matrix(names: list[str], labels: list[list[str]]) -> np.ndarray:
-    """(rows, labels) booleans from lists of names; an unknown name is an error naming it."""
-    lookup = {name: k for k, name in enumerate(names)}
-    truth = np.zeros((len(labels), len(names)), dtype=bool)
-    for i, row in enumerate(labels):
-        row = [row] if isinstance(row, str) else row
-        unknown = [name for name in row if name not in lookup]
-        if unknown:
-            raise DataError(f"test row {i + 1} has label(s) {unknown[:5]} the model does not know "
-                            f"(known: {names[:10]}); remove those rows or retrain with them")
-        truth[i, [lookup[name] for name in row]] = True
-    return truth
-
-
-def reliability(outcome: np.ndarray, probability: np.ndarray, bins: int = 15) -> dict[str, Any]:
-    """Reliability diagram points per non-empty bin of equal width (mean probability, observed rate, rows)
-    and the expected calibration error (the row-weighted mean gap between the two)."""
-    outcome, probability = np.asarray(outcome, dtype=np.float64), np.asarray(probability, dtype=np.float64)
-    if len(outcome) == 0:
-        return {}
-    bin_of = np.minimum((probability * bins).astype(int), bins - 1)
-    counts = np.bincount(bin_of, minlength=bins)
-    used = counts > 0
-    predicted = np.bincount(bin_of, weights=probability, minlength=bins)[used] / counts[used]
-    observed = np.bincount(bin_of, weights=outcome, minlength=bins)[used] / counts[used]
-    ece = float(np.sum(np.abs(observed - predicted) * counts[used]) / len(outcome))
-    return {"predicted": predicted, "observed": observed, "counts": counts[used], "ece": ece}
-
-
-def _top_by_support(onehot: np.ndarray) -> list[int]:
-    """Up to MAX_CURVES columns with the most positives, leaving out any a curve is undefined for."""
-    support = onehot.sum(axis=0)
-    drawable = [k for k in np.argsort(-support, kind="stable") if 0 < support[k] < len(onehot)]
-    return [int(k) for k in drawable[:MAX_CURVES]]
-
-
-def _curves(columns: list[int], onehot: np.ndarray, proba: np.ndarray, names: list[str]
-            ) -> tuple[list[Curve], list[Curve]]:
-    """ROC and precision-recall curves of the given columns, each one against the rest."""
-    roc, pr = [], []
-    for k in columns:
-        truth, score = onehot[:, k], proba[:, k]
-        if not 0 < truth.sum() < len(truth):
-            continue
-        fpr, tpr, _ = roc_curve(truth, score)
-        precision, recall, _ = precision_recall_curve(truth, score)
-        roc.append(Curve(names[k], fpr, tpr, float(roc_auc_score(truth, score))))
-        pr.append(Curve(names[k], recall, precision, float(average_precision_score(truth, score))))
-    return roc, pr
-
-
-def _row(texts: list[str], pairs: list[str] | None, i: int, **fields: Any) -> dict[str, Any]:
-    row = {"text": texts[i], **fields}
-    if pairs is not None:
-        row["text_pair"] = pairs[i]
-    return row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,8 +83,12 @@ def load_test_rows(folder: Path, meta: dict[str, Any], data: str | Path | None =
 
 
 def write_report(model_dir: str | Path, out: str | Path | None = None, data: str | Path | None = None,
-                 progress: bool = False) -> Path:
-    """Score the folder's test rows and write the HTML report (atomically); returns its path."""
+                 progress: bool = False, test_proba: np.ndarray | None = None) -> Path:
+    """Score the folder's test rows and write the HTML report (atomically); returns its path.
+
+    ``test_proba``: the probabilities of the folder's own test rows, in their order, when the caller
+    has them already (training has just scored them); they are then not scored a second time.
+    """
     folder = Path(model_dir)
     if not folder.is_dir():
         raise ModelLoadError(f"model folder not found: {folder}; pass the folder bertfit train wrote")
@@ -279,10 +101,13 @@ def write_report(model_dir: str | Path, out: str | Path | None = None, data: str
     rows, reason = load_test_rows(folder, meta, data)
     analysis = None
     if rows is not None:
-        classifier = TextClassifier.from_pretrained(folder)
-        meta = {**classifier.meta, **meta}
-        pairs = {"pairs": rows.pairs} if rows.pairs is not None else {}  # sentence-pair models only
-        proba = classifier.predict_proba(rows.texts, progress=progress, **pairs)
+        if test_proba is not None and data is None and len(test_proba) == len(rows.texts):
+            proba = test_proba
+        else:
+            classifier = TextClassifier.from_pretrained(folder)
+            meta = {**classifier.meta, **meta}
+            pairs = {"pairs": rows.pairs} if rows.pairs is not None else {}  # sentence-pair models only
+            proba = classifier.predict_proba(rows.texts, progress=progress, **pairs)
         analysis = analyse(meta, rows.texts, rows.labels, proba, rows.pairs)
         reason = f"{analysis.rows} rows from {rows.source}"
     page = render_html(meta, analysis, reason, title=folder.resolve().name)
@@ -307,104 +132,6 @@ def _plain_meta(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot read {folder}/config.json: {str(err).splitlines()[0]}") from None
     return {"labels": [config.id2label[i] for i in sorted(config.id2label)]}
-
-# ---------------------------------------------------------------------------------------------
-# Drawing: matplotlib on its Agg canvas (no pyplot, no display), PNGs inlined as base64
-
-
-def _figure(width: float, height: float) -> Any:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise BertfitError("the report draws with matplotlib, which is not installed; "
-                           "pip install 'matplotlib>=3.7'") from None
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _img(figure: Any, alt: str) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
-
-
-def plot_training(history: list[dict[str, Any]], best_epoch: int | None, metric: str, metric_name: str) -> str:
-    """Training and validation loss, and the validation metric, per epoch; the best epoch dashed."""
-    figure = _figure(10, 3.4)
-    loss_ax, metric_ax = figure.subplots(1, 2)
-    epochs = [h.get("epoch") for h in history]
-    validation = [h.get("validation") or {} for h in history]
-    _line(loss_ax, epochs, [h.get("train_loss") for h in history], "training loss")
-    _line(loss_ax, epochs, [v.get("loss") for v in validation], "validation loss")
-    if not _line(metric_ax, epochs, [v.get(metric) for v in validation], f"validation {metric_name}"):
-        metric_ax.text(0.5, 0.5, NOT_RECORDED, ha="center", va="center", transform=metric_ax.transAxes)
-    for ax, title in ((loss_ax, "loss"), (metric_ax, metric_name)):
-        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
-        if best_epoch is not None:
-            ax.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch ({best_epoch})")
-        ax.set(xlabel="epoch", title=title)
-        ax.legend(fontsize="small")
-    return _img(figure, f"training and validation loss, and validation {metric_name}, per epoch")
-
-
-def _line(ax: Any, xs: list[Any], ys: list[Any], label: str) -> bool:
-    points = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
-    if points:
-        ax.plot(*zip(*points, strict=True), marker="o", label=label)
-    return bool(points)
-
-
-def plot_confusion(counts: np.ndarray, names: list[str]) -> str:
-    """Counts and the share of each true class (rows sum to 1), side by side."""
-    n = len(names)
-    size = min(max(4.0, 0.45 * n + 2), 12.0)
-    figure = _figure(2 * size, size)
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    for ax, values, title, form in zip(figure.subplots(1, 2), (counts, rates),
-                                       ("counts", "share of each true class"), ("{:d}", "{:.2f}"), strict=True):
-        ax.imshow(values, cmap="Blues", vmin=0)
-        ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
-        ax.set_xticklabels(names, rotation=90, fontsize=8 if n <= 30 else 5)
-        ax.set_yticklabels(names, fontsize=8 if n <= 30 else 5)
-        if n <= 20:  # numbers in the cells while they are still readable
-            for (i, j), value in np.ndenumerate(values):
-                ax.text(j, i, form.format(value), ha="center", va="center", fontsize=8,
-                        color="white" if value > values.max() / 2 else "black")
-    return _img(figure, "confusion matrix: counts and share of each true class")
-
-
-def plot_curves(roc: list[Curve], pr: list[Curve]) -> str:
-    """ROC and precision-recall curves, one line per class (or label)."""
-    figure = _figure(10, 4.2)
-    roc_ax, pr_ax = figure.subplots(1, 2)
-    for curve in roc:
-        roc_ax.plot(curve.x, curve.y, label=f"{curve.name} (AUC {curve.area:.3f})")
-    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    for curve in pr:
-        pr_ax.plot(curve.x, curve.y, drawstyle="steps-post", label=f"{curve.name} (AP {curve.area:.3f})")
-    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC", xlim=(0, 1), ylim=(0, 1.02))
-    pr_ax.set(xlabel="recall", ylabel="precision", title="precision-recall", xlim=(0, 1), ylim=(0, 1.02))
-    for ax in (roc_ax, pr_ax):
-        ax.legend(fontsize="small")
-    return _img(figure, "ROC and precision-recall curves")
-
-
-def plot_reliability(points: dict[str, Any], task: str) -> str:
-    """Observed rate against mean predicted probability per bin; the diagonal is perfect calibration."""
-    figure = _figure(5.5, 4.5)
-    ax = figure.subplots()
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
-    ax.plot(points["predicted"], points["observed"], marker="o", label=f"this model (ECE {points['ece']:.3f})")
-    single = task != "multi_label"
-    ax.set(xlabel="confidence in the predicted class" if single else "predicted probability of a label",
-           ylabel="share correct" if single else "share of rows with the label", title="reliability",
-           xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(fontsize="small")
-    return _img(figure, "reliability diagram")
-
 
 # ---------------------------------------------------------------------------------------------
 # The page

@@ -9,7 +9,7 @@ Four stages, as LitServe lays a server out:
    missing or unwanted, text that is not valid Unicode, a body that is not JSON: 422, each message
    naming the limit and the flag that raises it), and against slow clients (a body still arriving
    ``read_timeout`` s after its headers: 408; headers that take that long: the connection is closed).
-3. **Predict a batch**: :class:`Batcher` gathers the texts of concurrent requests for at most
+3. **Predict a batch**: :class:`~bertfit.batcher.Batcher` gathers the texts of concurrent requests for at most
    ``max_wait_ms`` or up to ``max_batch`` texts, runs one forward pass in a worker thread and
    hands each caller its own rows. A caller that disconnects first is dropped from the queue
    unscored, and a batch that fails is retried request by request, so one request cannot fail another.
@@ -31,13 +31,13 @@ import functools
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bertfit import __version__
+from bertfit.batcher import Batcher
 from bertfit.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -71,125 +71,6 @@ class ServeConfig:
                     for f in dataclasses.fields(self) if not getattr(self, f.name) > 0]
         if problems:
             raise UsageError("; ".join(problems))
-
-
-@dataclass
-class Job:
-    """One request's texts waiting for a forward pass, and where its answer goes."""
-
-    texts: list[str]
-    pairs: list[str] | None
-    threshold: float | None
-    future: asyncio.Future
-
-
-class Batcher:
-    """Texts of concurrent requests gathered (at most ``max_wait`` s or ``max_batch`` texts), scored in one pass.
-
-    Runs as one task on the server's event loop; the forward pass runs in a single worker thread so
-    the loop keeps accepting requests meanwhile. Each job gets its own rows back, in its own order.
-    A job whose caller was cancelled (it disconnected) is skipped, wherever it is in the queue; a
-    failure reaches only the callers it belongs to, and the task lives on.
-    """
-
-    def __init__(self, classifier: Any, max_batch: int = 64, max_wait: float = 0.005):
-        self.classifier = classifier
-        self.max_batch = max_batch
-        self.max_wait = max_wait
-        self.stats = {"batches": 0, "texts": 0, "requests": 0, "largest_batch": 0}
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self._getter: asyncio.Future | None = None  # a pending queue.get(), kept (not cancelled) across waits
-        self._carry: Job | None = None  # a job that would have overfilled the last batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertfit-predict")
-
-    def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        for task in (self._task, self._getter):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._executor.shutdown(wait=False)
-
-    async def submit(self, texts: list[str], pairs: list[str] | None = None,
-                     threshold: float | None = None) -> list[dict[str, Any]]:
-        """The records of these texts, once the batch they joined has run."""
-        if self._queue is None or self._task.done():
-            raise RuntimeError("the batcher is not running; start() it inside the server's event loop")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Job(texts, pairs, threshold, future))
-        return await future  # cancelling the caller cancels the future: the batcher then skips this job
-
-    def queued(self) -> int:
-        """Requests waiting for a forward pass (a cancelled one counts until the batcher drops it)."""
-        return (self._queue.qsize() if self._queue is not None else 0) + (self._carry is not None)
-
-    async def _next(self, timeout: float | None) -> Job | None:
-        if self._getter is None:
-            self._getter = asyncio.ensure_future(self._queue.get())
-        done, _ = await asyncio.wait({self._getter}, timeout=timeout)
-        if not done:
-            return None
-        job, self._getter = self._getter.result(), None
-        return job
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            first, self._carry = self._carry or await self._next(None), None
-            if first.future.done():  # its caller went away while it waited
-                continue
-            jobs, count = [first], len(first.texts)
-            deadline = loop.time() + self.max_wait
-            while count < self.max_batch and (left := deadline - loop.time()) > 0:
-                job = await self._next(left)
-                if job is None:
-                    break
-                if job.future.done():
-                    continue
-                if count + len(job.texts) > self.max_batch:
-                    self._carry = job  # first in the next batch
-                    break
-                jobs.append(job)
-                count += len(job.texts)
-            await self._score(jobs, loop)
-
-    async def _score(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
-        jobs = [job for job in jobs if not job.future.done()]  # a caller that went away needs no answer
-        if not jobs:
-            return
-        texts = [text for job in jobs for text in job.texts]
-        pairs = [pair for job in jobs for pair in job.pairs] if jobs[0].pairs is not None else None
-        try:
-            logits = await loop.run_in_executor(self._executor, self.classifier.logits, texts, self.max_batch,
-                                                False, pairs)
-        except Exception as err:  # noqa: BLE001 - the failure goes to its callers, the server lives on
-            if len(jobs) > 1:  # one request's texts may be the cause: score each alone, so only its caller fails
-                for job in jobs:
-                    await self._score([job], loop)
-                return
-            log.warning("a request failed in the model: %r", err)
-            if not jobs[0].future.done():
-                jobs[0].future.set_exception(err)
-            return
-        self.stats["batches"] += 1
-        self.stats["texts"] += len(texts)
-        self.stats["requests"] += len(jobs)
-        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(texts))
-        start = 0
-        for job in jobs:
-            rows = logits[start:start + len(job.texts)]
-            start += len(job.texts)
-            if job.future.done():
-                continue
-            try:
-                job.future.set_result(list(self.classifier.records(job.texts, rows, job.pairs, job.threshold)))
-            except Exception as err:  # noqa: BLE001 - as above: this caller fails, the others get their rows
-                job.future.set_exception(err)
 
 
 def check_request(classifier: Any, config: ServeConfig, texts: list[str], pairs: list[str] | None,

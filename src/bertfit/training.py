@@ -3,10 +3,14 @@
 The path, top to bottom: load the base checkpoint with a fresh classification head, freeze
 parameters by ``--train-layers``, tokenize the splits (padding is left to each batch), train with
 per-epoch evaluation on validation, keep the epoch with the lowest validation loss, stop early,
-then score the test split once and save the folder atomically. Data reading lives in ``data``,
-the artifact in ``model``, metrics in ``metrics``, per-epoch checkpoints and ``--resume`` in
-``checkpoints``. Under torchrun or accelerate launch every process runs this same path and Trainer
-splits the batches among them; the main process alone then scores, saves and reports.
+then score the test split once and save the folder atomically. Under torchrun or accelerate
+launch every process runs this same path and Trainer splits the batches among them; the main
+process alone then scores, saves and reports.
+
+Elsewhere: data reading in ``data``, the artifact in ``model``, metrics in ``metrics``, per-epoch
+checkpoints and ``--resume`` in ``checkpoints``, the Trainer subclass (rows, batch order, loss) in
+``trainer``, per-epoch logs and the overfitting note in ``epochs``, the frozen-encoder fast path
+in ``cached``, the TF-IDF baseline in ``baseline``.
 """
 
 from __future__ import annotations
@@ -25,16 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
-from transformers import (
-    DataCollatorWithPadding,
-    EarlyStoppingCallback,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-    set_seed,
-)
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
 
 from bertfit import __version__
 from bertfit.backbone import (
@@ -46,157 +41,28 @@ from bertfit.backbone import (
     load_base,
     start_at_base_rates,
 )
-from bertfit.baseline import fit_and_score
-from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count, target
+from bertfit.baseline import baseline_record, compare_with_baseline
+from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count
 from bertfit.cached import collate as collate_cached
 from bertfit.calibration import calibrated, fit_temperature
 from bertfit.checkpoints import check_stale, checkpoint_dir, prepare_folder, resumed_epoch, run_record
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
-from bertfit.distill import distillation_loss
-from bertfit.encoding import encode, pool
+from bertfit.epochs import EpochLog, epoch_history, metrics_per_text, overfitting_note, quiet_progress
 from bertfit.errors import TrainingError, UsageError
 from bertfit.metrics import (
-    classification_metrics,
     expected_calibration_error,
     headline,
-    main_metric,
     multilabel_metrics,
     tune_thresholds,
 )
 from bertfit.model import FORMAT_VERSION, TextClassifier, check_output, resolve_precision
+from bertfit.trainer import ClassifierTrainer, EncodedSplit, encode_split, resolve_class_weights
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "bertfit-model"
 DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model allows it
-
-
-# ---------------------------------------------------------------------------------------------
-# Data for Trainer
-
-
-class EncodedSplit:
-    """Tokenized rows for Trainer (a map-style dataset); padding is done per batch by the collator.
-
-    ``owner`` maps each input row to its text (long texts in windows give one text several rows);
-    ``targets`` are per input row: a class id, or a 0/1 row for multi-label.
-    """
-
-    def __init__(self, encoded: dict[str, list], targets: np.ndarray, owner: np.ndarray | None = None):
-        self.encoded = encoded
-        self.label_ids = targets
-        self.owner = np.arange(len(targets)) if owner is None else owner
-        self.soft: np.ndarray | None = None  # distillation: the teacher's logits per input row
-
-    def __len__(self) -> int:
-        return len(self.label_ids)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {key: values[i] for key, values in self.encoded.items()}
-        item["labels"] = target(self.label_ids[i])
-        if self.soft is not None:
-            item["teacher_logits"] = self.soft[i].tolist()
-        return item
-
-    def sorted_by_length(self) -> EncodedSplit:
-        """The same rows, shortest first: evaluation batches then pad little (metrics ignore order)."""
-        order = np.argsort([len(ids) for ids in self.encoded["input_ids"]], kind="stable")
-        encoded = {key: [values[i] for i in order] for key, values in self.encoded.items()}
-        return EncodedSplit(encoded, self.label_ids[order], self.owner[order])
-
-
-def encode_split(
-    tokenizer: Any, frame: pd.DataFrame, targets: np.ndarray, max_length: int, long_text: str = "truncate",
-    stride: int | None = None,
-) -> tuple[EncodedSplit, int]:
-    """Tokenize a split (texts, and pairs when it has them); returns the dataset and how many texts were too long."""
-    pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
-    encoded = encode(tokenizer, frame["text"].tolist(), pairs, max_length=max_length, long_text=long_text,
-                     stride=stride)
-    return EncodedSplit(encoded.features, targets[encoded.owner], encoded.owner), encoded.over_length
-
-
-class LengthBuckets(torch.utils.data.Sampler):
-    """Training order for ``--bucket-by-length``: batches of texts of similar length, in random order.
-
-    Each epoch: shuffle, cut into pools of ``pool_batches`` batches, sort each pool by length, cut it
-    into batches, then shuffle the batches (a short one goes last). Transformers' own group-by-length
-    sampler sizes its pools by the data (9 batches for 600 rows), so one long text pads many batches;
-    larger pools pad less, and shuffling the batches keeps an epoch from running from long to short.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, pool_batches: int = 64):
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.pool = batch_size * pool_batches
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Trainer (through accelerate) names the epoch, so a resumed run draws the same order."""
-        self.epoch = epoch
-
-    def __iter__(self):
-        # The order depends on (seed, epoch) alone, not on how many epochs this object has served.
-        generator = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        order = generator.permutation(len(self.lengths))
-        batches = []
-        for start in range(0, len(order), self.pool):
-            pool = order[start:start + self.pool]
-            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        # The loader cuts this stream every batch_size rows, so the one short batch must come last.
-        full = [b for b in batches if len(b) == self.batch_size]
-        short = [b for b in batches if len(b) < self.batch_size]
-        for i in generator.permutation(len(full)):
-            yield from full[i].tolist()
-        for batch in short:
-            yield from batch.tolist()
-
-
-class _Trainer(Trainer):
-    """Trainer with bertfit's samplers: length buckets for training, and evaluation in dataset order
-    (bertfit sorts validation by length itself; Trainer's group-by-length would reshuffle it)."""
-
-    def __init__(self, *args: Any, bucket_lengths: list[int] | None = None, multi_label: bool = False,
-                 class_weights: torch.Tensor | None = None, distilled: dict[str, Any] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.bucket_lengths = bucket_lengths
-        self.multi_label = multi_label
-        self.class_weights = class_weights
-        self.distilled = distilled
-
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
-        """One loss for every path (full model, cached top, LoRA): cross-entropy (class-weighted when
-        asked) for single-label, binary cross-entropy per label for multi-label."""
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        soft = inputs.pop("teacher_logits", None)  # distillation, training rows only
-        outputs = model(**inputs)
-        logits = outputs.logits  # (batch, classes)
-        if self.multi_label:
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-        else:
-            weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
-            loss = nn.functional.cross_entropy(logits.float(), labels, weight=weight)
-        if soft is not None:
-            loss = distillation_loss(logits.float(), soft.float(), loss, self.distilled["temperature"],
-                                     self.distilled["alpha"], self.multi_label)
-        return (loss, outputs) if return_outputs else loss
-
-    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        if self.bucket_lengths is None:
-            return super()._get_train_sampler(train_dataset)
-        return LengthBuckets(self.bucket_lengths, self.args.train_batch_size, self.args.seed)
-
-    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
-        return torch.utils.data.SequentialSampler(eval_dataset)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +202,7 @@ def fit(
     callbacks = [EpochLog()]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
-    trainer = _Trainer(
+    trainer = ClassifierTrainer(
         bucket_lengths=[len(ids) for ids in train_set.encoded["input_ids"]] if bucket else None,
         multi_label=multi_label,
         class_weights=class_weights,
@@ -347,10 +213,10 @@ def fit(
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer if collator is None else None,
-        compute_metrics=_metrics_per_text(encoded["validation"].owner, multi_label, config.window_pool),
+        compute_metrics=metrics_per_text(encoded["validation"].owner, multi_label, config.window_pool),
         callbacks=callbacks,
     )
-    _quiet_progress(trainer)
+    quiet_progress(trainer)
     main = trainer.is_world_process_zero()
     settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
     # Outside the try: a resume refused for other settings must not delete the checkpoints it found.
@@ -426,24 +292,24 @@ def fit(
             targets["test"], _plain_softmax(test_logits))
         meta["calibration"]["test_ece_after"] = test_metrics["ece"]
     meta["metrics"] = {"validation": best["validation"], "test": test_metrics}
-    baseline = _baseline(prepared, config) if config.baseline else None
+    baseline = baseline_record(prepared, config.seed) if config.baseline else None
     if baseline is not None:
         meta["baseline"] = baseline
-        _compare_with_baseline(test_metrics, baseline["test"])
+        compare_with_baseline(test_metrics, baseline["test"])
     if target is not None:
         classifier.save_pretrained(target, overwrite=overwrite, files={"test.jsonl": _jsonl(prepared.test)})
     shutil.rmtree(checkpoints, ignore_errors=True)  # only now: a crash before this point can still resume
     if target is not None and config.report:
-        _write_report(target)
+        _write_report(target, classifier.probabilities(test_logits))
     return TrainResult(classifier, target, best["epoch"], train_seconds, best["validation"], test_metrics,
                        history, notes, baseline)
 
 
-def _write_report(folder: Path) -> None:
+def _write_report(folder: Path, test_proba: np.ndarray) -> None:
     from bertfit.report import write_report
 
     try:
-        write_report(folder)  # it logs where it wrote
+        write_report(folder, test_proba=test_proba)  # the test split as just scored; it logs where it wrote
     except Exception as err:  # noqa: BLE001 - the model is saved; a failed picture must not fail the run
         log.warning("report.html not written (%s); try: bertfit report %s", str(err).splitlines()[0], folder)
 
@@ -454,40 +320,6 @@ def _targets(prepared: PreparedData, split: str) -> np.ndarray:
     if prepared.multi_label:
         return prepared.labels.encode_multi(labels, f"the {split} split")
     return prepared.labels.encode(labels, f"the {split} split")
-
-
-def resolve_class_weights(spec: str, prepared: PreparedData) -> torch.Tensor | None:
-    """--class-weights: none, balanced (rows / (classes x rows of the class), on train), or a JSON file."""
-    if spec == "none":
-        return None
-    if prepared.multi_label:
-        raise UsageError("--class-weights applies to single-label data; multi-label models tune a threshold per "
-                         "label on validation instead: drop --class-weights")
-    names = prepared.labels.names
-    if spec == "balanced":
-        counts = np.array([prepared.labels.balance(prepared.train["label"])[name] for name in names], dtype=float)
-        weights = len(prepared.train) / (len(names) * counts)
-    else:
-        file = Path(spec)
-        if not file.is_file():
-            raise UsageError(f"--class-weights must be none, balanced or a JSON file of {{label: weight}}; "
-                             f"{spec!r} is neither (no such file)")
-        try:
-            given = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UsageError(f"--class-weights file {file} is not valid JSON ({err}); write {{\"label\": weight}}") \
-                from None
-        if not isinstance(given, dict):
-            raise UsageError(f"--class-weights file {file} must hold one JSON object {{label: weight}}")
-        unknown = sorted(set(map(str, given)) - set(names))
-        if unknown:
-            raise UsageError(f"--class-weights file {file} names label(s) {unknown[:5]} not in the training data "
-                             f"(labels: {list(names)[:10]})")
-        weights = np.array([given.get(name, 1.0) for name in names], dtype=float)
-        if not all(isinstance(w, int | float) and w > 0 for w in weights):
-            raise UsageError(f"--class-weights file {file}: every weight must be a positive number")
-    log.info("class weights: %s", {name: round(float(w), 3) for name, w in zip(names, weights, strict=True)})
-    return torch.tensor(weights, dtype=torch.float32)
 
 
 def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.ndarray, config: TrainConfig) -> None:
@@ -513,48 +345,10 @@ def _plain_softmax(logits: np.ndarray) -> np.ndarray:
     return calibrated(logits, 1.0)  # temperature 1: the uncalibrated probabilities
 
 
-def _baseline(prepared: PreparedData, config: TrainConfig) -> dict[str, Any]:
-    """TF-IDF + logistic regression on the same splits, scored on the same test split."""
-    metrics = fit_and_score(prepared, seed=config.seed)
-    return {"name": "tfidf-logreg", "description": "TF-IDF word 1-2 + char 2-5 grams, logistic regression",
-            "test": metrics}
-
-
-def _compare_with_baseline(model_metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> None:
-    name, ours = main_metric(model_metrics)
-    theirs = baseline_metrics[name]
-    log.info("test %s: this model %.4f, TF-IDF + logistic regression baseline %.4f (%+.1f points)", name, ours,
-             theirs, 100 * (ours - theirs))
-    if theirs > ours:
-        log.warning("the TF-IDF + logistic regression baseline beats this model on test %s (%.4f against %.4f): "
-                    "a linear model on word and character n-grams does better here, in seconds; consider "
-                    "shipping it, or training longer, a larger model, or more data", name, theirs, ours)
-
-
 def _jsonl(frame: pd.DataFrame) -> str:
     """The split as JSON lines (text, text_pair, label), kept with the model for export checks and reports."""
     return "".join(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in row.items()},
                               ensure_ascii=False) + "\n" for row in frame.to_dict(orient="records"))
-
-
-def _metrics_per_text(owner: np.ndarray, multi_label: bool, how: str) -> Any:
-    """Trainer's compute_metrics for the validation split: window logits pooled per text, then scored."""
-    n_texts = int(owner.max()) + 1 if len(owner) else 0
-
-    def compute(prediction: Any) -> dict[str, Any]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        logits = pool(np.asarray(logits, dtype=np.float32), owner, n_texts, how)
-        first = np.unique(owner, return_index=True)[1]  # a text's target, from its first row
-        y_true = np.asarray(prediction.label_ids)[first]
-        if multi_label:
-            metrics = multilabel_metrics(y_true, 1 / (1 + np.exp(-logits.astype(np.float64))))
-            metrics.pop("per_label")
-        else:
-            metrics = classification_metrics(y_true, _plain_softmax(logits))
-        metrics.pop("loss")  # Trainer reports its own eval_loss, the one that picks the best epoch
-        return metrics
-
-    return compute
 
 
 def _frozen_bottom(model: Any, config: TrainConfig) -> int | None:
@@ -613,75 +407,6 @@ def model_position_limit(model: Any, tokenizer: Any) -> int:
     if positions and (limit is None or limit > positions):
         limit = positions
     return int(limit)
-
-
-class EpochLog(TrainerCallback):
-    """One log line per epoch: training loss, validation loss and the headline metrics."""
-
-    train_loss: float | None = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.train_loss = logs["loss"]
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if not metrics or not state.is_world_process_zero:
-            return
-        auc = metrics.get("eval_auc")
-        name = "accuracy" if "eval_accuracy" in metrics else "f1_micro"
-        log.info(
-            "epoch %d/%d: train loss %s, validation loss %.4f, %s %.3f, F1 macro %.3f, AUC %s",
-            round(state.epoch or 0), args.num_train_epochs,
-            f"{self.train_loss:.4f}" if self.train_loss is not None else "n/a",
-            metrics["eval_loss"], name.replace("_", " "), metrics[f"eval_{name}"], metrics["eval_f1_macro"],
-            f"{auc:.3f}" if auc is not None else "n/a",
-        )
-
-
-class StderrProgress(ProgressCallback):
-    """Trainer's progress bars (on stderr) without its habit of printing log dicts to stdout."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        return None
-
-
-def _quiet_progress(trainer: Any) -> None:
-    if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(StderrProgress)
-    trainer.pop_callback(PrinterCallback)
-
-
-def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Trainer's log records folded into one entry per epoch: train loss and validation metrics."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for record in log_history:
-        epoch = int(round(record.get("epoch", 0)))
-        entry = by_epoch.setdefault(epoch, {"epoch": epoch})
-        if "loss" in record:
-            entry["train_loss"] = round(float(record["loss"]), 6)
-        if "eval_loss" in record:
-            entry["validation"] = {
-                key[len("eval_"):]: value for key, value in record.items()
-                if key.startswith("eval_") and key not in ("eval_runtime", "eval_samples_per_second",
-                                                           "eval_steps_per_second")
-            }
-    return [entry for _, entry in sorted(by_epoch.items()) if "validation" in entry]
-
-
-def overfitting_note(history: list[dict[str, Any]]) -> str | None:
-    """A plain sentence when validation loss rose for 2+ epochs in a row while training loss fell."""
-    losses = [h["validation"]["loss"] for h in history]
-    best = int(np.argmin(losses))
-    run = 0
-    for i in range(best + 1, len(history)):
-        rising = losses[i] > losses[i - 1]
-        falling = history[i].get("train_loss", np.inf) < history[i - 1].get("train_loss", -np.inf)
-        run = run + 1 if rising and falling else 0
-        if run >= 2:
-            return (f"overfitting: validation loss was lowest at epoch {history[best]['epoch']} and rose after it "
-                    "while training loss kept falling; the saved model is from that best epoch, "
-                    "later epochs overfit")
-    return None
 
 
 def versions() -> dict[str, str]:

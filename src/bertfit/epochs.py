@@ -1,0 +1,112 @@
+"""What a run says per epoch: one log line, the history kept in ``bertfit.json``, and overfitting.
+
+- :class:`EpochLog`: one line per epoch (training loss, validation loss, headline metrics).
+- :func:`metrics_per_text`: Trainer's ``compute_metrics`` for validation, window logits pooled per text.
+- :func:`epoch_history`: Trainer's log records folded into one entry per epoch.
+- :func:`overfitting_note`: a plain sentence when validation loss rises while training loss falls.
+- :func:`quiet_progress`: Trainer's progress bars on stderr, without its log dicts on stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from bertfit.calibration import calibrated
+from bertfit.encoding import pool
+from bertfit.metrics import classification_metrics, multilabel_metrics
+
+log = logging.getLogger(__name__)
+
+
+class EpochLog(TrainerCallback):
+    """One log line per epoch: training loss, validation loss and the headline metrics."""
+
+    train_loss: float | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.train_loss = logs["loss"]
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or not state.is_world_process_zero:
+            return
+        auc = metrics.get("eval_auc")
+        name = "accuracy" if "eval_accuracy" in metrics else "f1_micro"
+        log.info(
+            "epoch %d/%d: train loss %s, validation loss %.4f, %s %.3f, F1 macro %.3f, AUC %s",
+            round(state.epoch or 0), args.num_train_epochs,
+            f"{self.train_loss:.4f}" if self.train_loss is not None else "n/a",
+            metrics["eval_loss"], name.replace("_", " "), metrics[f"eval_{name}"], metrics["eval_f1_macro"],
+            f"{auc:.3f}" if auc is not None else "n/a",
+        )
+
+
+class StderrProgress(ProgressCallback):
+    """Trainer's progress bars (on stderr) without its habit of printing log dicts to stdout."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
+
+
+def quiet_progress(trainer: Any) -> None:
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(StderrProgress)
+    trainer.pop_callback(PrinterCallback)
+
+
+def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trainer's log records folded into one entry per epoch: train loss and validation metrics."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for record in log_history:
+        epoch = int(round(record.get("epoch", 0)))
+        entry = by_epoch.setdefault(epoch, {"epoch": epoch})
+        if "loss" in record:
+            entry["train_loss"] = round(float(record["loss"]), 6)
+        if "eval_loss" in record:
+            entry["validation"] = {
+                key[len("eval_"):]: value for key, value in record.items()
+                if key.startswith("eval_") and key not in ("eval_runtime", "eval_samples_per_second",
+                                                           "eval_steps_per_second")
+            }
+    return [entry for _, entry in sorted(by_epoch.items()) if "validation" in entry]
+
+
+def overfitting_note(history: list[dict[str, Any]]) -> str | None:
+    """A plain sentence when validation loss rose for 2+ epochs in a row while training loss fell."""
+    losses = [h["validation"]["loss"] for h in history]
+    best = int(np.argmin(losses))
+    run = 0
+    for i in range(best + 1, len(history)):
+        rising = losses[i] > losses[i - 1]
+        falling = history[i].get("train_loss", np.inf) < history[i - 1].get("train_loss", -np.inf)
+        run = run + 1 if rising and falling else 0
+        if run >= 2:
+            return (f"overfitting: validation loss was lowest at epoch {history[best]['epoch']} and rose after it "
+                    "while training loss kept falling; the saved model is from that best epoch, "
+                    "later epochs overfit")
+    return None
+
+
+def metrics_per_text(owner: np.ndarray, multi_label: bool, how: str) -> Any:
+    """Trainer's compute_metrics for the validation split: window logits pooled per text, then scored."""
+    n_texts = int(owner.max()) + 1 if len(owner) else 0
+
+    def compute(prediction: Any) -> dict[str, Any]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        logits = pool(np.asarray(logits, dtype=np.float32), owner, n_texts, how)
+        first = np.unique(owner, return_index=True)[1]  # a text's target, from its first row
+        y_true = np.asarray(prediction.label_ids)[first]
+        if multi_label:
+            metrics = multilabel_metrics(y_true, 1 / (1 + np.exp(-logits.astype(np.float64))))
+            metrics.pop("per_label")
+        else:
+            metrics = classification_metrics(y_true, calibrated(logits, 1.0))
+        metrics.pop("loss")  # Trainer reports its own eval_loss, the one that picks the best epoch
+        return metrics
+
+    return compute

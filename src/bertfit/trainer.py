@@ -1,0 +1,188 @@
+"""bertfit's ``transformers.Trainer``: the rows it reads, the order it reads them in, and its loss.
+
+- :class:`EncodedSplit`: a tokenized split (padding is left to each batch); each row remembers its text.
+- :class:`LengthBuckets`: ``--bucket-by-length``'s training order (batches of texts of similar length).
+- :class:`ClassifierTrainer`: Trainer with one loss for every path (class-weighted cross-entropy,
+  per-label binary cross-entropy, distillation's blend) and evaluation in dataset order.
+- :func:`resolve_class_weights`: ``--class-weights`` into the loss's weights.
+
+It does not load models, freeze them or decide what to train (``backbone``, ``training``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from transformers import Trainer
+
+from bertfit.cached import target
+from bertfit.data import PreparedData
+from bertfit.distill import distillation_loss
+from bertfit.encoding import encode
+from bertfit.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+class EncodedSplit:
+    """Tokenized rows for Trainer (a map-style dataset); padding is done per batch by the collator.
+
+    ``owner`` maps each input row to its text (long texts in windows give one text several rows);
+    ``targets`` are per input row: a class id, or a 0/1 row for multi-label.
+    """
+
+    def __init__(self, encoded: dict[str, list], targets: np.ndarray, owner: np.ndarray | None = None):
+        self.encoded = encoded
+        self.label_ids = targets
+        self.owner = np.arange(len(targets)) if owner is None else owner
+        self.soft: np.ndarray | None = None  # distillation: the teacher's logits per input row
+
+    def __len__(self) -> int:
+        return len(self.label_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {key: values[i] for key, values in self.encoded.items()}
+        item["labels"] = target(self.label_ids[i])
+        if self.soft is not None:
+            item["teacher_logits"] = self.soft[i].tolist()
+        return item
+
+    def sorted_by_length(self) -> EncodedSplit:
+        """The same rows, shortest first: evaluation batches then pad little (metrics ignore order)."""
+        order = np.argsort([len(ids) for ids in self.encoded["input_ids"]], kind="stable")
+        encoded = {key: [values[i] for i in order] for key, values in self.encoded.items()}
+        return EncodedSplit(encoded, self.label_ids[order], self.owner[order])
+
+
+def encode_split(
+    tokenizer: Any, frame: pd.DataFrame, targets: np.ndarray, max_length: int, long_text: str = "truncate",
+    stride: int | None = None,
+) -> tuple[EncodedSplit, int]:
+    """Tokenize a split (texts, and pairs when it has them); returns the dataset and how many texts were too long."""
+    pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+    encoded = encode(tokenizer, frame["text"].tolist(), pairs, max_length=max_length, long_text=long_text,
+                     stride=stride)
+    return EncodedSplit(encoded.features, targets[encoded.owner], encoded.owner), encoded.over_length
+
+
+class LengthBuckets(torch.utils.data.Sampler):
+    """Training order for ``--bucket-by-length``: batches of texts of similar length, in random order.
+
+    Each epoch: shuffle, cut into pools of ``pool_batches`` batches, sort each pool by length, cut it
+    into batches, then shuffle the batches (a short one goes last). Transformers' own group-by-length
+    sampler sizes its pools by the data (9 batches for 600 rows), so one long text pads many batches;
+    larger pools pad less, and shuffling the batches keeps an epoch from running from long to short.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, pool_batches: int = 64):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.pool = batch_size * pool_batches
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Trainer (through accelerate) names the epoch, so a resumed run draws the same order."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        # The order depends on (seed, epoch) alone, not on how many epochs this object has served.
+        generator = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = generator.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start:start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        # The loader cuts this stream every batch_size rows, so the one short batch must come last.
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) < self.batch_size]
+        for i in generator.permutation(len(full)):
+            yield from full[i].tolist()
+        for batch in short:
+            yield from batch.tolist()
+
+
+class ClassifierTrainer(Trainer):
+    """Trainer with bertfit's samplers: length buckets for training, and evaluation in dataset order
+    (bertfit sorts validation by length itself; Trainer's group-by-length would reshuffle it)."""
+
+    def __init__(self, *args: Any, bucket_lengths: list[int] | None = None, multi_label: bool = False,
+                 class_weights: torch.Tensor | None = None, distilled: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.bucket_lengths = bucket_lengths
+        self.multi_label = multi_label
+        self.class_weights = class_weights
+        self.distilled = distilled
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """One loss for every path (full model, cached top, LoRA): cross-entropy (class-weighted when
+        asked) for single-label, binary cross-entropy per label for multi-label."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        soft = inputs.pop("teacher_logits", None)  # distillation, training rows only
+        outputs = model(**inputs)
+        logits = outputs.logits  # (batch, classes)
+        if self.multi_label:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        else:
+            weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+            loss = nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+        if soft is not None:
+            loss = distillation_loss(logits.float(), soft.float(), loss, self.distilled["temperature"],
+                                     self.distilled["alpha"], self.multi_label)
+        return (loss, outputs) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if self.bucket_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return LengthBuckets(self.bucket_lengths, self.args.train_batch_size, self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+
+def resolve_class_weights(spec: str, prepared: PreparedData) -> torch.Tensor | None:
+    """--class-weights: none, balanced (rows / (classes x rows of the class), on train), or a JSON file."""
+    if spec == "none":
+        return None
+    if prepared.multi_label:
+        raise UsageError("--class-weights applies to single-label data; multi-label models tune a threshold per "
+                         "label on validation instead: drop --class-weights")
+    names = prepared.labels.names
+    if spec == "balanced":
+        counts = np.array([prepared.labels.balance(prepared.train["label"])[name] for name in names], dtype=float)
+        weights = len(prepared.train) / (len(names) * counts)
+    else:
+        file = Path(spec)
+        if not file.is_file():
+            raise UsageError(f"--class-weights must be none, balanced or a JSON file of {{label: weight}}; "
+                             f"{spec!r} is neither (no such file)")
+        try:
+            given = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UsageError(f"--class-weights file {file} is not valid JSON ({err}); write {{\"label\": weight}}") \
+                from None
+        if not isinstance(given, dict):
+            raise UsageError(f"--class-weights file {file} must hold one JSON object {{label: weight}}")
+        unknown = sorted(set(map(str, given)) - set(names))
+        if unknown:
+            raise UsageError(f"--class-weights file {file} names label(s) {unknown[:5]} not in the training data "
+                             f"(labels: {list(names)[:10]})")
+        weights = np.array([given.get(name, 1.0) for name in names], dtype=float)
+        if not all(isinstance(w, int | float) and w > 0 for w in weights):
+            raise UsageError(f"--class-weights file {file}: every weight must be a positive number")
+    log.info("class weights: %s", {name: round(float(w), 3) for name, w in zip(names, weights, strict=True)})
+    return torch.tensor(weights, dtype=torch.float32)

@@ -130,12 +130,13 @@ def run_all(calls: list[Callable[[], Any]], clients: int) -> list[Any]:
 class LiveServer:
     """uvicorn in a thread on a free loopback port, for real concurrent HTTP to an app built in the test."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, http: Any = "auto"):
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    http=http))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import importlib.util
 import json
 import random
 import re
@@ -318,3 +319,30 @@ def test_a_request_the_model_fails_on_fails_alone_not_its_batch():
                                                                                           "error"]
     assert classifier.backend.failed[0] > 1  # a shared batch failed first; then each of it was scored alone
     assert [r["text"] for r in after] == ["login"]
+
+
+PARSERS = ["h11", pytest.param("httptools", marks=pytest.mark.skipif(
+    importlib.util.find_spec("httptools") is None, reason="httptools is not installed"))]
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_either_parser_closes_idle_connections_and_refuses_huge_headers(parser):
+    from bertfit.serve import MAX_HEADER_BYTES, _deadline_protocol
+
+    protocol = functools.partial(_deadline_protocol(parser), read_timeout=1.0)
+    body = json.dumps({"texts": ["refund my order"]}).encode()
+    with LiveServer(create_app(fake_classifier(), ServeConfig(max_wait_ms=1)), http=protocol) as live:
+        port = live.port
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # keep-alive: two answers, then idle
+            for _ in range(2):
+                sock.sendall(head(len(body)) + body)
+                status, data = answer_on(sock)
+                assert status == 200 and json.loads(data)["predictions"][0]["label"] in LABELS
+            assert closed_by_server(sock, 5), "an idle keep-alive connection outlived --read-timeout"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # half a request line, then silence
+            sock.sendall(b"POST /pred")
+            assert closed_by_server(sock, 5)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nhost: 127.0.0.1\r\nx-padding: " + b"a" * (MAX_HEADER_BYTES + 1000))
+            status, _ = answer_on(sock)
+            assert status == 400

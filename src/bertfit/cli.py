@@ -448,17 +448,26 @@ def main(argv: list[str] | None = None) -> int:
     except BertfitError as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        _error(str(err))
         return err.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was saved", file=sys.stderr)
+        _error("interrupted; nothing was saved")
         return 130
     except Exception as err:  # the last line of defence: one line, not a traceback
         if args.debug:
             raise
-        print(f"error: unexpected {type(err).__name__}: {err} (run again with --debug for the traceback)",
-              file=sys.stderr)
+        _error(f"unexpected {type(err).__name__}: {err} (run again with --debug for the traceback)")
         return 1
+
+
+def _error(message: str) -> None:
+    """The one ``error:`` line, on a line of its own: progress bars a failure left open are ended first."""
+    from tqdm import tqdm
+
+    bars = list(tqdm._instances)  # every live bar, Trainer's included (tqdm keeps them for nesting)
+    for bar in bars:
+        bar.close()
+    print(f"{chr(10) if bars else ''}error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SERVE_INSTALL = "pip install 'bertfit[serve]'"
 ENV_SETTINGS = "BERTFIT_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_HEADER_BYTES = 16 * 1024  # a request's headers, as h11 limits them
 
 
 def serving_threads() -> int:
@@ -155,29 +156,40 @@ class BodyLimit:
                 f"send fewer or shorter texts per request, or start the server with --max-body-bytes {size}")
 
 
-def h11_with_deadline(read_timeout: float, **kwargs: Any) -> Any:
-    """uvicorn's h11 protocol for one connection, closed when a request's headers take over ``read_timeout`` s.
+def http_with_deadline(read_timeout: float, **kwargs: Any) -> Any:
+    """uvicorn's HTTP protocol for one connection, closed when a request's headers take over ``read_timeout`` s.
 
     uvicorn times an idle connection out only after an answer (``timeout_keep_alive``): a client that
     connects and sends nothing, or half its headers, would hold its connection, and a file
     descriptor, for good. Here the deadline runs whenever the server waits on the client for a new
     request (from the connection's start, or the end of the last answer, to the end of the next
     request's headers); the body then has its own deadline in :class:`BodyLimit`, which answers 408.
-    ``serve`` hands uvicorn ``functools.partial(h11_with_deadline, timeout)``, which pickles for ``--workers``
-    (so uvicorn runs h11 even where httptools is installed).
+    The parser is httptools (C) where it is installed, as uvicorn itself would choose, else h11 (pure
+    Python, several times slower per request). ``serve`` hands uvicorn
+    ``functools.partial(http_with_deadline, timeout)``, which pickles for ``--workers``.
     """
-    return _deadline_protocol()(read_timeout=read_timeout, **kwargs)
+    return _deadline_protocol(_parser())(read_timeout=read_timeout, **kwargs)
+
+
+def _parser() -> str:
+    import importlib.util
+
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
 @functools.cache
-def _deadline_protocol() -> type:
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+def _deadline_protocol(parser: str) -> type:
+    if parser == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
 
-    class DeadlineH11Protocol(H11Protocol):
+    class DeadlineProtocol(Base):
         def __init__(self, *args: Any, read_timeout: float, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.read_timeout = read_timeout
             self.deadline: asyncio.TimerHandle | None = None
+            self.waiting_bytes = 0  # received since the last answer, while a request's headers are incomplete
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
@@ -187,9 +199,17 @@ def _deadline_protocol() -> type:
             super().data_received(data)
             if self._answering():  # the headers are in; the app reads the body under its own deadline
                 self._disarm()
+                self.waiting_bytes = 0
+                return
+            # h11 refuses headers past 16 KiB itself; httptools has no cap, so one is kept here
+            self.waiting_bytes += len(data)
+            if self.waiting_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                self.send_400_response(f"request headers over {MAX_HEADER_BYTES} bytes")
+                self.transport.close()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            self.waiting_bytes = 0
             if not self.transport.is_closing() and not self._answering():  # (a pipelined request may be)
                 self._arm()
 
@@ -215,7 +235,7 @@ def _deadline_protocol() -> type:
                      self.client, self.read_timeout)
             self.transport.close()
 
-    return DeadlineH11Protocol
+    return DeadlineProtocol
 
 
 async def _disconnected(request: Any) -> None:
@@ -336,7 +356,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, work
     classifier = TextClassifier.from_pretrained(model_dir, backend=backend, threads=config.threads)
     log.info("serving %s (%s backend) on http://%s:%d  (docs: /docs, try it: /)", model_dir,
              classifier.backend.name, host, port)
-    protocol = functools.partial(h11_with_deadline, config.read_timeout)
+    protocol = functools.partial(http_with_deadline, config.read_timeout)
     if workers == 1:
         uvicorn.run(create_app(classifier, config, str(model_dir)), host=host, port=port, log_level=log_level,
                     http=protocol)

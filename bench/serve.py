@@ -208,8 +208,10 @@ async def run(args: argparse.Namespace) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "bertfit", "serve", args.model_dir, "--port", str(port), "--quiet",
-               "--backend", args.backend, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-               *(["--threads", str(args.threads)] if args.threads else [])]
+               "--backend", args.backend]
+    for flag in ("max_batch", "max_wait_ms", "threads", "parallel_batches"):  # unset: the server's own default
+        if getattr(args, flag) is not None:
+            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     try:
         await wait_until_up(url, process)
@@ -226,8 +228,9 @@ async def run(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    print(f"client: {args.client}; server: --max-wait-ms {args.max_wait_ms:g}, --max-batch {args.max_batch}, "
-          f"--threads {info['limits']['threads']}")
+    limits = info["limits"]
+    print(f"client: {args.client}; server: --max-batch {limits['max_batch']}, --max-wait-ms {limits['max_wait_ms']:g}, "
+          f"--threads {limits['threads']}, --parallel-batches {limits.get('parallel_batches', 1)}")
     print(table(rows, info["backend"]))
     for row in rows:
         if row["error_kinds"]:
@@ -244,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="8,32", help="concurrent clients per level (default 8,32)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="stop a level after this many requests")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"))
-    parser.add_argument("--max-batch", type=int, default=64)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-batch", type=int, help="the server's --max-batch (default: its own)")
+    parser.add_argument("--max-wait-ms", type=float, help="the server's --max-wait-ms (default: its own)")
     parser.add_argument("--threads", type=int, help="the server's --threads (default: the server's own default)")
+    parser.add_argument("--parallel-batches", type=int, help="the server's --parallel-batches (default: its own)")
     parser.add_argument("--client", default="raw", choices=("raw", "httpx"),
                         help="raw: lean keep-alive connections on asyncio streams (default); httpx: httpx.AsyncClient")
     parser.add_argument("--json", help="also write the rows as JSON here")

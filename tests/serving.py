@@ -43,8 +43,20 @@ class FakeBackend:
         self.poison = None if fails_on is None else self.tokenizer.convert_tokens_to_ids(fails_on)
         self.batches: list[int] = []
         self.failed: list[int] = []
+        self.in_flight = self.most_in_flight = 0  # forward passes running at once (the batcher may run several)
+        self.lock = threading.Lock()
 
     def logits(self, batch: dict) -> Any:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return self._logits(batch)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _logits(self, batch: dict) -> Any:
         import numpy as np
 
         time.sleep(self.delay)

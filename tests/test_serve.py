@@ -3,6 +3,7 @@ limits, the CLI, and the try-it page in headless Chromium against a live server.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import html as html_lib
 import importlib.util
@@ -167,6 +168,28 @@ def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_rows():
     assert stats["requests"] == len(requests) and stats["texts"] == sum(map(len, requests))
     assert stats["batches"] < len(requests) / 2  # requests that arrived together shared forward passes
     assert stats["largest_batch"] <= 16 and max(classifier.backend.batches) <= 16
+
+
+@pytest.mark.parametrize("parallel, expect_batches", [(1, [8]), (2, [4, 4])])
+def test_queued_texts_are_shared_among_the_free_slots(parallel, expect_batches):
+    from bertfit.batcher import Batcher
+
+    classifier = fake_classifier(delay=0.3)
+    words = ["refund", "crash", "buy", "invoice", "error", "quote", "login", "demo"]
+
+    async def scenario():
+        batcher = Batcher(classifier, max_batch=8, max_wait=0.05, parallel=parallel)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit([word]) for word in words))
+        finally:
+            await batcher.stop()
+
+    answers = asyncio.run(scenario())
+    assert [records[0]["text"] for records in answers] == words  # each caller its own row
+    assert [records[0]["label"] for records in answers] == [expected_label(word) for word in words]
+    assert sorted(classifier.backend.batches) == expect_batches  # eight queued texts: one batch, or two of four
+    assert classifier.backend.most_in_flight == parallel  # ... and the two ran side by side
 
 
 @pytest.fixture(scope="module")

@@ -289,7 +289,7 @@ def send_and_leave(url: str, body: dict) -> None:
 
 def test_a_client_that_leaves_before_its_answer_is_not_scored():
     classifier = fake_classifier(delay=1.0)
-    with LiveServer(create_app(classifier, ServeConfig(max_wait_ms=1))) as live:
+    with LiveServer(create_app(classifier, ServeConfig(max_wait_ms=1, parallel_batches=1))) as live:  # one model, busy
         busy = threading.Thread(target=post, args=(live.url, {"texts": ["refund"]}))  # the model is busy for 1 s
         busy.start()
         time.sleep(0.15)
@@ -305,7 +305,7 @@ def test_a_client_that_leaves_before_its_answer_is_not_scored():
 
 def test_a_request_the_model_fails_on_fails_alone_not_its_batch():
     classifier = fake_classifier(delay=0.5, fails_on="crash")
-    with LiveServer(create_app(classifier, ServeConfig(max_wait_ms=1))) as live:
+    with LiveServer(create_app(classifier, ServeConfig(max_wait_ms=1, parallel_batches=1))) as live:  # one model, busy
         busy = threading.Thread(target=post, args=(live.url, {"texts": ["refund"]}))
         busy.start()
         time.sleep(0.1)

@@ -220,8 +220,10 @@ def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                        help=f"seconds a client has to send a request's headers, then its body (default "
                             f"{defaults.read_timeout:g}); slower: 408, or the connection is closed")
     serve.add_argument("--threads", type=int, default=defaults.threads,
-                       help=f"the model's threads in each worker (default here {defaults.threads}: one core fewer "
-                            "than this machine has, so the event loop keeps one)")
+                       help=f"the model's threads in each forward pass (default {defaults.threads})")
+    serve.add_argument("--parallel-batches", type=int, default=defaults.parallel_batches,
+                       help=f"forward passes that may run at once in each worker (default here "
+                            f"{defaults.parallel_batches}: one per core)")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -247,7 +249,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
                          max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
-                         read_timeout=args.read_timeout, threads=args.threads)
+                         read_timeout=args.read_timeout, threads=args.threads,
+                         parallel_batches=args.parallel_batches)
     serve(args.model_dir, args.host, args.port, args.workers, args.backend, config,
           log_level="debug" if args.debug else "warning" if args.quiet else "info")
     return 0

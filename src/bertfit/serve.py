@@ -48,28 +48,32 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_HEADER_BYTES = 16 * 1024  # a request's headers, as h11 limits them
 
 
-def serving_threads() -> int:
-    """One core fewer than the process may use (at least one): the event loop, which reads requests and
-    tokenizes, keeps a core of its own instead of waiting behind the model's threads."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - 1)
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS says, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
 class ServeConfig:
     """Limits and batching of the server; each field is a `bertfit serve` flag (dashes for underscores)."""
 
-    max_batch: int = 64  # texts in one forward pass, gathered from concurrent requests
-    max_wait_ms: float = 5.0  # how long the first text of a batch waits for company
+    # The defaults suit a CPU, measured with bench/serve.py: a batch of small texts costs about as much
+    # as its texts one by one there, so batches stay small, and one batch per core runs on one thread
+    # each. On a GPU, large batches pay: --max-batch 64 --parallel-batches 1 --threads 1.
+    max_batch: int = 2  # texts in one forward pass, gathered from concurrent requests
+    max_wait_ms: float = 2.0  # how long a batch waits for company when no other batch could start
     max_texts: int = 256  # texts in one request
     max_chars: int = 10_000  # characters in one text (and in its pair)
     max_body_bytes: int = 4 * 1024 * 1024  # size of one request body
     read_timeout: float = 30.0  # seconds a client has to send a request's headers, and then its body
-    threads: int = field(default_factory=serving_threads)  # the model's intra-op threads, per worker process
+    threads: int = 1  # the model's intra-op threads in each forward pass
+    parallel_batches: int = field(default_factory=cores)  # forward passes at once, per worker process
 
     def validate(self) -> None:
+        # max_wait_ms may be 0: no waiting for company, a batch is whatever has queued
         problems = [f"--{f.name.replace('_', '-')} must be positive, got {getattr(self, f.name)}"
-                    for f in dataclasses.fields(self) if not getattr(self, f.name) > 0]
+                    for f in dataclasses.fields(self)
+                    if not (getattr(self, f.name) >= 0 if f.name == "max_wait_ms" else getattr(self, f.name) > 0)]
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -260,7 +264,7 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
 
     config = config or ServeConfig()
     config.validate()
-    batcher = Batcher(classifier, config.max_batch, config.max_wait_ms / 1000)
+    batcher = Batcher(classifier, config.max_batch, config.max_wait_ms / 1000, config.parallel_batches)
     multi_label = classifier.multi_label
 
     class PredictRequest(BaseModel):

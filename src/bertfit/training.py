@@ -92,7 +92,8 @@ class TrainResult:
             "validation": headline(self.validation),
             "test": headline(self.test),
             "baseline_test": headline(self.baseline["test"]) if self.baseline else None,
-            "history": self.history,
+            # per epoch, the headline figures; bertfit.json keeps the whole record (confusion matrices too)
+            "history": [{**h, "validation": headline(h["validation"])} for h in self.history],
         }
 
 

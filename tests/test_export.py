@@ -77,6 +77,16 @@ def test_onnx_predicts_as_torch_does(onnx_dir, trained_dir):
     assert onnx_model.logits([]).shape == (0, 3)
 
 
+def test_batches_side_by_side_give_each_text_its_own_row(onnx_dir):
+    side_by_side = TextClassifier.from_pretrained(onnx_dir)  # default: one thread per batch, a batch per core
+    one_at_a_time = TextClassifier.from_pretrained(onnx_dir, threads=1)
+    side_by_side.backend.parallel = 3  # more batches at once than this machine may have cores
+    assert one_at_a_time.backend.parallel == 1
+    texts = [f"{text} {'again ' * (i % 7)}" for i, text in enumerate(TEXTS * 9)]  # lengths vary: sorted batches
+    np.testing.assert_allclose(side_by_side.logits(texts, batch_size=2), one_at_a_time.logits(texts, batch_size=2),
+                               atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def task_models(tiny_model_dir, rows, tmp_path_factory):
     """A pair, a multi-label and a window model, one epoch each (the parity test needs no accuracy)."""

@@ -11,12 +11,14 @@ onnxruntime). Training lives in ``train``; this module never updates weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +110,8 @@ class TextClassifier:
 
         ``backend``: 'torch' (model.safetensors), 'onnx' (model.onnx from bertfit export, on
         onnxruntime, without importing torch), or 'auto': ONNX when the folder has model.onnx and
-        onnxruntime is installed, else torch. ``threads``: the backend's intra-op threads (default: its own,
-        one per core); for torch this is process-wide.
+        onnxruntime is installed, else torch. ``threads``: the backend's intra-op threads. Default: for
+        torch, one per core (process-wide); for ONNX, one per batch with one batch per core side by side.
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -178,10 +180,21 @@ class TextClassifier:
         order = np.argsort(encoded.lengths(), kind="stable")
         out = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
         keys = [k for k in encoded.features if k in INPUT_KEYS]
-        starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="scoring", disable=not progress, file=sys.stderr, leave=False):
-            chosen = order[start:start + batch_size]
-            out[chosen] = self.backend.logits({k: [encoded.features[k][i] for i in chosen] for k in keys})
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+        def run(chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return chosen, self.backend.logits({k: [encoded.features[k][i] for i in chosen] for k in keys})
+
+        parallel = min(getattr(self.backend, "parallel", 1), len(batches))
+        with contextlib.ExitStack() as stack:
+            if parallel > 1:  # batches side by side, each on one thread (the ONNX backend's default)
+                pool_map = stack.enter_context(ThreadPoolExecutor(parallel, thread_name_prefix="bertfit-score")).map
+            else:
+                pool_map = map
+            done = pool_map(run, batches)
+            for chosen, logits in tqdm(done, total=len(batches), desc="scoring", disable=not progress,
+                                       file=sys.stderr, leave=False):
+                out[chosen] = logits
         return pool(out, encoded.owner, encoded.n_texts, long_text.get("pool", "mean"))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,

@@ -110,8 +110,8 @@ class TextClassifier:
 
         ``backend``: 'torch' (model.safetensors), 'onnx' (model.onnx from bertfit export, on
         onnxruntime, without importing torch), or 'auto': ONNX when the folder has model.onnx and
-        onnxruntime is installed, else torch. ``threads``: the backend's intra-op threads. Default: for
-        torch, one per core (process-wide); for ONNX, one per batch with one batch per core side by side.
+        onnxruntime is installed, else torch. ``threads``: the backend's intra-op threads. Default: one per
+        core (for torch process-wide); ONNX then also runs one batch per core side by side.
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -187,7 +187,8 @@ class TextClassifier:
 
         parallel = min(getattr(self.backend, "parallel", 1), len(batches))
         with contextlib.ExitStack() as stack:
-            if parallel > 1:  # batches side by side, each on one thread (the ONNX backend's default)
+            if parallel > 1:  # batches side by side (the ONNX backend's default); the longest first, so the
+                batches.reverse()  # last to finish is a short one and no thread idles long at the end
                 pool_map = stack.enter_context(ThreadPoolExecutor(parallel, thread_name_prefix="bertfit-score")).map
             else:
                 pool_map = map

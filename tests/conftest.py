@@ -7,11 +7,14 @@ well under a second per epoch; nothing is downloaded.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from bertfit.errors import DataError
 
 WORDS = {
     "billing": "invoice refund charge payment card bill price paid money overcharged receipt",
@@ -124,3 +127,21 @@ def multi_label_case(seed: int = 2):
     proba = np.clip(0.55 * truth + 0.6 * rng.random(truth.shape) - 0.05, 0, 1)
     labels = [[n for n, t in zip(names, row, strict=True) if t] for row in truth]
     return names, truth, proba, labels
+
+
+def labelled(per_class: dict[str, int], prefix: str = "") -> pd.DataFrame:
+    """Unique texts, ``per_class[label]`` rows of each label, interleaved."""
+    rows = [{"text": f"{prefix}{label} example number {i}", "label": label}
+            for label, count in per_class.items() for i in range(count)]
+    return pd.DataFrame(rows).sample(frac=1, random_state=0).reset_index(drop=True)
+
+
+def expect_data_error(call: Callable[[], object], *fragments: str) -> str:
+    """Run ``call``; it must raise a one-line DataError containing every fragment."""
+    with pytest.raises(DataError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message

@@ -1,5 +1,7 @@
 """Prepare labelled texts: find the columns, clean, split, and check the splits for leaks.
 
+How rows are split by class and what counts as a leak live in ``splits``; this module runs them.
+
 In: anything ``sources`` reads (a CSV / TSV / JSONL / Parquet file, a folder of ``train`` /
 ``validation`` / ``test`` files, ``hf:NAME``) or a DataFrame.
 Out: a :class:`PreparedData` with three splits of ``text`` (``text_pair`` for sentence pairs) /
@@ -16,16 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bertfit.config import DataConfig
 from bertfit.errors import DataError
 from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi
 from bertfit.sources import load_frames, read_delimited, read_table, unreadable
+from bertfit.splits import check_leaks, row_key, stratified_split
 
-__all__ = ["PreparedData", "check_leaks", "clean", "find_columns", "iter_texts", "load_frames", "load_labelled",
-           "prepare", "read_table", "stratified_split"]
+__all__ = ["PreparedData", "clean", "find_columns", "iter_texts", "load_frames", "load_labelled", "prepare",
+           "read_table"]
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +164,7 @@ def clean(
     dropped["missing_label"] = int(missing_label.sum())
     # Duplicates are judged as the leak check judges them (case and spacing ignored), so that
     # splitting a cleaned file can never put "the same" text in two splits.
-    key = _row_key(rows)
+    key = row_key(rows)
     duplicate = pd.DataFrame({"key": key, "label": rows["label"]}).duplicated()
     rows, key = rows[~duplicate], key[~duplicate]
     dropped["duplicate"] = int(duplicate.sum())
@@ -197,83 +199,6 @@ def _nothing_left(where: str, rows: int, dropped: dict[str, int], text_col: str,
         f"{dropped['missing_label']} with no label in {label_col!r}); fill them in, or pass --text-col / "
         "--label-col with the columns that hold them"
     )
-
-
-def stratified_split(rows: pd.DataFrame, fractions: dict[str, float], seed: int) -> dict[str, pd.DataFrame]:
-    """Split by class so each split keeps the class balance; training keeps at least one row per class.
-
-    Multi-label rows are stratified by their rarest label (rare label sets are what a plain random
-    split loses), with too-rare strata pooled.
-    """
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("train", *fractions)}
-    strata = _multi_label_strata(rows["label"]) if _is_tuples(rows["label"]) else rows["label"]
-    too_small = strata.value_counts()
-    too_small = too_small[too_small < 2]
-    if len(too_small):
-        raise DataError(
-            f"class(es) {list(too_small.index)[:5]} have a single row, too few to split by class; "
-            "add rows, drop those classes, or provide your own train/validation/test files"
-        )
-    for _, index in sorted(pd.DataFrame({"s": strata.to_numpy()}).groupby("s").indices.items()):
-        index = rng.permutation(index)
-        start = 0
-        for name, fraction in fractions.items():
-            count = min(int(round(len(index) * fraction)), len(index) - start - 1)
-            parts[name].append(index[start:start + count])
-            start += count
-        parts["train"].append(index[start:])
-    return {
-        name: rows.iloc[rng.permutation(np.concatenate(chunks))].reset_index(drop=True)
-        for name, chunks in parts.items()
-    }
-
-
-def _is_tuples(labels: pd.Series) -> bool:
-    return len(labels) > 0 and isinstance(labels.iloc[0], tuple)
-
-
-def _multi_label_strata(labels: pd.Series, smallest: int = 2) -> pd.Series:
-    """Each row's rarest label (ties: the first), pooling labels with fewer than ``smallest`` rows."""
-    counts = pd.Series([name for names in labels for name in names]).value_counts()
-    rarest = labels.map(lambda names: min(names, key=lambda name: (counts[name], name)))
-    sizes = rarest.value_counts()
-    return rarest.map(lambda name: name if sizes[name] >= smallest else "\x00rare")
-
-
-def _leak_key(texts: pd.Series) -> pd.Series:
-    # astype(str): a column left empty by cleaning keeps the dtype it was read with (float for all-NaN)
-    return texts.astype(str).str.casefold().str.split().str.join(" ")
-
-
-def _row_key(rows: pd.DataFrame) -> pd.Series:
-    """What makes two rows "the same input": the text, and for sentence pairs both texts."""
-    key = _leak_key(rows["text"])
-    if "text_pair" in rows:
-        key = key + "\x1f" + _leak_key(rows["text_pair"])
-    return key
-
-
-def check_leaks(splits: dict[str, pd.DataFrame], drop: bool) -> dict[str, int]:
-    """Refuse (or, with drop, remove from validation/test) texts that appear in two splits."""
-    seen = set(_row_key(splits["train"]))
-    removed = {}
-    for name in ("validation", "test"):
-        keys = _row_key(splits[name])
-        shared = keys.isin(seen)
-        removed[name] = int(shared.sum())
-        if drop:
-            splits[name] = splits[name][~shared].reset_index(drop=True)
-            keys = keys[~shared]
-        seen |= set(keys)
-    total = sum(removed.values())
-    if total and not drop:
-        raise DataError(
-            f"{total} text(s) appear in more than one split ({removed['validation']} in validation, "
-            f"{removed['test']} in test, also in an earlier split), so scores would be inflated; "
-            "remove them, or pass --drop-leaks to drop them from validation and test"
-        )
-    return removed
 
 
 def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None) -> PreparedData:

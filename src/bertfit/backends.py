@@ -149,7 +149,7 @@ class OnnxBackend:
         except Exception as err:  # noqa: BLE001 - ORT raises its own untyped errors for a damaged file
             raise ModelLoadError(f"cannot load {folder / ONNX_FILE}: {str(err).splitlines()[0]}; export it again "
                                  "with bertfit export") from None
-        return cls(session, tokenizer, parallel=1 if threads else _cores())
+        return cls(session, tokenizer, parallel=1 if threads else cores())
 
     @property
     def model(self) -> Any:
@@ -255,5 +255,6 @@ def _read_json(file: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS says, else the machine's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

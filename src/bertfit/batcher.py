@@ -49,7 +49,6 @@ class Batcher:
         self._getter: asyncio.Future | None = None  # a pending queue.get(), kept (not cancelled) across waits
         self._carry: Job | None = None  # a job that would have overfilled the last batch
         self._slots: asyncio.Semaphore | None = None  # batches that may run at once
-        self._free = parallel  # slots not running a batch
         self._running: set[asyncio.Task] = set()
         self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="bertfit-predict")
 
@@ -104,20 +103,19 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             await self._slots.acquire()  # a free slot first: texts that arrive meanwhile join the next batch
-            self._free -= 1
             first, self._carry = self._carry or await self._next(None), None
             if first.future.done():  # its caller went away while it waited
-                self._free += 1
                 self._slots.release()
                 continue
             jobs, count = [first], len(first.texts)
+            others_free = self.parallel - 1 - len(self._running)  # slots besides this one, free now
             # What has queued is shared among the free slots, so no slot idles while one batch takes it all.
-            share = math.ceil((1 + self._queue.qsize()) / (1 + self._free))
+            share = math.ceil((1 + self._queue.qsize()) / (1 + others_free))
             while count is not None and len(jobs) < share and count < self.max_batch:
                 if (job := self._ready()) is None:
                     break
                 count = self._join(jobs, count, job)
-            if self._free == 0:  # no other batch could start now: wait a while for company
+            if others_free == 0:  # no other batch could start now: wait a while for company
                 deadline = loop.time() + self.max_wait
                 while count is not None and count < self.max_batch and (left := deadline - loop.time()) > 0:
                     if (job := await self._next(left)) is None:
@@ -140,7 +138,6 @@ class Batcher:
 
     def _finished(self, task: asyncio.Task) -> None:
         self._running.discard(task)
-        self._free += 1
         self._slots.release()
 
     async def _score(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:

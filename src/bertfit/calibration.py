@@ -25,6 +25,11 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
     return float(np.exp(found.x))
 
 
+def plain_softmax(logits: np.ndarray) -> np.ndarray:
+    """The uncalibrated probabilities: temperature 1."""
+    return calibrated(logits, 1.0)
+
+
 def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities softmax(logits / T)."""
     return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1).astype(np.float32)

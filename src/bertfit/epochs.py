@@ -16,7 +16,7 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from bertfit.calibration import calibrated
+from bertfit.calibration import plain_softmax
 from bertfit.encoding import pool
 from bertfit.metrics import classification_metrics, multilabel_metrics
 
@@ -105,7 +105,7 @@ def metrics_per_text(owner: np.ndarray, multi_label: bool, how: str) -> Any:
             metrics = multilabel_metrics(y_true, 1 / (1 + np.exp(-logits.astype(np.float64))))
             metrics.pop("per_label")
         else:
-            metrics = classification_metrics(y_true, calibrated(logits, 1.0))
+            metrics = classification_metrics(y_true, plain_softmax(logits))
         metrics.pop("loss")  # Trainer reports its own eval_loss, the one that picks the best epoch
         return metrics
 

@@ -9,9 +9,9 @@ Four stages, as LitServe lays a server out:
    missing or unwanted, text that is not valid Unicode, a body that is not JSON: 422, each message
    naming the limit and the flag that raises it), and against slow clients (a body still arriving
    ``read_timeout`` s after its headers: 408; headers that take that long: the connection is closed).
-3. **Predict a batch**: :class:`~bertfit.batcher.Batcher` gathers the texts of concurrent requests for at most
-   ``max_wait_ms`` or up to ``max_batch`` texts, runs one forward pass in a worker thread and
-   hands each caller its own rows. A caller that disconnects first is dropped from the queue
+3. **Predict a batch**: :class:`~bertfit.batcher.Batcher` gathers the texts of concurrent requests into
+   batches of up to ``max_batch`` texts, runs up to ``parallel_batches`` forward passes at once in
+   worker threads and hands each caller its own rows. A caller that disconnects first is dropped from the queue
    unscored, and a batch that fails is retried request by request, so one request cannot fail another.
 4. **Encode the response**: per text, the record ``bertfit predict`` prints.
 
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bertfit import __version__
+from bertfit.backends import cores
 from bertfit.batcher import Batcher
 from bertfit.errors import UsageError
 
@@ -46,11 +47,6 @@ SERVE_INSTALL = "pip install 'bertfit[serve]'"
 ENV_SETTINGS = "BERTFIT_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_HEADER_BYTES = 16 * 1024  # a request's headers, as h11 limits them
-
-
-def cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS says, else the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -175,6 +171,7 @@ def http_with_deadline(read_timeout: float, **kwargs: Any) -> Any:
     return _deadline_protocol(_parser())(read_timeout=read_timeout, **kwargs)
 
 
+@functools.cache
 def _parser() -> str:
     import importlib.util
 
@@ -213,7 +210,6 @@ def _deadline_protocol(parser: str) -> type:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self.waiting_bytes = 0
             if not self.transport.is_closing() and not self._answering():  # (a pipelined request may be)
                 self._arm()
 

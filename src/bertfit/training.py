@@ -44,7 +44,7 @@ from bertfit.backbone import (
 from bertfit.baseline import baseline_record, compare_with_baseline
 from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count
 from bertfit.cached import collate as collate_cached
-from bertfit.calibration import calibrated, fit_temperature
+from bertfit.calibration import fit_temperature, plain_softmax
 from bertfit.checkpoints import check_stale, checkpoint_dir, prepare_folder, resumed_epoch, run_record
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
@@ -290,7 +290,7 @@ def fit(
         test_metrics["at_threshold_0.5"] = headline(fixed)
     elif "calibration" in meta:
         meta["calibration"]["test_ece_before"] = expected_calibration_error(
-            targets["test"], _plain_softmax(test_logits))
+            targets["test"], plain_softmax(test_logits))
         meta["calibration"]["test_ece_after"] = test_metrics["ece"]
     meta["metrics"] = {"validation": best["validation"], "test": test_metrics}
     baseline = baseline_record(prepared, config.seed) if config.baseline else None
@@ -333,17 +333,13 @@ def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.n
                  dict(zip(classifier.labels.names[:8], meta["thresholds"][:8], strict=False)))
     elif config.calibrate:
         temperature = fit_temperature(logits, targets)
-        before = expected_calibration_error(targets, _plain_softmax(logits))
+        before = expected_calibration_error(targets, plain_softmax(logits))
         meta["calibration"] = {"method": "temperature", "temperature": temperature,
                                "validation_ece_before": before}
         meta["calibration"]["validation_ece_after"] = expected_calibration_error(
             targets, classifier.probabilities(logits))
         log.info("calibration: temperature %.3f fitted on validation (ECE %.4f -> %.4f)", temperature, before,
                  meta["calibration"]["validation_ece_after"])
-
-
-def _plain_softmax(logits: np.ndarray) -> np.ndarray:
-    return calibrated(logits, 1.0)  # temperature 1: the uncalibrated probabilities
 
 
 def _jsonl(frame: pd.DataFrame) -> str:

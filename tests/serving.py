@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -168,11 +169,12 @@ class LiveServer:
 class CliServer:
     """`bertfit serve MODEL_DIR ARGS...` in a subprocess on a free loopback port, up once /health answers.
 
+    ``port=0`` lets the server pick (``--port 0``): the port is then read from its "serving ... on" line.
     Its stdout and stderr go to a file (``log``, read with :meth:`log_text`), not a pipe nobody reads
     that would fill up and stall the server's logging; ``pid`` is the server process."""
 
-    def __init__(self, model_dir: str | Path, *args: str, log: Path, startup_s: float = 180):
-        self.port = free_port()
+    def __init__(self, model_dir: str | Path, *args: str, log: Path, startup_s: float = 180, port: int | None = None):
+        self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [sys.executable, "-m", "bertfit", "serve", str(model_dir), "--port", str(self.port), *args]
         self.log = log
@@ -195,6 +197,8 @@ class CliServer:
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"bertfit serve exited {self.process.returncode}: {self.log_text()[-2000:]}")
+                if self.port == 0:
+                    self._read_port()
                 try:
                     if get(self.url, "/health", timeout=2) == {"status": "ok"}:
                         return self
@@ -206,6 +210,14 @@ class CliServer:
         except BaseException:
             self.__exit__()
             raise
+
+    def _read_port(self) -> None:
+        serving = re.search(r"^serving .* on http://127\.0\.0\.1:(\d+)", self.log_text(), re.M)
+        if serving is not None:
+            if serving.group(1) == "0":
+                raise RuntimeError(f"--port 0 and the server names port 0, not the one it got: {serving.group(0)}")
+            self.port = int(serving.group(1))
+            self.url = f"http://127.0.0.1:{self.port}"
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()

@@ -59,11 +59,11 @@ class Models:
 
 @dataclass(frozen=True)
 class Case:
-    command: str  # train | predict | evaluate
+    command: str  # train | predict | evaluate | report | export | distill | compress
     setup: Callable[[Path, Models], list]  # writes its inputs under the folder; the arguments after the command
     problem: tuple[str, ...]  # the error line names what is wrong with these words ...
     fix: tuple[str, ...]  # ... and how to fix it with these
-    stdin: str | None = None
+    stdin: str | bytes | None = None
     offline: bool = False  # HF_HUB_OFFLINE=1
 
 
@@ -215,6 +215,77 @@ def out_unwritable(folder: Path, models: Models) -> list:
     return [data, "--model", models.tiny, "--out", locked / "model", "--quiet"]
 
 
+def predicts_over(target: Callable[[Path, Path], Path], *extra: str) -> Callable[[Path, Models], list]:
+    """predict --input texts.txt --output TARGET, where target(folder, input) names the output."""
+    def setup(folder: Path, models: Models) -> list:
+        source = write(folder, "texts.txt", "refund my card\nthe app crashed\n")
+        return [models.trained, "--input", source, "--output", target(folder, source), *extra]
+    return setup
+
+
+def link_to(folder: Path, source: Path) -> Path:
+    link = folder / "link.jsonl"
+    link.symlink_to(source)
+    return link
+
+
+def existing(folder: Path, source: Path) -> Path:
+    return write(folder, "predictions.jsonl", "yesterday's predictions\n")
+
+
+def train_out_holding_the_data(folder: Path, models: Models) -> list:
+    data = write(folder / "project", "tickets.csv", good_csv())
+    return [data, "--model", models.tiny, "--out", folder / "project", "--overwrite", "--quiet"]
+
+
+def train_out_is_the_model(folder: Path, models: Models) -> list:
+    base = Path(shutil.copytree(models.tiny, folder / "base"))
+    return [write(folder, "tickets.csv", good_csv()), "--model", base, "--out", base, "--overwrite", "--quiet"]
+
+
+def report_over(name: Callable[[Path, Path], Path], *extra: str) -> Callable[[Path, Models], list]:
+    def setup(folder: Path, models: Models) -> list:
+        model = Path(shutil.copytree(models.trained, folder / "model"))
+        return [model, "--out", name(folder, model), *extra]
+    return setup
+
+
+def exports_over(folder: Path, models: Models) -> list:
+    model = Path(shutil.copytree(models.trained, folder / "model"))
+    return [model, "--out", model, "--overwrite", "--quiet"]
+
+
+def distills_into_the_teacher(folder: Path, models: Models) -> list:
+    teacher = Path(shutil.copytree(models.trained, folder / "teacher"))
+    data = write(folder, "tickets.csv", good_csv())
+    return [teacher, data, "--student-layers", "1", "--out", teacher, "--overwrite", "--quiet"]
+
+
+def compresses_over_the_data(folder: Path, models: Models) -> list:
+    data = write(folder / "work", "tickets.csv", good_csv())
+    return [models.trained, data, "--out", folder / "work", "--overwrite", "--quiet"]
+
+
+def damaged_model(change: Callable[[Path], None]) -> Callable[[Path, Models], list]:
+    return lambda folder, models: [saved_model(folder, models, change), "refund my card"]
+
+
+def truncate_weights(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+def corrupt_tokenizer(folder: Path) -> None:
+    (folder / "tokenizer.json").write_text("{ not json")
+
+
+def swapped(command: str) -> Callable[[Path, Models], list]:
+    def setup(folder: Path, models: Models) -> list:
+        data = write(folder, "holdout.csv", good_csv())
+        return [data, models.trained] if command == "evaluate" else [data, "hello"]
+    return setup
+
+
 def evaluates(content: str) -> Callable[[Path, Models], list]:
     return lambda folder, models: [models.trained, write(folder, "holdout.csv", content), "--quiet"]
 
@@ -350,6 +421,46 @@ CASES = [
                       ("nope.csv", "not found"), ("check the path",)), id="predict-input-missing"),
     pytest.param(Case("predict", lambda folder, models: [models.trained, "hi", "--threshold", "2"],
                       ("--threshold", "2"), ("between 0 and 1",)), id="predict-threshold-out-of-range"),
+    # -- writing over what a command reads, or over an earlier output -----------------------------------
+    pytest.param(Case("predict", predicts_over(lambda folder, source: source), ("is the input file",),
+                      ("pass another --output",)), id="predict-output-is-its-input"),
+    pytest.param(Case("predict", predicts_over(lambda folder, source: source, "--overwrite"), ("is the input file",),
+                      ("pass another --output",)), id="predict-output-is-its-input-even-with-overwrite"),
+    pytest.param(Case("predict", predicts_over(link_to), ("is the input file",), ("pass another --output",)),
+                 id="predict-output-is-a-link-to-its-input"),
+    pytest.param(Case("predict", predicts_over(existing), ("exists",), ("--overwrite",)),
+                 id="predict-output-exists-without-overwrite"),
+    pytest.param(Case("train", train_out_holding_the_data, ("holds the data",), ("pass another --out",)),
+                 id="train-out-holds-its-data"),
+    pytest.param(Case("train", train_out_is_the_model, ("is the --model folder",), ("pass another --out",)),
+                 id="train-out-is-its-base-model"),
+    pytest.param(Case("report", report_over(lambda folder, model: model / "bertfit.json", "--overwrite"),
+                      ("is the model's bertfit.json",), ("pass another --out",)), id="report-over-its-model"),
+    pytest.param(Case("report", report_over(lambda folder, model: write(folder, "old.html", "<p>old</p>")),
+                      ("exists",), ("--overwrite",)), id="report-out-exists-without-overwrite"),
+    pytest.param(Case("export", exports_over, ("is the model folder",), ("pass another --out",)),
+                 id="export-over-its-model"),
+    pytest.param(Case("distill", distills_into_the_teacher, ("is the teacher folder",), ("pass another --out",)),
+                 id="distill-over-its-teacher"),
+    pytest.param(Case("compress", compresses_over_the_data, ("holds the data",), ("pass another --out",)),
+                 id="compress-out-holds-its-data"),
+    # -- damaged models, swapped arguments, bytes that are not text ----------------------------------
+    pytest.param(Case("predict", damaged_model(truncate_weights), ("damaged or incomplete",),
+                      ("copy the whole folder",)), id="predict-model-with-truncated-weights"),
+    pytest.param(Case("predict", damaged_model(corrupt_tokenizer), ("damaged or incomplete",),
+                      ("copy the whole folder",)), id="predict-model-with-corrupt-tokenizer"),
+    pytest.param(Case("predict", swapped("predict"), ("holdout.csv", "is a data file"),
+                      ("model folder comes first",)), id="predict-data-file-in-the-model-place"),
+    pytest.param(Case("evaluate", swapped("evaluate"), ("holdout.csv", "is a data file"),
+                      ("model folder comes first",)), id="evaluate-arguments-swapped"),
+    pytest.param(Case("predict", lambda folder, models: [models.trained, "fine", "caf\udce9"],
+                      ("text 1", "not valid UTF-8", "byte 0xe9"), ("iconv",)), id="predict-argument-not-utf8"),
+    pytest.param(Case("predict", predicts(None), ("standard input", "not UTF-8", "0xe9"), ("iconv",),
+                      stdin=b"fine\ncaf\xe9\n"), id="predict-stdin-not-utf8"),
+    pytest.param(Case("predict", lambda folder, models: [models.trained], ("no texts to predict",),
+                      ("--input FILE",)), id="predict-without-texts-or-input"),
+    pytest.param(Case("train", trains_good("--epcohs", "3"), ("unrecognized arguments: --epcohs",),
+                      ("did you mean --epcohs -> --epochs",)), id="misspelled-flag"),
     pytest.param(Case("evaluate", evaluates("text,label\nrefund my card,refunds\n"), ("'refunds'",),
                       ("remove those rows",)), id="evaluate-unknown-label"),
     pytest.param(Case("evaluate", evaluates("text,stars\nrefund my card,5\n"), ("label",), ("--label-col",)),
@@ -420,7 +531,9 @@ def test_bad_input_is_refused_with_one_line_and_nothing_written(case, tmp_path, 
     before = tree(tmp_path)
     monkeypatch.chdir(tmp_path)  # a stray relative write lands in the watched folder
     monkeypatch.setattr(transformers.Trainer, "train", training_started)
-    if case.stdin is not None:
+    if isinstance(case.stdin, bytes):  # as a real process gets it: bytes under a text layer
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(case.stdin), errors="surrogateescape"))
+    elif case.stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.StringIO(case.stdin))
     if case.offline:
         go_offline(monkeypatch)

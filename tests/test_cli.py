@@ -254,13 +254,38 @@ def test_predict_texts_given_as_arguments(trained_dir, capsys):
     check_records(json_lines(out), texts, trained_dir)
 
 
+def scored_and_empty(records: list[dict], lines: list[str], model_dir: Path) -> None:
+    """One record per input line, in order: blank lines marked empty, the others scored as usual."""
+    assert [r["text"] for r in records] == lines
+    blank = [not line.strip() for line in lines]
+    assert [r.get("empty", False) for r in records] == blank
+    assert all(r["label"] is None and r["probabilities"] is None for r, b in zip(records, blank, strict=True) if b)
+    check_records([r for r, b in zip(records, blank, strict=True) if not b],
+                  [line for line, b in zip(lines, blank, strict=True) if not b], model_dir)
+
+
 def test_predict_from_a_text_per_line_file(trained_dir, tmp_path, capsys):
-    texts = ["refund my card payment", "the app crashed on login", "upgrade our plan"]
+    texts = ["refund my card payment", "", "the app crashed on login", "  ", "upgrade our plan"]
     source = tmp_path / "texts.txt"
-    source.write_text(texts[0] + "\n\n" + texts[1] + "\r\n" + texts[2] + "\n", encoding="utf-8")
+    # a byte-order mark (as Windows editors write) is not part of the first text; CRLF endings neither
+    source.write_bytes(("\ufeff" + texts[0] + "\n\n" + texts[2] + "\r\n  \n" + texts[4] + "\n").encode("utf-8"))
     code, out, err = run(["predict", trained_dir, "--input", source, "--quiet"], capsys)
     assert code == 0, err
-    check_records(json_lines(out), texts, trained_dir)
+    scored_and_empty(json_lines(out), texts, trained_dir)
+
+
+def test_predict_from_a_csv_with_empty_cells_keeps_every_row(trained_dir, tmp_path, capsys):
+    source = tmp_path / "new.csv"
+    source.write_bytes("\ufeffid,text\n1,refund my card\n2,\n3,the app crashed\n".encode("utf-8"))
+    code, out, err = run(["predict", trained_dir, "--input", source, "--quiet"], capsys)
+    assert code == 0, err
+    scored_and_empty(json_lines(out), ["refund my card", "", "the app crashed"], trained_dir)
+
+
+def test_predict_an_empty_argument_is_marked_not_scored(trained_dir, capsys):
+    code, out, err = run(["predict", trained_dir, "refund", "", "--quiet"], capsys)
+    assert code == 0, err
+    scored_and_empty(json_lines(out), ["refund", ""], trained_dir)
 
 
 def test_predict_from_a_csv_uses_its_text_column(trained_dir, data_csv, rows, capsys):
@@ -270,10 +295,11 @@ def test_predict_from_a_csv_uses_its_text_column(trained_dir, data_csv, rows, ca
 
 
 def test_predict_from_stdin(trained_dir, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("refund my card\n\nscreen is broken\n"))
+    raw = io.BytesIO("\ufeffrefund my card\n\nscreen is broken\n".encode("utf-8"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(raw, encoding="ascii", errors="surrogateescape"))  # C locale
     code, out, err = run(["predict", trained_dir, "--input", "-", "--quiet"], capsys)
     assert code == 0, err
-    check_records(json_lines(out), ["refund my card", "screen is broken"], trained_dir)
+    scored_and_empty(json_lines(out), ["refund my card", "", "screen is broken"], trained_dir)
 
 
 def test_predict_from_empty_stdin_exits_2(trained_dir, capsys, monkeypatch):
@@ -359,6 +385,69 @@ def test_process_exit_codes_and_tracebacks(tmp_path):
     assert debug.returncode == 1  # an uncaught exception
     assert "Traceback" in err and "ModelLoadError" in err
     assert out == ""
+
+
+@pytest.mark.parametrize("split", ["test", "train", "validation"])
+def test_evaluate_a_folder_holding_one_split_scores_it(trained_dir, rows, tmp_path, capsys, split):
+    folder = tmp_path / "holdout"
+    folder.mkdir()
+    rows.to_csv(folder / f"{split}.csv", index=False)
+    code, out, err = run(["evaluate", trained_dir, folder, "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["rows"] == len(rows)
+
+
+def test_train_takes_every_cli_flag_as_a_keyword(tiny_model_dir, rows, tmp_path, capsys):
+    result = training.train(rows, tmp_path / "m", model=str(tiny_model_dir), epochs=1, max_length=16, quiet=True,
+                            debug=False, baseline=False, report=False)
+    assert result.best_epoch == 1
+    assert capsys.readouterr().err == ""  # quiet: no progress bars
+
+
+def test_predict_into_a_closed_pipe_stops_quietly(trained_dir):
+    """`bertfit predict ... | head -1`: the reader leaves; bertfit stops without a word, as Unix tools do."""
+    process = subprocess.Popen([sys.executable, "-m", "bertfit", "predict", str(trained_dir), "--input", "-",
+                                "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    def feed() -> None:  # in a thread: the pipes fill both ways, and bertfit may stop reading first
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.write(b"".join(b"refund my card number %d\n" % i for i in range(20000)))
+            process.stdin.close()
+
+    import threading
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    first = process.stdout.readline()
+    process.stdout.close()  # what head does after its line
+    err = process.stderr.read().decode()
+    process.wait(timeout=120)
+    assert json.loads(first)["text"] == "refund my card number 0"
+    assert err == "", err
+    assert process.returncode == 141
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("train", "evaluate", "predict", "report", "export", "serve", "distill", "compress"):
+        assert f"    {command} " in out, command
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tiny_model_dir, data_csv, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BERTFIT_PROGRESS_SECONDS": "0", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "bertfit", "train", str(data_csv), "--model", str(tiny_model_dir),
+                           "--out", str(tmp_path / "m"), "--epochs", "1", "--max-length", "16", "--no-report"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "\x1b[" not in done.stderr  # no bar redrawn over itself
+    assert "training: " in done.stderr and "steps" in done.stderr
+    evaluated = subprocess.run([sys.executable, "-m", "bertfit", "evaluate", str(tmp_path / "m"), str(data_csv)],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "scoring: " in evaluated.stderr and "\r" not in evaluated.stderr
 
 
 def test_version(capsys):

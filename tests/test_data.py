@@ -426,7 +426,9 @@ def test_load_labelled_folder_reads_the_test_split(tmp_path):
     "setup, fragments",
     [
         ("missing", ["file not found"]),
-        ("folder without test", ["has no test file to evaluate on", "pass a file, or a folder with test.csv"]),
+        ("folder without test", ["has no test file and more than one other split", "train, validation",
+                                 "DATA/validation.csv"]),
+        ("empty folder", ["has no data file", "pass a labelled file"]),
         ("no usable rows", ["has no rows with both a text and a label"]),
     ],
 )
@@ -435,6 +437,10 @@ def test_load_labelled_errors(tmp_path, setup, fragments):
     if setup == "folder without test":
         source = tmp_path
         write_table(labelled(THREE), tmp_path / "train.csv")
+        write_table(labelled(THREE, prefix="v "), tmp_path / "validation.csv")
+    elif setup == "empty folder":
+        source = tmp_path / "empty"
+        source.mkdir()
     elif setup == "no usable rows":
         source.write_text("text,label\n ,a\nb,\n", encoding="utf-8")
     expect_data_error(lambda: data.load_labelled(source, None, None), *fragments)
@@ -446,7 +452,7 @@ TEXTS = ["first text", "second, with comma", "third", "fourth", "fifth"]
 def write_texts(folder: Path, kind: str) -> Path:
     if kind == "txt":
         path = folder / "texts.txt"
-        path.write_text("\n".join(TEXTS[:2]) + "\n\n  \n" + "\r\n".join(TEXTS[2:]) + "\n", encoding="utf-8")
+        path.write_text("\n".join(TEXTS[:2]) + "\n" + "\r\n".join(TEXTS[2:]) + "\n", encoding="utf-8")
         return path
     return write_table(pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS}), folder / f"texts.{kind}")
 
@@ -459,6 +465,12 @@ def test_iter_texts_chunks_every_format(tmp_path, kind, chunk_size, sizes):
     assert [text for chunk in chunks for text in chunk] == TEXTS
 
 
+def test_iter_texts_keeps_blank_lines_in_place_and_drops_the_byte_order_mark(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_bytes("\ufefffirst\n\n  \nlast\r\n".encode("utf-8"))
+    assert [text for chunk in data.iter_texts(path) for text in chunk] == ["first", "", "  ", "last"]
+
+
 def test_iter_texts_explicit_column(tmp_path):
     path = write_table(pd.DataFrame({"text": ["no", "no"], "note": ["yes 1", "yes 2"]}), tmp_path / "n.csv")
     assert list(data.iter_texts(path, text_col="note")) == [["yes 1", "yes 2"]]
@@ -467,7 +479,7 @@ def test_iter_texts_explicit_column(tmp_path):
 
 def test_iter_texts_reads_stdin_for_dash(monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("one\n\n  two words \r\nthree\n"))
-    assert list(data.iter_texts("-", chunk_size=2)) == [["one", "  two words "], ["three"]]
+    assert list(data.iter_texts("-", chunk_size=2)) == [["one", ""], ["  two words ", "three"]]
 
 
 @pytest.mark.parametrize("name", ["missing.txt", "missing.csv"])

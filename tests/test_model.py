@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import bertfit
 from bertfit import model
 from bertfit.errors import DataError, ModelLoadError, OutputError
-from bertfit.model import TextClassifier, check_output
+from bertfit.model import TextClassifier
 
 LABELS = ["billing", "sales", "tech"]  # the classes of conftest's rows, in LabelSet order
 
@@ -139,6 +138,49 @@ def test_predict_proba_refuses_a_batch_size_below_one(classifier, batch_size):
         classifier.predict_proba(TEXTS, batch_size=batch_size)
 
 
+def test_a_str_is_one_text_not_its_characters(classifier):
+    label = classifier.predict("printer is out of toner")
+    assert label in LABELS
+    assert label == classifier.predict(["printer is out of toner"])[0]
+    proba = classifier.predict_proba("printer is out of toner")
+    assert proba.shape == (len(LABELS),)
+    assert [r["text"] for r in classifier.predict_records("printer")] == ["printer"]
+    with pytest.raises(TypeError, match="list of texts"):
+        classifier.evaluate("printer", ["tech"])
+
+
+@pytest.mark.parametrize(("texts", "words"), [
+    ([None], ["texts[0]", "NoneType", "not a str"]),
+    (["fine", 3.5], ["texts[1]", "float"]),
+    ([b"bytes"], ["texts[0]", "bytes"]),
+    (b"bytes", ["list of str"]),
+    (42, ["list of str"]),
+])
+def test_texts_that_are_not_strings_are_a_type_error_naming_the_place(classifier, texts, words):
+    for call in (classifier.predict, classifier.predict_proba, lambda t: list(classifier.predict_records(t))):
+        with pytest.raises(TypeError) as caught:
+            call(texts)
+        for word in words:
+            assert word in str(caught.value)
+
+
+def test_text_that_is_not_utf8_is_a_data_error_naming_the_byte(classifier):
+    # 'caf\xe9' on a command line reaches Python as 'caf\udce9' (surrogateescape); JSON can spell '\ud800'.
+    for text, byte in (("caf\udce9", "byte 0xe9"), ("a\ud800b", "lone surrogate 0xd800")):
+        with pytest.raises(DataError, match=byte):
+            classifier.predict(["fine", text])
+
+
+def test_empty_texts_are_marked_by_predict_records_and_refused_by_predict(classifier):
+    records = list(classifier.predict_records(["refund", "", "  ", "crash error"]))
+    assert [r["text"] for r in records] == ["refund", "", "  ", "crash error"]
+    assert [r.get("empty", False) for r in records] == [False, True, True, False]
+    assert records[1]["label"] is None and records[1]["probabilities"] is None
+    assert records[0]["label"] in LABELS
+    with pytest.raises(DataError, match="text 1 is empty"):
+        classifier.predict(["refund", ""])
+
+
 def test_predict_returns_label_names_matching_argmax(classifier):
     proba = classifier.predict_proba(TEXTS)
     assert classifier.predict(TEXTS) == [LABELS[i] for i in proba.argmax(axis=1)]
@@ -192,6 +234,23 @@ def _damage(folder: Path, how: str) -> None:
     elif how == "empty":
         shutil.rmtree(folder)
         folder.mkdir()
+    elif how == "truncated_weights":  # a copy cut short
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "garbage_weights":
+        (folder / "model.safetensors").write_bytes(b"\xff" * 64)
+    elif how == "corrupt_tokenizer":
+        (folder / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    elif how == "no_labels":
+        meta = json.loads((folder / "bertfit.json").read_text())
+        (folder / "bertfit.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "labels"}))
+    elif how == "labels_mismatch":
+        meta = json.loads((folder / "bertfit.json").read_text())
+        (folder / "bertfit.json").write_text(json.dumps({**meta, "labels": [*meta["labels"], "extra"]}))
+    elif how == "data_folder":
+        shutil.rmtree(folder)
+        folder.mkdir()
+        (folder / "train.csv").write_text("text,label\n")
 
 
 @pytest.mark.parametrize(
@@ -202,6 +261,12 @@ def _damage(folder: Path, how: str) -> None:
         ("newer_format", ["999", "newer", "pip install -U bertfit"]),
         ("invalid_json", ["not valid JSON", "bertfit.json", "retrain"]),
         ("empty", ["not a model folder", "bertfit.json", "config.json"]),
+        ("truncated_weights", ["damaged or incomplete", "copy the whole folder"]),
+        ("garbage_weights", ["damaged or incomplete", "copy the whole folder"]),
+        ("corrupt_tokenizer", ["damaged or incomplete", "copy the whole folder"]),
+        ("no_labels", ["'labels'", "damaged"]),
+        ("labels_mismatch", ["3 classes", "4 labels", "copy it again"]),
+        ("data_folder", ["holds data", "train.csv", "model folder comes first"]),
     ],
 )
 def test_from_pretrained_errors_are_one_line_with_the_fix(model_copy, how, expected):
@@ -303,6 +368,37 @@ def test_failed_save_leaves_no_folder_and_no_staging(classifier, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_saved_files_are_readable_as_the_umask_allows(classifier, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        classifier.save_pretrained(tmp_path / "model")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "model").iterdir()}
+    assert modes["model.safetensors"] == 0o644, modes  # safetensors itself writes 0600
+    assert set(modes.values()) == {0o644}
+
+
+def test_a_full_disk_while_saving_keeps_the_old_folder(classifier, tmp_path, monkeypatch):
+    import errno
+
+    target = tmp_path / "model"
+    classifier.save_pretrained(target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(classifier.tokenizer, "save_pretrained", full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        classifier.save_pretrained(target, overwrite=True)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert _leftovers(tmp_path, "model") == []
+
+
 def test_failed_overwrite_keeps_the_old_folder(classifier, tmp_path, monkeypatch):
     target = tmp_path / "model"
     target.mkdir()
@@ -312,37 +408,3 @@ def test_failed_overwrite_keeps_the_old_folder(classifier, tmp_path, monkeypatch
         classifier.save_pretrained(target, overwrite=True)
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
     assert _leftovers(tmp_path, "model") == []
-
-
-# -- check_output ---------------------------------------------------------------------------------
-
-
-def test_check_output_accepts_new_and_empty_folders(tmp_path):
-    assert check_output(tmp_path / "new" / "model", overwrite=False) is None
-    (tmp_path / "empty").mkdir()
-    assert check_output(tmp_path / "empty", overwrite=False) is None
-    assert not (tmp_path / "new").exists()  # checking writes nothing
-
-
-def test_check_output_refuses_a_file(tmp_path):
-    target = tmp_path / "model"
-    target.write_text("not a folder")
-    for overwrite in (False, True):
-        with pytest.raises(OutputError, match="is a file"):
-            check_output(target, overwrite=overwrite)
-    assert target.read_text() == "not a folder"
-
-
-def test_check_output_refuses_an_unwritable_parent(tmp_path, monkeypatch):
-    # Tests run as root, which ignores permission bits, so os.access stands in for chmod 0o500.
-    seen = []
-
-    def no_access(path, mode, *args, **kwargs):
-        seen.append(Path(path))
-        return False
-
-    monkeypatch.setattr(os, "access", no_access)
-    with pytest.raises(OutputError, match="permission denied") as caught:
-        check_output(tmp_path / "missing" / "model", overwrite=False)
-    assert seen == [tmp_path]  # the nearest existing ancestor is the one probed
-    assert str(tmp_path) in str(caught.value)

@@ -297,7 +297,7 @@ def test_failed_write_leaves_no_report_and_no_staging(fake_folder, monkeypatch):
     def refuse(*args):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(report.os, "replace", refuse)
+    monkeypatch.setattr("bertfit.staging.os.replace", refuse)
     with pytest.raises(OutputError, match="Permission denied"):
         write_report(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["bertfit.json", "proba.npy"]

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import html as html_lib
+import http.client
 import importlib.util
 import json
+import logging
 import re
+import socket
 import urllib.parse
 from pathlib import Path
 
@@ -37,6 +40,15 @@ screenshots = load_screenshot_script()
 
 def expected_label(text: str) -> str:
     return LABELS[tiny_tokenizer()(text)["input_ids"][1] % len(LABELS)]
+
+
+@pytest.fixture(autouse=True)
+def restore_bertfit_logging():
+    """main() points the "bertfit" logger at this test's captured stderr; later servers' threads must not log there."""
+    logger = logging.getLogger("bertfit")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +82,7 @@ def test_predict_answers_what_bertfit_predict_prints(client, classifier):
 def test_health_info_docs_and_page(client, trained_dir):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/info").json()
+    assert info["model_dir"] == trained_dir.name  # the folder's name: /info tells no filesystem path
     meta = json.loads((trained_dir / "bertfit.json").read_text())
     assert info["labels"] == LABELS and info["task"] == "single_label" and info["backend"] == "torch"
     assert info["metrics"] == meta["metrics"]
@@ -82,10 +95,87 @@ def test_health_info_docs_and_page(client, trained_dir):
     assert 'id="text"' in page.text and 'id="bars"' in page.text
 
 
+def test_the_docs_page_is_plain_html_that_needs_no_internet(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    page = docs.text
+    for shown in ("/predict", "POST", "Classify texts", "texts", "threshold", "required", "413", "422", "/health",
+                  "/info", 'href="openapi.json"'):
+        assert shown in page, shown
+    assert not re.search(r"https?://|<script|<link|cdn", page, re.I), "the docs page loads something from elsewhere"
+    assert client.get("/redoc").status_code == 404  # FastAPI's other CDN page is gone too
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/info", "/docs"])
+def test_head_answers_as_get_does(client, path):
+    assert client.head(path).status_code == 200
+
+
+def test_head_over_http_has_headers_and_no_body():
+    from bertfit.http_protocol import http_with_deadline
+
+    server = LiveServer(create_app(fake_classifier()), http=functools.partial(http_with_deadline, 5.0))  # as serve
+    with server as live, socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"text/html" in head and body == b""
+
+
+def test_info_shows_folder_names_not_paths():
+    classifier = fake_classifier()
+    classifier.meta["export"] = {"format": "onnx", "source": "/home/someone/models/tickets", "opset": 18,
+                                 "check": {"data": "/home/someone/data/test.jsonl", "metric": "accuracy"}}
+    with TestClient(create_app(classifier, model_dir="/srv/private/models/tickets-onnx")) as absolute:
+        answer = absolute.get("/info")
+    info = answer.json()
+    assert info["model_dir"] == "tickets-onnx"
+    assert info["export"]["source"] == "tickets" and info["export"]["check"]["data"] == "test.jsonl"
+    assert info["export"]["opset"] == 18 and info["export"]["check"]["metric"] == "accuracy"  # the rest is kept
+    assert "/home/" not in answer.text and "/srv/" not in answer.text
+
+
+@pytest.mark.parametrize("body", [
+    {"text": ["a"]},  # texts missing
+    {"texts": "not a list"},
+    {"texts": [1, 2]},
+    {"texts": ["a"], "threshold": "high"},
+    ["a"],
+    b'{"texts": ["a"',  # invalid JSON
+    b"",
+    b'{"texts": ["\xff"]}',  # not UTF-8
+    {"texts": ["refund " * 25] * 30},  # 413: over the 4000-byte limit
+], ids=["missing", "not-a-list", "not-strings", "threshold-text", "not-an-object", "invalid-json", "no-body",
+        "not-utf8", "too-large"])
+def test_every_4xx_detail_is_one_line_of_text(client, body):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and detail, detail
+    assert response.status_code == 413 or "send" in detail  # each names the fix
+
+
+def test_a_slow_body_is_a_408_with_one_line_of_text():
+    with LiveServer(create_app(fake_classifier(), ServeConfig(read_timeout=0.3))) as live, \
+            socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                     b"content-length: 100\r\n\r\n{\"texts\": [")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 408
+        detail = json.loads(response.read())["detail"]
+    assert isinstance(detail, str) and "--read-timeout" in detail
+
+
 @pytest.mark.parametrize("body, status, words", [
     ({"texts": [f"text {i}" for i in range(9)]}, 422, ["9 texts", "limit is 8", "--max-texts 9"]),
     ({"texts": ["ok", "x" * 201]}, 422, ["text 1 has 201 characters", "limit is 200", "--max-chars 201"]),
     ({"texts": []}, 422, ["texts is empty"]),
+    ({"texts": ["ok", "fine", ""]}, 422, ["text 2 is empty", "send non-empty texts"]),  # training drops them
+    ({"texts": ["ok", " \n\t"]}, 422, ["text 1 is empty (whitespace only)", "send non-empty texts"]),
     ({"texts": ["a"], "pairs": ["b"]}, 422, ["single texts", "pairs"]),
     ({"texts": ["a"], "threshold": 0.3}, 422, ["multi-label"]),
 ])
@@ -125,6 +215,8 @@ def test_multi_label_and_pair_models_answer_in_their_shape():
         assert "pairs" in pairs.post("/predict", json={"texts": ["refund"]}).json()["detail"]
         uneven = pairs.post("/predict", json={"texts": ["a", "b"], "pairs": ["c"]})
         assert "one pair per text" in uneven.json()["detail"]
+        empty_pair = pairs.post("/predict", json={"texts": ["refund", "crash"], "pairs": ["buy", "  "]})
+        assert empty_pair.status_code == 422 and "pair 1 is empty" in empty_pair.json()["detail"]
         records = pairs.post("/predict", json={"texts": ["refund", "crash"], "pairs": ["buy", "demo"]}).json()
         assert [r["text_pair"] for r in records["predictions"]] == ["buy", "demo"]
 
@@ -142,6 +234,24 @@ def test_missing_serving_libraries_name_the_install_line(trained_dir, monkeypatc
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
     assert main(["serve", str(trained_dir)]) == 2
     assert "pip install 'bertfit[serve]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host, words", [
+    ("127.0.0.1", ["127.0.0.1:{port}", "in use", "--port N", "stop the process using it"]),
+    ("192.0.2.1", ["192.0.2.1:{port}", "not an address of this machine", "--host 127.0.0.1"]),  # TEST-NET-1
+], ids=["port-in-use", "foreign-host"])
+def test_a_port_it_cannot_listen_on_is_one_error_line_and_no_serving_line(trained_dir, capsys, host, words):
+    with socket.socket() as taken:  # another server on the port
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", str(trained_dir), "--host", host, "--port", str(port)])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert all(word.format(port=port) in lines[0] for word in words), lines[0]
+    assert "serving" not in captured.err + captured.out
 
 
 def test_bad_limits_are_usage_errors(trained_dir, capsys):
@@ -193,10 +303,21 @@ def test_queued_texts_are_shared_among_the_free_slots(parallel, expect_batches):
 
 
 @pytest.fixture(scope="module")
-def cli_server(trained_dir, tmp_path_factory):
-    """`bertfit serve` itself, in a subprocess on a free loopback port."""
-    with CliServer(trained_dir, log=tmp_path_factory.mktemp("serve") / "server.log") as server:
-        yield server.url
+def cli(trained_dir, tmp_path_factory):
+    """`bertfit serve --port 0` itself, in a subprocess on the loopback port the system picked."""
+    with CliServer(trained_dir, log=tmp_path_factory.mktemp("serve") / "server.log", port=0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cli_server(cli) -> str:
+    return cli.url
+
+
+def test_port_0_serves_on_the_port_the_system_picked_and_names_it(cli):
+    assert cli.port != 0 and cli.url.startswith("http://127.0.0.1:")
+    assert re.search(rf"^serving .* on http://127\.0\.0\.1:{cli.port} ", cli.log_text(), re.M), cli.log_text()
+    assert get(cli.url, "/health") == {"status": "ok"}
 
 
 def test_the_cli_serves_on_loopback(cli_server, classifier):

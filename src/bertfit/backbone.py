@@ -15,6 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from bertfit.errors import ModelLoadError, UsageError
+from bertfit.hub import check_hub_name
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def load_base(name: str, labels: tuple[str, ...], multi_label: bool = False) -> 
 
     ``multi_label`` marks the config so that the saved model (and ``pipeline``) applies a sigmoid per label.
     """
+    cache_only = check_hub_name(name)
     is_folder = Path(name).is_dir()
     if Path(name).exists() and not is_folder:
         raise ModelLoadError(
@@ -63,9 +65,10 @@ def load_base(name: str, labels: tuple[str, ...], multi_label: bool = False) -> 
             name, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
             problem_type="multi_label_classification" if multi_label else "single_label_classification",
+            local_files_only=cache_only,
         )
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForSequenceClassification.from_pretrained(name, config=config)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=cache_only)
+        model = AutoModelForSequenceClassification.from_pretrained(name, config=config, local_files_only=cache_only)
     except OSError as err:
         if is_folder:
             raise ModelLoadError(f"cannot load model folder {name}: {str(err).splitlines()[0]}") from None

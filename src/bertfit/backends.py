@@ -88,8 +88,12 @@ class TorchBackend:
         try:
             model = AutoModelForSequenceClassification.from_pretrained(str(folder))
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
+        except Exception as err:  # noqa: BLE001 - safetensors, tokenizers and json each raise their own kinds
+            raise damaged(folder, err) from None
+        labels = (meta or {}).get("labels")
+        if labels is not None and model.config.num_labels != len(labels):
+            raise ModelLoadError(f"{folder}: the weights answer {model.config.num_labels} classes but bertfit.json "
+                                 f"names {len(labels)} labels; the folder mixes two models: copy it again whole")
         return cls(model, tokenizer, meta if meta is not None else {})
 
     @property
@@ -186,7 +190,10 @@ class LightTokenizer:
         if not file.exists():
             raise ModelLoadError(f"{folder} has no tokenizer.json, which ONNX prediction reads; export the model "
                                  f"again with bertfit export")
-        core = Tokenizer.from_file(str(file))
+        try:
+            core = Tokenizer.from_file(str(file))
+        except Exception as err:  # noqa: BLE001 - the tokenizers library raises a bare Exception for a bad file
+            raise damaged(folder, err) from None
         config = _read_json(folder / "tokenizer_config.json")
         pad = config.get("pad_token") or _read_json(folder / "special_tokens_map.json").get("pad_token")
         if isinstance(pad, dict):
@@ -245,6 +252,15 @@ class LightTokenizer:
                     array[i, :len(row)] = row
             out[key] = array
         return out
+
+
+def damaged(folder: Path, err: BaseException) -> ModelLoadError:
+    """The one-line error for a model folder whose files are there but cannot be read (truncated, corrupt)."""
+    if isinstance(err, ModelLoadError):
+        return err
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return ModelLoadError(f"cannot load the model in {folder}: a file is damaged or incomplete ({type(err).__name__}: "
+                          f"{text}); copy the whole folder again, or retrain")
 
 
 def _read_json(file: Path) -> dict[str, Any]:

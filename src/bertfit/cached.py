@@ -73,7 +73,7 @@ def encode_frozen(
 
     ``layer`` 0 is the embeddings; L is the last layer. Batches are length-sorted (little padding).
     """
-    from tqdm.auto import tqdm
+    from bertfit.progress import progress_bar
 
     was_training = model.training
     model.eval()
@@ -85,7 +85,8 @@ def encode_frozen(
     rows = _allocate(int(offsets[-1]), hidden)
     order = np.argsort([len(x) for x in ids], kind="stable")
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(order), batch_size), desc=desc, unit="batches", disable=not progress,
+                              leave=False):
         chosen = order[start:start + batch_size]
         width = max(len(ids[i]) for i in chosen)
         batch = {k: torch.tensor([_pad(encoded[k][i], width) for i in chosen]) for k in keys}

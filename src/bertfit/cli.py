@@ -1,4 +1,4 @@
-"""The ``bertfit`` command: train, evaluate, predict, report, export, serve.
+"""The bertfit command: train, evaluate, predict, report, export, serve, distill, compress.
 
 Flags are the config fields with dashes. Human progress goes to stderr, results for machines
 (JSON, JSON lines) to stdout. A user error prints one line ``error: ...`` and exits 2, a runtime
@@ -8,6 +8,7 @@ failure exits 1, and ``--debug`` shows the traceback. The work itself is done by
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -22,7 +23,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertfit import __version__
 from bertfit.config import QUANTIZE_CHOICES, DataConfig, TrainConfig
-from bertfit.errors import BertfitError, DataError, OutputError, UsageError
+from bertfit.errors import BertfitError, DataError, UsageError
+from bertfit.staging import WRITE_FIXES, check_file, refuse_inputs, staged_file
 
 log = logging.getLogger("bertfit")
 
@@ -80,13 +82,39 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[st
         parser.add_argument(flag, type=kind, default=None, help=HELP.get(f.name), metavar=f.name.upper())
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with bertfit's error line: one ``error: ...`` line naming the fix, and a guess for a misspelled flag."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        guess = _did_you_mean(self, message)
+        raise UsageError(f"{self.prog}: {message}{guess}; see {self.prog} --help")
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """'; did you mean --epochs?' for an unrecognized flag close to a known one of the command given."""
+    import difflib
+    import re
+
+    unknown = re.findall(r"(--?[\w-]+)", message.partition("unrecognized arguments:")[2])
+    if not unknown:
+        return ""
+    known = [option for action in parser._actions for option in action.option_strings]
+    command = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if command is not None:  # the flag was given to a command: its flags are the ones to match
+        known += [option for sub in command.choices.values() for action in sub._actions
+                  for option in action.option_strings]
+    guesses = [f"{flag} -> {match[0]}" for flag in unknown
+               if (match := difflib.get_close_matches(flag, sorted(set(known)), n=1, cutoff=0.6))]
+    return f"; did you mean {', '.join(guesses)}?" if guesses else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bertfit", description=__doc__.splitlines()[0])
+    parser = Parser(prog="bertfit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"bertfit {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     common.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     train = commands.add_parser("train", parents=[common], help="fine-tune a classifier on labelled data",
                                 description="Fine-tune a classifier; the last stdout line is a JSON summary.")
@@ -113,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts to label")
     predict.add_argument("--input", help="text-per-line file, CSV/TSV/JSONL/Parquet with a text column, or - for stdin")
     predict.add_argument("--output", help="write JSON lines here instead of stdout")
+    predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     _add_config_flags(predict, DataConfig, only=("text_col", "text_pair_col"))
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--threshold", type=float, help="multi-label: one threshold for every label, instead of "
@@ -159,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", parents=[common], help="write a self-contained HTML report of a model",
                                  description="Write one HTML file: training curves, test results, the run's facts.")
     report.add_argument("model_dir")
-    report.add_argument("--out", help="HTML file to write (default: MODEL_DIR/report.html)")
+    report.add_argument("--out", help="HTML file to write (default: MODEL_DIR/report.html, replaced if there)")
+    report.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     report.add_argument("--data", help="labelled file to score instead of the folder's test.jsonl")
     report.set_defaults(handler=cmd_report)
     _add_export_parser(commands, common)
@@ -199,11 +229,13 @@ def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
     defaults = ServeConfig()
     serve = commands.add_parser("serve", parents=[common], help="serve a model over HTTP (FastAPI + uvicorn)",
-                                description="Serve POST /predict, GET /health, GET /info, docs at /docs and a "
-                                            "try-it page at /. Concurrent requests are batched together.")
+                                description="Serve POST /predict, GET /health, GET /info, docs at /docs (plain HTML, "
+                                            "works offline) and a try-it page at /. Concurrent requests are "
+                                            "batched together.")
     serve.add_argument("model_dir")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=int, default=8000,
+                       help="port (default 8000; 0: a free one, named in the 'serving ... on' line)")
     serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
     _add_backend_flag(serve)
     serve.add_argument("--max-batch", type=int, default=defaults.max_batch,
@@ -334,7 +366,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          pair_col=pair_col, label_sep=args.label_sep or classifier.meta.get("label_sep"),
                          multi_label=classifier.multi_label)
     pairs = rows["text_pair"].tolist() if pair_col else None
-    metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size, pairs=pairs)
+    metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size,
+                                  progress=not args.quiet, pairs=pairs)
     metrics["labels"] = list(classifier.labels.names)
     print(json.dumps(metrics))
     return 0
@@ -343,16 +376,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bertfit.report import write_report
 
-    path = write_report(args.model_dir, args.out, args.data, progress=not args.quiet)
+    path = write_report(args.model_dir, args.out, args.data, progress=not args.quiet, overwrite=args.overwrite)
     print(json.dumps({"report": str(path)}))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from bertfit.data import iter_texts
     from bertfit.model import TextClassifier
+    from bertfit.progress import progress_bar
 
     if args.texts and args.input:
         raise UsageError("pass texts as arguments or --input FILE, not both")
@@ -361,36 +393,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_batch_size(args.batch_size)
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    sink, staging = _open_output(args.output)  # checked before any scoring
-    try:
-        classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
-        pair_col = args.text_pair_col or classifier.text_pair_col
-        if pair_col and args.texts:
-            raise UsageError("this model classifies sentence pairs; pass --input FILE with both columns, or "
-                             "--input - with 'first<TAB>second' lines")
-        if args.threshold is not None and not classifier.multi_label:
-            raise UsageError("--threshold applies to multi-label models; this one picks the most likely label")
-        chunks = iter([args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8,
-                                                                 pair_col=pair_col))
-        first = next(chunks, None)  # a file that cannot be read fails here, before a progress bar is drawn
-        if first is None:
-            where = "standard input (--input -)" if args.input == "-" else args.input
-            raise DataError(f"no texts found in {where}; pipe in one text per line, or pass --input FILE or texts "
-                            "as arguments")
-        with tqdm(unit=" texts", disable=args.quiet, file=sys.stderr) as bar:
-            for chunk in itertools.chain([first], chunks):
-                texts, pairs = (list(chunk), None) if not pair_col else map(list, zip(*chunk, strict=True))
-                records = classifier.predict_records(texts, args.batch_size, pairs=pairs, threshold=args.threshold)
-                for record in records:
-                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                bar.update(len(chunk))
-        if staging is not None:
-            sink.close()
-            os.replace(staging, args.output)
-    finally:
-        if staging is not None:
-            sink.close()
-            Path(staging).unlink(missing_ok=True)
+    if args.output is not None:  # checked before the model loads or anything is scored
+        refuse_inputs(Path(args.output), "--output", {"the input file": args.input, "the model folder": args.model_dir})
+        check_file(Path(args.output), args.overwrite)
+    classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
+    pair_col = args.text_pair_col or classifier.text_pair_col
+    if pair_col and args.texts:
+        raise UsageError("this model classifies sentence pairs; pass --input FILE with both columns, or "
+                         "--input - with 'first<TAB>second' lines")
+    if args.threshold is not None and not classifier.multi_label:
+        raise UsageError("--threshold applies to multi-label models; this one picks the most likely label")
+    chunks = iter([args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8,
+                                                             pair_col=pair_col))
+    first = next(chunks, None)  # a file that cannot be read fails here, before a progress bar is drawn
+    if first is None:
+        where = "standard input (--input -)" if args.input == "-" else args.input
+        raise DataError(f"no texts found in {where}; pipe in one text per line, or pass --input FILE or texts "
+                        "as arguments")
+    with contextlib.ExitStack() as stack:
+        sink = sys.stdout if args.output is None else stack.enter_context(staged_file(Path(args.output)))
+        bar = stack.enter_context(progress_bar(unit=" texts", disable=args.quiet))
+        for chunk in itertools.chain([first], chunks):
+            texts, pairs = (list(chunk), None) if not pair_col else map(list, zip(*chunk, strict=True))
+            for record in classifier.predict_records(texts, args.batch_size, pairs=pairs, threshold=args.threshold):
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            bar.update(len(chunk))
     return 0
 
 
@@ -406,20 +433,6 @@ def _config_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _check_batch_size(value: int) -> None:
     if value < 1:
         raise UsageError(f"--batch-size must be a positive whole number, got {value}")
-
-
-def _open_output(output: str | None) -> tuple[Any, str | None]:
-    """stdout, or a temporary file beside --output that is renamed over it when complete."""
-    if output is None:
-        return sys.stdout, None
-    target = Path(output)
-    if target.is_dir():
-        raise OutputError(f"--output {output} is a folder; pass a file path such as {target / 'predictions.jsonl'}")
-    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    try:
-        return staging.open("w", encoding="utf-8"), str(staging)
-    except OSError as err:
-        raise OutputError(f"cannot write --output {output} ({err.strerror}); pass a path you can write to") from None
 
 
 def _setup_logging(debug: bool, quiet: bool) -> None:
@@ -440,7 +453,11 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:  # a flag or argument argparse could not take
+        _error(str(err))
+        return err.exit_code
     if os.environ.get("RANK", "0") != "0":
         args.quiet = True  # torchrun / accelerate launch: the main process (rank 0) alone shows progress
     _setup_logging(args.debug, args.quiet)
@@ -456,6 +473,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted; nothing was saved")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`bertfit predict ... | head -1`): stop quietly, as Unix tools do. Later writes,
+        # the interpreter's last flush included, go nowhere instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe ended
+    except OSError as err:  # the OS refused (a full disk, no rights): what and where, not a traceback
+        if args.debug:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        _error(f"{err.strerror or err}{where}; nothing was saved: "
+               f"{WRITE_FIXES.get(err.errno, 'check the path and try again')}")
+        return 1
     except Exception as err:  # the last line of defence: one line, not a traceback
         if args.debug:
             raise

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 from bertfit.backends import WEIGHT_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import UsageError
-from bertfit.model import TextClassifier, check_output
+from bertfit.model import TextClassifier
+from bertfit.staging import check_folder, refuse_inputs, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,14 @@ def compress(
     if not target_size_ratio > 1:
         raise UsageError(f"--target-size-ratio must be above 1, got {target_size_ratio}")
     teacher_folder = Path(teacher_dir)
+    target = Path(out) if out is not None else teacher_folder.parent / f"{teacher_folder.name}-compressed"
+    refuse_inputs(target, "--out", {"the teacher folder": teacher_folder, "the data": data if isinstance(
+        data, str | Path) else None, "the --student folder": student})
+    check_folder(target, overwrite)
     teacher = TextClassifier.from_pretrained(teacher_folder, backend="torch")
     if student is None and student_layers is None:
         student_layers = max(1, teacher.model.config.num_hidden_layers // 3)
-    target = Path(out) if out is not None else teacher_folder.parent / f"{teacher_folder.name}-compressed"
-    check_output(target, overwrite)
-    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir(parents=True)
+    with staged_folder(target) as staging:
         settings = {"report": False, **settings}
         result = distill(teacher_folder, data, staging / "student", student=student, student_layers=student_layers,
                          temperature=temperature, alpha=alpha, progress=progress, **settings)
@@ -99,12 +98,6 @@ def compress(
         rows.append(measure(small, int8, staging / small, None, texts))
         for row in rows:
             row["smaller_by"] = rows[0]["bytes"] / row["bytes"]
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     ratio = rows[0]["bytes"] / rows[2]["bytes"]
     if ratio < target_size_ratio:
         log.warning("the int8 student is %.2fx smaller than the teacher, short of the %.1fx asked; fewer "

@@ -11,6 +11,7 @@ module knows nothing of tokenizers or models.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Iterable, Iterator
@@ -23,7 +24,7 @@ import pandas as pd
 from bertfit.config import DataConfig
 from bertfit.errors import DataError
 from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi
-from bertfit.sources import load_frames, read_delimited, read_table, unreadable
+from bertfit.sources import check_text_file, load_frames, read_delimited, read_table, unreadable
 from bertfit.splits import check_leaks, row_key, stratified_split
 
 __all__ = ["PreparedData", "clean", "find_columns", "iter_texts", "load_frames", "load_labelled", "prepare",
@@ -306,10 +307,15 @@ def load_labelled(
     ``preferred`` are the columns a model was trained with: used when not given and present.
     ``pair_col``: the second text column of a sentence-pair model (required in the table).
     """
-    frames, origin = load_frames(source)
-    split = "all" if "all" in frames else "test"
-    if split not in frames:
-        raise DataError(f"{origin} has no test file to evaluate on; pass a file, or a folder with test.csv")
+    frames, origin = load_frames(source, need_train=False)
+    # A folder's test split when it has one; else the one split it holds (scoring needs one labelled table).
+    split = next((name for name in ("all", "test") if name in frames), None)
+    if split is None and len(frames) == 1:
+        split = next(iter(frames))
+        log.info("%s has no test file; scoring its %s split", origin, split)
+    if split is None:
+        raise DataError(f"{origin} has no test file and more than one other split ({', '.join(sorted(frames))}); "
+                        "pass the file to score, e.g. DATA/validation.csv")
     frame = frames[split]
     text_col, label_col = (given if given is not None or saved not in frame.columns else saved
                            for given, saved in zip((text_col, label_col), preferred, strict=True))
@@ -342,7 +348,7 @@ def iter_texts(
 
 def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_col: str | None) -> Iterator[list]:
     if str(source) == "-":
-        yield from _chunks(_lines(sys.stdin, pair_col), chunk_size)
+        yield from _chunks(_lines(_stdin(), pair_col), chunk_size)
         return
     path = Path(source)
     if not path.is_file():
@@ -367,20 +373,28 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
             values = [table[c].astype(str).tolist() for c in columns]
             yield from _chunks(values[0] if pair_col is None else zip(*values, strict=True), chunk_size)
     else:
-        with path.open(encoding="utf-8") as handle:
+        check_text_file(path)
+        with path.open(encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of the first text
             yield from _chunks(_lines(handle, pair_col), chunk_size)
 
 
+def _stdin() -> Iterable[str]:
+    """Standard input as UTF-8 lines, strictly (whatever the locale), a leading byte-order mark dropped."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # already text (a StringIO in tests, or an embedding program's own stream)
+        return sys.stdin
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
+
+
 def _lines(handle: Iterable[str], pair_col: str | None) -> Iterator[str] | Iterator[tuple[str, str]]:
+    """One item per line, blank lines included (they get an 'empty' record), so outputs line up with lines."""
     for number, line in enumerate(handle, start=1):
         line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
         if pair_col is None:
             yield line
             continue
         first, tab, second = line.partition("\t")
-        if not tab:
+        if not tab and line.strip():
             raise DataError(f"line {number} has no tab; this sentence-pair model needs 'first<TAB>second' on "
                             "each line, or a CSV/JSONL file with both columns")
         yield first, second

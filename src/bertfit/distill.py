@@ -27,8 +27,10 @@ from bertfit.backbone import encoder_layers, encoder_stack
 from bertfit.config import check
 from bertfit.data import prepare
 from bertfit.errors import DataError, UsageError
+from bertfit.hub import check_hub_name
 from bertfit.labels import LabelSet
-from bertfit.model import TextClassifier, check_output
+from bertfit.model import TextClassifier
+from bertfit.staging import check_folder, refuse_inputs
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,10 @@ def distill(
     check(data_config, config)
     target = Path(out) if out is not None else None
     if target is not None:
-        check_output(target, overwrite)
+        refuse_inputs(target, "--out", {"the teacher folder": teacher_dir, "the data": data if isinstance(
+            data, str | Path) else None, "the --student folder": student})
+        check_folder(target, overwrite)
+    check_hub_name(student, "--student")
     prepared = prepare(data, data_config)
     if prepared.multi_label != teacher.multi_label:
         raise DataError(f"the data is {'multi' if prepared.multi_label else 'single'}-label but the teacher is "

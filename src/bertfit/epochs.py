@@ -19,6 +19,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from bertfit.calibration import plain_softmax
 from bertfit.encoding import pool
 from bertfit.metrics import classification_metrics, multilabel_metrics
+from bertfit.progress import PlainProgress, on_terminal
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,26 @@ class StderrProgress(ProgressCallback):
         return None
 
 
+class PlainTrainingProgress(TrainerCallback):
+    """Training progress as a plain log line now and then, for a log file or CI (no terminal to redraw)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = PlainProgress(total=state.max_steps, desc="training", unit="steps") if state.is_world_process_zero \
+            else None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def quiet_progress(trainer: Any) -> None:
+    """Trainer's bars on stderr (on a terminal) or plain periodic lines (elsewhere), never log dicts on stdout."""
     if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(StderrProgress)
+        trainer.add_callback(StderrProgress if on_terminal() else PlainTrainingProgress)
     trainer.pop_callback(PrinterCallback)
 
 

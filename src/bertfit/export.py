@@ -18,9 +18,7 @@ onnxruntime); it does not serve (``serve``) or predict (``model``).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import shutil
 import time
 import warnings
@@ -33,7 +31,8 @@ import numpy as np
 from bertfit.backends import ONNX_FILE, ONNX_INSTALL, WEIGHT_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import BertfitError, UsageError
-from bertfit.model import FORMAT_VERSION, META_FILE, TextClassifier, _jsonable, _replace, check_output
+from bertfit.model import TextClassifier, write_meta
+from bertfit.staging import check_folder, refuse_inputs, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +83,18 @@ def export(
     _require_onnx()
     started = time.perf_counter()
     folder = Path(model_dir)
+    target = Path(out) if out is not None else folder.parent / f"{folder.name}-onnx{'-' + quantize if quantize else ''}"
+    refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data})
+    check_folder(target, overwrite)
     classifier = TextClassifier.from_pretrained(folder, backend="torch")
     rows = check_rows(folder, classifier, data)
-    target = Path(out) if out is not None else folder.parent / f"{folder.name}-onnx{'-' + quantize if quantize else ''}"
-    if target.resolve() == folder.resolve():
-        raise UsageError(f"--out {target} is the model folder itself; pass another folder")
-    check_output(target, overwrite)
-    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir(parents=True)
+    with staged_folder(target) as staging:
         log.info("exporting %s to ONNX with torch.onnx (dynamo)", folder)
         opset, inputs = to_onnx(classifier, staging / ONNX_FILE)
         if quantize:
             log.info("quantizing the weights to %s (onnxruntime dynamic quantization)", _kind(quantize))
             quantize_int8(staging / ONNX_FILE, embeddings_4bit=quantize == "int8-emb4")
-        record = {"format": "onnx", "quantize": quantize, "source": str(folder.resolve()), "opset": opset,
+        record = {"format": "onnx", "quantize": quantize, "source": folder.resolve().name, "opset": opset,
                   "inputs": inputs, "outputs": ["logits"], "exporter": "torch.onnx.export (dynamo)",
                   "versions": _versions()}
         _write_beside(classifier, folder, staging, record)
@@ -115,10 +110,6 @@ def export(
             )
         size_before = sum((folder / name).stat().st_size for name in WEIGHT_FILES if (folder / name).exists())
         size_after = sum(path.stat().st_size for path in staging.glob(f"{ONNX_FILE}*"))
-        _replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ExportResult(target, format, quantize, size_before, size_after, check, time.perf_counter() - started)
 
 
@@ -289,8 +280,7 @@ def _write_beside(classifier: TextClassifier, folder: Path, staging: Path, recor
 
 
 def _write_meta(classifier: TextClassifier, staging: Path, record: dict[str, Any]) -> None:
-    meta = {**classifier.meta, "format_version": FORMAT_VERSION, "backend": "onnx", "export": record}
-    (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+    write_meta(staging, {**classifier.meta, "backend": "onnx", "export": record})
 
 
 def _require_onnx() -> None:

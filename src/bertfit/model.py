@@ -14,9 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import shutil
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,9 +24,11 @@ import numpy as np
 from bertfit.backends import OnnxBackend, TorchBackend, resolve_backend
 from bertfit.calibration import calibrated
 from bertfit.encoding import INPUT_KEYS, encode, pool
-from bertfit.errors import DataError, ModelLoadError, OutputError, UsageError
+from bertfit.errors import DataError, ModelLoadError, UsageError
 from bertfit.labels import LabelSet
 from bertfit.metrics import classification_metrics, expected_calibration_error, multilabel_metrics
+from bertfit.progress import progress_bar
+from bertfit.staging import check_folder, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +113,7 @@ class TextClassifier:
         core (for torch process-wide); ONNX then also runs one batch per core side by side.
         """
         folder = Path(path)
-        if not folder.is_dir():
-            raise ModelLoadError(f"model folder not found: {folder}; train one with: bertfit train DATA --out {folder}")
+        check_model_folder(folder)
         meta = read_meta(folder)
         if resolve_backend(folder, backend) == "onnx":
             if meta is None:
@@ -142,21 +140,13 @@ class TextClassifier:
             raise UsageError("save_pretrained writes PyTorch weights; this classifier runs an ONNX export: copy its "
                              "folder instead, or export again with bertfit export")
         target = Path(path)
-        check_output(target, overwrite)
-        staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            staging.mkdir(parents=True)
+        check_folder(target, overwrite)
+        with staged_folder(target) as staging:
             self.model.save_pretrained(str(staging), safe_serialization=True)
             self.tokenizer.save_pretrained(str(staging))
-            meta = {**self.meta, "format_version": FORMAT_VERSION}
-            (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+            write_meta(staging, self.meta)
             for name, content in (files or {}).items():
                 (staging / name).write_text(content, encoding="utf-8")
-            _replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return target
 
     # -- inference ----------------------------------------------------------------------------
@@ -167,11 +157,16 @@ class TextClassifier:
 
         Inputs are run in batches of similar token length (fewer pad tokens), then put back in order.
         """
-        from tqdm.auto import tqdm
-
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+        texts, _ = checked_texts(texts)
         pairs = self._check_pairs(texts, pairs)
+        empty = next((i for i, text in enumerate(texts) if not text.strip()), None)
+        if empty is None and pairs is not None:
+            empty = next((i for i, pair in enumerate(pairs) if not pair.strip()), None)
+        if empty is not None:
+            raise DataError(f"text {empty} is empty; a model trained on texts has nothing to say about none: drop "
+                            "empty texts, or use predict_records, which marks them")
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         long_text = self.meta.get("long_text") or {}
@@ -193,15 +188,21 @@ class TextClassifier:
             else:
                 pool_map = map
             done = pool_map(run, batches)
-            for chosen, logits in tqdm(done, total=len(batches), desc="scoring", disable=not progress,
-                                       file=sys.stderr, leave=False):
+            for chosen, logits in progress_bar(done, total=len(batches), desc="scoring", unit="batches",
+                                               disable=not progress, leave=False):
                 out[chosen] = logits
         return pool(out, encoded.owner, encoded.n_texts, long_text.get("pool", "mean"))
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
-                      pairs: Sequence[str] | None = None) -> np.ndarray:
-        """Probabilities, (len(texts), n_classes): softmax (calibrated when trained so), or per-label sigmoid."""
-        return self.probabilities(self.logits(texts, batch_size, progress, pairs))
+    def predict_proba(self, texts: Sequence[str] | str, batch_size: int = 64, progress: bool = False,
+                      pairs: Sequence[str] | str | None = None) -> np.ndarray:
+        """Probabilities, (len(texts), n_classes): softmax (calibrated when trained so), or per-label sigmoid.
+
+        A single str is one text: its probabilities, (n_classes,).
+        """
+        texts, single = checked_texts(texts)
+        pairs = [pairs] if single and isinstance(pairs, str) else pairs
+        proba = self.probabilities(self.logits(texts, batch_size, progress, pairs))
+        return proba[0] if single else proba
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """What this model's logits mean: calibrated softmax, or per-label sigmoid for multi-label."""
@@ -209,22 +210,49 @@ class TextClassifier:
             return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
         return calibrated(logits, self.temperature)
 
-    def predict(self, texts: Sequence[str], batch_size: int = 64,
-                pairs: Sequence[str] | None = None) -> list[str] | list[list[str]]:
-        """A label per text; for a multi-label model, a list of labels per text (those over their threshold)."""
-        proba = self.predict_proba(texts, batch_size, pairs=pairs)
-        if self.multi_label:
-            return self.labels.decode_multi(proba >= self.thresholds)
-        return [self.labels.names[i] for i in proba.argmax(axis=1)]
+    def predict(self, texts: Sequence[str] | str, batch_size: int = 64,
+                pairs: Sequence[str] | str | None = None) -> Any:
+        """A label per text; for a multi-label model, a list of labels per text (those over their threshold).
 
-    def predict_records(self, texts: Sequence[str], batch_size: int = 64, pairs: Sequence[str] | None = None,
+        A single str is one text: its label (multi-label: its list of labels), as setfit answers.
+        """
+        texts, single = checked_texts(texts)
+        pairs = [pairs] if single and isinstance(pairs, str) else pairs
+        proba = self.probabilities(self.logits(texts, batch_size, pairs=pairs))
+        if self.multi_label:
+            labels = self.labels.decode_multi(proba >= self.thresholds)
+        else:
+            labels = [self.labels.names[i] for i in proba.argmax(axis=1)]
+        return labels[0] if single else labels
+
+    def predict_records(self, texts: Sequence[str] | str, batch_size: int = 64,
+                        pairs: Sequence[str] | str | None = None,
                         threshold: float | None = None) -> Iterator[dict[str, Any]]:
         """One dict per text (what `bertfit predict` prints): text, label and score, probabilities by label.
 
         Multi-label: ``labels`` (those at or over their threshold; ``threshold`` overrides them all)
-        instead of label and score.
+        instead of label and score. An empty text (or pair) is not scored: its record has ``"empty": true``
+        and null label, score and probabilities, so every text keeps its place.
         """
-        return self.records(texts, self.logits(texts, batch_size, pairs=pairs), pairs, threshold)
+        texts, single = checked_texts(texts)
+        pairs = [pairs] if single and isinstance(pairs, str) else pairs
+        pairs = self._check_pairs(texts, pairs)
+        blank = [not text.strip() or (pairs is not None and not pairs[i].strip()) for i, text in enumerate(texts)]
+        scored = [i for i, empty in enumerate(blank) if not empty]
+        logits = self.logits([texts[i] for i in scored], batch_size,
+                             pairs=[pairs[i] for i in scored] if pairs is not None else None)
+        records = self.records([texts[i] for i in scored], logits,
+                               [pairs[i] for i in scored] if pairs is not None else None, threshold)
+        for i, empty in enumerate(blank):
+            yield self._empty_record(texts[i], pairs[i] if pairs is not None else None) if empty else next(records)
+
+    def _empty_record(self, text: str, pair: str | None) -> dict[str, Any]:
+        record: dict[str, Any] = {"text": text}
+        if pair is not None:
+            record["text_pair"] = pair
+        record.update({"labels": None} if self.multi_label else {"label": None, "score": None})
+        record.update(probabilities=None, empty=True)
+        return record
 
     def records(self, texts: Sequence[str], logits: np.ndarray, pairs: Sequence[str] | None = None,
                 threshold: float | None = None) -> Iterator[dict[str, Any]]:
@@ -249,6 +277,8 @@ class TextClassifier:
         pairs: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Metrics of this model on labelled texts (labels as names; tuples of names for multi-label)."""
+        if isinstance(texts, str):
+            raise TypeError("evaluate takes a list of texts and a list of labels; got one str: pass [text]")
         return self.score(self.logits(texts, batch_size, progress, pairs), list(labels))
 
     def score(self, logits: np.ndarray, labels: list[Any]) -> dict[str, Any]:
@@ -263,12 +293,47 @@ class TextClassifier:
         return metrics
 
     def _check_pairs(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[str] | None:
+        if pairs is not None:
+            if isinstance(pairs, str):
+                raise TypeError("pairs is one str; pass a list with one pair text per text")
+            pairs, _ = checked_texts(pairs, "pairs")
         if self.text_pair_col is not None and pairs is None and len(texts):
             raise DataError(f"this model classifies sentence pairs; give each text its pair (column "
                             f"{self.text_pair_col!r} in a file, or pairs= in Python)")
         if self.text_pair_col is None and pairs is not None:
             raise DataError("this model classifies single texts, not pairs; pass the texts alone")
         return list(pairs) if pairs is not None else None
+
+
+def checked_texts(texts: Any, name: str = "texts") -> tuple[list[str], bool]:
+    """``texts`` as a list of str, and whether a single str was given (one text, not its characters).
+
+    Anything but str in the list is a TypeError naming its place; a str holding a lone surrogate (what
+    Python makes of bytes that are not UTF-8 on the command line, or ``"\\ud800"`` in JSON) is a
+    DataError naming the byte: no tokenizer can read it.
+    """
+    if isinstance(texts, str):
+        return checked_texts([texts], name)[0], True
+    if isinstance(texts, bytes) or not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be a list of str (or one str), got {type(texts).__name__}")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] is {type(text).__name__} ({text!r:.40}), not a str; pass strings "
+                            "(convert numbers with str(), drop missing values)")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise DataError(f"text {i} is not valid UTF-8 text ({_bad_character(text[err.start])} at character "
+                                f"{err.start}); pass UTF-8 (e.g. convert it with iconv -f latin1 -t utf-8)") from None
+    return texts, False
+
+
+def _bad_character(char: str) -> str:
+    """What a lone surrogate stands for: a byte that was not UTF-8 (surrogateescape), or half a pair."""
+    code = ord(char)
+    return f"byte {code - 0xDC00:#04x}" if 0xDC80 <= code <= 0xDCFF else f"a lone surrogate {code:#06x}"
 
 
 def cpu_has_bf16() -> bool:
@@ -289,6 +354,26 @@ def resolve_precision(requested: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_bf16() else "fp32"
+
+
+DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse what is not a model folder, saying what it is: missing, a data file or data folder given in
+    the model's place (arguments swapped), or a folder with nothing of a model in it."""
+    if folder.is_file():
+        if folder.suffix.lower() in DATA_SUFFIXES:
+            raise ModelLoadError(f"{folder} is a data file, not a model folder; the model folder comes first "
+                                 f"(bertfit predict MODEL_DIR TEXT..., bertfit evaluate MODEL_DIR DATA)")
+        raise ModelLoadError(f"{folder} is a file, not a model folder; pass the folder bertfit train wrote")
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder not found: {folder}; train one with: bertfit train DATA --out {folder}")
+    if not any((folder / name).exists() for name in (META_FILE, "config.json")):
+        data = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in DATA_SUFFIXES)[:3]
+        if data:
+            raise ModelLoadError(f"{folder} holds data ({', '.join(data)}), not a model (no {META_FILE} or "
+                                 "config.json); the model folder comes first: bertfit evaluate MODEL_DIR DATA")
 
 
 def read_meta(folder: Path) -> dict[str, Any] | None:
@@ -314,33 +399,18 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
             f"{folder} was saved in bertfit format {version!r}, newer than this bertfit reads "
             f"(up to {FORMAT_VERSION}); upgrade: pip install -U bertfit"
         )
+    labels = meta.get("labels")
+    if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(n, str) for n in labels)
+            or len(set(labels)) != len(labels)):
+        raise ModelLoadError(f"{file} has no valid 'labels' (a list of two or more distinct names); the folder is "
+                             "damaged: retrain or restore it")
     return meta
 
 
-def check_output(target: Path, overwrite: bool) -> None:
-    """Fail early (before any training) when the model folder cannot be written."""
-    if target.exists() and not target.is_dir():
-        raise OutputError(f"--out {target} is a file; pass a folder path")
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise OutputError(f"--out {target} exists and is not empty; pass --overwrite or another --out")
-    parent = target.parent if str(target.parent) else Path(".")
-    probe_dir = parent
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise OutputError(f"--out {target} is inside {probe_dir}, which is a file; pass another --out")
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {probe_dir} (permission denied); pass an --out you can write to")
-
-
-def _replace(staging: Path, target: Path) -> None:
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """bertfit.json in ``folder``, stamped with this bertfit's format version."""
+    (folder / META_FILE).write_text(json.dumps({**meta, "format_version": FORMAT_VERSION}, indent=2,
+                                               default=_jsonable) + "\n", encoding="utf-8")
 
 
 def _jsonable(value: Any) -> Any:

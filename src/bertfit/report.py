@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -21,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from bertfit.analysis import MAX_MISTAKES, TestAnalysis, analyse
-from bertfit.errors import DataError, ModelLoadError, OutputError
-from bertfit.model import TextClassifier, read_meta
+from bertfit.errors import DataError, ModelLoadError
+from bertfit.model import TextClassifier, check_model_folder, read_meta
 from bertfit.plots import NOT_RECORDED, plot_confusion, plot_curves, plot_reliability, plot_training
+from bertfit.staging import check_file, refuse_inputs, staged_file
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +83,20 @@ def load_test_rows(folder: Path, meta: dict[str, Any], data: str | Path | None =
 
 
 def write_report(model_dir: str | Path, out: str | Path | None = None, data: str | Path | None = None,
-                 progress: bool = False, test_proba: np.ndarray | None = None) -> Path:
+                 progress: bool = False, test_proba: np.ndarray | None = None, overwrite: bool = False) -> Path:
     """Score the folder's test rows and write the HTML report (atomically); returns its path.
 
     ``test_proba``: the probabilities of the folder's own test rows, in their order, when the caller
     has them already (training has just scored them); they are then not scored a second time.
+    ``out`` None: the folder's own report.html, replaced if there; another existing file is replaced
+    only with ``overwrite``.
     """
     folder = Path(model_dir)
-    if not folder.is_dir():
-        raise ModelLoadError(f"model folder not found: {folder}; pass the folder bertfit train wrote")
+    check_model_folder(folder)
     target = Path(out) if out is not None else folder / "report.html"
-    if target.is_dir():
-        raise OutputError(f"--out {target} is a folder; pass a file path such as {target / 'report.html'}")
-    if not target.parent.is_dir():
-        raise OutputError(f"--out {target}: folder {target.parent} does not exist; create it or pass another --out")
+    model_files = {f"the model's {path.name}": path for path in folder.iterdir() if path.name != "report.html"}
+    refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data, **model_files})
+    check_file(target, overwrite or out is None, "--out")
     meta = read_meta(folder) or _plain_meta(folder)
     rows, reason = load_test_rows(folder, meta, data)
     analysis = None
@@ -111,14 +111,8 @@ def write_report(model_dir: str | Path, out: str | Path | None = None, data: str
         analysis = analyse(meta, rows.texts, rows.labels, proba, rows.pairs)
         reason = f"{analysis.rows} rows from {rows.source}"
     page = render_html(meta, analysis, reason, title=folder.resolve().name)
-    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    try:
-        staging.write_text(page, encoding="utf-8")
-        os.replace(staging, target)
-    except OSError as err:
-        raise OutputError(f"cannot write {target} ({err.strerror}); pass an --out you can write to") from None
-    finally:
-        staging.unlink(missing_ok=True)
+    with staged_file(target, "--out") as handle:
+        handle.write(page)
     log.info("report written to %s", target)
     return target
 

@@ -3,22 +3,27 @@
 Four stages, as LitServe lays a server out:
 
 1. **Load once**: :func:`create_app` takes a loaded :class:`~bertfit.model.TextClassifier` (torch or
-   ONNX backend); :func:`serve` loads the folder and runs uvicorn.
+   ONNX backend); :func:`serve` binds the port (a port in use is a one-line error), loads the folder
+   and runs uvicorn on that socket.
 2. **Decode a request**: ``POST /predict`` takes ``{"texts": [...], "pairs": [...], "threshold": x}``,
-   checked against the limits (body size: 413; texts per request, characters per text, a pair
-   missing or unwanted, text that is not valid Unicode, a body that is not JSON: 422, each message
-   naming the limit and the flag that raises it), and against slow clients (a body still arriving
-   ``read_timeout`` s after its headers: 408; headers that take that long: the connection is closed).
+   checked against the limits (body size: 413; texts per request, characters per text, an empty text,
+   a pair missing or unwanted, text that is not valid Unicode, a body that is not JSON or not of the
+   schema: 422, each message naming the limit and the flag that raises it), and against slow clients
+   (a body still arriving ``read_timeout`` s after its headers: 408; headers that take that long: the
+   connection is closed; headers over 16 KiB: 431, see :mod:`bertfit.http_protocol`). Every 4xx
+   answer is ``{"detail": "<one line>"}``.
 3. **Predict a batch**: :class:`~bertfit.batcher.Batcher` gathers the texts of concurrent requests into
    batches of up to ``max_batch`` texts, runs up to ``parallel_batches`` forward passes at once in
    worker threads and hands each caller its own rows. A caller that disconnects first is dropped from the queue
    unscored, and a batch that fails is retried request by request, so one request cannot fail another.
 4. **Encode the response**: per text, the record ``bertfit predict`` prints.
 
-Also ``GET /health``, ``GET /info`` (labels, task, metrics, versions, limits, batching counts),
-OpenAPI docs at ``/docs``, and ``GET /`` a small page (``static/index.html``, plain HTML + JS) to
-try texts by hand. Needs ``pip install 'bertfit[serve]'``; this module has no authentication and
-binds 127.0.0.1 unless told otherwise. It does not train, export or decide labels (``model`` does).
+Also ``GET /health``, ``GET /info`` (labels, task, metrics, versions, limits, batching counts; folder
+names, never their paths), ``GET /docs`` (the API as plain HTML rendered here, :mod:`bertfit.docs_page`:
+no CDN, so it works offline; the schema at ``/openapi.json``), and ``GET /`` a small page
+(``static/index.html``, plain HTML + JS) to try texts by hand; each of those four answers ``HEAD`` too.
+Needs ``pip install 'bertfit[serve]'``; this module has no authentication and binds 127.0.0.1 unless
+told otherwise. It does not train, export or decide labels (``model`` does).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run time,
@@ -27,26 +32,32 @@ binds 127.0.0.1 unless told otherwise. It does not train, export or decide label
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import logging
 import os
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from bertfit import __version__
 from bertfit.backends import cores
 from bertfit.batcher import Batcher
 from bertfit.errors import UsageError
+from bertfit.http_protocol import BodyLimit, http_with_deadline
 
 log = logging.getLogger(__name__)
 
 SERVE_INSTALL = "pip install 'bertfit[serve]'"
 ENV_SETTINGS = "BERTFIT_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-MAX_HEADER_BYTES = 16 * 1024  # a request's headers, as h11 limits them
+BACKLOG = 2048  # connections waiting to be accepted, uvicorn's default
+EXAMPLE_BODY = '{"texts": ["..."]}'
+PATH_KEYS = ("source", "data")  # fields of bertfit.json's export record that hold a file or folder
 
 
 @dataclass
@@ -90,6 +101,9 @@ def check_request(classifier: Any, config: ServeConfig, texts: list[str], pairs:
         return f"got {len(texts)} texts but {len(pairs)} pairs; send one pair per text"
     for name, values in (("text", texts), ("pair", pairs or [])):
         for i, value in enumerate(values):
+            if not value.strip():  # training drops empty texts: the model never learnt what one means
+                return (f"{name} {i} is empty{' (whitespace only)' if value else ''}; send non-empty texts "
+                        f"(training drops empty ones)")
             if len(value) > config.max_chars:
                 return (f"{name} {i} has {len(value)} characters; the limit is {config.max_chars}: shorten it, or "
                         f"start the server with --max-chars {len(value)}")
@@ -107,135 +121,29 @@ def check_request(classifier: Any, config: ServeConfig, texts: list[str], pairs:
     return None
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes is answered 413 (by its Content-Length, or as it
-    streams); one still arriving ``timeout`` s after the request's headers is answered 408, and closed."""
-
-    def __init__(self, app: Any, limit: int, timeout: float = 30.0):
-        self.app = app
-        self.limit = limit
-        self.timeout = timeout
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        from starlette.exceptions import HTTPException
-        from starlette.responses import JSONResponse
-
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await JSONResponse({"detail": self._detail(int(declared))}, status_code=413)(scope, receive, send)
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        seen, complete = 0, False
-
-        async def guarded_receive() -> dict:
-            # Raised while the endpoint reads the body, an HTTPException is answered as is (FastAPI re-raises it).
-            nonlocal seen, complete
-            if complete:  # the body is in: what comes next is a disconnect, whenever it comes
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
-            except asyncio.TimeoutError:
-                raise HTTPException(status_code=408, headers={"connection": "close"}, detail=(
-                    f"the request body took over {self.timeout:g} s to arrive ({seen} bytes by then); send it "
-                    f"at once, or start the server with a larger --read-timeout")) from None
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise HTTPException(status_code=413, detail=self._detail(seen, at_least=True))
-                complete = not message.get("more_body", False)
-            return message
-
-        await self.app(scope, guarded_receive, send)
-
-    def _detail(self, size: int, at_least: bool = False) -> str:
-        return (f"request body of {'over ' if at_least else ''}{size} bytes is over the limit of {self.limit}; "
-                f"send fewer or shorter texts per request, or start the server with --max-body-bytes {size}")
+def validation_detail(errors: Sequence[dict]) -> str:
+    """FastAPI's list of validation errors as one line: where, what is wrong, what was sent, and the fix."""
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "JSON decode error")
+            return (f"the body is not valid JSON ({reason} at character {error['loc'][-1]}); send JSON such as "
+                    f"{EXAMPLE_BODY}")
+    problems = [f"{_where(error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+                + ("" if error.get("type") == "missing" else f", got {_short(error.get('input'))}")
+                for error in errors]
+    more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + f"{more}; send JSON such as {EXAMPLE_BODY}"
 
 
-def http_with_deadline(read_timeout: float, **kwargs: Any) -> Any:
-    """uvicorn's HTTP protocol for one connection, closed when a request's headers take over ``read_timeout`` s.
-
-    uvicorn times an idle connection out only after an answer (``timeout_keep_alive``): a client that
-    connects and sends nothing, or half its headers, would hold its connection, and a file
-    descriptor, for good. Here the deadline runs whenever the server waits on the client for a new
-    request (from the connection's start, or the end of the last answer, to the end of the next
-    request's headers); the body then has its own deadline in :class:`BodyLimit`, which answers 408.
-    The parser is httptools (C) where it is installed, as uvicorn itself would choose, else h11 (pure
-    Python, several times slower per request). ``serve`` hands uvicorn
-    ``functools.partial(http_with_deadline, timeout)``, which pickles for ``--workers``.
-    """
-    return _deadline_protocol(_parser())(read_timeout=read_timeout, **kwargs)
+def _where(loc: Sequence[str | int]) -> str:
+    """("body", "texts", 0) as ``texts[0]``; the body itself as ``body``."""
+    parts = list(loc)[1:] if list(loc)[:1] == ["body"] else list(loc)
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".") or "body"
 
 
-@functools.cache
-def _parser() -> str:
-    import importlib.util
-
-    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
-
-
-@functools.cache
-def _deadline_protocol(parser: str) -> type:
-    if parser == "httptools":
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
-    else:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
-
-    class DeadlineProtocol(Base):
-        def __init__(self, *args: Any, read_timeout: float, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            self.read_timeout = read_timeout
-            self.deadline: asyncio.TimerHandle | None = None
-            self.waiting_bytes = 0  # received since the last answer, while a request's headers are incomplete
-
-        def connection_made(self, transport: asyncio.Transport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self._answering():  # the headers are in; the app reads the body under its own deadline
-                self._disarm()
-                self.waiting_bytes = 0
-                return
-            # h11 refuses headers past 16 KiB itself; httptools has no cap, so one is kept here
-            self.waiting_bytes += len(data)
-            if self.waiting_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-                self.send_400_response(f"request headers over {MAX_HEADER_BYTES} bytes")
-                self.transport.close()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing() and not self._answering():  # (a pipelined request may be)
-                self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _answering(self) -> bool:
-            return self.cycle is not None and not self.cycle.response_complete
-
-        def _arm(self) -> None:
-            self._disarm()
-            self.deadline = self.loop.call_later(self.read_timeout, self._too_slow)
-
-        def _disarm(self) -> None:
-            if self.deadline is not None:
-                self.deadline.cancel()
-                self.deadline = None
-
-        def _too_slow(self) -> None:
-            self.deadline = None
-            log.info("closed a connection from %s: no complete request headers within %g s (--read-timeout)",
-                     self.client, self.read_timeout)
-            self.transport.close()
-
-    return DeadlineProtocol
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 async def _disconnected(request: Any) -> None:
@@ -253,10 +161,8 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
     """The FastAPI app serving ``classifier``; the batcher starts and stops with the app (its lifespan)."""
     require_serve()
     from fastapi import FastAPI, HTTPException, Request
-    from fastapi.exception_handlers import http_exception_handler
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, Field
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     config = config or ServeConfig()
     config.validate()
@@ -264,7 +170,7 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
     multi_label = classifier.multi_label
 
     class PredictRequest(BaseModel):
-        texts: list[str] = Field(description="the texts to classify", examples=[["the screen cracked"]])
+        texts: list[str] = Field(description="the texts to classify, none empty", examples=[["the screen cracked"]])
         pairs: list[str] | None = Field(None, description="sentence-pair models: the second text of each text")
         threshold: float | None = Field(None, description="multi-label models: one threshold for every label, "
                                                           "instead of the per-label ones tuned on validation")
@@ -274,33 +180,29 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
             "per text, in order, what `bertfit predict` prints: text (and text_pair), "
             + ("labels (a list)" if multi_label else "label and score") + ", probabilities by label"))
 
+    class Problem(BaseModel):
+        detail: str = Field(description="what was wrong, what is valid and the fix, in one line")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
         yield
         await batcher.stop()
 
-    app = FastAPI(title="bertfit", version=__version__, lifespan=lifespan,
+    # FastAPI's /docs and /redoc load their scripts from a CDN: blank offline. _add_pages serves its own /docs.
+    app = FastAPI(title="bertfit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"A bertfit text classifier ({classifier.meta.get('task', 'single_label')}, "
                               f"{len(classifier.labels)} labels, {classifier.backend.name} backend).")
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout=config.read_timeout)
     app.state.batcher = batcher
-    versions = _versions(classifier)
-    page_html = page()
 
-    @app.exception_handler(StarletteHTTPException)
-    async def unreadable_body(request: Request, exc: StarletteHTTPException):
-        # FastAPI answers a body its JSON parser gives up on with a bare 400 (invalid UTF-8, nesting too deep,
-        # a number too long); like any other malformed JSON it is a 422 here, saying why.
-        cause = exc.__cause__
-        if exc.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
-            return JSONResponse({"detail": f"the body is not valid JSON ({cause}); send UTF-8 JSON such as "
-                                           '{"texts": ["..."]}'}, status_code=422)
-        return await http_exception_handler(request, exc)
+    _add_error_handlers(app)
 
     @app.post("/predict", response_model=PredictResponse, summary="Classify texts",
-              responses={408: {"description": "body too slow"}, 413: {"description": "body too large"},
-                         422: {"description": "a limit, or bad JSON"}})
+              responses={408: {"model": Problem, "description": "the body took over --read-timeout to arrive"},
+                         413: {"model": Problem, "description": "the body is over --max-body-bytes"},
+                         422: {"model": Problem, "description": "a limit, an empty text, or a body that is not "
+                                                                "JSON of this schema"}})
     async def predict(body: PredictRequest, request: Request):
         problem = check_request(classifier, config, body.texts, body.pairs, body.threshold)
         if problem is not None:
@@ -316,32 +218,93 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
             return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
         return JSONResponse({"predictions": answer.result()})  # already plain JSON: skip re-validating the records
 
-    @app.get("/health", summary="Liveness")
+    _add_pages(app, classifier, config, model_dir)
+    return app
+
+
+def _add_error_handlers(app: Any) -> None:
+    """Every 4xx answer as {"detail": "<one line>"}: FastAPI's list of validation errors made one line too."""
+    from fastapi import Request
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unreadable_body(request: Request, exc: StarletteHTTPException):
+        # FastAPI answers a body its JSON parser gives up on with a bare 400 (invalid UTF-8, nesting too deep,
+        # a number too long); like any other malformed JSON it is a 422 here, saying why.
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
+            return JSONResponse({"detail": f"the body is not valid JSON ({cause}); send UTF-8 JSON such as "
+                                           f"{EXAMPLE_BODY}"}, status_code=422)
+        return await http_exception_handler(request, exc)
+
+
+def _add_pages(app: Any, classifier: Any, config: ServeConfig, model_dir: str | None) -> None:
+    """GET (and HEAD) /health, /info, /docs and the try-it page /."""
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    from bertfit import docs_page
+
+    batcher = app.state.batcher
+    versions = _versions(classifier)
+    page_html = page()
+
+    def get(path: str, **kwargs: Any) -> Any:
+        def register(endpoint: Any) -> Any:
+            # HEAD answers as GET does (uvicorn sends no body); left out of the schema, whose operation ids are unique
+            app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False,
+                              response_class=kwargs.get("response_class", JSONResponse))
+            return app.get(path, **kwargs)(endpoint)
+        return register
+
+    @get("/health", summary="Liveness")
     async def health():
         return {"status": "ok"}
 
-    @app.get("/info", summary="The model: labels, task, metrics, versions, limits")
+    @get("/info", summary="The model: labels, task, metrics, versions, limits (folder names, not paths)")
     async def info():
         meta = classifier.meta
-        return {"model_dir": model_dir, "labels": list(classifier.labels.names),
-                "task": meta.get("task", "single_label"), "text_pair_col": classifier.text_pair_col,
-                "backend": classifier.backend.name, "export": meta.get("export"), "max_length": classifier.max_length,
+        return {"model_dir": Path(model_dir).resolve().name if model_dir else None,
+                "labels": list(classifier.labels.names), "task": meta.get("task", "single_label"),
+                "text_pair_col": classifier.text_pair_col, "backend": classifier.backend.name,
+                "export": _without_paths(meta.get("export")), "max_length": classifier.max_length,
                 "metrics": meta.get("metrics"), "versions": versions, "limits": dataclasses.asdict(config),
                 "batching": {**batcher.stats, "queued": batcher.queued()}}
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs():
+        return HTMLResponse(docs_page.render(app.openapi()))
+
+    @get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():
         return HTMLResponse(page_html)
 
-    return app
+
+def _without_paths(value: Any, key: str = "") -> Any:
+    """``value`` with each file or folder cut to its name: /info says what a model is, not where things live."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    if isinstance(value, str) and (key in PATH_KEYS or PurePosixPath(value).is_absolute()
+                                   or PureWindowsPath(value).is_absolute() or value.startswith("~")):
+        return PureWindowsPath(value).name or value  # (a Windows path splits on both / and \\)
+    return value
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           backend: str = "auto", config: ServeConfig | None = None, log_level: str = "info") -> None:
-    """Load the folder and serve it with uvicorn until interrupted; ``workers`` > 1 runs that many processes."""
-    require_serve()
-    import uvicorn
+    """Load the folder and serve it with uvicorn until interrupted; ``workers`` > 1 runs that many processes.
 
+    The port is bound first, here, so that a port in use is one clear error before the model loads, and
+    ``port=0`` serves on the port the system picks (the log line names it)."""
+    require_serve()
     from bertfit.model import TextClassifier
 
     config = config or ServeConfig()
@@ -350,22 +313,66 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, work
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    if host not in LOOPBACK:
-        log.warning("binding %s: other machines can reach this server, and it has no authentication", host)
-    # fails here, once, if it cannot load
-    classifier = TextClassifier.from_pretrained(model_dir, backend=backend, threads=config.threads)
-    log.info("serving %s (%s backend) on http://%s:%d  (docs: /docs, try it: /)", model_dir,
-             classifier.backend.name, host, port)
-    protocol = functools.partial(http_with_deadline, config.read_timeout)
-    if workers == 1:
-        uvicorn.run(create_app(classifier, config, str(model_dir)), host=host, port=port, log_level=log_level,
-                    http=protocol)
-        return
-    del classifier  # each worker process loads its own
-    os.environ[ENV_SETTINGS] = json.dumps({"model_dir": str(model_dir), "backend": backend,
-                                           "config": dataclasses.asdict(config)})
-    uvicorn.run("bertfit.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, http=protocol)
+    with listen(host, port) as sock:
+        if host not in LOOPBACK:
+            log.warning("bound %s: other machines can reach this server, and it has no authentication", host)
+        # fails here, once, if it cannot load
+        classifier = TextClassifier.from_pretrained(model_dir, backend=backend, threads=config.threads)
+        port = sock.getsockname()[1]
+        log.info("serving %s (%s backend) on http://%s:%d  (docs: /docs, try it: /)", model_dir,
+                 classifier.backend.name, f"[{host}]" if ":" in host else host, port)
+        if workers == 1:
+            app = create_app(classifier, config, str(model_dir))
+        else:
+            del classifier  # each worker process loads its own
+            os.environ[ENV_SETTINGS] = json.dumps({"model_dir": str(model_dir), "backend": backend,
+                                                   "config": dataclasses.asdict(config)})
+            app = "bertfit.serve:app_from_environment"
+        _run_uvicorn(app, sock, host, port, workers, config.read_timeout, log_level)
+
+
+def _run_uvicorn(app: Any, sock: socket.socket, host: str, port: int, workers: int, read_timeout: float,
+                 log_level: str) -> None:
+    """uvicorn on the bound ``sock``, as ``uvicorn.run`` would run it: one server, or its supervisor of ``workers``
+    processes, each importing the app factory ``app`` names."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(app, host=host, port=port, workers=workers, factory=workers > 1, log_level=log_level,
+                            http=functools.partial(http_with_deadline, read_timeout))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops the server; uvicorn.run swallows it the same way
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+            return
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+        if not server.started:  # stopped before it served (uvicorn has logged why): its exit code, as uvicorn.run
+            raise SystemExit(STARTUP_FAILURE)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` as uvicorn binds one (SO_REUSEADDR), or a UsageError naming the fix."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            fix = "the port is in use; pass --port N (--port 0 picks a free one), or stop the process using it"
+        elif err.errno == errno.EACCES:
+            fix = "permission denied (ports below 1024 need root); pass --port N with N over 1023"
+        elif isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+            fix = (f"{host!r} is not an address of this machine ({err.strerror}); pass --host 127.0.0.1 (this "
+                   "machine only) or --host 0.0.0.0 (every interface)")
+        else:
+            fix = f"{err.strerror or err}; pass another --port N or --host"
+        raise UsageError(f"cannot listen on {where}: {fix}") from None
+    sock.set_inheritable(True)  # the worker processes of --workers serve on it too
+    return sock
 
 
 def app_from_environment() -> Any:

@@ -150,8 +150,11 @@ def _read_parquet(path: Path) -> pd.DataFrame:
             from None
 
 
-def load_frames(source: str | Path | pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:
-    """Read a source into frames keyed by split ('all' when it is one unsplit table)."""
+def load_frames(source: str | Path | pd.DataFrame, need_train: bool = True) -> tuple[dict[str, pd.DataFrame], str]:
+    """Read a source into frames keyed by split ('all' when it is one unsplit table).
+
+    ``need_train``: a folder must hold a train file (to train on); scoring takes any split.
+    """
     if isinstance(source, pd.DataFrame):
         return {"all": source}, "DataFrame"
     text = str(source)
@@ -159,11 +162,11 @@ def load_frames(source: str | Path | pd.DataFrame) -> tuple[dict[str, pd.DataFra
         return _load_hf(text[3:]), text
     path = Path(text)
     if path.is_dir():
-        return _load_folder(path), str(path)
+        return _load_folder(path, need_train), str(path)
     return {"all": read_table(path)}, str(path)
 
 
-def _load_folder(folder: Path) -> dict[str, pd.DataFrame]:
+def _load_folder(folder: Path, need_train: bool = True) -> dict[str, pd.DataFrame]:
     found: dict[str, Path] = {}
     for file in sorted(folder.iterdir()):
         split = SPLIT_NAMES.get(file.stem.lower())
@@ -171,7 +174,10 @@ def _load_folder(folder: Path) -> dict[str, pd.DataFrame]:
             if split in found:
                 raise DataError(f"{folder} has two {split} files ({found[split].name}, {file.name}); keep one")
             found[split] = file
-    if "train" not in found:
+    if not found and not need_train:
+        raise DataError(f"folder {folder} has no data file (train, validation or test, in any of "
+                        f"{', '.join(SUFFIXES)}); pass a labelled file")
+    if "train" not in found and need_train:
         raise DataError(
             f"folder {folder} has no train file; put train.csv (and validation.csv, test.csv) in it, "
             f"in any of {', '.join(SUFFIXES)}, or pass a single file"
@@ -183,9 +189,16 @@ def _load_hf(name: str) -> dict[str, pd.DataFrame]:
     """hf:NAME[:CONFIG], or hf:PATH of a dataset saved with save_to_disk."""
     import datasets
 
+    from bertfit.hub import hub_reachable
+
     local = Path(name)
+    saved = local.is_dir() and any((local / f).exists() for f in ("dataset_dict.json", "state.json"))
+    if not saved and not datasets.config.HF_HUB_OFFLINE and not hub_reachable():
+        raise DataError(f"cannot load Hugging Face dataset {name!r}: it is not a saved dataset folder and the hub is "
+                        "unreachable; load it where there is a network, save_to_disk(PATH), and pass hf:PATH (a "
+                        "dataset already in the local cache loads with HF_HUB_OFFLINE=1)")
     try:
-        if local.is_dir() and any((local / f).exists() for f in ("dataset_dict.json", "state.json")):
+        if saved:
             loaded = datasets.load_from_disk(str(local))
         else:
             repo, _, subset = name.partition(":")
@@ -210,8 +223,9 @@ def _load_hf(name: str) -> dict[str, pd.DataFrame]:
 def unreadable(source: str | Path, err: UnicodeDecodeError | pd.errors.ParserError) -> DataError:
     """The one-line error for a file that is not UTF-8 or does not parse as a table."""
     if isinstance(err, UnicodeDecodeError):
+        where = "standard input" if str(source) == "-" else source
         return DataError(
-            f"{source} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            f"{where} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
             "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         )
     return DataError(f"cannot parse {source} as a table ({first_line(err)}); check its delimiter and quoting")

@@ -44,19 +44,21 @@ from bertfit.backbone import (
 from bertfit.baseline import baseline_record, compare_with_baseline
 from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count
 from bertfit.cached import collate as collate_cached
-from bertfit.calibration import fit_temperature, plain_softmax
+from bertfit.calibration import choose_temperature, plain_softmax
 from bertfit.checkpoints import check_stale, checkpoint_dir, prepare_folder, resumed_epoch, run_record
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
 from bertfit.epochs import EpochLog, epoch_history, metrics_per_text, overfitting_note, quiet_progress
 from bertfit.errors import TrainingError, UsageError
+from bertfit.hub import check_hub_name
 from bertfit.metrics import (
     expected_calibration_error,
     headline,
     multilabel_metrics,
     tune_thresholds,
 )
-from bertfit.model import FORMAT_VERSION, TextClassifier, check_output, resolve_precision
+from bertfit.model import FORMAT_VERSION, TextClassifier, resolve_precision
+from bertfit.staging import check_folder, refuse_inputs
 from bertfit.trainer import ClassifierTrainer, EncodedSplit, encode_split, resolve_class_weights
 
 log = logging.getLogger(__name__)
@@ -126,12 +128,18 @@ def train(
     without it, such checkpoints are refused unless ``overwrite``. Under torchrun / accelerate launch
     every process trains, and the main one alone scores, saves and returns the result (the others: None).
     """
+    progress = progress and not settings.pop("quiet", False)  # every CLI flag is a keyword, --quiet too
+    settings.pop("debug", None)  # the CLI's tracebacks; a Python caller gets the exception as it is
     data_config, train_config = split_settings(settings)
     check(data_config, train_config)
     target = Path(out) if out is not None else None
     if target is not None:
-        check_output(target, overwrite)
+        refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
+                                        "the --model folder": train_config.model,
+                                        "the --class-weights file": train_config.class_weights})
+        check_folder(target, overwrite)
         check_stale(target, resume, overwrite)
+    check_hub_name(train_config.model)  # before the data is read: a model that cannot load fails in seconds
     prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
     return fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, resume=resume,
                progress=progress)
@@ -332,14 +340,15 @@ def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.n
         log.info("thresholds tuned on validation (F1 per label): %s",
                  dict(zip(classifier.labels.names[:8], meta["thresholds"][:8], strict=False)))
     elif config.calibrate:
-        temperature = fit_temperature(logits, targets)
-        before = expected_calibration_error(targets, plain_softmax(logits))
+        temperature, before, after, fallback = choose_temperature(logits, targets)
         meta["calibration"] = {"method": "temperature", "temperature": temperature,
-                               "validation_ece_before": before}
-        meta["calibration"]["validation_ece_after"] = expected_calibration_error(
-            targets, classifier.probabilities(logits))
-        log.info("calibration: temperature %.3f fitted on validation (ECE %.4f -> %.4f)", temperature, before,
-                 meta["calibration"]["validation_ece_after"])
+                               "validation_ece_before": before, "validation_ece_after": after}
+        if fallback:
+            meta["calibration"]["fallback"] = f"temperature kept at 1: {fallback}"
+            log.warning("calibration: temperature kept at 1: %s", fallback)
+        else:
+            log.info("calibration: temperature %.3f fitted on validation (ECE %.4f -> %.4f)", temperature, before,
+                     after)
 
 
 def _jsonl(frame: pd.DataFrame) -> str:

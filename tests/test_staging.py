@@ -1,0 +1,143 @@
+"""Where bertfit writes: outputs checked against inputs and old outputs, staged beside, renamed when whole."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bertfit.errors import OutputError
+from bertfit.staging import check_file, check_folder, refuse_inputs, staged_file, staged_folder
+
+# -- check_folder -----------------------------------------------------------------------------------
+
+
+def test_check_folder_accepts_new_and_empty_folders(tmp_path):
+    assert check_folder(tmp_path / "new" / "model", overwrite=False) is None
+    (tmp_path / "empty").mkdir()
+    assert check_folder(tmp_path / "empty", overwrite=False) is None
+    assert not (tmp_path / "new").exists()  # checking writes nothing
+
+
+def test_check_folder_refuses_a_file(tmp_path):
+    target = tmp_path / "model"
+    target.write_text("not a folder")
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="is a file"):
+            check_folder(target, overwrite=overwrite)
+    assert target.read_text() == "not a folder"
+
+
+def test_check_folder_refuses_an_unwritable_parent(tmp_path, monkeypatch):
+    # Tests run as root, which ignores permission bits, so os.access stands in for chmod 0o500.
+    seen = []
+
+    def no_access(path, mode, *args, **kwargs):
+        seen.append(Path(path))
+        return False
+
+    monkeypatch.setattr(os, "access", no_access)
+    with pytest.raises(OutputError, match="permission denied") as caught:
+        check_folder(tmp_path / "missing" / "model", overwrite=False)
+    assert seen == [tmp_path]  # the nearest existing ancestor is the one probed
+    assert str(tmp_path) in str(caught.value)
+
+
+# -- refuse_inputs -----------------------------------------------------------------------------------
+
+
+def test_an_output_may_not_be_an_input_a_link_to_one_or_a_folder_holding_one(tmp_path):
+    data = tmp_path / "data" / "train.csv"
+    data.parent.mkdir()
+    data.write_text("text,label\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(data)
+    hard = tmp_path / "hard.csv"
+    os.link(data, hard)
+    for out, how in ((data, "is the data"), (link, "is the data"), (hard, "is the data"),
+                     (data.parent, "holds the data"), (tmp_path, "holds the data"),
+                     (tmp_path / "data" / ".." / "data", "holds the data")):
+        with pytest.raises(OutputError, match=how) as caught:
+            refuse_inputs(out, "--out", {"the data": data})
+        assert "pass another --out" in str(caught.value)
+    assert data.read_text() == "text,label\n"
+
+
+def test_outputs_beside_or_inside_an_input_folder_are_fine(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for out in (tmp_path / "other", model / "report.html", model / "onnx"):
+        refuse_inputs(out, "--out", {"the model folder": model, "a hub name": "org/name", "none": None,
+                                     "stdin": "-"})
+
+
+# -- check_file ------------------------------------------------------------------------------------
+
+
+def test_an_existing_file_is_replaced_only_with_overwrite(tmp_path):
+    target = tmp_path / "predictions.jsonl"
+    target.write_text("keep")
+    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+        check_file(target, overwrite=False)
+    check_file(target, overwrite=True)
+    with pytest.raises(OutputError, match="is a folder"):
+        check_file(tmp_path, overwrite=True)
+    with pytest.raises(OutputError, match="does not exist"):
+        check_file(tmp_path / "missing" / "out.jsonl", overwrite=False)
+    assert target.read_text() == "keep"
+
+
+# -- staged writing ----------------------------------------------------------------------------------
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_writing_a_folder_keeps_the_old_one(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("old")
+    with pytest.raises(OutputError, match="No space left on device") as caught:
+        with staged_folder(target) as staging:
+            (staging / "weights").write_text("new, half")
+            _full_disk()
+    assert "free some space" in str(caught.value) and "\n" not in str(caught.value)
+    assert (target / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left
+
+
+def test_a_full_disk_while_writing_a_file_keeps_the_old_one(tmp_path):
+    target = tmp_path / "out.jsonl"
+    target.write_text("old")
+    with pytest.raises(OutputError, match="No space left on device"):
+        with staged_file(target) as handle:
+            handle.write("new")
+            _full_disk()
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    with pytest.raises(KeyError):
+        with staged_folder(tmp_path / "model"):
+            raise KeyError("not a write error")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_files_get_the_umask_permissions_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with staged_folder(tmp_path / "model") as staging:
+            secret = staging / "model.safetensors"
+            secret.write_bytes(b"weights")
+            secret.chmod(0o600)  # what the safetensors writer does
+            (staging / "sub").mkdir(mode=0o700)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "model").rglob("*")}
+    assert modes == {"model.safetensors": 0o644, "sub": 0o755}

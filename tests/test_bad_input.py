@@ -457,6 +457,8 @@ CASES = [
                       ("text 1", "not valid UTF-8", "byte 0xe9"), ("iconv",)), id="predict-argument-not-utf8"),
     pytest.param(Case("predict", predicts(None), ("standard input", "not UTF-8", "0xe9"), ("iconv",),
                       stdin=b"fine\ncaf\xe9\n"), id="predict-stdin-not-utf8"),
+    pytest.param(Case("predict", lambda folder, models: [models.trained, "--input", folder], ("is a folder",),
+                      ("pass a file of texts",)), id="predict-input-is-a-folder"),
     pytest.param(Case("predict", lambda folder, models: [models.trained], ("no texts to predict",),
                       ("--input FILE",)), id="predict-without-texts-or-input"),
     pytest.param(Case("train", trains_good("--epcohs", "3"), ("unrecognized arguments: --epcohs",),

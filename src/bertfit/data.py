@@ -351,6 +351,9 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
         yield from _chunks(_lines(_stdin(), pair_col), chunk_size)
         return
     path = Path(source)
+    if path.is_dir():
+        raise DataError(f"--input {path} is a folder; pass a file of texts (one per line, or a CSV / TSV / JSONL / "
+                        "Parquet file with a text column)")
     if not path.is_file():
         raise DataError(f"input file not found: {path}; check the path")
     suffix = path.suffix.lower()

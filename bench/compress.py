@@ -1,4 +1,4 @@
-"""Compression trade-off: layers x precision, against the fp32 teacher, on the same test split.
+"""Compression trade-off: layers x precision against the fp32 teacher, chosen on validation, judged on test once.
 
     python bench/compress.py TEACHER_DIR [TEACHER_DIR ...] [--layers 1,2,3] [--epochs 3] [--keep DIR]
     python bench/compress.py DIR --remeasure      # time a --keep run's folders again, on a quiet machine
@@ -10,7 +10,8 @@ repository, and a teacher whose data is absent is skipped). The README's teacher
     bertfit train ../shared/datasets/phishing  --out phishing-teacher  --epochs 3 --bucket-by-length
     bertfit train ../shared/datasets/banking77 --out banking77-teacher --epochs 3 --bucket-by-length --drop-leaks
 
-For every teacher the bench measures, on that data set's test split:
+For every teacher the bench distils the students and scores, on the VALIDATION split the students chose
+their epochs on:
 
   teacher  fp32   the PyTorch folder as trained
   teacher  int8        `bertfit export --quantize int8` of the teacher itself (no distillation)
@@ -18,11 +19,12 @@ For every teacher the bench measures, on that data set's test split:
   L layers fp32        `bertfit distill --student-layers L` (every k-th layer kept, embeddings copied)
   L layers int8 / int8-emb4   that student exported to ONNX the same two ways
 
-and prints one Markdown table: size of the weights on disk, how many times smaller than the fp32
-teacher, test accuracy and its change against the teacher, macro F1, and texts/s (batch 64, this
-machine). Rows that are at least --target times smaller and within --max-drop of the teacher's
-accuracy are marked. The exports are not refused here (the gate is opened to 1.0) so every point
-of the curve is shown; `bertfit compress` keeps the gate at 1 point.
+It keeps the configuration `bertfit compress` would keep (within --target and --max-drop on validation,
+the best validation score among those), and only then scores the TEST split, once, for the teacher and
+that configuration. One Markdown table: size of the weights on disk, how many times smaller than the fp32
+teacher, accuracy and its change against the teacher, macro F1, and texts/s (batch 64, this machine).
+`--keep DIR` keeps every folder and rows.json, so `--remeasure` reproduces the whole table's speeds
+later on a quiet machine from the same folders.
 """
 
 from __future__ import annotations
@@ -54,52 +56,69 @@ def dataset_for(teacher_dir: Path) -> Path | None:
     return None
 
 
-def measure(name: str, layers: int, precision: str, folder: Path, texts: list[str], labels: list) -> dict:
-    """Size, test metrics and texts/s of one folder (PyTorch or ONNX) on the test rows."""
+def measure(name: str, layers: int, precision: str, folder: Path, rows) -> dict:
+    """Size, metrics and texts/s of one folder (PyTorch or ONNX) on ``rows`` (a bertfit SplitRows)."""
     from bertfit.compress import measure as measure_model
     from bertfit.model import TextClassifier
 
     classifier = TextClassifier.from_pretrained(folder, backend="torch" if precision == "fp32" else "onnx")
-    row = measure_model(name, classifier, folder, None, (texts, labels, None))
+    row = measure_model(name, classifier, folder, None, rows)
     return {"teacher": name, "layers": layers, "precision": precision, "folder": str(folder), "bytes": row["bytes"],
             "accuracy": row["accuracy"], "f1_macro": row["f1_macro"], "texts_per_s": row["texts_per_s"]}
 
 
-def bench_teacher(teacher_dir: Path, layers: list[int], epochs: int, precisions: list[str],
-                  workdir: Path) -> list[dict]:
-    from bertfit.data import load_labelled
+def bench_teacher(teacher_dir: Path, layers: list[int], epochs: int, precisions: list[str], workdir: Path,
+                  target: float, max_drop: float) -> list[dict]:
+    """Every configuration scored on validation; the one compress's rule keeps, and the teacher, on test once."""
+    from bertfit.compress import _choose
     from bertfit.distill import distill
     from bertfit.export import export
+    from bertfit.model import read_split
 
     data = dataset_for(teacher_dir)
     if data is None:
         print(f"{teacher_dir}: skipped, no data set under {SHARED} has its labels", file=sys.stderr)
         return []
-    test = load_labelled(sorted(data.glob("test.*"))[0], None, None)
-    texts, labels = test["text"].tolist(), test["label"].tolist()
     name = data.name
-    depth = _layers(teacher_dir)
-    check = sorted(data.glob("test.*"))[0]
-
-    def exported(folder: Path, label: str) -> list[dict]:
-        found = []
-        for precision in precisions:
-            out = export(folder, workdir / f"{label}-{precision}", quantize=precision, data=check, max_drop=1.0,
-                         overwrite=True)
-            found.append(measure(name, _layers(folder), precision, out.model_dir, texts, labels))
-        return found
-
-    rows = [measure(name, depth, "fp32", teacher_dir, texts, labels), *exported(teacher_dir, f"{name}-teacher")]
+    students = {}
     for n in layers:
         started = time.perf_counter()
-        student = workdir / f"{name}-student-{n}"
+        students[n] = workdir / f"{name}-student-{n}"
         # drop_leaks: banking77's shared splits repeat 7 test texts from train; its teacher dropped them too
-        distill(teacher_dir, data, student, student_layers=n, epochs=epochs, progress=False, report=False,
+        distill(teacher_dir, data, students[n], student_layers=n, epochs=epochs, progress=False, report=False,
                 drop_leaks=True, baseline=False, overwrite=True)
-        minutes = (time.perf_counter() - started) / 60
-        rows.append({**measure(name, n, "fp32", student, texts, labels), "distil_minutes": minutes})
-        rows += exported(student, f"{name}-student-{n}")
-        print(json.dumps(rows[-1 - len(precisions):]), file=sys.stderr, flush=True)
+        print(f"{name}: {n}-layer student distilled in {(time.perf_counter() - started) / 60:.1f} min",
+              file=sys.stderr, flush=True)
+    # One validation split for every row: the one the students chose their epochs on (the teacher's own data).
+    validation = read_split(students[layers[0]], "validation")
+    folders = [(_layers(teacher_dir), "fp32", teacher_dir)]
+    for depth, source in [(_layers(teacher_dir), teacher_dir), *((n, students[n]) for n in layers)]:
+        if source is not teacher_dir:
+            folders.append((depth, "fp32", source))
+        for precision in precisions:
+            out = export(source, workdir / f"{source.name}-{precision}", quantize=precision,
+                         data=None if source is not teacher_dir else students[layers[0]] / "validation.jsonl",
+                         max_drop=1.0, overwrite=True)
+            folders.append((depth, precision, out.model_dir))
+    rows = [{**measure(name, depth, precision, folder, validation), "split": "validation"}
+            for depth, precision, folder in folders]
+    teacher = rows[0]
+    for row in rows:
+        row["smaller_by"] = teacher["bytes"] / row["bytes"]
+        row["validation"] = row["accuracy"]
+        row["teacher_validation"] = teacher["accuracy"]
+        row["passes"] = row["smaller_by"] >= target and teacher["accuracy"] - row["accuracy"] <= max_drop
+    chosen = _choose([row for row in rows if row["precision"] != "fp32"], target, max_drop)
+    chosen["chosen"] = True
+    test = read_split(students[layers[0]], "test")
+    finals = [{**measure(name, teacher["layers"], "fp32", teacher_dir, test), "split": "test"},
+              {**measure(name, chosen["layers"], chosen["precision"], Path(chosen["folder"]), test), "split": "test",
+               "chosen": True}]
+    return _ratios(rows) + _ratios(finals)
+
+
+def _ratios(rows: list[dict]) -> list[dict]:
+    """Size, accuracy and speed against the first row (the fp32 teacher on the same split)."""
     for row in rows:
         row["smaller_by"] = rows[0]["bytes"] / row["bytes"]
         row["accuracy_change"] = row["accuracy"] - rows[0]["accuracy"]
@@ -109,17 +128,16 @@ def bench_teacher(teacher_dir: Path, layers: list[int], epochs: int, precisions:
 
 def remeasure(rows: list[dict]) -> list[dict]:
     """Time every kept folder again, one after the other (on a quiet machine), and redo the ratios."""
-    from bertfit.data import load_labelled
+    from bertfit.model import read_split
 
+    students = [Path(row["folder"]) for row in rows if row["precision"] == "fp32" and row["split"] == "validation"
+                and (Path(row["folder"]) / "validation.jsonl").exists() and "student" in Path(row["folder"]).name]
+    splits = {split: read_split(students[0], split) for split in ("validation", "test")}
     for row in rows:
-        test = load_labelled(sorted((SHARED / row["teacher"]).glob("test.*"))[0], None, None)
-        again = measure(row["teacher"], row["layers"], row["precision"], Path(row["folder"]), test["text"].tolist(),
-                        test["label"].tolist())
-        row["texts_per_s"] = again["texts_per_s"]
-    for row in rows:
-        teacher = next(r for r in rows if r["teacher"] == row["teacher"] and r["precision"] == "fp32")
-        row["speedup"] = row["texts_per_s"] / teacher["texts_per_s"]
-    return rows
+        row["texts_per_s"] = measure(row["teacher"], row["layers"], row["precision"], Path(row["folder"]),
+                                     splits[row["split"]])["texts_per_s"]
+    return (_ratios([r for r in rows if r["split"] == "validation"])
+            + _ratios([r for r in rows if r["split"] == "test"]))
 
 
 def _layers(folder: Path) -> int:
@@ -128,14 +146,19 @@ def _layers(folder: Path) -> int:
 
 
 def table(rows: list[dict], target: float, max_drop: float) -> str:
-    lines = ["| data set | layers | weights | MB | smaller by | test accuracy | change | macro F1 | texts/s | "
-             f"speed-up | meets {target:g}x within {max_drop * 100:g} pt |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"Every configuration on VALIDATION (it chooses): within limits = at least {target:g}x smaller and "
+             f"at most {max_drop * 100:g} pt below the teacher; the kept one is the within-limits configuration with "
+             "the best validation score (bertfit compress's rule). Then the TEST split, scored once, for the "
+             "teacher and the kept configuration only.", "",
+             "| data set | split | layers | weights | MB | smaller by | accuracy | change | macro F1 | texts/s | "
+             "speed-up | within limits |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        met = r["smaller_by"] >= target and r["accuracy_change"] >= -max_drop
-        lines.append(f"| {r['teacher']} | {r['layers']} | {r['precision']} | {r['bytes'] / 1e6:.1f} | "
-                     f"{r['smaller_by']:.2f}x | {r['accuracy']:.4f} | {r['accuracy_change'] * 100:+.1f} pt | "
-                     f"{r['f1_macro']:.4f} | {r['texts_per_s']:.0f} | {r['speedup']:.1f}x | {'yes' if met else 'no'} |")
+        verdict = "" if r["split"] == "test" else ("yes" if r.get("passes") else "no")
+        kept = " (kept)" if r.get("chosen") else ""
+        lines.append(f"| {r['teacher']} | {r['split']} | {r['layers']} | {r['precision']}{kept} | "
+                     f"{r['bytes'] / 1e6:.1f} | {r['smaller_by']:.2f}x | {r['accuracy']:.4f} | "
+                     f"{r['accuracy_change'] * 100:+.1f} pt | "
+                     f"{r['f1_macro']:.4f} | {r['texts_per_s']:.0f} | {r['speedup']:.1f}x | {verdict} |")
     return "\n".join(lines)
 
 
@@ -145,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", default="1,2,3", help="student depths to distil (default 1,2,3)")
     parser.add_argument("--epochs", type=int, default=3, help="distillation epochs per student (default 3)")
     parser.add_argument("--precisions", default="int8,int8-emb4", help="exports of each model (default int8,int8-emb4)")
-    parser.add_argument("--target", type=float, default=7.0, help="size ratio to mark (default 7)")
-    parser.add_argument("--max-drop", type=float, default=0.01, help="accuracy drop allowed (default 0.01)")
+    parser.add_argument("--target", type=float, default=7.0, help="size ratio asked (default 7)")
+    parser.add_argument("--max-drop", type=float, default=0.01,
+                        help="validation accuracy drop allowed against the teacher (default 0.01)")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--keep", help="write the exports and students here (kept), with rows.json")
     parser.add_argument("--remeasure", action="store_true",
@@ -170,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             workdir = Path(args.keep or scratch)
             workdir.mkdir(parents=True, exist_ok=True)
             for teacher in args.teachers:
-                rows += bench_teacher(Path(teacher), layers, args.epochs, args.precisions.split(","), workdir)
+                rows += bench_teacher(Path(teacher), layers, args.epochs, args.precisions.split(","), workdir,
+                                       args.target, args.max_drop)
             if args.keep:
                 (workdir / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
     if not rows:

@@ -1,22 +1,37 @@
-"""Prediction speed and accuracy of one model through four paths, side by side in one process.
+"""Prediction speed and accuracy of one model: three transformers pipeline settings against bertfit's three paths.
 
     python bench/predict.py MODEL_DIR [MODEL_DIR ...]
-    python bench/predict.py phishing-model banking77-model --rows 1000 --batch-size 32
+    python bench/predict.py phishing-model banking77-model --rows 1000 --batch-size 32 --repeats 5
 
-Paths, all on the same model and the same rows:
+Paths, all on the same model and the same rows, in one process:
 
-  pipeline     transformers.pipeline("text-classification", model=MODEL_DIR), batched, truncated at the
-               model's max length: what a user without bertfit would write
-  torch        bertfit's TextClassifier on PyTorch (batches of similar length)
-  onnx fp32    `bertfit export` to ONNX, run on onnxruntime
-  onnx int8    `bertfit export --quantize int8` (dynamic int8 weights)
+  pipeline, batch 1          transformers.pipeline("text-classification", model=MODEL_DIR), one text at
+                             a time (no padding at all)
+  pipeline, batch 64,        the texts sorted by their token count (the pipeline's own tokenizer),
+    sorted by length         predicted in batches, the answers put back in the given order; the sorting
+                             is timed with the prediction
+  pipeline, batch 64,        batches in the order given (on mixed lengths mostly padding)
+    given order
+  bertfit torch              bertfit's TextClassifier on PyTorch (it batches texts of similar length)
+  bertfit ONNX fp32          `bertfit export` to ONNX, run on onnxruntime
+  bertfit ONNX int8          `bertfit export --quantize int8` (dynamic int8 weights)
+
+Every pipeline truncates at the model's max length, as bertfit does. The three pipeline settings are
+what a careful user would try; the speed-up column is over the fastest of them (by median), named in
+the output, and the targets are checked against it: bertfit fp32 (the faster of torch and ONNX fp32)
+at least 1.5x, ONNX int8 at least 2x. Multi-label and sentence-pair models skip the pipeline; their
+speed-up is over bertfit torch and no target is checked.
+
+Timing: each path predicts the rows once untimed (on a few texts, a warm-up), then every path predicts
+all the rows --repeats times, the paths in alternating order (forwards, backwards, forwards ...: see
+bench/timing.py). Printed per path: the median texts/s with the min-max, the accuracy, the speed-up
+(ratio of medians) and the weights' size, as a Markdown table, after the commit and the machine.
 
 Rows: the test splits of ../shared/datasets/phishing and banking77 (not part of this repository;
 skipped when absent), each for the model folder whose labels are that data set's (a model trained
-on phishing scores phishing); a folder that matches neither is scored on its own test.jsonl. Each
-path is warmed up on a few texts first; times are wall time of predicting every row. Prints a
-Markdown table with texts/s, accuracy and the speed-up over the pipeline. Both exports are written
-to a temporary folder and never refused here (--max-drop 1): the table shows what they score.
+on phishing scores phishing); a folder that matches neither is scored on its own test.jsonl. Both
+exports are written to a temporary folder and never refused here (--max-drop 1): the table shows what
+they score.
 """
 
 from __future__ import annotations
@@ -28,13 +43,19 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from timing import alternate, measured_on, spread, summary
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
 DATASETS = ("phishing", "banking77")
-PATHS = ("pipeline", "torch", "onnx fp32", "onnx int8")
-WARM_UP = 8  # texts predicted before timing each path
+WARM_UP = 8  # texts in each path's untimed warm-up call
+TARGETS = {"fp32": 1.5, "int8": 2.0}  # bertfit's path over the fastest pipeline setting, ratio of median texts/s
+
+Predict = Callable[[list[str], list[str] | None], list]
 
 
 def rows_for(model_dir: Path, names: list[str], limit: int | None) -> list[tuple[str, Path, list, list, list | None]]:
@@ -69,12 +90,43 @@ def rows_for(model_dir: Path, names: list[str], limit: int | None) -> list[tuple
     return out
 
 
-def timed(predict, texts: list[str], pairs: list[str] | None) -> tuple[list, float]:
-    """predict(texts, pairs) warmed up on a few texts, then timed on all of them."""
-    predict(texts[:WARM_UP], pairs[:WARM_UP] if pairs is not None else None)
-    started = time.perf_counter()
-    predicted = predict(texts, pairs)
-    return predicted, time.perf_counter() - started
+def pipelines(model_dir: Path, classifier, batch_size: int) -> dict[str, Predict]:
+    """The three pipeline settings on the same folder, each answering label names in the given order."""
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(model_dir), device=-1)
+    max_length = classifier.max_length
+
+    def run(texts: list[str], size: int) -> list[str]:
+        return [out["label"] for out in pipe(texts, batch_size=size, truncation=True, max_length=max_length)]
+
+    def length_sorted(texts: list[str], _pairs=None) -> list[str]:
+        # (rows,) token counts as the pipeline's tokenizer will cut them; shortest first, so a batch pads little
+        lengths = [len(ids) for ids in pipe.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        answers = [""] * len(texts)
+        for i, label in zip(order, run([texts[i] for i in order], batch_size), strict=True):
+            answers[i] = label
+        return answers
+
+    return {"pipeline, batch 1": lambda texts, _pairs=None: run(texts, 1),
+            f"pipeline, batch {batch_size}, sorted by length": length_sorted,
+            f"pipeline, batch {batch_size}, given order": lambda texts, _pairs=None: run(texts, batch_size)}
+
+
+def measure(paths: dict[str, Predict], texts: list[str], pairs: list[str] | None, repeats: int) -> dict[str, dict]:
+    """Per path: texts/s of each repeat and the first repeat's predictions (warm-up first, then alternating)."""
+    for predict in paths.values():
+        predict(texts[:WARM_UP], pairs[:WARM_UP] if pairs is not None else None)
+    runs = {name: {"texts_per_s": [], "predicted": None} for name in paths}
+    for repeat, name in alternate(list(paths), repeats):
+        print(f"  repeat {repeat + 1}/{repeats}: {name} ...", file=sys.stderr)
+        started = time.perf_counter()
+        predicted = paths[name](texts, pairs)
+        runs[name]["texts_per_s"].append(len(texts) / (time.perf_counter() - started))
+        if runs[name]["predicted"] is None:
+            runs[name]["predicted"] = predicted
+    return runs
 
 
 def score(classifier, predicted: list, labels: list) -> float:
@@ -84,7 +136,8 @@ def score(classifier, predicted: list, labels: list) -> float:
     return sum(str(p) == str(t) for p, t in zip(predicted, labels, strict=True)) / len(labels)
 
 
-def bench_model(model_dir: Path, names: list[str], limit: int | None, batch_size: int, workdir: Path) -> list[dict]:
+def bench_model(model_dir: Path, names: list[str], limit: int | None, batch_size: int, repeats: int,
+                workdir: Path) -> list[dict]:
     from bertfit.export import export
     from bertfit.model import TextClassifier
 
@@ -103,33 +156,39 @@ def bench_model(model_dir: Path, names: list[str], limit: int | None, batch_size
             for i in range(min(200, len(texts))):
                 row = {columns[0]: texts[i], columns[1]: labels[i], **({columns[2]: pairs[i]} if pairs else {})}
                 sink.write(json.dumps(row, default=list) + "\n")
-        runs: dict[str, tuple[list, float]] = {}
+        paths: dict[str, Predict] = {}
+        kinds = {}
         size = {}
-        pipe = make_pipeline(model_dir, torch_model, batch_size)
-        if pipe is not None and pairs is None:
-            runs["pipeline"] = timed(lambda t, _, f=pipe: f(t), texts, pairs)
-        runs["torch"] = timed(lambda t, p: torch_model.predict(t, batch_size, pairs=p), texts, pairs)
-        for path, quantize in (("onnx fp32", None), ("onnx int8", "int8")):
+        if torch_model.multi_label or pairs is not None:
+            why = "a multi-label model" if torch_model.multi_label else "sentence pairs"
+            print(f"{model_dir.name}, {name}: no pipeline reference ({why})", file=sys.stderr)
+        else:
+            for path, predict in pipelines(model_dir, torch_model, batch_size).items():
+                paths[path], kinds[path] = predict, "pipeline"
+        paths["bertfit torch"] = lambda t, p: torch_model.predict(t, batch_size, pairs=p)
+        kinds["bertfit torch"] = "fp32"
+        for path, quantize in (("bertfit ONNX fp32", None), ("bertfit ONNX int8", "int8")):
             out = workdir / f"{model_dir.name}-{name}-{quantize or 'fp32'}".replace(" ", "_")
             exported = export(model_dir, out, quantize=quantize, data=check, max_drop=1.0, overwrite=True)
             size[path] = exported.size_after
             onnx_model = TextClassifier.from_pretrained(exported.model_dir, backend="onnx")
-            runs[path] = timed(lambda t, p, m=onnx_model: m.predict(t, batch_size, pairs=p), texts, pairs)
-        base = runs.get("pipeline", runs["torch"])[1]
-        for path in PATHS:
-            if path not in runs:
-                continue
-            predicted, seconds = runs[path]
+            paths[path] = lambda t, p, m=onnx_model: m.predict(t, batch_size, pairs=p)
+            kinds[path] = quantize or "fp32"
+        print(f"{model_dir.name}, {name}: {len(paths)} paths x {repeats} repeats on {len(texts)} rows",
+              file=sys.stderr)
+        runs = measure(paths, texts, pairs, repeats)
+        medians = {path: summary(run["texts_per_s"])[0] for path, run in runs.items()}
+        references = [path for path in paths if kinds[path] == "pipeline"] or ["bertfit torch"]
+        reference = max(references, key=medians.__getitem__)
+        for path, run in runs.items():
+            middle, low, high = summary(run["texts_per_s"])
             results.append({"model": model_dir.name, "data": name, "rows": len(texts), "path": path,
-                            "texts_per_s": len(texts) / seconds, "seconds": seconds,
-                            "accuracy": score(torch_model, predicted, labels), "speedup": base / seconds,
+                            "kind": kinds[path], "texts_per_s": middle, "texts_per_s_min": low,
+                            "texts_per_s_max": high, "texts_per_s_runs": run["texts_per_s"],
+                            "accuracy": score(torch_model, run["predicted"], labels), "reference": reference,
+                            "speedup": middle / medians[reference],
                             "size_mb": size.get(path, _weights(model_dir)) / 1e6})
     return results
-
-
-def _cut(pairs: list | None, texts: list) -> list | None:
-    """The pairs of the texts being predicted (the warm-up takes the first few)."""
-    return pairs[:len(texts)] if pairs is not None else None
 
 
 def _weights(model_dir: Path) -> int:
@@ -137,28 +196,48 @@ def _weights(model_dir: Path) -> int:
                if (model_dir / name).exists())
 
 
-def make_pipeline(model_dir: Path, classifier, batch_size: int):
-    """transformers' pipeline on the same folder, returning label names (None for a multi-label model)."""
-    from transformers import pipeline
-
-    if classifier.multi_label:
-        return None
-    pipe = pipeline("text-classification", model=str(model_dir), device=-1)
-    max_length = classifier.max_length
-
-    def predict(texts: list[str]) -> list[str]:
-        return [out["label"] for out in pipe(texts, batch_size=batch_size, truncation=True, max_length=max_length)]
-
-    return predict
-
-
 def table(results: list[dict]) -> str:
-    lines = ["| model | data set | rows | path | texts/s | accuracy | speed-up over the first path | model MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | data set | rows | path | texts/s (median) | min-max | accuracy | speed-up over the best "
+             "pipeline | model MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         lines.append(f"| {r['model']} | {r['data']} | {r['rows']} | {r['path']} | {r['texts_per_s']:.1f} | "
-                     f"{r['accuracy']:.4f} | {r['speedup']:.2f}x | {r['size_mb']:.1f} |")
+                     f"{spread(r['texts_per_s_runs'])} | {r['accuracy']:.4f} | {r['speedup']:.2f}x | "
+                     f"{r['size_mb']:.1f} |")
     return "\n".join(lines)
+
+
+def verdicts(results: list[dict]) -> list[str]:
+    """Per model and data set: the reference the speed-ups are over, and each target with met / not met."""
+    lines = []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["model"], r["data"]), []).append(r)
+    for (model, data), rows in groups.items():
+        by_path = {r["path"]: r for r in rows}
+        reference = by_path[rows[0]["reference"]]
+        if reference["kind"] != "pipeline":
+            lines.append(f"{model}, {data}: no pipeline reference; speed-ups are over bertfit torch, "
+                         "targets not checked")
+            continue
+        lines.append(f"{model}, {data}: the fastest pipeline setting is '{reference['path']}' "
+                     f"({reference['texts_per_s']:.1f} texts/s median); speed-ups are over it")
+        for kind, target in TARGETS.items():
+            best = max((r for r in rows if r["kind"] == kind), key=lambda r: r["texts_per_s"])
+            met = "met" if best["speedup"] >= target else "NOT met"
+            lines.append(f"  target: bertfit {kind} at least {target:g}x the best pipeline: {best['path']} "
+                         f"{best['speedup']:.2f}x, {met}")
+    return lines
+
+
+def versions() -> str:
+    found = []
+    for name in ("torch", "transformers", "onnxruntime"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} absent")
+    return ", ".join(found)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,22 +246,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=",".join(DATASETS),
                         help=f"comma-separated (default {','.join(DATASETS)})")
     parser.add_argument("--rows", type=int, help="score only the first N rows of each data set")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="batch of the batched pipeline settings and of bertfit (default 64)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path, alternating (default 3)")
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.batch_size < 1 or (args.rows is not None and args.rows < 1):
+        parser.error("--repeats, --batch-size and --rows must be at least 1")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    print(measured_on())
+    print(f"{versions()}; batch {args.batch_size}; {args.repeats} timed runs per path in alternating order "
+          f"after one warm-up; texts/s: median and min-max")
+    sys.stdout.flush()
     results = []
     with tempfile.TemporaryDirectory(prefix="bertfit-bench-predict-") as workdir:
         for model_dir in args.model_dirs:
             results += bench_model(Path(model_dir), args.datasets.split(","), args.rows, args.batch_size,
-                                   Path(workdir))
+                                   args.repeats, Path(workdir))
     if not results:
         print("nothing was measured (see the messages above)", file=sys.stderr)
         return 0
+    print()
     print(table(results))
+    print()
+    print("\n".join(verdicts(results)))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

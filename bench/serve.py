@@ -1,21 +1,32 @@
-"""Requests per second and latency of `bertfit serve` under concurrent clients, on loopback only.
+"""Requests per second and latency of `bertfit serve` against a plain FastAPI endpoint, on loopback only.
 
-    python bench/serve.py MODEL_DIR                            # 30 s at 8, then at 32 concurrent clients
-    python bench/serve.py MODEL_DIR --seconds 10 --clients 1,8,32 --backend onnx
-    python bench/serve.py MODEL_DIR --max-wait-ms 0            # compare: no waiting for company
+    python bench/serve.py EXPORT_DIR                  # 30 s per run, at 8 then 32 clients, 3 runs per server
+    python bench/serve.py EXPORT_DIR --seconds 10 --clients 1,8,32 --repeats 5
+    python bench/serve.py EXPORT_DIR --max-wait-ms 0  # bertfit serve's own flags, passed on
 
-Starts `bertfit serve MODEL_DIR` in a subprocess on a free 127.0.0.1 port, waits for /health, then
-for each client count runs a closed loop for --seconds: every client sends one text per request
-(texts from MODEL_DIR/test.jsonl, cycled) and sends the next as soon as the answer arrives. The
-load is bounded twice, by time and by --max-requests, and the server is stopped at the end.
-Prints requests/s, p50 / p99 latency, errors, the server's mean batch (from GET /info) and the CPU
-time the server and the load generator each spent per request, as a Markdown table.
+EXPORT_DIR is a `bertfit export` folder (it must hold model.onnx; a folder without one is reported
+and the bench exits 0). Two servers, each in a subprocess on a free 127.0.0.1 port:
+
+  bertfit serve    `bertfit serve EXPORT_DIR --quiet` (its batcher; --backend, --max-batch ... passed on)
+  plain FastAPI    bench/plain_server.py: the endpoint a user would write first, the same model.onnx on an
+                   onnxruntime session with default options and tokenizer.json through `tokenizers`, a
+                   synchronous `def` endpoint (FastAPI's thread pool), no batching, uvicorn with one worker
+
+Both are warmed up (--warm-up seconds of load each), then for each client count every server takes
+--repeats runs of load, alternating (bertfit, plain, bertfit, plain ...): a closed loop for --seconds
+in which every client sends one text per request (texts from EXPORT_DIR/test.jsonl, cycled) and
+the next as soon as the answer arrives. Each run is bounded twice, by time and by --max-requests;
+both servers are stopped at the end, whatever happens. Printed after the commit and the machine, as
+a Markdown table per server and client count: requests/s, p50 and p99 latency (medians over the
+runs, with the min-max), errors, bertfit's mean batch (GET /info), the CPU time the server and the
+load generator each spent per request; then the ratio of the median requests/s and the target
+(bertfit serve at least 3x the plain endpoint at 8 clients), met or not.
 
 The load generator shares the machine with the server, so it is kept lean: each client is one
 keep-alive HTTP/1.1 connection on asyncio streams (standard library only; uvloop when installed),
 and an answer counts only when it is a 200 whose JSON holds one prediction per text sent.
 `--client httpx` uses httpx.AsyncClient instead, a common Python client, for comparison; it spends
-several times the CPU per request. Needs the serve extra (pip install 'bertfit[serve]').
+several times the CPU per request. Needs the serve and onnx extras (pip install 'bertfit[serve,onnx]').
 """
 
 from __future__ import annotations
@@ -33,6 +44,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from timing import alternate, measured_on, spread, summary
+
+HERE = Path(__file__).resolve().parent
+BERTFIT, PLAIN = "bertfit serve", "plain FastAPI"
+TARGET_CLIENTS, TARGET = 8, 3.0  # bertfit serve's requests/s over the plain endpoint's, ratio of medians
 
 FALLBACK_TEXTS = ["the screen froze after the update", "I was charged twice for one order",
                   "can I get a quote for ten more seats", "my password reset link does not work"]
@@ -62,18 +79,18 @@ def http_get(url: str, timeout: float = 10) -> dict:
         return json.loads(response.read())
 
 
-async def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
+async def wait_until_up(url: str, process: subprocess.Popen, name: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"bertfit serve exited with {process.returncode} before answering")
+            raise RuntimeError(f"{name} exited with {process.returncode} before answering")
         try:
             if http_get(f"{url}/health", timeout=2) == {"status": "ok"}:
                 return
         except OSError:
             pass
         await asyncio.sleep(0.25)
-    raise RuntimeError(f"bertfit serve did not answer {url}/health within {timeout:.0f} s")
+    raise RuntimeError(f"{name} did not answer {url}/health within {timeout:.0f} s")
 
 
 class Connection:
@@ -124,8 +141,9 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 async def load(url: str, bodies: list[dict], clients: int, seconds: float, max_requests: int,
-               server_pid: int | None = None, client_kind: str = "raw") -> dict:
-    """A closed loop of `clients` concurrent clients for `seconds` (or `max_requests` in all)."""
+               server_pid: int | None = None, client_kind: str = "raw", batching: bool = True) -> dict:
+    """A closed loop of `clients` concurrent clients for `seconds` (or `max_requests` in all); ``batching``:
+    the server is bertfit serve, whose GET /info counts the batches."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sent = 0
@@ -156,7 +174,7 @@ async def load(url: str, bodies: list[dict], clients: int, seconds: float, max_r
             else:
                 latencies.append(time.perf_counter() - started)
 
-    before = http_get(f"{url}/info")["batching"]
+    before = http_get(f"{url}/info")["batching"] if batching else None
     cpu_before = cpu_seconds(server_pid), cpu_seconds()
     started = time.perf_counter()
     if client_kind == "httpx":
@@ -178,8 +196,8 @@ async def load(url: str, bodies: list[dict], clients: int, seconds: float, max_r
             connection.close()
     elapsed = time.perf_counter() - started
     cpu_after = cpu_seconds(server_pid), cpu_seconds()
-    after = http_get(f"{url}/info")["batching"]
-    batches = after["batches"] - before["batches"]
+    after = http_get(f"{url}/info")["batching"] if batching else None
+    batches = after["batches"] - before["batches"] if batching else 0
     ordered = sorted(latencies)
 
     def quantile(q: float) -> float:
@@ -187,74 +205,173 @@ async def load(url: str, bodies: list[dict], clients: int, seconds: float, max_r
 
     return {"clients": clients, "seconds": elapsed, "requests": len(latencies), "rps": len(latencies) / elapsed,
             "p50_ms": quantile(0.50), "p99_ms": quantile(0.99), "errors": sum(errors.values()),
-            "error_kinds": errors, "mean_batch": (after["texts"] - before["texts"]) / batches if batches else 0.0,
+            "error_kinds": errors, "mean_batch": (after["texts"] - before["texts"]) / batches if batches else None,
             # where the two cores went: the server's and the load generator's CPU per answered request
             "server_cpu_ms": 1000 * (cpu_after[0] - cpu_before[0]) / max(len(latencies), 1),
             "client_cpu_ms": 1000 * (cpu_after[1] - cpu_before[1]) / max(len(latencies), 1)}
 
 
-def table(rows: list[dict], backend: str) -> str:
-    lines = ["| backend | clients | seconds | requests | requests/s | p50 ms | p99 ms | errors | mean batch "
-             "| server CPU ms / request | load generator CPU ms / request |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {backend} | {r['clients']} | {r['seconds']:.1f} | {r['requests']} | {r['rps']:.1f} | "
-                     f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['mean_batch']:.1f} | "
+def summarised(runs: list[dict]) -> list[dict]:
+    """One row per (server, clients): medians and min-max over the runs, errors summed."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for one in runs:
+        groups.setdefault((one["server"], one["clients"]), []).append(one)
+    rows = []
+    for (server, clients), group in groups.items():
+        row = {"server": server, "backend": group[0]["backend"], "clients": clients, "runs": len(group),
+               "requests": sum(r["requests"] for r in group), "errors": sum(r["errors"] for r in group)}
+        for key in ("rps", "p50_ms", "p99_ms", "server_cpu_ms", "client_cpu_ms"):
+            values = [r[key] for r in group]
+            row[key], row[f"{key}_min"], row[f"{key}_max"] = summary(values)
+            row[f"{key}_runs"] = values
+        batches = [r["mean_batch"] for r in group if r["mean_batch"] is not None]
+        row["mean_batch"] = summary(batches)[0] if batches else None
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| server | backend | clients | runs | requests/s (median) | min-max | p50 ms (median) | min-max "
+             "| p99 ms (median) | min-max | errors | mean batch | server CPU ms / request | load generator CPU ms "
+             "/ request |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: (r["clients"], r["server"] != BERTFIT)):
+        batch = "-" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
+        lines.append(f"| {r['server']} | {r['backend']} | {r['clients']} | {r['runs']} | {r['rps']:.1f} | "
+                     f"{spread(r['rps_runs'])} | {r['p50_ms']:.1f} | {spread(r['p50_ms_runs'])} | "
+                     f"{r['p99_ms']:.1f} | {spread(r['p99_ms_runs'])} | {r['errors']} | {batch} | "
                      f"{r['server_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} |")
     return "\n".join(lines)
 
 
+def verdicts(rows: list[dict]) -> list[str]:
+    """The ratio of median requests/s per client count, and the target at TARGET_CLIENTS clients."""
+    by = {(r["server"], r["clients"]): r for r in rows}
+    lines, ratios = [], {}
+    for clients in sorted({r["clients"] for r in rows}):
+        ours, plain = by[BERTFIT, clients], by[PLAIN, clients]
+        if plain["rps"] <= 0 or ours["rps"] <= 0:
+            lines.append(f"{clients} clients: no ratio, a server answered nothing (see its errors)")
+            continue
+        ratios[clients] = ours["rps"] / plain["rps"]
+        lines.append(f"{clients} clients: {BERTFIT} {ours['rps']:.1f} requests/s, {PLAIN} {plain['rps']:.1f}: "
+                     f"{ratios[clients]:.2f}x (ratio of medians)")
+    if TARGET_CLIENTS in ratios:
+        met = "met" if ratios[TARGET_CLIENTS] >= TARGET else "NOT met"
+        lines.append(f"target: {BERTFIT} at least {TARGET:g}x the plain endpoint in requests/s at {TARGET_CLIENTS} "
+                     f"clients: {ratios[TARGET_CLIENTS]:.2f}x, {met}")
+    else:
+        lines.append(f"target ({TARGET:g}x at {TARGET_CLIENTS} clients) not checked: no ratio at {TARGET_CLIENTS} "
+                     "clients (not among --clients, or a server answered nothing)")
+    return lines
+
+
+def start(name: str, command: list[str], url: str) -> subprocess.Popen:
+    print(f"starting {name} on {url} ...", file=sys.stderr)
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 async def run(args: argparse.Namespace) -> int:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "bertfit", "serve", args.model_dir, "--port", str(port), "--quiet",
+    model_dir = Path(args.model_dir)
+    ports = {BERTFIT: free_port(), PLAIN: free_port()}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    command = [sys.executable, "-m", "bertfit", "serve", args.model_dir, "--port", str(ports[BERTFIT]), "--quiet",
                "--backend", args.backend]
     for flag in ("max_batch", "max_wait_ms", "threads", "parallel_batches"):  # unset: the server's own default
         if getattr(args, flag) is not None:
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    commands = {BERTFIT: command,
+                PLAIN: [sys.executable, str(HERE / "plain_server.py"), args.model_dir, "--port", str(ports[PLAIN])]}
+    clients_levels = [int(c) for c in args.clients.split(",")]
+    bodies = load_requests(model_dir)
+    processes: dict[str, subprocess.Popen] = {}
+    runs = []
     try:
-        await wait_until_up(url, process)
-        info = http_get(f"{url}/info")
-        bodies = load_requests(Path(args.model_dir))
-        rows = []
-        for clients in [int(c) for c in args.clients.split(",")]:
-            print(f"{clients} clients for {args.seconds:g} s ...", file=sys.stderr)
-            rows.append(await load(url, bodies, clients, args.seconds, args.max_requests, process.pid, args.client))
+        for name in (BERTFIT, PLAIN):
+            processes[name] = start(name, commands[name], urls[name])
+            await wait_until_up(urls[name], processes[name], name)
+        info = http_get(f"{urls[BERTFIT]}/info")
+        backends = {BERTFIT: info["backend"], PLAIN: "onnx"}
+
+        async def one_run(name: str, clients: int, seconds: float) -> dict:
+            return await load(urls[name], bodies, clients, seconds, args.max_requests, processes[name].pid,
+                              args.client, batching=name == BERTFIT)
+
+        if args.warm_up > 0:
+            for name in (BERTFIT, PLAIN):
+                print(f"warm-up: {name}, {max(clients_levels)} clients for {args.warm_up:g} s ...", file=sys.stderr)
+                await one_run(name, max(clients_levels), args.warm_up)
+        for clients in clients_levels:
+            for repeat, name in alternate((BERTFIT, PLAIN), args.repeats, mirrored=False):
+                print(f"run {repeat + 1}/{args.repeats}: {name}, {clients} clients for {args.seconds:g} s ...",
+                      file=sys.stderr)
+                row = await one_run(name, clients, args.seconds)
+                runs.append({"server": name, "backend": backends[name], "repeat": repeat + 1, **row})
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process in processes.values():
+            stop(process)
     limits = info["limits"]
-    print(f"client: {args.client}; server: --max-batch {limits['max_batch']}, --max-wait-ms {limits['max_wait_ms']:g}, "
-          f"--threads {limits['threads']}, --parallel-batches {limits.get('parallel_batches', 1)}")
-    print(table(rows, info["backend"]))
-    for row in rows:
-        if row["error_kinds"]:
-            print(f"errors at {row['clients']} clients: {row['error_kinds']}", file=sys.stderr)
+    rows = summarised(runs)
+    print(measured_on())
+    print(f"client: {args.client}; runs of {args.seconds:g} s per server and client count: {args.repeats}, "
+          f"alternating, after {args.warm_up:g} s of warm-up each; {BERTFIT}: --max-batch {limits['max_batch']}, "
+          f"--max-wait-ms {limits['max_wait_ms']:g}, --threads {limits['threads']}, --parallel-batches "
+          f"{limits.get('parallel_batches', 1)}; {PLAIN}: bench/plain_server.py (onnxruntime defaults, no batching)")
+    print()
+    print(table(rows))
+    print()
+    print("\n".join(verdicts(rows)))
+    for one in runs:
+        if one["error_kinds"]:
+            print(f"errors, {one['server']} at {one['clients']} clients, run {one['repeat']}: "
+                  f"{one['error_kinds']}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"runs": runs, "summary": rows}, indent=2) + "\n")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model_dir")
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of each load level (default 30)")
+    parser.add_argument("model_dir", metavar="EXPORT_DIR", help="a bertfit export folder (holding model.onnx)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each run of load (default 30)")
     parser.add_argument("--clients", default="8,32", help="concurrent clients per level (default 8,32)")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="stop a level after this many requests")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"))
-    parser.add_argument("--max-batch", type=int, help="the server's --max-batch (default: its own)")
-    parser.add_argument("--max-wait-ms", type=float, help="the server's --max-wait-ms (default: its own)")
-    parser.add_argument("--threads", type=int, help="the server's --threads (default: the server's own default)")
-    parser.add_argument("--parallel-batches", type=int, help="the server's --parallel-batches (default: its own)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per server and client count, alternating bertfit, plain, ... (default 3)")
+    parser.add_argument("--warm-up", type=float, default=2.0,
+                        help="seconds of untimed load on each server before the runs (default 2; 0: none)")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="stop a run after this many requests")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
+                        help="bertfit serve's --backend (default auto: onnx for an export)")
+    parser.add_argument("--max-batch", type=int, help="bertfit serve's --max-batch (default: its own)")
+    parser.add_argument("--max-wait-ms", type=float, help="bertfit serve's --max-wait-ms (default: its own)")
+    parser.add_argument("--threads", type=int, help="bertfit serve's --threads (default: its own)")
+    parser.add_argument("--parallel-batches", type=int, help="bertfit serve's --parallel-batches (default: its own)")
     parser.add_argument("--client", default="raw", choices=("raw", "httpx"),
                         help="raw: lean keep-alive connections on asyncio streams (default); httpx: httpx.AsyncClient")
-    parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument("--json", help="also write every run and the summary as JSON here")
     args = parser.parse_args(argv)
+    try:
+        clients = [int(c) for c in args.clients.split(",")]
+    except ValueError:
+        clients = []
+    if not clients or min(clients) < 1:
+        parser.error(f"--clients must be whole numbers of at least 1, comma-separated, got {args.clients!r}")
+    if args.repeats < 1 or args.seconds <= 0 or args.warm_up < 0 or args.max_requests < 1:
+        parser.error("--repeats and --max-requests must be at least 1, --seconds over 0, --warm-up at least 0")
+    if not (Path(args.model_dir) / "model.onnx").exists():
+        print(f"{args.model_dir} holds no model.onnx, and the plain reference serves the ONNX export: nothing "
+              f"measured. Export one and pass that folder: bertfit export {args.model_dir} --quantize int8 --out "
+              f"{args.model_dir.rstrip('/')}-int8", file=sys.stderr)
+        return 0
     if args.client == "httpx" and importlib.util.find_spec("httpx") is None:
         print("error: --client httpx needs httpx: pip install httpx", file=sys.stderr)
         return 2

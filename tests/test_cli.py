@@ -118,7 +118,12 @@ def test_train_without_data_uses_the_demo_set_and_prints_one_json_summary(demo_r
     assert set(summary["test"]) == HEADLINE | {"ece"}  # calibration error, after temperature scaling
     assert set(summary["baseline_test"]) == HEADLINE  # TF-IDF + logistic regression on the same splits
     assert set(summary["validation"]) == HEADLINE
-    assert 0 <= summary["test"]["accuracy"] <= 1 and summary["test"]["loss"] > 0
+    # What the summary says of test is what the saved model says on the test split it kept.
+    kept = TextClassifier.from_pretrained(out_dir)
+    test = [json.loads(line) for line in (out_dir / "test.jsonl").read_text().splitlines()]
+    again = kept.evaluate([r["text"] for r in test], [r["label"] for r in test])
+    assert summary["test"]["accuracy"] == pytest.approx(again["accuracy"])
+    assert summary["test"]["loss"] == pytest.approx(again["loss"], rel=1e-4)
     assert [h["epoch"] for h in summary["history"]] == [1, 2]
     assert summary["best_epoch"] in (1, 2)
     assert summary["train_seconds"] > 0
@@ -138,8 +143,11 @@ def test_evaluate_prints_one_json_object(demo_run, capsys):
     assert len(lines) == 1
     metrics = json.loads(lines[0])
     assert metrics["labels"] == ["tier1", "tier2", "tier3"]
-    assert 0 <= metrics["accuracy"] <= 1
     matrix = metrics["confusion_matrix"]
+    assert metrics["accuracy"] == pytest.approx(sum(matrix[i][i] for i in range(3)) / metrics["rows"])
+    rows = load_labelled(cli.demo_data_path(), None, None)
+    direct = TextClassifier.from_pretrained(out_dir).evaluate(rows["text"].tolist(), rows["label"].tolist())
+    assert metrics["accuracy"] == pytest.approx(direct["accuracy"]) and metrics["auc"] == pytest.approx(direct["auc"])
     assert len(matrix) == 3 and all(len(row) == 3 for row in matrix)
     assert sum(map(sum, matrix)) == metrics["rows"] == len(load_labelled(cli.demo_data_path(), None, None))
 
@@ -401,7 +409,8 @@ def test_train_takes_every_cli_flag_as_a_keyword(tiny_model_dir, rows, tmp_path,
     result = training.train(rows, tmp_path / "m", model=str(tiny_model_dir), epochs=1, max_length=16, quiet=True,
                             debug=False, baseline=False, report=False)
     assert result.best_epoch == 1
-    assert capsys.readouterr().err == ""  # quiet: no progress bars
+    err = capsys.readouterr().err
+    assert "%|" not in err and "steps" not in err  # quiet: no progress, bar or line
 
 
 def test_predict_into_a_closed_pipe_stops_quietly(trained_dir):

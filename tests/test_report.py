@@ -11,6 +11,7 @@ import shlex
 import shutil
 import struct
 from collections import Counter
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -282,7 +283,7 @@ def test_data_file_for_a_multi_label_sentence_pair_model(fake_folder, tmp_path):
 
 @pytest.mark.parametrize("line, message", [
     ("{not json", "test.jsonl line 2 is not JSON"),
-    ('{"text": "x"}', "test.jsonl line 2 lacks 'text' or 'label'"),
+    ('{"text": "x"}', "test.jsonl line 2 lacks a 'text' or a 'label'"),
 ])
 def test_damaged_test_jsonl_names_the_line(fake_folder, line, message):
     folder, _ = fake_folder
@@ -407,3 +408,34 @@ def test_screenshot_script_end_to_end(trained_dir, data_csv, tmp_path):
     out = tmp_path / "readme.png"
     assert screenshots.main([str(trained_dir), str(out), "--data", str(data_csv), "--height", "1600"]) == 0
     assert png_size(out) == (1200, 1600)
+
+
+@pytest.mark.parametrize("kind", ["multi-label", "pair"])
+def test_the_report_of_a_real_multi_label_or_pair_model(kind, tiny_model_dir, tmp_path):
+    """Trained for real (not a stand-in): the report training writes scores the kept test split as it was
+    recorded, and shows what the task needs (a per-label table; both texts of a pair)."""
+    from bertfit.training import train
+    from test_tasks import multi_label_rows, pair_rows
+
+    data = multi_label_rows() if kind == "multi-label" else pair_rows()
+    out = tmp_path / kind
+    train(data, out, model=str(tiny_model_dir), epochs=2, learning_rate=1e-2, batch_size=8, patience=0,
+          progress=False)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for section in ('id="summary"', 'id="training"', 'id="per-class"', 'id="curves"', 'id="mistakes"', 'id="data"'):
+        assert section in page, section
+    meta = json.loads((out / "bertfit.json").read_text())
+    test_rows = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
+    again = write_report(out, tmp_path / "again.html")  # scored afresh from the saved folder
+    fresh = again.read_text(encoding="utf-8")
+    metric = "f1_micro" if kind == "multi-label" else "accuracy"
+    recorded = f"{meta['metrics']['test'][metric]:.4f}"
+    assert fresh.count(recorded) >= 2  # recorded at training and scored for this report: the same figure
+    if kind == "multi-label":
+        assert 'id="confusion"' not in page and "<th>label</th>" in page
+        assert all(isinstance(r["label"], list) for r in test_rows)
+    else:
+        assert 'id="confusion"' in page
+        assert "pair:" in page or "No mistakes" in page
+        assert any(escape(r["text_pair"]) in page for r in test_rows) or "No mistakes" in page
+

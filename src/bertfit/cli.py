@@ -165,20 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
     distil.set_defaults(handler=cmd_distill)
 
     squeeze = commands.add_parser("compress", parents=[common], help="distil, then export int8, and compare",
-                                  description="Distil a teacher into a student, export it to ONNX int8 (checked), "
-                                              "and print size, test metrics and texts/s of all three.")
+                                  description="Search student layers x export precision on validation for the "
+                                              "smallest model within the limits, then score it once on test.")
     squeeze.add_argument("teacher_dir", help="a model folder written by bertfit train")
     squeeze.add_argument("data", help="labelled data (the teacher's columns are used unless given)")
     squeeze.add_argument("--target-size-ratio", type=float, default=7.0,
                          help="how many times smaller the int8 student should be (default 7); a miss is reported")
     squeeze.add_argument("--student", help="the student checkpoint: hub name or local folder")
-    squeeze.add_argument("--student-layers", type=int, help="or: the teacher cut to N layers (default a third)")
+    squeeze.add_argument("--student-layers", type=int, help="or: only the teacher cut to N layers (default: every "
+                         "layer count that can reach --target-size-ratio is searched, the most first)")
     squeeze.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
     squeeze.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets (default 0.5)")
     squeeze.add_argument("--max-drop", type=float, default=0.01,
-                         help="largest drop int8 may cost against the student, as a share (default 0.01)")
-    squeeze.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="int8",
-                         help="the student's export: int8 (default), or int8-emb4 (embedding tables in 4 bits)")
+                         help="largest drop below the teacher's validation score a kept configuration may cost, as "
+                              "a share (default 0.01)")
+    squeeze.add_argument("--quantize", choices=QUANTIZE_CHOICES,
+                         help="only this export precision: int8, or int8-emb4 (embedding tables in 4 bits); default: "
+                              "both are searched")
     _add_config_flags(squeeze, DataConfig)
     _add_config_flags(squeeze, TrainConfig, skip=("model",))
     squeeze.add_argument("--out", help="folder to write student/ and student-QUANTIZE/ (default TEACHER-compressed)")

@@ -1,48 +1,78 @@
-"""Compress a trained model in one command: distil it into a smaller student, then export the student
-to ONNX with int8 weights (``int8-emb4``: the embedding tables in 4 bits too), and compare all three
-on the same test split.
+"""Compress a trained model in one command: distil it into a smaller student and export that to ONNX with
+int8 weights (``int8-emb4``: the embedding tables in 4 bits too), choosing the configuration on validation.
 
-The int8 export goes through ``export``'s accuracy gate (it refuses a student that int8 drops by
-more than ``max_drop``). The result is one folder holding ``student/`` (PyTorch) and
-``student-int8/`` (ONNX; ``student-int8-emb4/``), built beside its destination and renamed when complete, and a table:
-size on disk, test metrics and texts/s for teacher, student and student-int8. When the size
-ratio misses the target, it says so and by how much; it never pretends.
+The search: every (student layers, precision) pair is a configuration. Its size on disk is known before
+any training (estimated from the parameter counts, then measured once exported), so only the layer counts
+that can reach ``target_size_ratio`` are distilled, the most layers first, each exported in the precisions
+that can reach it. The first configuration that is at least ``target_size_ratio`` times smaller than the
+teacher and scores on VALIDATION within ``max_drop`` of the teacher's validation score is kept, and
+fewer layers are not tried. When none does, the configuration closest to the limits is kept and the miss
+is said plainly. ``student_layers``, ``student`` or ``quantize`` narrow the search to what they name.
+
+Only then is the test split scored, once, for the teacher, the kept student and its export. The result
+is one folder holding ``student/`` (PyTorch) and ``student-int8/`` (or ``student-int8-emb4/``), built
+beside its destination and renamed when complete, the search table (validation) and the final table
+(test: size, metrics, texts/s).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bertfit.backends import WEIGHT_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import UsageError
-from bertfit.model import TextClassifier
+from bertfit.model import SplitRows, TextClassifier, read_split
 from bertfit.staging import check_folder, refuse_inputs, staged_folder
 
 log = logging.getLogger(__name__)
+
+# Bytes per parameter once exported: int8 matmul weights; embedding tables in int8, or in 4-bit blocks of 32
+# with one fp32 scale each (0.5 + 4 / 32). ONNX adds a little on top (biases, norms and the graph stay fp32).
+BYTES_PER_PARAMETER = {"int8": {"tables": 1.0, "rest": 1.0}, "int8-emb4": {"tables": 0.625, "rest": 1.0}}
+ESTIMATE_OVERHEAD = 1.04
+ESTIMATE_SLACK = 0.97  # a configuration estimated this close to the target is tried; its measured size decides
 
 
 @dataclass
 class CompressResult:
     out: Path
-    rows: list[dict[str, Any]]  # teacher, student, student-int8
-    size_ratio: float  # teacher bytes / student-int8 bytes
+    rows: list[dict[str, Any]]  # test split: teacher, student, its export
+    size_ratio: float  # teacher bytes / exported student bytes
     target_size_ratio: float
+    search: list[dict[str, Any]] = field(default_factory=list)  # validation: every configuration tried
+    chosen: dict[str, Any] = field(default_factory=dict)
+    max_drop: float = 0.01
+
+    @property
+    def met(self) -> bool:
+        return bool(self.chosen.get("passes"))
 
     def summary(self) -> dict[str, Any]:
         return {"out": str(self.out), "size_ratio": round(self.size_ratio, 2),
-                "target_size_ratio": self.target_size_ratio, "met": self.size_ratio >= self.target_size_ratio,
-                "rows": self.rows}
+                "target_size_ratio": self.target_size_ratio, "max_drop": self.max_drop, "met": self.met,
+                "chosen": self.chosen, "search": self.search, "rows": self.rows}
 
     def table(self) -> str:
         metric = "accuracy" if "accuracy" in self.rows[0] else "f1_micro"
-        lines = [f"| model | size (MB) | smaller by | test {metric} | macro F1 | ROC AUC | texts/s |",
-                 "| --- | --- | --- | --- | --- | --- | --- |"]
+        teacher = self.search[0]["teacher_validation"] if self.search else float("nan")
+        lines = [f"search, on validation (teacher {metric} {teacher:.4f}; within limits: at least "
+                 f"{self.target_size_ratio:g}x smaller and at most {self.max_drop:g} below the teacher):",
+                 f"| layers | precision | size (MB) | smaller by | validation {metric} | within limits |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        for row in self.search:
+            verdict = ("yes" if row["passes"] else "no") + (", kept" if row is self.chosen else "")
+            lines.append(f"| {row['layers']} | {row['precision']} | {row['bytes'] / 1e6:.1f} | "
+                         f"{row['smaller_by']:.2f}x | {row['validation']:.4f} | {verdict} |")
+        lines += ["", "chosen configuration, on the test split (scored once):",
+                  f"| model | size (MB) | smaller by | test {metric} | macro F1 | ROC AUC | texts/s |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for row in self.rows:
             auc = f"{row['auc']:.3f}" if row.get("auc") is not None else "n/a"
             lines.append(f"| {row['model']} | {row['bytes'] / 1e6:.1f} | {row['smaller_by']:.2f}x | "
@@ -56,70 +86,142 @@ def model_bytes(folder: Path) -> int:
     return sum((folder / name).stat().st_size for name in names if (folder / name).exists())
 
 
+def estimated_bytes(teacher: TextClassifier, layers: int, precision: str) -> float:
+    """What a student of ``layers`` of the teacher's encoder layers weighs once exported in ``precision``."""
+    from torch import nn
+
+    from bertfit.backbone import encoder_layers
+
+    model = teacher.model
+    tables = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    stack = encoder_layers(model)
+    per_layer = sum(p.numel() for p in stack[0].parameters())
+    rest = sum(p.numel() for p in model.parameters()) - tables - per_layer * len(stack)
+    rate = BYTES_PER_PARAMETER[precision]
+    return ESTIMATE_OVERHEAD * (tables * rate["tables"] + (per_layer * layers + rest) * rate["rest"])
+
+
+def plan(teacher: TextClassifier, teacher_bytes: int, target: float, layers: list[int],
+         precisions: list[str]) -> list[tuple[int, list[str]]]:
+    """Layer counts to distil, most first, each with the precisions estimated to reach ``target``; when none
+    can, the fewest layers in every precision (the closest the search can get, reported as a miss)."""
+    found = []
+    for count in sorted(layers, reverse=True):
+        fits = [p for p in precisions if teacher_bytes / estimated_bytes(teacher, count, p) >= ESTIMATE_SLACK * target]
+        if fits:
+            found.append((count, fits))
+    return found or [(min(layers), list(precisions))]
+
+
 def compress(
     teacher_dir: str | Path, data: Any, out: str | Path | None = None, *, target_size_ratio: float = 7.0,
     student_layers: int | None = None, student: str | None = None, temperature: float = 2.0, alpha: float = 0.5,
-    max_drop: float = 0.01, quantize: str = "int8", overwrite: bool = False, progress: bool = True,
+    max_drop: float = 0.01, quantize: str | None = None, overwrite: bool = False, progress: bool = True,
     **settings: Any,
 ) -> CompressResult:
-    """Distil ``teacher_dir`` on ``data`` (a third of its layers unless told), export int8, compare; see above."""
-    from bertfit.distill import distill
+    """Distil ``teacher_dir`` on ``data`` and export the student, searching layers x precision on validation."""
+    from bertfit.distill import distill, kept_layers
     from bertfit.export import export
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("bertfit compress runs in one process; under torchrun or accelerate launch run "
                          "bertfit distill, then bertfit export --quantize int8 in one process")
     # checked before distilling, which takes minutes; export would refuse it only afterwards
-    if quantize not in QUANTIZE_CHOICES:
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
     if not target_size_ratio > 1:
         raise UsageError(f"--target-size-ratio must be above 1, got {target_size_ratio}")
+    if not 0 <= max_drop <= 1:
+        raise UsageError(f"--max-drop must be between 0 and 1 (a share, e.g. 0.01 for one point), got {max_drop}")
     teacher_folder = Path(teacher_dir)
     target = Path(out) if out is not None else teacher_folder.parent / f"{teacher_folder.name}-compressed"
     refuse_inputs(target, "--out", {"the teacher folder": teacher_folder, "the data": data if isinstance(
         data, str | Path) else None, "the --student folder": student})
     check_folder(target, overwrite)
     teacher = TextClassifier.from_pretrained(teacher_folder, backend="torch")
-    if student is None and student_layers is None:
-        student_layers = max(1, teacher.model.config.num_hidden_layers // 3)
+    teacher_bytes = model_bytes(teacher_folder)
+    precisions = [quantize] if quantize else list(QUANTIZE_CHOICES)
+    if student is not None:
+        steps = [(None, precisions)]
+    else:
+        n_layers = teacher.model.config.num_hidden_layers
+        if student_layers is not None:
+            kept_layers(n_layers, student_layers)  # the range check, before any work
+        steps = plan(teacher, teacher_bytes, target_size_ratio,
+                     [student_layers] if student_layers else list(range(1, n_layers)), precisions)
+    settings = {"report": False, **settings}
+    search: list[dict[str, Any]] = []
     with staged_folder(target) as staging:
-        settings = {"report": False, **settings}
-        result = distill(teacher_folder, data, staging / "student", student=student, student_layers=student_layers,
-                         temperature=temperature, alpha=alpha, progress=progress, **settings)
-        small = f"student-{quantize}"
-        export(staging / "student", staging / small, quantize=quantize, max_drop=max_drop)
-        test = result.classifier.meta["distilled"]["teacher_test"]
-        texts = _test_texts(staging / "student")
-        rows = [
-            measure("teacher", teacher, teacher_folder, test, texts),
-            measure("student", result.classifier, staging / "student", result.test, texts),
-        ]
-        int8 = TextClassifier.from_pretrained(staging / small, backend="onnx")
-        rows.append(measure(small, int8, staging / small, None, texts))
+        for count, fits in steps:
+            where = staging / "search" / f"layers-{count or 'student'}"
+            log.info("compress: distilling a %s student", f"{count}-layer" if count else student)
+            distill(teacher_folder, data, where / "student", student=student, student_layers=count,
+                    temperature=temperature, alpha=alpha, progress=progress, **settings)
+            validation = read_split(where / "student", "validation")
+            if not search:
+                teacher_validation = _main_score(teacher, validation)
+            for precision in fits:
+                exported = export(where / "student", where / f"student-{precision}", quantize=precision, max_drop=1.0)
+                row = {"layers": count or TextClassifier.from_pretrained(where / "student").model.config
+                       .num_hidden_layers, "precision": precision, "bytes": exported.size_after,
+                       "smaller_by": teacher_bytes / exported.size_after, "validation": exported.check["onnx"],
+                       "teacher_validation": teacher_validation, "folder": where, "student_layers": count}
+                row["passes"] = (row["smaller_by"] >= target_size_ratio
+                                 and teacher_validation - row["validation"] <= max_drop)
+                search.append(row)
+            if any(row["passes"] for row in search):
+                break  # fewer layers would only cost accuracy
+        chosen = _choose(search, target_size_ratio, max_drop)
+        shutil.move(chosen["folder"] / "student", staging / "student")
+        small = f"student-{chosen['precision']}"
+        shutil.move(chosen["folder"] / small, staging / small)
+        shutil.rmtree(staging / "search")
+        # The test split, scored once, for the chosen configuration only.
+        test = read_split(staging / "student", "test")
+        rows = [measure("teacher", teacher, teacher_folder, None, test),
+                measure("student", TextClassifier.from_pretrained(staging / "student", backend="torch"),
+                        staging / "student", None, test),
+                measure(small, TextClassifier.from_pretrained(staging / small, backend="onnx"), staging / small,
+                        None, test)]
         for row in rows:
             row["smaller_by"] = rows[0]["bytes"] / row["bytes"]
+    for row in search:
+        row.pop("folder")
     ratio = rows[0]["bytes"] / rows[2]["bytes"]
-    if ratio < target_size_ratio:
-        log.warning("the int8 student is %.2fx smaller than the teacher, short of the %.1fx asked; fewer "
-                    "--student-layers, or a smaller --student, shrink it further", ratio, target_size_ratio)
-    return CompressResult(target, rows, ratio, target_size_ratio)
+    if not chosen["passes"]:
+        log.warning("no configuration tried is both %.1fx smaller than the teacher and within %.3f of its validation "
+                    "score; kept %d layers %s, %.2fx smaller, validation %.4f against the teacher's %.4f (short of the "
+                    "%.1fx asked, or of the accuracy limit): a smaller --student or more training data may get there",
+                    target_size_ratio, max_drop, chosen["layers"], chosen["precision"], chosen["smaller_by"],
+                    chosen["validation"], chosen["teacher_validation"], target_size_ratio)
+    return CompressResult(target, rows, ratio, target_size_ratio, search, chosen, max_drop)
 
 
-def _test_texts(folder: Path) -> tuple[list[str], list[Any], list[str] | None]:
-    import json
+def _choose(search: list[dict[str, Any]], target: float, max_drop: float) -> dict[str, Any]:
+    """The passing configuration with the best validation score; else the one closest to both limits."""
+    passing = [row for row in search if row["passes"]]
+    if passing:
+        return max(passing, key=lambda row: (row["validation"], row["smaller_by"]))
 
-    rows = [json.loads(line) for line in (folder / "test.jsonl").read_text(encoding="utf-8").splitlines()]
-    pairs = [r["text_pair"] for r in rows] if rows and "text_pair" in rows[0] else None
-    return [r["text"] for r in rows], [r["label"] for r in rows], pairs
+    def shortfall(row: dict[str, Any]) -> tuple[float, float]:
+        accuracy = max(0.0, row["teacher_validation"] - row["validation"] - max_drop)
+        return (accuracy + max(0.0, 1 - row["smaller_by"] / target), -row["validation"])
+
+    return min(search, key=shortfall)
+
+
+def _main_score(classifier: TextClassifier, rows: SplitRows) -> float:
+    metrics = classifier.evaluate(rows.texts, rows.labels, pairs=rows.pairs)
+    return float(metrics["accuracy"] if "accuracy" in metrics else metrics["f1_micro"])
 
 
 def measure(name: str, classifier: TextClassifier, folder: Path, metrics: dict[str, Any] | None,
-            rows: tuple[list[str], list[Any], list[str] | None], batch_size: int = 64) -> dict[str, Any]:
-    """Size, test metrics (scored here when not given) and texts/s of one model on the test texts.
+            rows: SplitRows, batch_size: int = 64) -> dict[str, Any]:
+    """Size, metrics (scored here when not given) and texts/s of one model on the rows.
 
     The first batch runs once untimed: onnxruntime and PyTorch set themselves up on the first call.
     """
-    texts, labels, pairs = rows
+    texts, labels, pairs = rows.texts, rows.labels, rows.pairs
     classifier.logits(texts[:16], batch_size, pairs=pairs[:16] if pairs is not None else None)
     started = time.perf_counter()
     logits = classifier.logits(texts, batch_size, pairs=pairs)

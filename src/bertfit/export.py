@@ -2,12 +2,12 @@
 
 The export is a folder of its own: ``model.onnx`` (inputs ``input_ids``, ``attention_mask`` and,
 when the model takes them, ``token_type_ids``, each ``(batch, sequence)``; output ``logits``,
-``(batch, classes)``), the tokenizer files, ``config.json``, ``test.jsonl`` and ``bertfit.json``
+``(batch, classes)``), the tokenizer files, ``config.json``, the kept splits and ``bertfit.json``
 (everything the source folder's says, plus ``backend: onnx`` and an ``export`` record). Every
 decision a prediction makes (temperature, thresholds, windows) stays in ``TextClassifier``, so the
 exported folder predicts as the original does, through ``backends.OnnxBackend``.
 
-The export checks itself: it scores the folder's ``test.jsonl`` (or ``data``) with both models and
+The export checks itself: it scores the folder's ``validation.jsonl`` (or ``data``) with both models and
 refuses, writing nothing, when the main metric (accuracy; micro F1 for multi-label) of the export
 is more than ``max_drop`` below PyTorch's. The folder is built beside its destination and renamed
 only when the check passes. This module needs ``pip install 'bertfit[onnx]'`` (torch.onnx's
@@ -31,14 +31,13 @@ import numpy as np
 from bertfit.backends import ONNX_FILE, ONNX_INSTALL, WEIGHT_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import BertfitError, UsageError
-from bertfit.model import TextClassifier, write_meta
+from bertfit.model import SPLIT_FILES, SplitRows, TextClassifier, read_split, write_meta
 from bertfit.staging import check_folder, refuse_inputs, staged_folder
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx",)
 EMBEDDING_BLOCK = 32  # values sharing one 4-bit scale, along the hidden axis
-TEST_FILE = "test.jsonl"  # the test split bertfit train keeps beside the model
 EXTERNAL_DATA_BYTES = 1_500_000_000  # past this, weights go to model.onnx.data (one protobuf holds at most 2 GB)
 
 
@@ -113,34 +112,27 @@ def export(
     return ExportResult(target, format, quantize, size_before, size_after, check, time.perf_counter() - started)
 
 
-@dataclass
-class CheckRows:
-    texts: list[str]
-    labels: list[Any]
-    pairs: list[str] | None
-    source: str
+def check_rows(folder: Path, classifier: TextClassifier, data: str | Path | None) -> SplitRows:
+    """The labelled rows the export is checked on: ``data``, else the folder's validation split.
 
-
-def check_rows(folder: Path, classifier: TextClassifier, data: str | Path | None) -> CheckRows:
-    """The labelled rows the export is checked on: ``data``, else the folder's test.jsonl."""
+    The check decides whether the export is kept, so it reads validation, as every decision in bertfit
+    does; the test split stays for judging, once.
+    """
     from bertfit.data import load_labelled
 
-    pair_col = classifier.text_pair_col
     if data is None:
-        file = folder / TEST_FILE
-        if not file.exists():
-            raise UsageError(f"{folder} has no {TEST_FILE} (the test split bertfit train keeps) to check the export "
-                             "against; pass --data FILE, a labelled file with the model's columns")
-        rows = load_labelled(file, "text", "label", pair_col="text_pair" if pair_col else None,
-                             multi_label=classifier.multi_label)
-        source = str(file)
-    else:
-        meta = classifier.meta
-        rows = load_labelled(data, None, None, preferred=(meta.get("text_col"), meta.get("label_col")),
-                             pair_col=pair_col, label_sep=meta.get("label_sep"), multi_label=classifier.multi_label)
-        source = str(data)
-    pairs = rows["text_pair"].tolist() if pair_col else None
-    return CheckRows(rows["text"].tolist(), rows["label"].tolist(), pairs, source)
+        rows = read_split(folder, "validation")
+        if rows is None:
+            raise UsageError(f"{folder} has no {SPLIT_FILES['validation']} (the validation split bertfit train keeps; "
+                             "folders from before it kept only test.jsonl, which judges and decides nothing) to check "
+                             "the export against; pass --data FILE, a labelled file with the model's columns")
+        return rows
+    meta = classifier.meta
+    pair_col = classifier.text_pair_col
+    frame = load_labelled(data, None, None, preferred=(meta.get("text_col"), meta.get("label_col")),
+                          pair_col=pair_col, label_sep=meta.get("label_sep"), multi_label=classifier.multi_label)
+    pairs = frame["text_pair"].tolist() if pair_col else None
+    return SplitRows(frame["text"].tolist(), frame["label"].tolist(), pairs, str(data))
 
 
 def to_onnx(classifier: TextClassifier, path: Path) -> tuple[int, list[str]]:
@@ -239,7 +231,7 @@ def _embeddings_to_4bit(path: Path) -> None:
     quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
 
 
-def compare(classifier: TextClassifier, exported: Path, rows: CheckRows, batch_size: int = 64) -> dict[str, Any]:
+def compare(classifier: TextClassifier, exported: Path, rows: SplitRows, batch_size: int = 64) -> dict[str, Any]:
     """Score the rows with the PyTorch model and with the export; both metrics, the drop, and how alike they are."""
     onnx_classifier = TextClassifier.from_pretrained(exported, backend="onnx")
     started = time.perf_counter()
@@ -268,14 +260,15 @@ def _decisions(classifier: TextClassifier, logits: np.ndarray) -> np.ndarray:
 
 
 def _write_beside(classifier: TextClassifier, folder: Path, staging: Path, record: dict[str, Any]) -> None:
-    """Tokenizer files, config.json, test.jsonl and bertfit.json next to model.onnx."""
+    """Tokenizer files, config.json, the kept splits and bertfit.json next to model.onnx."""
     classifier.tokenizer.save_pretrained(str(staging))
     if not (staging / "tokenizer.json").exists():
         raise ExportError(f"{folder}'s tokenizer has no fast version (tokenizer.json), which ONNX prediction reads; "
                           "this model cannot be exported")
     classifier.model.config.to_json_file(str(staging / "config.json"))
-    if (folder / TEST_FILE).exists():
-        shutil.copy2(folder / TEST_FILE, staging / TEST_FILE)
+    for name in SPLIT_FILES.values():  # the splits travel with the model, as in the source folder
+        if (folder / name).exists():
+            shutil.copy2(folder / name, staging / name)
     _write_meta(classifier, staging, record)
 
 

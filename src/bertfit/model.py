@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -354,6 +355,49 @@ def resolve_precision(requested: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_bf16() else "fp32"
+
+
+SPLIT_FILES = {"validation": "validation.jsonl", "test": "test.jsonl"}  # kept beside the model by bertfit train
+
+
+@dataclass
+class SplitRows:
+    """Labelled rows of one split: texts, labels (names; lists of names for multi-label), pairs, and their file."""
+
+    texts: list[str]
+    labels: list[Any]
+    pairs: list[str] | None
+    source: str
+
+
+def read_split(folder: Path, split: str = "test") -> SplitRows | None:
+    """The validation or test split ``bertfit train`` kept in ``folder`` (JSON lines of text, label, text_pair);
+    None when the folder has none (older folders, plain Hugging Face folders)."""
+    file = folder / SPLIT_FILES[split]
+    if not file.exists():
+        return None
+    records = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ModelLoadError(f"{file} line {number} is not JSON ({err.msg}); the folder is damaged: retrain, "
+                                 "or pass --data FILE") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "label" not in record:
+            raise ModelLoadError(f"{file} line {number} lacks a 'text' or a 'label'; the folder is damaged: retrain, "
+                                 "or pass --data FILE")
+        records.append(record)
+    has_pairs = any(r.get("text_pair") is not None for r in records)  # sentence-pair models only
+    pairs = [r.get("text_pair") or "" for r in records] if has_pairs else None
+    return SplitRows([r["text"] for r in records], [r["label"] for r in records], pairs, str(file))
+
+
+def split_file(frame: Any) -> str:
+    """A split (DataFrame of text, label, text_pair) as the JSON lines read_split reads."""
+    return "".join(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in row.items()},
+                              ensure_ascii=False) + "\n" for row in frame.to_dict(orient="records"))
 
 
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")

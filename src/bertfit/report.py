@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -21,30 +20,15 @@ import numpy as np
 
 from bertfit.analysis import MAX_MISTAKES, TestAnalysis, analyse
 from bertfit.errors import DataError, ModelLoadError
-from bertfit.model import TextClassifier, check_model_folder, read_meta
+from bertfit.model import SPLIT_FILES, SplitRows, TextClassifier, check_model_folder, read_meta, read_split
 from bertfit.plots import NOT_RECORDED, plot_confusion, plot_curves, plot_reliability, plot_training
 from bertfit.staging import check_file, refuse_inputs, staged_file
 
 log = logging.getLogger(__name__)
 
-TEST_FILE = "test.jsonl"  # written beside the model by `bertfit train`: text, label (and text_pair)
-
-
-# ---------------------------------------------------------------------------------------------
-# Test rows and the file
-
-
-@dataclass
-class TestRows:
-    texts: list[str]
-    labels: list[Any]  # names, or lists of names for multi-label
-    pairs: list[str] | None
-    source: str
-
-
 def load_test_rows(folder: Path, meta: dict[str, Any], data: str | Path | None = None
-                   ) -> tuple[TestRows | None, str]:
-    """The rows to score (``--data``, else the folder's test.jsonl) or None with the reason why not."""
+                   ) -> tuple[SplitRows | None, str]:
+    """The rows to score (``--data``, else the folder's test split) or None with the reason why not."""
     if data is not None:
         from bertfit.data import load_labelled
 
@@ -56,30 +40,19 @@ def load_test_rows(folder: Path, meta: dict[str, Any], data: str | Path | None =
             options.update(multi_label=True, label_sep=meta.get("label_sep"))
         rows = load_labelled(data, None, None, preferred=(meta.get("text_col"), meta.get("label_col")), **options)
         pairs = rows["text_pair"].tolist() if "pair_col" in options else None
-        return TestRows(rows["text"].tolist(), rows["label"].tolist(), pairs, str(data)), ""
-    file = folder / TEST_FILE
-    if not file.exists():
-        return None, (f"This folder has no {TEST_FILE} (folders from bertfit before the report, and plain Hugging "
+        return SplitRows(rows["text"].tolist(), rows["label"].tolist(), pairs, str(data)), ""
+    try:
+        rows = read_split(folder, "test")
+    except ModelLoadError as err:
+        raise DataError(str(err)) from None
+    test_file = SPLIT_FILES["test"]
+    if rows is None:
+        return None, (f"This folder has no {test_file} (folders from bertfit before the report, and plain Hugging "
                       "Face folders, do not keep their test rows), so the test sections are left out; run "
                       f"bertfit report {folder} --data FILE to score a labelled file.")
-    records = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{file} line {number} is not JSON ({err.msg}); the folder is damaged: "
-                            "retrain, or pass --data FILE") from None
-        if not isinstance(record, dict) or "text" not in record or "label" not in record:
-            raise DataError(f"{file} line {number} lacks 'text' or 'label'; the folder is damaged: "
-                            "retrain, or pass --data FILE")
-        records.append(record)
-    if not records:
-        return None, f"The folder's {TEST_FILE} is empty, so the test sections are left out."
-    has_pairs = any(r.get("text_pair") is not None for r in records)  # sentence-pair models only
-    pairs = [r.get("text_pair") or "" for r in records] if has_pairs else None
-    return TestRows([r["text"] for r in records], [r["label"] for r in records], pairs, str(file)), ""
+    if not rows.texts:
+        return None, f"The folder's {test_file} is empty, so the test sections are left out."
+    return rows, ""
 
 
 def write_report(model_dir: str | Path, out: str | Path | None = None, data: str | Path | None = None,

@@ -15,7 +15,6 @@ in ``cached``, the TF-IDF baseline in ``baseline``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -57,7 +56,7 @@ from bertfit.metrics import (
     multilabel_metrics,
     tune_thresholds,
 )
-from bertfit.model import FORMAT_VERSION, TextClassifier, resolve_precision
+from bertfit.model import FORMAT_VERSION, SPLIT_FILES, TextClassifier, resolve_precision, split_file
 from bertfit.staging import check_folder, refuse_inputs
 from bertfit.trainer import ClassifierTrainer, EncodedSplit, encode_split, resolve_class_weights
 
@@ -306,7 +305,9 @@ def fit(
         meta["baseline"] = baseline
         compare_with_baseline(test_metrics, baseline["test"])
     if target is not None:
-        classifier.save_pretrained(target, overwrite=overwrite, files={"test.jsonl": _jsonl(prepared.test)})
+        # The splits travel with the model: validation for later decisions (the export's check), test for reports.
+        kept = {SPLIT_FILES[name]: split_file(prepared.splits()[name]) for name in ("validation", "test")}
+        classifier.save_pretrained(target, overwrite=overwrite, files=kept)
     shutil.rmtree(checkpoints, ignore_errors=True)  # only now: a crash before this point can still resume
     if target is not None and config.report:
         _write_report(target, classifier.probabilities(test_logits))
@@ -349,12 +350,6 @@ def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.n
         else:
             log.info("calibration: temperature %.3f fitted on validation (ECE %.4f -> %.4f)", temperature, before,
                      after)
-
-
-def _jsonl(frame: pd.DataFrame) -> str:
-    """The split as JSON lines (text, text_pair, label), kept with the model for export checks and reports."""
-    return "".join(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in row.items()},
-                              ensure_ascii=False) + "\n" for row in frame.to_dict(orient="records"))
 
 
 def _frozen_bottom(model: Any, config: TrainConfig) -> int | None:

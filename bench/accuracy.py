@@ -1,127 +1,305 @@
-"""Test-set accuracy of bertfit's recipes beside a TF-IDF + logistic regression baseline.
+"""Test-set accuracy of bertfit's recipes and a plain Trainer run beside a TF-IDF baseline, over several seeds.
 
-Reads the fixed public splits in ../shared/datasets (never copied into this repo) and prints a
-Markdown table: test accuracy, macro F1, ROC AUC and time per data set and recipe.
+Reads the public splits in ../shared/datasets (never copied into this repo) and prints a Markdown
+table: per data set and recipe, the test metric (accuracy; micro F1 for multi-label) as mean ±
+standard deviation (sample, n-1) with the min-max over the seeds, macro F1 and ROC AUC (means),
+the best epoch per seed and the wall seconds (mean ± std, min-max), and each recipe's difference
+from TF-IDF, called noise when the two min-max ranges overlap. The first line gives the git
+commit and the machine; --json keeps every seed's figures.
 
-    python bench/accuracy.py                       # all data sets, all recipes (about an hour on 2 cores)
-    python bench/accuracy.py --datasets phishing --recipes tfidf,default
+Seeds: --seeds N runs seeds 42, 43, ... For a single file the split takes the seed (DataConfig(seed=...)),
+as do the training (train(..., seed=...)) and the TF-IDF baseline; every data set here comes as
+fixed train/validation/test files, so there the split is the same and only the training varies
+(TF-IDF's solver is deterministic: its spread is 0). A --train-rows sample is drawn once
+(random_state 0) and is the same for every seed. Recipes run in mirrored order per seed (A B C,
+C B A, ...), so that a machine slowing down touches every recipe's seconds alike.
+
+    python bench/accuracy.py --goemotions-rows 1500   # every data set, the default recipes, 3 seeds (~10 h, 2 cores)
+    python bench/accuracy.py --datasets phishing --recipes tfidf,plain,v0.1,default
     python bench/accuracy.py --quick               # 600 training rows and 2 epochs each: a smoke run
+    python bench/accuracy.py --datasets trec --recipes tfidf,plain,v0.1 --train-rows 60 --epochs 1 --seeds 2
 
 Recipes:
   tfidf    word + char TF-IDF with logistic regression (bertfit.baseline); one-vs-rest with
            per-label thresholds tuned on validation for multi-label
-  default  `bertfit train` defaults: all layers, lr by model width, up to 10 epochs, early stopping
+  plain    a plain Hugging Face Trainer run written here, without bertfit's training code: the embedded
+           model, all layers, 3 epochs, lr 5e-5, batch 16, Trainer's defaults (no warm-up, no weight decay,
+           no early stopping: the last epoch is the model), train_sampling_strategy="group_by_length",
+           eval batch 64, max length 256 with truncation; multi-label at a fixed 0.5 threshold. bertfit's
+           prepare() gives the same splits and bertfit.metrics the same metric definitions.
+  v0.1     bertfit 0.1's defaults written out (so that a later change of a default does not move this row):
+           all layers, up to 10 epochs, patience 2, warm-up 0.1, weight decay 0.01, batch 16, eval batch 64,
+           lr by model width, max length 256 (or the model's limit), truncate, calibrated, no bucketing
+  default  `bertfit train` defaults as they are today: all layers, lr by model width, up to 10 epochs,
+           early stopping
   weighted default plus --class-weights balanced
   pooler   the seed tutorial's recipe: base frozen but the pooler, lr 2e-4, batch 8, 10 epochs
 
 Data sets: phishing, sms-spam, trec, banking77 (single-label), goemotions (multi-label, 28
-labels), mrpc (sentence pairs). Multi-label rows report micro F1 (thresholds tuned on validation)
-and, for the transformer, the same model at a fixed 0.5 threshold.
+labels), mrpc (sentence pairs), bbc-news (long texts, 5 topics). Multi-label rows report micro F1
+(bertfit and TF-IDF: thresholds tuned on validation; plain: 0.5) and, for bertfit, the same model
+at a fixed 0.5 threshold. --epochs overrides every transformer recipe's epochs, plain's 3 too.
 
-    python bench/accuracy.py --datasets goemotions --recipes tfidf,default --train-rows 8000 --epochs 3
+    python bench/accuracy.py --datasets goemotions --recipes tfidf,plain,v0.1 --goemotions-rows 1500
     python bench/accuracy.py --datasets mrpc,sms-spam --recipes tfidf,default,weighted
+    python bench/accuracy.py --datasets bbc-news --recipes tfidf,plain,v0.1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
+from timing import alternate, measured_on
+
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
-DATASETS = ("phishing", "sms-spam", "trec", "banking77", "goemotions", "mrpc")
+DATASETS = ("phishing", "sms-spam", "trec", "banking77", "goemotions", "mrpc", "bbc-news")
+FIRST_SEED = 42
+# bertfit 0.1's TrainConfig defaults (src/bertfit/config.py), every training setting written out.
+V0_1 = {
+    "train_layers": "all", "epochs": 10, "patience": 2, "warmup_ratio": 0.1, "weight_decay": 0.01,
+    "batch_size": 16, "eval_batch_size": 64, "bucket_by_length": False,
+    "learning_rate": 1e-4,  # v0.1 chose it by the model's width: 1e-4 for the embedded MiniLM (384 wide)
+    "max_length": 256,  # v0.1's default (the embedded model allows 512)
+    "long_text": "truncate", "calibrate": True, "precision": "fp32", "class_weights": "none", "encode_once": True,
+}
 RECIPES = {
     "default": {},
     "weighted": {"class_weights": "balanced"},
     "pooler": {"train_layers": "pooler", "learning_rate": 2e-4, "batch_size": 8, "epochs": 10, "patience": 0},
+    "v0.1": V0_1,
 }
+# The plain Trainer run: Trainer's defaults for everything not named here (no warm-up, no weight decay).
+PLAIN = {"epochs": 3, "learning_rate": 5e-5, "batch_size": 16, "eval_batch_size": 64, "max_length": 256}
+ALL_RECIPES = ("tfidf", "plain", *RECIPES)
 
 
-def run(name: str, recipes: list[str], quick: bool, extra: dict, train_rows: int | None = None) -> list[dict]:
-    from bertfit.baseline import fit_and_score
+def plain_trainer(prepared, seed: int, epochs: int, precision: str | None) -> dict:
+    """Fine-tune with Hugging Face Trainer alone, as a careful user would, and score the test split once."""
+    import tempfile
+
+    import numpy as np
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from bertfit.backbone import default_model_path
+    from bertfit.metrics import classification_metrics, multilabel_metrics
+    from bertfit.model import resolve_precision
+
+    model_path, labels, multi = default_model_path(), prepared.labels, prepared.multi_label
+    set_seed(seed)  # before the head is created, so its initial weights follow the seed
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path, num_labels=len(labels),
+        problem_type="multi_label_classification" if multi else "single_label_classification")
+
+    def targets(frame):  # (rows,) class ids, or (rows, labels) 0/1 for multi-label
+        return labels.encode_multi(frame["label"].tolist()) if multi else labels.encode(frame["label"].tolist())
+
+    def encode(frame):
+        # Sentence pairs go in as (text, text_pair); each item keeps its "input_ids" list, where Trainer's
+        # length grouping reads the lengths of a list-of-dicts dataset.
+        pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+        encoded = tokenizer(frame["text"].tolist(), pairs, truncation=True, max_length=PLAIN["max_length"])
+        y = targets(frame)
+        return [{**{k: encoded[k][i] for k in encoded},
+                 "labels": [float(v) for v in y[i]] if multi else int(y[i])} for i in range(len(frame))]
+
+    train_set = encode(prepared.train)
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, num_train_epochs=epochs, learning_rate=PLAIN["learning_rate"],
+            per_device_train_batch_size=PLAIN["batch_size"], per_device_eval_batch_size=PLAIN["eval_batch_size"],
+            train_sampling_strategy="group_by_length", eval_strategy="no", save_strategy="no", report_to="none",
+            seed=seed, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+            bf16=resolve_precision(precision or "fp32") == "bf16",
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=train_set,
+                          data_collator=DataCollatorWithPadding(tokenizer))
+        with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its log dicts; keep stdout for the table
+            trainer.train()
+        logits = torch.as_tensor(trainer.predict(encode(prepared.test)).predictions).float()
+    if multi:
+        metrics = multilabel_metrics(targets(prepared.test), torch.sigmoid(logits).numpy(), 0.5)
+        metrics.pop("per_label")
+        return metrics
+    return classification_metrics(np.asarray(targets(prepared.test)), torch.softmax(logits, -1).numpy())
+
+
+def load(name: str, seed: int, rows: int | None):
+    """The data set's splits for this seed; a sample of `rows` training rows, the same for every seed."""
     from bertfit.config import DataConfig
     from bertfit.data import prepare
-    from bertfit.training import train
 
     # The public splits share a few texts (phishing: 9); drop them from validation/test, as a user would.
-    prepared = prepare(SHARED / name, DataConfig(drop_leaks=True))
-    if quick or train_rows:
-        prepared.train = prepared.train.sample(n=min(train_rows or 600, len(prepared.train)), random_state=0)
-    rows = []
-    for recipe in recipes:
-        started = time.perf_counter()
-        if recipe == "tfidf":
-            metrics = fit_and_score(prepared)
-            epochs, calibration = None, {}
-        else:
-            settings = {**RECIPES[recipe], **extra}
-            if quick:
-                settings["epochs"] = 2
-            result = train(prepared, out=None, progress=False, baseline=False, **settings)
-            metrics, epochs = result.test, f"{result.best_epoch}/{len(result.history)}"
-            calibration = result.classifier.meta.get("calibration") or {}
-        seconds = time.perf_counter() - started
-        label = recipe + "".join(f" {k}={v}" for k, v in extra.items()) if recipe != "tfidf" else recipe
-        main = "accuracy" if "accuracy" in metrics else "f1_micro"
-        rows.append({"dataset": name, "recipe": label, "metric": main, "value": metrics[main],
-                     "f1_macro": metrics["f1_macro"], "auc": metrics["auc"], "seconds": round(seconds, 1),
-                     "best_epoch": epochs, "train_rows": len(prepared.train), "test_rows": len(prepared.test),
-                     "ece_before": calibration.get("test_ece_before"), "ece": metrics.get("ece"),
-                     "at_0.5": metrics.get("at_threshold_0.5")})
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    return rows
+    prepared = prepare(SHARED / name, DataConfig(drop_leaks=True, seed=seed))
+    if rows:
+        prepared.train = prepared.train.sample(n=min(rows, len(prepared.train)), random_state=0)
+    return prepared
+
+
+def run_once(recipe: str, prepared, seed: int, epochs: int | None, extra: dict) -> dict:
+    """One recipe, one seed: its test figures and wall seconds (tokenizing, training and scoring)."""
+    from bertfit.baseline import fit_and_score
+    from bertfit.training import train
+
+    started = time.perf_counter()
+    best, calibration = None, {}
+    if recipe == "tfidf":
+        metrics = fit_and_score(prepared, seed=seed)
+    elif recipe == "plain":
+        metrics = plain_trainer(prepared, seed, epochs or PLAIN["epochs"], extra.get("precision"))
+        best = f"{epochs or PLAIN['epochs']}/{epochs or PLAIN['epochs']}"  # no model selection: the last epoch
+    else:
+        settings = {**RECIPES[recipe], **extra, **({"epochs": epochs} if epochs else {})}
+        result = train(prepared, out=None, progress=False, baseline=False, seed=seed, **settings)
+        metrics, best = result.test, f"{result.best_epoch}/{len(result.history)}"
+        calibration = result.classifier.meta.get("calibration") or {}
+    seconds = time.perf_counter() - started
+    main = "accuracy" if "accuracy" in metrics else "f1_micro"
+    fixed = metrics.get("at_threshold_0.5")
+    return {"seed": seed, "metric": main, "value": metrics[main], "f1_macro": metrics["f1_macro"],
+            "auc": metrics["auc"], "seconds": round(seconds, 1), "best_epoch": best,
+            "ece_before": calibration.get("test_ece_before"), "ece": metrics.get("ece"),
+            "f1_micro_at_0.5": fixed["f1_micro"] if fixed else None}
+
+
+def run(name: str, recipes: list[str], seeds: list[int], rows: int | None, epochs: int | None,
+        extra: dict) -> list[dict]:
+    """Every recipe on one data set for every seed, in mirrored order; one summary row per recipe."""
+    per_seed: dict[str, list[dict]] = {recipe: [] for recipe in recipes}
+    prepared, sizes = {}, {}
+    for repeat, recipe in alternate(recipes, len(seeds)):
+        seed = seeds[repeat]
+        if seed not in prepared:
+            prepared = {seed: load(name, seed, rows)}  # one seed's splits in memory at a time
+            sizes = {"train_rows": len(prepared[seed].train), "test_rows": len(prepared[seed].test)}
+        recipe_extra = {k: v for k, v in extra.items() if recipe != "tfidf" and (recipe != "plain" or k == "precision")}
+        measured = run_once(recipe, prepared[seed], seed, epochs if recipe != "tfidf" else None, recipe_extra)
+        per_seed[recipe].append(measured)
+        print(json.dumps({"dataset": name, "recipe": recipe, **measured}), file=sys.stderr, flush=True)
+    rows_out = []
+    for recipe, runs in per_seed.items():
+        settings = {k: v for k, v in extra.items() if recipe != "tfidf" and (recipe != "plain" or k == "precision")}
+        if epochs and recipe != "tfidf":
+            settings["epochs"] = epochs
+        label = recipe + "".join(f" {k}={v}" for k, v in settings.items())
+        at_half = [r["f1_micro_at_0.5"] for r in runs if r["f1_micro_at_0.5"] is not None]
+        rows_out.append({"dataset": name, "recipe": label, "metric": runs[0]["metric"], **sizes,
+                         "seeds": [r["seed"] for r in runs], "value": spread_of([r["value"] for r in runs]),
+                         "seconds": spread_of([r["seconds"] for r in runs]),
+                         "f1_macro": statistics.mean(r["f1_macro"] for r in runs),
+                         "auc": _mean_or_none([r["auc"] for r in runs]),
+                         "f1_micro_at_0.5": spread_of(at_half) if at_half else None, "per_seed": runs})
+    return rows_out
+
+
+def spread_of(values: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one value), min and max."""
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _mean_or_none(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.mean(present) if present else None
+
+
+def versus(row: dict, baseline: dict | None) -> str:
+    """Points above TF-IDF (difference of means); noise when the two min-max ranges overlap (TF-IDF's
+    is one point when only the training varies: its solver is deterministic)."""
+    if baseline is None or baseline is row:
+        return ""
+    ours, theirs = row["value"], baseline["value"]
+    points = f"{100 * (ours['mean'] - theirs['mean']):+.1f}"
+    if ours["n"] < 2:
+        return f"{points} (one seed: no spread)"
+    overlap = ours["min"] <= theirs["max"] and theirs["min"] <= ours["max"]
+    return f"{points} ({'noise' if overlap else 'beyond the spread'})"
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| data set | recipe | test metric | value | macro F1 | ROC AUC | best epoch / run | seconds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    def cell(s: dict, digits: int = 3) -> str:
+        return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+
+    lines = ["| data set | train / test rows | recipe | test metric | mean ± std (min-max) | seeds | "
+             "vs TF-IDF, points | macro F1 | ROC AUC | best epoch / run per seed | seconds, mean ± std (min-max) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        baseline = next((b for b in rows if b["dataset"] == r["dataset"] and b["recipe"] == "tfidf"), None)
         auc = f"{r['auc']:.3f}" if r["auc"] is not None else "n/a"
-        lines.append(f"| {r['dataset']} | {r['recipe']} | {r['metric']} | {r['value']:.3f} | {r['f1_macro']:.3f} | "
-                     f"{auc} | {r['best_epoch'] or '-'} | {r['seconds']:.0f} |")
-        if r.get("at_0.5"):  # multi-label: the same model with every threshold at 0.5
-            fixed = r["at_0.5"]
-            lines.append(f"| {r['dataset']} | {r['recipe']}, thresholds 0.5 | f1_micro | {fixed['f1_micro']:.3f} | "
-                         f"{fixed['f1_macro']:.3f} | | | |")
+        epochs = ", ".join(str(s["best_epoch"]) for s in r["per_seed"]) if r["recipe"] != "tfidf" else "-"
+        lines.append(f"| {r['dataset']} | {r['train_rows']} / {r['test_rows']} | {r['recipe']} | {r['metric']} | "
+                     f"{cell(r['value'])} | {r['value']['n']} | "
+                     f"{versus(r, baseline)} | {r['f1_macro']:.3f} | {auc} | {epochs} | {cell(r['seconds'], 1)} |")
+        if r["f1_micro_at_0.5"]:  # multi-label: the same bertfit models with every threshold at 0.5
+            lines.append(f"| {r['dataset']} | | {r['recipe']}, thresholds 0.5 | f1_micro | "
+                         f"{cell(r['f1_micro_at_0.5'])} | {r['value']['n']} | | | | | |")
     return "\n".join(lines)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--recipes", default="tfidf,default,pooler")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated (default: all)")
+    parser.add_argument("--recipes", default="tfidf,plain,v0.1,default,pooler",
+                        help=f"comma-separated, of {', '.join(ALL_RECIPES)}")
+    parser.add_argument("--seeds", type=int, default=3, help=f"this many seeds, {FIRST_SEED}, {FIRST_SEED + 1}, ...")
     parser.add_argument("--quick", action="store_true", help="600 training rows, 2 epochs: a smoke run")
-    parser.add_argument("--json", help="also write the rows to this JSON file")
-    parser.add_argument("--precision", help="bertfit's --precision for the transformer recipes")
-    parser.add_argument("--bucket", action="store_true", help="--bucket-by-length for the transformer recipes")
-    parser.add_argument("--train-rows", type=int, help="a seeded sample of this many training rows")
-    parser.add_argument("--epochs", type=int, help="the most epochs for the transformer recipes")
+    parser.add_argument("--json", help="also write the rows (with every seed's figures) to this JSON file")
+    parser.add_argument("--precision", help="bertfit's --precision for the transformer recipes (plain: its bf16)")
+    parser.add_argument("--bucket", action="store_true", help="--bucket-by-length for bertfit's recipes")
+    parser.add_argument("--train-rows", type=int, help="a sample of this many training rows (the same every seed)")
+    parser.add_argument("--goemotions-rows", type=int, help="goemotions only: a sample of this many training rows "
+                        "(e.g. 1500), over --train-rows")
+    parser.add_argument("--epochs", type=int, help="the most epochs for every transformer recipe (plain: exactly)")
     args = parser.parse_args()
+    recipes = args.recipes.split(",")
+    unknown = sorted(set(recipes) - set(ALL_RECIPES))
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}; choose from {', '.join(ALL_RECIPES)}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("bertfit").setLevel(logging.INFO)  # per-epoch lines on stderr
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    seeds = [FIRST_SEED + i for i in range(args.seeds)]
+    print(f"{measured_on()}; seeds {', '.join(map(str, seeds))}\n", flush=True)
+    extra = {"precision": args.precision} if args.precision else {}
+    if args.bucket:
+        extra["bucket_by_length"] = True
+    epochs = args.epochs or (2 if args.quick else None)
     rows = []
     for name in args.datasets.split(","):
         if not (SHARED / name).is_dir():
             print(f"skipped {name}: not in {SHARED}", file=sys.stderr)
             continue
-        extra = {"precision": args.precision} if args.precision else {}
-        if args.bucket:
-            extra["bucket_by_length"] = True
-        if args.epochs:
-            extra["epochs"] = args.epochs
-        rows += run(name, args.recipes.split(","), args.quick, extra, args.train_rows)
+        sample = (args.goemotions_rows if name == "goemotions" else None) or args.train_rows or (
+            600 if args.quick else None)
+        rows += run(name, recipes, seeds, sample, epochs, extra)
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"measured_on": measured_on(), "seeds": seeds, "rows": rows}, indent=2))
     return 0
 
 

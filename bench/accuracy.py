@@ -133,12 +133,15 @@ def plain_trainer(prepared, seed: int, epochs: int, precision: str | None) -> di
                           data_collator=DataCollatorWithPadding(tokenizer))
         with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its log dicts; keep stdout for the table
             trainer.train()
-        logits = torch.as_tensor(trainer.predict(encode(prepared.test)).predictions).float()
+        # With group_by_length, Trainer (5.x) also orders prediction by length and does not put the rows back:
+        # score its predictions against the label_ids it returns, which come in the same order.
+        scored = trainer.predict(encode(prepared.test))
+        logits, truth = torch.as_tensor(scored.predictions).float(), np.asarray(scored.label_ids)
     if multi:
-        metrics = multilabel_metrics(targets(prepared.test), torch.sigmoid(logits).numpy(), 0.5)
+        metrics = multilabel_metrics(truth, torch.sigmoid(logits).numpy(), 0.5)
         metrics.pop("per_label")
         return metrics
-    return classification_metrics(np.asarray(targets(prepared.test)), torch.softmax(logits, -1).numpy())
+    return classification_metrics(truth.astype(int), torch.softmax(logits, -1).numpy())
 
 
 def load(name: str, seed: int, rows: int | None):

@@ -46,7 +46,7 @@ DATASETS = ("phishing", "banking77")
 def dataset_for(teacher_dir: Path) -> Path | None:
     """The shared data set whose labels are the teacher's, or None."""
     from bertfit.data import load_labelled
-    from bertfit.model import read_meta
+    from bertfit.folder import read_meta
 
     wanted = {str(label) for label in (read_meta(teacher_dir) or {}).get("labels", [])}
     for name in DATASETS:
@@ -73,7 +73,7 @@ def bench_teacher(teacher_dir: Path, layers: list[int], epochs: int, precisions:
     from bertfit.compress import _choose
     from bertfit.distill import distill
     from bertfit.export import export
-    from bertfit.model import read_split
+    from bertfit.folder import read_split
 
     data = dataset_for(teacher_dir)
     if data is None:
@@ -128,7 +128,7 @@ def _ratios(rows: list[dict]) -> list[dict]:
 
 def remeasure(rows: list[dict]) -> list[dict]:
     """Time every kept folder again, one after the other (on a quiet machine), and redo the ratios."""
-    from bertfit.model import read_split
+    from bertfit.folder import read_split
 
     students = [Path(row["folder"]) for row in rows if row["precision"] == "fp32" and row["split"] == "validation"
                 and (Path(row["folder"]) / "validation.jsonl").exists() and "student" in Path(row["folder"]).name]

@@ -61,7 +61,7 @@ Predict = Callable[[list[str], list[str] | None], list]
 def rows_for(model_dir: Path, names: list[str], limit: int | None) -> list[tuple[str, Path, list, list, list | None]]:
     """(name, file, texts, labels, pairs) for each data set whose labels are the model's, else its test.jsonl."""
     from bertfit.data import load_labelled
-    from bertfit.model import read_meta
+    from bertfit.folder import read_meta
 
     meta = read_meta(model_dir) or {}
     wanted = {str(label) for label in meta.get("labels", [])}

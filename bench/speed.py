@@ -133,10 +133,12 @@ def trainer_reference(prepared, recipe: dict, model_path: str, grouped: bool) ->
         with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its log dicts; keep stdout for the table
             trainer.train()
         # The test split is scored inside the timer, as bertfit's train() scores it inside its own.
-        logits = trainer.predict(encode(prepared.test)).predictions
+        # With group_by_length, Trainer (5.x) also orders prediction by length and does not put the rows back:
+        # its predictions are scored against the label_ids it returns, which come in the same order.
+        scored = trainer.predict(encode(prepared.test))
     seconds = time.perf_counter() - started
-    proba = torch.softmax(torch.as_tensor(logits).float(), -1).numpy()
-    return _measure(seconds, proba, prepared, recipe, train_set)
+    proba = torch.softmax(torch.as_tensor(scored.predictions).float(), -1).numpy()
+    return _measure(seconds, proba, prepared, recipe, train_set, truth=np.asarray(scored.label_ids).astype(int))
 
 
 def bertfit_run(prepared, recipe: dict, extra: dict) -> dict:
@@ -155,10 +157,12 @@ def bertfit_run(prepared, recipe: dict, extra: dict) -> dict:
     return _measure(seconds, proba, prepared, recipe, train_set)
 
 
-def _measure(seconds: float, proba: np.ndarray, prepared, recipe: dict, train_set: list) -> dict:
+def _measure(seconds: float, proba: np.ndarray, prepared, recipe: dict, train_set: list,
+             truth: np.ndarray | None = None) -> dict:
     from bertfit.metrics import classification_metrics
 
-    metrics = classification_metrics(prepared.labels.encode(prepared.test["label"].tolist()), proba)
+    truth = prepared.labels.encode(prepared.test["label"].tolist()) if truth is None else truth
+    metrics = classification_metrics(truth, proba)
     samples = len(prepared.train) * recipe["epochs"]
     tokens = sum(len(item["input_ids"]) for item in train_set) * recipe["epochs"]
     return {"seconds": round(seconds, 1), "samples_per_s": round(samples / seconds, 2),

@@ -28,7 +28,8 @@ from typing import Any
 from bertfit.backends import WEIGHT_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import UsageError
-from bertfit.model import SplitRows, TextClassifier, read_split
+from bertfit.folder import SplitRows, read_split
+from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs, staged_folder
 
 log = logging.getLogger(__name__)

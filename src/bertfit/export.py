@@ -31,7 +31,8 @@ import numpy as np
 from bertfit.backends import ONNX_FILE, ONNX_INSTALL, WEIGHT_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import BertfitError, UsageError
-from bertfit.model import SPLIT_FILES, SplitRows, TextClassifier, read_split, write_meta
+from bertfit.folder import SPLIT_FILES, SplitRows, read_split, write_meta
+from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs, staged_folder
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ import numpy as np
 
 from bertfit.analysis import MAX_MISTAKES, TestAnalysis, analyse
 from bertfit.errors import DataError, ModelLoadError
-from bertfit.model import SPLIT_FILES, SplitRows, TextClassifier, check_model_folder, read_meta, read_split
+from bertfit.folder import SPLIT_FILES, SplitRows, check_model_folder, read_meta, read_split
+from bertfit.model import TextClassifier
 from bertfit.plots import NOT_RECORDED, plot_confusion, plot_curves, plot_reliability, plot_training
 from bertfit.staging import check_file, refuse_inputs, staged_file
 

@@ -49,6 +49,7 @@ from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
 from bertfit.epochs import EpochLog, epoch_history, metrics_per_text, overfitting_note, quiet_progress
 from bertfit.errors import TrainingError, UsageError
+from bertfit.folder import FORMAT_VERSION, SPLIT_FILES, split_file
 from bertfit.hub import check_hub_name
 from bertfit.metrics import (
     expected_calibration_error,
@@ -56,7 +57,7 @@ from bertfit.metrics import (
     multilabel_metrics,
     tune_thresholds,
 )
-from bertfit.model import FORMAT_VERSION, SPLIT_FILES, TextClassifier, resolve_precision, split_file
+from bertfit.model import TextClassifier, resolve_precision
 from bertfit.staging import check_folder, refuse_inputs
 from bertfit.trainer import ClassifierTrainer, EncodedSplit, encode_split, resolve_class_weights
 

@@ -1,0 +1,134 @@
+"""The files of a saved model folder besides the weights: ``bertfit.json`` and the kept splits.
+
+``bertfit.json`` is read (checked for a format this bertfit can read and for its labels) and written
+here; ``validation.jsonl`` and ``test.jsonl`` (the splits ``bertfit train`` keeps beside the model:
+validation for later decisions such as the export's check, test for reports) are read and written
+here; and a path given where a model folder belongs is told apart from a data file or folder. No
+weights are loaded here (``model`` and ``backends`` do that).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertfit.errors import ModelLoadError
+
+# Of bertfit.json; raise it when a field changes meaning, and keep reading older ones.
+# 2: task (multi-label), text_pair_col, long_text, thresholds, calibration, baseline.
+FORMAT_VERSION = 2
+META_FILE = "bertfit.json"
+
+
+SPLIT_FILES = {"validation": "validation.jsonl", "test": "test.jsonl"}  # kept beside the model by bertfit train
+
+
+@dataclass
+class SplitRows:
+    """Labelled rows of one split: texts, labels (names; lists of names for multi-label), pairs, and their file."""
+
+    texts: list[str]
+    labels: list[Any]
+    pairs: list[str] | None
+    source: str
+
+
+def read_split(folder: Path, split: str = "test") -> SplitRows | None:
+    """The validation or test split ``bertfit train`` kept in ``folder`` (JSON lines of text, label, text_pair);
+    None when the folder has none (older folders, plain Hugging Face folders)."""
+    file = folder / SPLIT_FILES[split]
+    if not file.exists():
+        return None
+    records = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ModelLoadError(f"{file} line {number} is not JSON ({err.msg}); the folder is damaged: retrain, "
+                                 "or pass --data FILE") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "label" not in record:
+            raise ModelLoadError(f"{file} line {number} lacks a 'text' or a 'label'; the folder is damaged: retrain, "
+                                 "or pass --data FILE")
+        records.append(record)
+    has_pairs = any(r.get("text_pair") is not None for r in records)  # sentence-pair models only
+    pairs = [r.get("text_pair") or "" for r in records] if has_pairs else None
+    return SplitRows([r["text"] for r in records], [r["label"] for r in records], pairs, str(file))
+
+
+def split_file(frame: Any) -> str:
+    """A split (DataFrame of text, label, text_pair) as the JSON lines read_split reads."""
+    return "".join(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in row.items()},
+                              ensure_ascii=False) + "\n" for row in frame.to_dict(orient="records"))
+
+
+DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse what is not a model folder, saying what it is: missing, a data file or data folder given in
+    the model's place (arguments swapped), or a folder with nothing of a model in it."""
+    if folder.is_file():
+        if folder.suffix.lower() in DATA_SUFFIXES:
+            raise ModelLoadError(f"{folder} is a data file, not a model folder; the model folder comes first "
+                                 f"(bertfit predict MODEL_DIR TEXT..., bertfit evaluate MODEL_DIR DATA)")
+        raise ModelLoadError(f"{folder} is a file, not a model folder; pass the folder bertfit train wrote")
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder not found: {folder}; train one with: bertfit train DATA --out {folder}")
+    if not any((folder / name).exists() for name in (META_FILE, "config.json")):
+        data = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in DATA_SUFFIXES)[:3]
+        if data:
+            raise ModelLoadError(f"{folder} holds data ({', '.join(data)}), not a model (no {META_FILE} or "
+                                 "config.json); the model folder comes first: bertfit evaluate MODEL_DIR DATA")
+
+
+def read_meta(folder: Path) -> dict[str, Any] | None:
+    """bertfit.json, checked for a format this version can read; None for a plain HF folder."""
+    file = folder / META_FILE
+    if not file.exists():
+        if (folder / "config.json").exists():
+            return None
+        raise ModelLoadError(
+            f"{folder} is not a model folder (no {META_FILE} or config.json); pass the folder bertfit train wrote"
+        )
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{file} is not valid JSON ({err}); the folder is damaged: retrain or restore it") \
+            from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("format_version"), int):
+        raise ModelLoadError(f"{file} is not a bertfit.json (no format_version); the folder is damaged: "
+                             "retrain or restore it")
+    version = meta["format_version"]
+    if version > FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{folder} was saved in bertfit format {version!r}, newer than this bertfit reads "
+            f"(up to {FORMAT_VERSION}); upgrade: pip install -U bertfit"
+        )
+    labels = meta.get("labels")
+    if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(n, str) for n in labels)
+            or len(set(labels)) != len(labels)):
+        raise ModelLoadError(f"{file} has no valid 'labels' (a list of two or more distinct names); the folder is "
+                             "damaged: retrain or restore it")
+    return meta
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """bertfit.json in ``folder``, stamped with this bertfit's format version."""
+    (folder / META_FILE).write_text(json.dumps({**meta, "format_version": FORMAT_VERSION}, indent=2,
+                                               default=_jsonable) + "\n", encoding="utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -98,8 +98,8 @@ def plain_trainer(prepared, seed: int, epochs: int, precision: str | None) -> di
     )
 
     from bertfit.backbone import default_model_path
+    from bertfit.backends import resolve_precision
     from bertfit.metrics import classification_metrics, multilabel_metrics
-    from bertfit.model import resolve_precision
 
     model_path, labels, multi = default_model_path(), prepared.labels, prepared.multi_label
     set_seed(seed)  # before the head is created, so its initial weights follow the seed

@@ -266,9 +266,9 @@ def main() -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
 
+    from bertfit.backends import cpu_has_bf16
     from bertfit.config import DataConfig
     from bertfit.data import prepare
-    from bertfit.model import cpu_has_bf16
     from bertfit.training import default_model_path
 
     prepared = prepare(SHARED / args.dataset, DataConfig(drop_leaks=True))

@@ -160,14 +160,14 @@ def test_default_learning_rate_follows_width():
 def test_precision_auto_follows_the_cpu(monkeypatch):
     import torch
 
-    from bertfit import model
+    from bertfit import backends
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(model, "cpu_has_bf16", lambda: False)
-    assert model.resolve_precision("auto") == "fp32"  # falls back where bf16 is not native
-    monkeypatch.setattr(model, "cpu_has_bf16", lambda: True)
-    assert model.resolve_precision("auto") == "bf16"
-    assert model.resolve_precision("fp32") == "fp32"
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
+    assert backends.resolve_precision("auto") == "fp32"  # falls back where bf16 is not native
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
+    assert backends.resolve_precision("auto") == "bf16"
+    assert backends.resolve_precision("fp32") == "fp32"
 
 
 def test_bf16_and_bucketing_train_and_predict_like_the_saved_model(tiny_model_dir, rows, tmp_path):

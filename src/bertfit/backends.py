@@ -99,8 +99,6 @@ class TorchBackend:
     @property
     def bf16(self) -> bool:
         """Inference in bf16 autocast, as the model was trained (meta 'precision')."""
-        from bertfit.model import cpu_has_bf16
-
         # bf16 where it was trained so and this CPU has it natively; emulated bf16 would be slower than fp32
         return self.meta.get("precision") == "bf16" and self.model.device.type == "cpu" and cpu_has_bf16()
 
@@ -269,6 +267,26 @@ def _read_json(file: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(requested: str) -> str:
+    """fp32 or bf16: 'auto' is bf16 where the CPU (or a GPU) supports it natively, else fp32."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 def cores() -> int:

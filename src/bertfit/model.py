@@ -330,23 +330,3 @@ def _bad_character(char: str) -> str:
     """What a lone surrogate stands for: a byte that was not UTF-8 (surrogateescape), or half a pair."""
     code = ord(char)
     return f"byte {code - 0xDC00:#04x}" if 0xDC80 <= code <= 0xDCFF else f"a lone surrogate {code:#06x}"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
-
-
-def resolve_precision(requested: str) -> str:
-    """fp32 or bf16: 'auto' is bf16 where the CPU (or a GPU) supports it natively, else fp32."""
-    if requested != "auto":
-        return requested
-    import torch
-
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"

@@ -40,6 +40,7 @@ from bertfit.backbone import (
     load_base,
     start_at_base_rates,
 )
+from bertfit.backends import resolve_precision
 from bertfit.baseline import baseline_record, compare_with_baseline
 from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count
 from bertfit.cached import collate as collate_cached
@@ -57,7 +58,7 @@ from bertfit.metrics import (
     multilabel_metrics,
     tune_thresholds,
 )
-from bertfit.model import TextClassifier, resolve_precision
+from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs
 from bertfit.trainer import ClassifierTrainer, EncodedSplit, encode_split, resolve_class_weights
 

@@ -195,8 +195,7 @@ class TextClassifier:
 
         A single str is one text: its probabilities, (n_classes,).
         """
-        texts, single = checked_texts(texts)
-        pairs = [pairs] if single and isinstance(pairs, str) else pairs
+        texts, pairs, single = one_or_many(texts, pairs)
         proba = self.probabilities(self.logits(texts, batch_size, progress, pairs))
         return proba[0] if single else proba
 
@@ -212,8 +211,7 @@ class TextClassifier:
 
         A single str is one text: its label (multi-label: its list of labels), as setfit answers.
         """
-        texts, single = checked_texts(texts)
-        pairs = [pairs] if single and isinstance(pairs, str) else pairs
+        texts, pairs, single = one_or_many(texts, pairs)
         proba = self.probabilities(self.logits(texts, batch_size, pairs=pairs))
         if self.multi_label:
             labels = self.labels.decode_multi(proba >= self.thresholds)
@@ -230,8 +228,7 @@ class TextClassifier:
         instead of label and score. An empty text (or pair) is not scored: its record has ``"empty": true``
         and null label, score and probabilities, so every text keeps its place.
         """
-        texts, single = checked_texts(texts)
-        pairs = [pairs] if single and isinstance(pairs, str) else pairs
+        texts, pairs, single = one_or_many(texts, pairs)
         pairs = self._check_pairs(texts, pairs)
         blank = [not text.strip() or (pairs is not None and not pairs[i].strip()) for i, text in enumerate(texts)]
         scored = [i for i, empty in enumerate(blank) if not empty]
@@ -299,6 +296,13 @@ class TextClassifier:
         if self.text_pair_col is None and pairs is not None:
             raise DataError("this model classifies single texts, not pairs; pass the texts alone")
         return list(pairs) if pairs is not None else None
+
+
+def one_or_many(texts: Any, pairs: Any) -> tuple[list[str], Any, bool]:
+    """Texts checked (see checked_texts), their pairs (a single text's one pair made a list), and whether
+    a single str was given."""
+    texts, single = checked_texts(texts)
+    return texts, [pairs] if single and isinstance(pairs, str) else pairs, single
 
 
 def checked_texts(texts: Any, name: str = "texts") -> tuple[list[str], bool]:

@@ -70,6 +70,7 @@ V0_1 = {
     "learning_rate": 1e-4,  # v0.1 chose it by the model's width: 1e-4 for the embedded MiniLM (384 wide)
     "max_length": 256,  # v0.1's default (the embedded model allows 512)
     "long_text": "truncate", "calibrate": True, "precision": "fp32", "class_weights": "none", "encode_once": True,
+    "select_by": "loss", "head_lr_scale": 1.0,  # v0.1 kept the epoch with the lowest validation loss
 }
 RECIPES = {
     "default": {},
@@ -79,7 +80,22 @@ RECIPES = {
 }
 # The plain Trainer run: Trainer's defaults for everything not named here (no warm-up, no weight decay).
 PLAIN = {"epochs": 3, "learning_rate": 5e-5, "batch_size": 16, "eval_batch_size": 64, "max_length": 256}
-ALL_RECIPES = ("tfidf", "plain", *RECIPES)
+ALL_RECIPES = ["tfidf", "plain", *RECIPES]
+
+
+def _value(text: str):
+    """A --variant value: a number, true/false, none, or the text itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def plain_trainer(prepared, seed: int, epochs: int, precision: str | None) -> dict:
@@ -272,7 +288,15 @@ def main() -> int:
     parser.add_argument("--goemotions-rows", type=int, help="goemotions only: a sample of this many training rows "
                         "(e.g. 1500), over --train-rows")
     parser.add_argument("--epochs", type=int, help="the most epochs for every transformer recipe (plain: exactly)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="an extra recipe: the defaults with these train settings, e.g. "
+                             "'fast-head:head_lr_scale=10,epochs=4' (repeatable; then name it in --recipes)")
     args = parser.parse_args()
+    for spec in args.variant:
+        name, _, assignments = spec.partition(":")
+        RECIPES[name] = {key: _value(value) for key, _, value in
+                         (item.partition("=") for item in assignments.split(",") if item)}
+        ALL_RECIPES.append(name)
     recipes = args.recipes.split(",")
     unknown = sorted(set(recipes) - set(ALL_RECIPES))
     if unknown:

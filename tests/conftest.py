@@ -145,3 +145,11 @@ def expect_data_error(call: Callable[[], object], *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
     return message
+
+
+def assert_kept_by_accuracy_then_loss(kept: dict, history: list[dict]) -> None:
+    """The kept epoch has the best validation accuracy, and the lowest loss among epochs tied with it."""
+    best_accuracy = max(h["validation"]["accuracy"] for h in history)
+    assert kept["validation"]["accuracy"] == best_accuracy
+    tied = [h["validation"]["loss"] for h in history if h["validation"]["accuracy"] == best_accuracy]
+    assert round(kept["validation"]["loss"], 4) == round(min(tied), 4)

@@ -148,7 +148,8 @@ def test_encode_once_path_resumes_too(crashed, data_csv, tmp_path):
 def test_early_stopping_keeps_its_count_across_a_resume(tiny_model_dir, data_csv, tmp_path, monkeypatch):
     # At this learning rate validation loss is lowest at epoch 2 and patience 2 stops the run at epoch 4;
     # the crash comes in epoch 4, so the checkpoint it resumes from has counted one epoch without gain.
-    settings = {**RUN, "model": str(tiny_model_dir), "epochs": 12, "learning_rate": 0.1, "patience": 2}
+    settings = {**RUN, "model": str(tiny_model_dir), "epochs": 12, "learning_rate": 0.1, "patience": 2,
+                "select_by": "loss", "bucket_by_length": False}  # the order this loss pattern was seen in
     reference = train(data_csv, tmp_path / "reference", progress=False, **settings)
     assert (reference.best_epoch, len(reference.history)) == (2, 4)
     crash(monkeypatch, 3 * STEPS_PER_EPOCH + 2, data_csv, tmp_path / "model", **settings)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from bertfit.trainer import EncodedSplit, LengthBuckets
+from bertfit.trainer import ClassifierTrainer, EncodedSplit, LengthBuckets
 
 
 def test_sorted_by_length_keeps_each_text_with_its_label():
@@ -28,3 +29,34 @@ def test_length_buckets_yield_every_row_once_in_batches_of_similar_length():
     spread = [np.ptp([lengths[i] for i in first[s:s + 16]]) for s in range(0, 1000, 16)]
     random_spread = [np.ptp([lengths[i] for i in rng.permutation(1000)[:16]]) for _ in range(20)]
     assert np.median(spread) < np.median(random_spread) / 4  # far less padding than random batches
+
+
+def _optimizer(model, scale, tmp_path):
+    import torch
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.01, use_cpu=True,
+                             report_to="none")
+    trainer = ClassifierTrainer(model=model, args=args, head_lr_scale=scale)
+    optimizer = trainer.create_optimizer()
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert set(lr_of) == {id(p) for p in named.values() if p.requires_grad}  # every trainable tensor, once
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    lrs = {name: lr_of.get(id(p)) for name, p in named.items()}
+    return lrs, {name: decay_of.get(id(p)) for name, p in named.items()}
+
+
+def test_head_lr_scale_raises_only_the_new_head(tiny_model_dir, tmp_path):
+    from bertfit.backbone import freeze, load_base
+
+    model, _ = load_base(str(tiny_model_dir), ("a", "b", "c"))
+    lrs, decays = _optimizer(model, 10.0, tmp_path)
+    assert lrs["classifier.weight"] == lrs["classifier.bias"] == pytest.approx(1e-3)
+    assert all(lr == pytest.approx(1e-4) for name, lr in lrs.items() if not name.startswith("classifier."))
+    assert decays["classifier.weight"] == 0.01 and decays["classifier.bias"] == 0.0  # Trainer's grouping kept
+    # With the head alone training, the scale would only be another learning rate: it is not applied.
+    head_only = freeze(load_base(str(tiny_model_dir), ("a", "b", "c"))[0], "head")
+    lrs, _ = _optimizer(head_only, 10.0, tmp_path)
+    assert [lr for lr in lrs.values() if lr is not None] == [pytest.approx(1e-4)] * 2  # the head's weight, bias

@@ -17,6 +17,7 @@ from bertfit.errors import UsageError
 
 TRAIN_LAYER_CHOICES = ("head", "pooler", "all", "lora")
 PRECISION_CHOICES = ("fp32", "bf16", "auto")
+SELECT_BY_CHOICES = ("metric", "loss")
 QUANTIZE_CHOICES = ("int8", "int8-emb4")  # export / compress: int8 matmuls; -emb4: embedding tables in 4-bit blocks
 
 
@@ -60,9 +61,11 @@ class TrainConfig:
 
     model: str | None = None  # hub name or local folder; None: the embedded all-MiniLM-L6-v2
     train_layers: str = "all"  # head | pooler | N (last N encoder layers + pooler + head) | all | lora
-    epochs: int = 10  # the most epochs; early stopping usually ends sooner
-    patience: int = 2  # stop after this many epochs without a lower validation loss; 0 turns it off
+    epochs: int | None = None  # None: from the data's size (see planned_epochs): 3 for large sets, up to 6 for small
+    patience: int = 2  # stop after this many epochs without a better validation score; 0 turns it off
+    select_by: str = "metric"  # metric: the epoch with the best validation accuracy (micro F1), loss breaks ties
     learning_rate: float | None = None  # None: chosen from the model's width (see default_learning_rate)
+    head_lr_scale: float = 1.0  # the new classification head's learning rate, as a multiple of learning_rate
     batch_size: int = 16
     eval_batch_size: int = 64
     max_length: int | None = None  # tokens kept per text; None: 256, or the model's limit if lower
@@ -72,7 +75,7 @@ class TrainConfig:
     lora_r: int = 8  # LoRA rank, used with train_layers="lora"
     lora_alpha: int = 16
     encode_once: bool = True  # head / pooler / N: run the frozen layers once per text, not every epoch
-    bucket_by_length: bool = False  # training batches of similar length (less padding); evaluation too
+    bucket_by_length: bool = True  # training batches of similar length (less padding); evaluation is sorted anyway
     precision: str = "fp32"  # fp32 | bf16 (mixed precision) | auto (bf16 where the CPU has native bf16)
     long_text: str = "truncate"  # truncate | head-tail | window (overlapping windows, logits pooled per text)
     stride: int | None = None  # window overlap in tokens; None: a quarter of max_length
@@ -99,13 +102,14 @@ class TrainConfig:
             )
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "lora_r", "lora_alpha"):
             value = getattr(self, name)
-            if name == "max_length" and value is None:
+            if name in ("max_length", "epochs") and value is None:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 found.append(f"--{_flag(name)} must be a positive whole number, got {value!r}")
         if not isinstance(self.patience, int) or self.patience < 0:
             found.append(f"--patience must be 0 (off) or a positive whole number, got {self.patience!r}")
-        for name, choices in (("long_text", LONG_TEXT_CHOICES), ("window_pool", POOL_CHOICES)):
+        for name, choices in (("long_text", LONG_TEXT_CHOICES), ("window_pool", POOL_CHOICES),
+                              ("select_by", SELECT_BY_CHOICES)):
             if getattr(self, name) not in choices:
                 found.append(f"--{_flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 0):
@@ -114,6 +118,8 @@ class TrainConfig:
             found.append(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             found.append(f"--learning-rate must be between 0 and 1, got {self.learning_rate}")
+        if not 0 < self.head_lr_scale <= 1000:
+            found.append(f"--head-lr-scale must be above 0 and at most 1000, got {self.head_lr_scale}")
         if not 0 <= self.warmup_ratio < 1:
             found.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:

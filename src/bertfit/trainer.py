@@ -114,13 +114,18 @@ class LengthBuckets(torch.utils.data.Sampler):
             yield from batch.tolist()
 
 
+HEAD_MODULES = {"classifier", "pre_classifier", "score"}  # a new classification head's modules in transformers' models
+
+
 class ClassifierTrainer(Trainer):
     """Trainer with bertfit's samplers: length buckets for training, and evaluation in dataset order
     (bertfit sorts validation by length itself; Trainer's group-by-length would reshuffle it)."""
 
     def __init__(self, *args: Any, bucket_lengths: list[int] | None = None, multi_label: bool = False,
-                 class_weights: torch.Tensor | None = None, distilled: dict[str, Any] | None = None, **kwargs: Any):
+                 class_weights: torch.Tensor | None = None, distilled: dict[str, Any] | None = None,
+                 head_lr_scale: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.head_lr_scale = head_lr_scale
         self.bucket_lengths = bucket_lengths
         self.multi_label = multi_label
         self.class_weights = class_weights
@@ -144,6 +149,29 @@ class ClassifierTrainer(Trainer):
             loss = distillation_loss(logits.float(), soft.float(), loss, self.distilled["temperature"],
                                      self.distilled["alpha"], self.multi_label)
         return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        """Trainer's AdamW, with the new head's parameters at ``head_lr_scale`` times the learning rate.
+
+        The scale applies only when the body trains too (with the head alone it would just be another
+        learning rate). Trainer's own grouping (no weight decay on biases and LayerNorm) is kept.
+        """
+        model = self.model if model is None else model
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        head = {name for name, _ in named if HEAD_MODULES & set(name.split("."))}
+        if self.optimizer is not None or self.head_lr_scale == 1 or not head or len(head) == len(named):
+            return super().create_optimizer(model)
+        decay = set(self.get_decay_parameter_names(model))
+        groups = []
+        for in_head, scale in ((False, 1.0), (True, self.head_lr_scale)):
+            for decays in (True, False):
+                params = [p for name, p in named if (name in head) == in_head and (name in decay) == decays]
+                if params:
+                    groups.append({"params": params, "weight_decay": self.args.weight_decay if decays else 0.0,
+                                   "lr": self.args.learning_rate * scale})
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_cls(groups, **kwargs)
+        return self.optimizer
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if self.bucket_lengths is None:

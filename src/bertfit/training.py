@@ -2,10 +2,10 @@
 
 The path, top to bottom: load the base checkpoint with a fresh classification head, freeze
 parameters by ``--train-layers``, tokenize the splits (padding is left to each batch), train with
-per-epoch evaluation on validation, keep the epoch with the lowest validation loss, stop early,
-then score the test split once and save the folder atomically. Under torchrun or accelerate
-launch every process runs this same path and Trainer splits the batches among them; the main
-process alone then scores, saves and reports.
+per-epoch evaluation on validation, keep the epoch with the best validation metric (lower loss
+breaking ties; ``--select-by loss``: the lowest loss), stop early, then score the test split once
+and save the folder atomically. Under torchrun or accelerate launch every process runs this same
+path and Trainer splits the batches among them; the main process alone then scores, saves and reports.
 
 Elsewhere: data reading in ``data``, the artifact in ``model``, metrics in ``metrics``, per-epoch
 checkpoints and ``--resume`` in ``checkpoints``, the Trainer subclass (rows, batch order, loss) in
@@ -48,7 +48,18 @@ from bertfit.calibration import choose_temperature, plain_softmax
 from bertfit.checkpoints import check_stale, checkpoint_dir, prepare_folder, resumed_epoch, run_record
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
-from bertfit.epochs import EpochLog, epoch_history, metrics_per_text, overfitting_note, quiet_progress
+from bertfit.epochs import (
+    EpochLog,
+    SelectionScore,
+    cut_short_note,
+    epoch_history,
+    main_metric,
+    metrics_per_text,
+    overfitting_note,
+    planned_epochs,
+    quiet_progress,
+    selection_score,
+)
 from bertfit.errors import TrainingError, UsageError
 from bertfit.folder import FORMAT_VERSION, SPLIT_FILES, split_file
 from bertfit.hub import check_hub_name
@@ -207,9 +218,11 @@ def fit(
             for name in ("train", "validation")
         )
     checkpoints = checkpoint_dir(target)
-    args = _training_args(config, learning_rate, checkpoints, progress)
+    epochs = config.epochs or planned_epochs(len(train_set), config.batch_size, _processes())
+    args = _training_args(config, learning_rate, epochs, checkpoints, progress)
     bucket = config.bucket_by_length and frozen is None  # the cached top's rows are mostly length 1
-    callbacks = [EpochLog()]
+    metric = main_metric(multi_label)
+    callbacks = [EpochLog(), SelectionScore(metric)]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     trainer = ClassifierTrainer(
@@ -217,6 +230,7 @@ def fit(
         multi_label=multi_label,
         class_weights=class_weights,
         distilled=distilled,
+        head_lr_scale=config.head_lr_scale,
         model=trained,
         args=args,
         data_collator=collator or DataCollatorWithPadding(tokenizer),
@@ -248,14 +262,19 @@ def fit(
         return None  # torchrun / accelerate launch: the main process scores, saves and reports
 
     history = epoch_history(trainer.state.log_history)
-    best = min(history, key=lambda h: h["validation"]["loss"])
+    if config.select_by == "loss":
+        best = min(history, key=lambda h: h["validation"]["loss"])
+    else:  # the first epoch with the best score, as Trainer keeps it
+        best = max(history, key=lambda h: selection_score(h["validation"], metric))
     if frozen is None:
         model = trainer.model  # with a cached top, `model` already holds the trained (shared) modules
     if config.train_layers == "lora":
         model = model.merge_and_unload()  # a plain HF model again: no peft needed to load it
     for parameter in model.parameters():
         parameter.requires_grad = True
-    notes = [note] if (note := overfitting_note(history)) else []
+    notes = [note for note in (overfitting_note(history), cut_short_note(history, metric, epochs)) if note]
+    for note in notes:
+        log.warning("%s", note)
 
     meta = {
         "format_version": FORMAT_VERSION,
@@ -273,6 +292,7 @@ def fit(
         "trainable_parameters": trainable,
         "total_parameters": total,
         "learning_rate": learning_rate,
+        "epochs_planned": epochs,
         "class_weights": class_weights.tolist() if class_weights is not None else None,
         "settings": settings,
         "resumed_after_epoch": resumed_after,  # None: trained from the beginning in one go
@@ -376,11 +396,19 @@ def _encode_once(model: Any, split: EncodedSplit, frozen: int, config: TrainConf
     return CachedSplit(states, split.label_ids)
 
 
-def _training_args(config: TrainConfig, learning_rate: float, checkpoints: Path, progress: bool) -> Any:
+def _processes() -> int:
+    """Data-parallel processes under torchrun / accelerate launch (WORLD_SIZE), else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def _training_args(config: TrainConfig, learning_rate: float, epochs: int, checkpoints: Path, progress: bool) -> Any:
     return TrainingArguments(
         bf16=resolve_precision(config.precision) == "bf16",  # autocast: bf16 matmuls, fp32 master weights
         output_dir=str(checkpoints),
-        num_train_epochs=config.epochs,
+        num_train_epochs=epochs,
         learning_rate=learning_rate,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
@@ -393,8 +421,8 @@ def _training_args(config: TrainConfig, learning_rate: float, checkpoints: Path,
         save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
         load_best_model_at_end=True,
         restore_callback_states_from_checkpoint=True,  # --resume: early stopping's count of epochs without gain
-        metric_for_best_model="loss",
-        greater_is_better=False,
+        metric_for_best_model="loss" if config.select_by == "loss" else "selection",
+        greater_is_better=config.select_by != "loss",
         seed=config.seed,
         data_seed=config.seed,
         report_to="none",

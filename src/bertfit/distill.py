@@ -8,8 +8,9 @@ what ordinary training costs. The loss, per batch:
     alpha x T^2 x KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) x cross-entropy(labels)
 
 (multi-label: binary cross-entropy against the teacher's sigmoid(teacher / T), and against the
-labels). Validation picks the epoch by the plain label loss, as in ``train``. Everything after
-training (thresholds, calibration, test scoring, the baseline, saving) is ``training.fit``'s.
+labels); :class:`DistillationTrainer` is bertfit's trainer with that loss for training batches.
+Validation picks the epoch by the same rule as ``train``, and everything after training
+(thresholds, calibration, test scoring, the baseline, saving) is ``training.fit``'s.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertfit.backbone import encoder_layers, encoder_stack
+from bertfit.backbone import encoder_layers, encoder_stack, load_base
 from bertfit.config import check
 from bertfit.data import prepare
 from bertfit.errors import DataError, UsageError
@@ -31,6 +32,8 @@ from bertfit.hub import check_hub_name
 from bertfit.labels import LabelSet
 from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs
+from bertfit.trainer import ClassifierTrainer
+from bertfit.training import Start, fit, split_settings
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,30 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, hard: torch.
     return alpha * t * t * soft + (1 - alpha) * hard
 
 
+class DistillationTrainer(ClassifierTrainer):
+    """bertfit's trainer whose training loss blends the teacher's logits in (``teacher_logits`` per row).
+
+    Evaluation batches carry no teacher logits, so validation is scored by the label loss alone.
+    """
+
+    def __init__(self, *args: Any, temperature: float, alpha: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.temperature = temperature
+        self.alpha = alpha
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        inputs = dict(inputs)
+        teacher = inputs.pop("teacher_logits", None)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        loss = self.label_loss(logits, labels)
+        if teacher is not None:
+            loss = distillation_loss(logits, teacher.float(), loss, self.temperature, self.alpha, self.multi_label)
+        return (loss, outputs) if return_outputs else loss
+
+
 def distill(
     teacher_dir: str | Path,
     data: Any,
@@ -91,9 +118,6 @@ def distill(
 
     ``settings`` are ``train``'s (epochs, learning_rate, ...); the data columns default to the teacher's.
     """
-    from bertfit.backbone import load_base
-    from bertfit.training import fit, split_settings
-
     if (student is None) == (student_layers is None):
         raise UsageError("pass exactly one of --student NAME_OR_DIR or --student-layers N")
     if not temperature > 0:
@@ -142,5 +166,7 @@ def distill(
                                     config.eval_batch_size, pairs=prepared.pairs("test"))
     distilled = {"teacher": str(teacher_dir), "student": described, "kept_layers": kept,
                  "temperature": temperature, "alpha": alpha, "teacher_test": teacher_test}
-    return fit(prepared, config, target, data_config=data_config, overwrite=overwrite, progress=progress,
-               base=(model, tokenizer), soft_targets=soft, distilled=distilled)
+    start = Start(model, tokenizer, described, trainer_class=DistillationTrainer,
+                  trainer_settings={"temperature": temperature, "alpha": alpha}, teacher_logits=soft,
+                  record={"distilled": distilled})
+    return fit(prepared, config, target, data_config=data_config, overwrite=overwrite, progress=progress, start=start)

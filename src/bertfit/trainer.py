@@ -3,7 +3,7 @@
 - :class:`EncodedSplit`: a tokenized split (padding is left to each batch); each row remembers its text.
 - :class:`LengthBuckets`: ``--bucket-by-length``'s training order (batches of texts of similar length).
 - :class:`ClassifierTrainer`: Trainer with one loss for every path (class-weighted cross-entropy,
-  per-label binary cross-entropy, distillation's blend) and evaluation in dataset order.
+  per-label binary cross-entropy) and evaluation in dataset order; ``distill`` subclasses it.
 - :func:`resolve_class_weights`: ``--class-weights`` into the loss's weights.
 
 It does not load models, freeze them or decide what to train (``backbone``, ``training``).
@@ -24,7 +24,6 @@ from transformers import Trainer
 
 from bertfit.cached import target
 from bertfit.data import PreparedData
-from bertfit.distill import distillation_loss
 from bertfit.encoding import encode
 from bertfit.errors import UsageError
 
@@ -122,14 +121,12 @@ class ClassifierTrainer(Trainer):
     (bertfit sorts validation by length itself; Trainer's group-by-length would reshuffle it)."""
 
     def __init__(self, *args: Any, bucket_lengths: list[int] | None = None, multi_label: bool = False,
-                 class_weights: torch.Tensor | None = None, distilled: dict[str, Any] | None = None,
-                 head_lr_scale: float = 1.0, **kwargs: Any):
+                 class_weights: torch.Tensor | None = None, head_lr_scale: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.head_lr_scale = head_lr_scale
         self.bucket_lengths = bucket_lengths
         self.multi_label = multi_label
         self.class_weights = class_weights
-        self.distilled = distilled
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -137,18 +134,17 @@ class ClassifierTrainer(Trainer):
         asked) for single-label, binary cross-entropy per label for multi-label."""
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-        soft = inputs.pop("teacher_logits", None)  # distillation, training rows only
+        inputs.pop("teacher_logits", None)  # read by the distillation trainer alone
         outputs = model(**inputs)
-        logits = outputs.logits  # (batch, classes)
-        if self.multi_label:
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-        else:
-            weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
-            loss = nn.functional.cross_entropy(logits.float(), labels, weight=weight)
-        if soft is not None:
-            loss = distillation_loss(logits.float(), soft.float(), loss, self.distilled["temperature"],
-                                     self.distilled["alpha"], self.multi_label)
+        loss = self.label_loss(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
+
+    def label_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Against the labels: cross-entropy (weighted when asked), or binary cross-entropy per label."""
+        if self.multi_label:
+            return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        return nn.functional.cross_entropy(logits.float(), labels, weight=weight)
 
     def create_optimizer(self, model: Any = None) -> Any:
         """Trainer's AdamW, with the new head's parameters at ``head_lr_scale`` times the learning rate.

@@ -111,6 +111,23 @@ class TrainResult:
         }
 
 
+@dataclass
+class Start:
+    """Where a run starts other than from the base checkpoint (``distill`` passes its student this way).
+
+    ``trainer_class`` replaces bertfit's trainer (with ``trainer_settings`` as its extra keywords);
+    ``teacher_logits`` (texts, classes) go with each training row; ``record`` is merged into bertfit.json.
+    """
+
+    model: Any
+    tokenizer: Any
+    described: str  # bertfit.json's base_model
+    trainer_class: type = ClassifierTrainer
+    trainer_settings: dict[str, Any] = field(default_factory=dict)
+    teacher_logits: np.ndarray | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
 def split_settings(settings: dict[str, Any]) -> tuple[DataConfig, TrainConfig]:
     """Keyword settings (as in the CLI) into the two configs; an unknown name is an error."""
     data_names = {f.name for f in fields(DataConfig)}
@@ -166,83 +183,180 @@ def fit(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
-    base: tuple[Any, Any] | None = None,
-    soft_targets: np.ndarray | None = None,
-    distilled: dict[str, Any] | None = None,
+    start: Start | None = None,
 ) -> TrainResult | None:
     """Train on prepared splits; see the module docstring for the steps. None on all but the main process.
 
-    Distillation (``bertfit.distill``) passes the student as ``base`` (model, tokenizer), the
-    teacher's logits per training text as ``soft_targets``, and its settings as ``distilled``.
+    ``start``: a model other than the base checkpoint, and what its trainer needs (see :class:`Start`).
     """
-    model_name = config.model or default_model_path()
-    multi_label = prepared.multi_label
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
-    model, tokenizer = base or load_base(model_name, prepared.labels.names, multi_label)
-    if base is None and multi_label:
-        start_at_base_rates(model, _targets(prepared, "train"))
-    limit = model_position_limit(model, tokenizer)
-    if config.max_length is not None and config.max_length > limit:
-        raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "
-                         f"pass --max-length {limit} or less")
-    max_length = config.max_length or min(DEFAULT_MAX_LENGTH, limit)
-    class_weights = resolve_class_weights(config.class_weights, prepared)
+    model, tokenizer = _starting_model(prepared, config, start)
+    max_length = _max_length(model, tokenizer, config)
     model = freeze(model, config.train_layers, config.lora_r, config.lora_alpha)
     trainable, total = count_parameters(model)
     log.info("training %s of %s parameters (%.1f%%), --train-layers %s",
              f"{trainable:,}", f"{total:,}", 100 * trainable / total, config.train_layers)
-    learning_rate = config.learning_rate or default_learning_rate(model.config.hidden_size)
-
     targets = {name: _targets(prepared, name) for name in prepared.splits()}
+    encoded, too_long = _encode_splits(prepared, tokenizer, targets, max_length, config, start)
+
+    started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
+    run = _build_trainer(model, tokenizer, prepared, encoded, config, target, progress, start)
+    settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
+    resumed_after = _train(run.trainer, settings, prepared, run.checkpoints, resume)
+    train_seconds = time.perf_counter() - started
+    if not run.trainer.is_world_process_zero():
+        return None  # torchrun / accelerate launch: the main process scores, saves and reports
+
+    history = epoch_history(run.trainer.state.log_history)
+    best = _best_epoch(history, config, run.metric)
+    model = _trained_model(run, model, config)
+    notes = [note for note in (overfitting_note(history), cut_short_note(history, run.metric, run.epochs)) if note]
+    for note in notes:
+        log.warning("%s", note)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "task": "multi_label" if prepared.multi_label else "single_label",
+        "labels": list(prepared.labels.names),
+        "text_col": prepared.text_col,
+        "text_pair_col": prepared.text_pair_col,
+        "label_col": prepared.label_col,
+        "label_sep": (data_config or DataConfig()).label_sep,
+        "max_length": max_length,
+        "long_text": {"mode": config.long_text, "stride": config.stride, "pool": config.window_pool},
+        "precision": resolve_precision(config.precision),
+        "base_model": start.described if start else config.model or "embedded:all-MiniLM-L6-v2",
+        "distilled": None,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "learning_rate": run.learning_rate,
+        "epochs_planned": run.epochs,
+        "class_weights": run.class_weights.tolist() if run.class_weights is not None else None,
+        "settings": settings,
+        "resumed_after_epoch": resumed_after,  # None: trained from the beginning in one go
+        "processes": run.trainer.args.world_size,  # data-parallel processes (torchrun / accelerate launch), else 1
+        "data": {**prepared.report, "too_long": too_long},
+        "history": history,
+        "best_epoch": best["epoch"],
+        "train_seconds": round(train_seconds, 2),
+        "notes": notes,
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(start.record if start else {}),
+    }
+    classifier = TextClassifier(model, tokenizer, meta)
+    test_logits, test_metrics = _decide_then_score(classifier, prepared, targets, config, progress)
+    meta["metrics"] = {"validation": best["validation"], "test": test_metrics}
+    baseline = baseline_record(prepared, config.seed) if config.baseline else None
+    if baseline is not None:
+        meta["baseline"] = baseline
+        compare_with_baseline(test_metrics, baseline["test"])
+    if target is not None:
+        # The splits travel with the model: validation for later decisions (the export's check), test for reports.
+        kept = {SPLIT_FILES[name]: split_file(prepared.splits()[name]) for name in ("validation", "test")}
+        classifier.save_pretrained(target, overwrite=overwrite, files=kept)
+    shutil.rmtree(run.checkpoints, ignore_errors=True)  # only now: a crash before this point can still resume
+    if target is not None and config.report:
+        _write_report(target, classifier.probabilities(test_logits))
+    return TrainResult(classifier, target, best["epoch"], train_seconds, best["validation"], test_metrics,
+                       history, notes, baseline)
+
+
+# ---------------------------------------------------------------------------------------------
+# fit's stages
+
+
+@dataclass
+class _Run:
+    """What the trainer stage set up, for the stages after it."""
+
+    trainer: Any
+    checkpoints: Path
+    frozen: int | None  # frozen encoder layers on the encode-once path, else None
+    epochs: int  # planned
+    metric: str  # the main validation metric
+    learning_rate: float
+    class_weights: torch.Tensor | None
+
+
+def _starting_model(prepared: PreparedData, config: TrainConfig, start: Start | None) -> tuple[Any, Any]:
+    if start is not None:
+        return start.model, start.tokenizer
+    model, tokenizer = load_base(config.model or default_model_path(), prepared.labels.names, prepared.multi_label)
+    if prepared.multi_label:
+        start_at_base_rates(model, _targets(prepared, "train"))
+    return model, tokenizer
+
+
+def _max_length(model: Any, tokenizer: Any, config: TrainConfig) -> int:
+    limit = model_position_limit(model, tokenizer)
+    if config.max_length is not None and config.max_length > limit:
+        raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "
+                         f"pass --max-length {limit} or less")
+    return config.max_length or min(DEFAULT_MAX_LENGTH, limit)
+
+
+def _encode_splits(prepared: PreparedData, tokenizer: Any, targets: dict[str, np.ndarray], max_length: int,
+                   config: TrainConfig, start: Start | None) -> tuple[dict[str, EncodedSplit], dict[str, int]]:
+    """Every split tokenized (validation sorted by length, for little padding), and how many texts were too long."""
     encoded, too_long = {}, {}
     for name, frame in prepared.splits().items():
         encoded[name], too_long[name] = encode_split(tokenizer, frame, targets[name], max_length, config.long_text,
                                                      config.stride)
-    if soft_targets is not None:
-        encoded["train"].soft = np.asarray(soft_targets, dtype=np.float32)[encoded["train"].owner]
+    if start is not None and start.teacher_logits is not None:
+        encoded["train"].soft = np.asarray(start.teacher_logits, dtype=np.float32)[encoded["train"].owner]
     if any(too_long.values()):
         how = {"truncate": "cut at", "head-tail": "shortened to head + tail at", "window": "split into windows of"}
         log.warning("texts longer than --max-length %d tokens, %s it (--long-text %s): %s", max_length,
                     how[config.long_text], config.long_text, too_long)
-
-    started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
     # Validation is scored every epoch; sorted by length, its batches carry little padding (Trainer
     # evaluates in dataset order, and the metrics do not depend on the order of rows).
     encoded["validation"] = encoded["validation"].sorted_by_length()
+    return encoded, too_long
+
+
+def _build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: dict[str, EncodedSplit],
+                   config: TrainConfig, target: Path | None, progress: bool, start: Start | None) -> _Run:
+    """The trainer, on the encode-once path when the bottom is frozen, with the run's epochs and callbacks."""
     trained, train_set, eval_set, collator = model, encoded["train"], encoded["validation"], None
-    frozen = _frozen_bottom(model, config) if soft_targets is None else None  # soft targets need the plain path
+    teacher = start is not None and start.teacher_logits is not None
+    frozen = None if teacher else _frozen_bottom(model, config)  # teacher logits need the plain path
     if frozen is not None:
         trained, collator = TrainableTop(model, encoder_layers(model), frozen), collate_cached
-        train_set, eval_set = (
-            _encode_once(model, encoded[name], frozen, config, progress, name)
-            for name in ("train", "validation")
-        )
+        train_set, eval_set = (_encode_once(model, encoded[name], frozen, config, progress, name)
+                               for name in ("train", "validation"))
     checkpoints = checkpoint_dir(target)
     epochs = config.epochs or planned_epochs(len(train_set), config.batch_size, _processes())
-    args = _training_args(config, learning_rate, epochs, checkpoints, progress)
-    bucket = config.bucket_by_length and frozen is None  # the cached top's rows are mostly length 1
-    metric = main_metric(multi_label)
+    learning_rate = config.learning_rate or default_learning_rate(model.config.hidden_size)
+    metric = main_metric(prepared.multi_label)
     callbacks = [EpochLog(), SelectionScore(metric)]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
-    trainer = ClassifierTrainer(
+    bucket = config.bucket_by_length and frozen is None  # the cached top's rows are mostly length 1
+    class_weights = resolve_class_weights(config.class_weights, prepared)
+    trainer_class = start.trainer_class if start else ClassifierTrainer
+    trainer = trainer_class(
         bucket_lengths=[len(ids) for ids in train_set.encoded["input_ids"]] if bucket else None,
-        multi_label=multi_label,
+        multi_label=prepared.multi_label,
         class_weights=class_weights,
-        distilled=distilled,
         head_lr_scale=config.head_lr_scale,
         model=trained,
-        args=args,
+        args=_training_args(config, learning_rate, epochs, checkpoints, progress),
         data_collator=collator or DataCollatorWithPadding(tokenizer),
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer if collator is None else None,
-        compute_metrics=metrics_per_text(encoded["validation"].owner, multi_label, config.window_pool),
+        compute_metrics=metrics_per_text(encoded["validation"].owner, prepared.multi_label, config.window_pool),
         callbacks=callbacks,
+        **(start.trainer_settings if start else {}),
     )
     quiet_progress(trainer)
+    return _Run(trainer, checkpoints, frozen, epochs, metric, learning_rate, class_weights)
+
+
+def _train(trainer: Any, settings: dict[str, Any], prepared: PreparedData, checkpoints: Path,
+           resume: bool) -> int | None:
+    """Trainer's loop, resumed when asked; a failed run leaves no checkpoints. Returns the epoch resumed after."""
     main = trainer.is_world_process_zero()
-    settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
     # Outside the try: a resume refused for other settings must not delete the checkpoints it found.
     record = run_record(settings, prepared.splits(), trainer.args.world_size)
     resume_from = prepare_folder(checkpoints, record, resume, main, trainer.accelerator.wait_for_everyone)
@@ -257,84 +371,46 @@ def fit(
         if isinstance(err, KeyboardInterrupt):
             raise TrainingError("training interrupted; nothing was saved") from None
         raise
-    train_seconds = time.perf_counter() - started
-    if not main:
-        return None  # torchrun / accelerate launch: the main process scores, saves and reports
+    return resumed_after
 
-    history = epoch_history(trainer.state.log_history)
+
+def _best_epoch(history: list[dict[str, Any]], config: TrainConfig, metric: str) -> dict[str, Any]:
+    """The epoch Trainer restored: the best selection score (its first), or the lowest loss with --select-by loss."""
     if config.select_by == "loss":
-        best = min(history, key=lambda h: h["validation"]["loss"])
-    else:  # the first epoch with the best score, as Trainer keeps it
-        best = max(history, key=lambda h: selection_score(h["validation"], metric))
-    if frozen is None:
-        model = trainer.model  # with a cached top, `model` already holds the trained (shared) modules
+        return min(history, key=lambda h: h["validation"]["loss"])
+    return max(history, key=lambda h: selection_score(h["validation"], metric))
+
+
+def _trained_model(run: _Run, model: Any, config: TrainConfig) -> Any:
+    """The full model with the best epoch's weights, trainable again, LoRA merged."""
+    if run.frozen is None:
+        model = run.trainer.model  # with a cached top, `model` already holds the trained (shared) modules
     if config.train_layers == "lora":
         model = model.merge_and_unload()  # a plain HF model again: no peft needed to load it
     for parameter in model.parameters():
         parameter.requires_grad = True
-    notes = [note for note in (overfitting_note(history), cut_short_note(history, metric, epochs)) if note]
-    for note in notes:
-        log.warning("%s", note)
+    return model
 
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "task": "multi_label" if multi_label else "single_label",
-        "labels": list(prepared.labels.names),
-        "text_col": prepared.text_col,
-        "text_pair_col": prepared.text_pair_col,
-        "label_col": prepared.label_col,
-        "label_sep": (data_config or DataConfig()).label_sep,
-        "max_length": max_length,
-        "long_text": {"mode": config.long_text, "stride": config.stride, "pool": config.window_pool},
-        "precision": resolve_precision(config.precision),
-        "base_model": (distilled or {}).get("student") or config.model or "embedded:all-MiniLM-L6-v2",
-        "distilled": distilled,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "learning_rate": learning_rate,
-        "epochs_planned": epochs,
-        "class_weights": class_weights.tolist() if class_weights is not None else None,
-        "settings": settings,
-        "resumed_after_epoch": resumed_after,  # None: trained from the beginning in one go
-        "processes": trainer.args.world_size,  # data-parallel processes (torchrun / accelerate launch), else 1
-        "data": {**prepared.report, "too_long": too_long},
-        "history": history,
-        "best_epoch": best["epoch"],
-        "train_seconds": round(train_seconds, 2),
-        "notes": notes,
-        "versions": versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    classifier = TextClassifier(model, tokenizer, meta)
-    # Decisions fitted on validation (thresholds, temperature) before test is looked at.
+
+def _decide_then_score(classifier: TextClassifier, prepared: PreparedData, targets: dict[str, np.ndarray],
+                       config: TrainConfig, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decisions fitted on validation (thresholds, temperature), then the test split scored once."""
     validation_logits = classifier.logits(prepared.validation["text"].tolist(), config.eval_batch_size,
                                           pairs=prepared.pairs("validation"))
     _fit_decisions(classifier, validation_logits, targets["validation"], config)
-    # The test split is scored once, here, by the same code path `bertfit predict` uses.
+    # Scored by the same code path `bertfit predict` uses.
     test_logits = classifier.logits(prepared.test["text"].tolist(), config.eval_batch_size, progress,
                                     pairs=prepared.pairs("test"))
     test_metrics = classifier.score(test_logits, prepared.test["label"].tolist())
-    if multi_label:  # what tuning the thresholds bought, on data that did not tune them
+    meta = classifier.meta
+    if classifier.multi_label:  # what tuning the thresholds bought, on data that did not tune them
         fixed = multilabel_metrics(targets["test"], classifier.probabilities(test_logits), 0.5)
         test_metrics["at_threshold_0.5"] = headline(fixed)
     elif "calibration" in meta:
         meta["calibration"]["test_ece_before"] = expected_calibration_error(
             targets["test"], plain_softmax(test_logits))
         meta["calibration"]["test_ece_after"] = test_metrics["ece"]
-    meta["metrics"] = {"validation": best["validation"], "test": test_metrics}
-    baseline = baseline_record(prepared, config.seed) if config.baseline else None
-    if baseline is not None:
-        meta["baseline"] = baseline
-        compare_with_baseline(test_metrics, baseline["test"])
-    if target is not None:
-        # The splits travel with the model: validation for later decisions (the export's check), test for reports.
-        kept = {SPLIT_FILES[name]: split_file(prepared.splits()[name]) for name in ("validation", "test")}
-        classifier.save_pretrained(target, overwrite=overwrite, files=kept)
-    shutil.rmtree(checkpoints, ignore_errors=True)  # only now: a crash before this point can still resume
-    if target is not None and config.report:
-        _write_report(target, classifier.probabilities(test_logits))
-    return TrainResult(classifier, target, best["epoch"], train_seconds, best["validation"], test_metrics,
-                       history, notes, baseline)
+    return test_logits, test_metrics
 
 
 def _write_report(folder: Path, test_proba: np.ndarray) -> None:

@@ -77,7 +77,7 @@ def fake_classifier(task: str = "single_label", pair: bool = False, delay: float
 
     meta = {"format_version": 2, "labels": LABELS, "task": task, "max_length": 32,
             "text_pair_col": "text_b" if pair else None}
-    return TextClassifier(meta=meta, backend=FakeBackend(len(LABELS), delay, fails_on))
+    return TextClassifier(record=meta, backend=FakeBackend(len(LABELS), delay, fails_on))
 
 
 def free_port() -> int:

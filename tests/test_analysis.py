@@ -9,6 +9,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_score, roc_auc
 
 from bertfit.analysis import analyse, multi_label_analysis, single_label_analysis
 from bertfit.errors import DataError, ModelLoadError
+from bertfit.record import ModelRecord
 from conftest import multi_label_case, softmax_rows
 
 
@@ -99,7 +100,7 @@ def test_multi_label_thresholds_move_the_decisions():
 def test_analyse_reads_task_and_default_thresholds_from_meta():
     names, truth, proba, labels = multi_label_case()
     texts = [""] * len(labels)
-    result = analyse({"task": "multi_label", "labels": names}, texts, labels, proba)
+    result = analyse(ModelRecord.from_dict({"task": "multi_label", "labels": names}), texts, labels, proba)
     expected = multi_label_analysis(names, texts, labels, proba, [0.5] * 5)
     assert result.metrics == expected.metrics
 
@@ -119,4 +120,4 @@ def test_multi_label_errors_name_the_problem(how, error, message):
     else:
         proba = proba[:, :3]
     with pytest.raises(error, match=message):
-        analyse(meta, [""] * len(labels), labels, proba)
+        analyse(ModelRecord.from_dict(meta), [""] * len(labels), labels, proba)

@@ -24,6 +24,7 @@ from bertfit.cli import build_parser, cmd_report, main
 from bertfit.data import load_labelled, prepare
 from bertfit.errors import DataError, OutputError
 from bertfit.model import TextClassifier
+from bertfit.record import ModelRecord
 from bertfit.report import render_html, write_report
 from bertfit.training import train
 from conftest import load_screenshot_script, multi_label_case
@@ -52,7 +53,7 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def test_page_of_a_bare_folder_says_not_recorded_everywhere():
-    page = render_html({"labels": ["a", "b"]}, None, "This folder has no test.jsonl.", title="plain")
+    page = render_html(ModelRecord(labels=["a", "b"]), None, "This folder has no test.jsonl.", title="plain")
     for section in SECTIONS:
         assert f'<section id="{section}">' in page
     assert '<p id="test-missing" class="missing">This folder has no test.jsonl.</p>' in page
@@ -68,8 +69,8 @@ def test_multi_label_page_has_per_label_table_curves_mistakes_and_no_confusion_m
     meta = {"task": "multi_label", "labels": names, "thresholds": [0.5] * 5, "calibration": {"temperature": 1.2},
             "history": [{"epoch": 1, "train_loss": 0.6, "validation": {"loss": 0.5, "f1_micro": 0.7}}],
             "best_epoch": 1, "baseline": {"name": "tfidf", "test": {"f1_micro": 0.61}}}
-    analysis = analyse(meta, texts, labels, proba)
-    page = render_html(meta, analysis, "120 rows from test.jsonl")
+    analysis = analyse(ModelRecord.from_dict(meta), texts, labels, proba)
+    page = render_html(ModelRecord.from_dict(meta), analysis, "120 rows from test.jsonl")
     assert 'id="confusion"' not in page
     rows = table_rows(page, "per-class")
     assert rows[0] == ["label", "precision", "recall", "F1", "support"]
@@ -82,9 +83,9 @@ def test_multi_label_page_has_per_label_table_curves_mistakes_and_no_confusion_m
     summary = table_rows(page, "summary")
     assert summary[0] == ["metric", "scored for this report (120 rows)", "baseline: tfidf (test split)"]
     assert ["f1_micro", f"{analysis.metrics['f1_micro']:.4f}", "0.6100"] in summary
-    assert dict(table_rows(page, "calibration")) == {"temperature": "1.2000"}
+    assert dict(table_rows(page, "calibration")) == {"temperature": "1.2000", "method": "temperature"}
     del meta["calibration"]
-    assert 'id="calibration"' not in render_html(meta, analysis, "x")
+    assert 'id="calibration"' not in render_html(ModelRecord.from_dict(meta), analysis, "x")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def test_multi_class_report_from_test_jsonl(multi_class_report):
     assert "Baseline: <span class='missing'>not recorded</span>" in page
     facts = dict(r for r in table_rows(page, "training") if len(r) == 2)
     assert facts["best epoch (restored)"] == str(meta["best_epoch"])
-    assert facts["epochs run"] == str(len(meta["history"]))
+    assert facts["epochs run"] == f"{len(meta['history'])} of {meta['epochs_planned']} planned"
     assert dict(table_rows(page, "model"))["base model"] == meta["base_model"]
     assert dict(table_rows(page, "versions"))["torch"] == meta["versions"]["torch"]
     assert dict(table_rows(page, "data"))["source"] == meta["data"]["source"]
@@ -373,7 +374,8 @@ def multi_label_page(tmp_path) -> Path:
             "history": [{"epoch": e, "train_loss": 1 / e, "validation": {"loss": 1 / e + 0.1, "f1_micro": e / 4}}
                         for e in (1, 2, 3)], "best_epoch": 3}
     path = tmp_path / "multi-label.html"
-    path.write_text(render_html(meta, analyse(meta, [f"t{i}" for i in range(120)], labels, proba), "synthetic"))
+    record = ModelRecord.from_dict(meta)
+    path.write_text(render_html(record, analyse(record, [f"t{i}" for i in range(120)], labels, proba), "synthetic"))
     return path
 
 

@@ -126,7 +126,7 @@ def test_head_over_http_has_headers_and_no_body():
 
 def test_info_shows_folder_names_not_paths():
     classifier = fake_classifier()
-    classifier.meta["export"] = {"format": "onnx", "source": "/home/someone/models/tickets", "opset": 18,
+    classifier.record.export = {"format": "onnx", "source": "/home/someone/models/tickets", "opset": 18,
                                  "check": {"data": "/home/someone/data/test.jsonl", "metric": "accuracy"}}
     with TestClient(create_app(classifier, model_dir="/srv/private/models/tickets-onnx")) as absolute:
         answer = absolute.get("/info")

@@ -25,6 +25,7 @@ from sklearn.metrics import (
 from bertfit.errors import DataError, ModelLoadError
 from bertfit.labels import LabelSet
 from bertfit.metrics import classification_metrics, headline, multilabel_metrics, reliability
+from bertfit.record import ModelRecord
 
 MAX_CURVES = 8  # one-vs-rest curves for the classes with the most test rows
 MAX_MISTAKES = 20
@@ -56,16 +57,16 @@ class TestAnalysis:
     mistakes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def analyse(meta: dict[str, Any], texts: list[str], labels: list[Any], proba: np.ndarray,
+def analyse(record: ModelRecord, texts: list[str], labels: list[Any], proba: np.ndarray,
             pairs: list[str] | None = None) -> TestAnalysis:
     """The test analysis for a model's task: ``labels`` are names (lists of names for multi-label)."""
-    names = list(meta["labels"])
+    names = list(record.labels)
     proba = np.asarray(proba, dtype=np.float64)
     if proba.shape != (len(texts), len(names)):
         raise ModelLoadError(f"the model gave probabilities of shape {proba.shape} for {len(texts)} texts and "
                              f"{len(names)} labels in bertfit.json; the folder is damaged: retrain or restore it")
-    if meta.get("task") == "multi_label":
-        thresholds = meta.get("thresholds") or [0.5] * len(names)
+    if record.multi_label:
+        thresholds = record.thresholds or [0.5] * len(names)
         return multi_label_analysis(names, texts, labels, proba, thresholds, pairs)
     return single_label_analysis(names, texts, labels, proba, pairs)
 

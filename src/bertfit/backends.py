@@ -62,13 +62,13 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any]):
+    def __init__(self, model: Any, tokenizer: Any, precision: str = "fp32"):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.meta = meta  # the classifier's own dict: its 'precision' is read at each call
+        self.precision = precision  # as trained; the classifier keeps it in step with its record
 
     @classmethod
-    def load(cls, folder: Path, meta: dict[str, Any] | None, threads: int | None = None) -> TorchBackend:
+    def load(cls, folder: Path, labels: list[str] | None, threads: int | None = None) -> TorchBackend:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -90,17 +90,16 @@ class TorchBackend:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except Exception as err:  # noqa: BLE001 - safetensors, tokenizers and json each raise their own kinds
             raise damaged(folder, err) from None
-        labels = (meta or {}).get("labels")
         if labels is not None and model.config.num_labels != len(labels):
             raise ModelLoadError(f"{folder}: the weights answer {model.config.num_labels} classes but bertfit.json "
                                  f"names {len(labels)} labels; the folder mixes two models: copy it again whole")
-        return cls(model, tokenizer, meta if meta is not None else {})
+        return cls(model, tokenizer)
 
     @property
     def bf16(self) -> bool:
-        """Inference in bf16 autocast, as the model was trained (meta 'precision')."""
+        """Inference in bf16 autocast, as the model was trained (its record's 'precision')."""
         # bf16 where it was trained so and this CPU has it natively; emulated bf16 would be slower than fp32
-        return self.meta.get("precision") == "bf16" and self.model.device.type == "cpu" and cpu_has_bf16()
+        return self.precision == "bf16" and self.model.device.type == "cpu" and cpu_has_bf16()
 
     def logits(self, batch: dict[str, list[list[int]]]) -> np.ndarray:
         """Logits (batch, classes) of unpadded token-id lists."""

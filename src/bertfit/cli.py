@@ -317,10 +317,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         log.info("test (scored once, %d rows): F1 micro %.3f, F1 macro %.3f, subset accuracy %.3f, AUC %s",
                  test["rows"], test["f1_micro"], test["f1_macro"], test["subset_accuracy"], auc)
-    calibration = result.classifier.meta.get("calibration")
-    if calibration and "test_ece_before" in calibration:
+    calibration = result.classifier.record.calibration
+    if calibration is not None and calibration.test_ece_before is not None:
         log.info("calibration: temperature %.2f; test expected calibration error %.4f before, %.4f after",
-                 calibration["temperature"], calibration["test_ece_before"], calibration["test_ece_after"])
+                 calibration.temperature, calibration.test_ece_before, calibration.test_ece_after)
     log.info("saved to %s", result.model_dir)
     print(json.dumps(result.summary()))
     return 0
@@ -349,10 +349,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
                      progress=not args.quiet, **settings)
     if result is None:
         return 0  # torchrun / accelerate launch: not the main process, which reports and saves
-    teacher = result.classifier.meta["distilled"]["teacher_test"]
+    teacher = result.classifier.record.distilled["teacher_test"]
     name = "accuracy" if "accuracy" in result.test else "f1_micro"
     log.info("test %s: teacher %.4f, student %.4f (%d of the teacher's parameters)", name, teacher[name],
-             result.test[name], result.classifier.meta["total_parameters"])
+             result.test[name], result.classifier.record.total_parameters)
     log.info("saved to %s", result.model_dir)
     summary = result.summary()
     summary["teacher_test"] = {k: teacher[k] for k in summary["test"] if k in teacher}
@@ -366,10 +366,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_batch_size(args.batch_size)
     classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
-    trained_with = (classifier.meta.get("text_col"), classifier.meta.get("label_col"))
+    trained_with = (classifier.record.text_col, classifier.record.label_col)
     pair_col = args.text_pair_col or classifier.text_pair_col
     rows = load_labelled(args.data, args.text_col, args.label_col, preferred=trained_with,
-                         pair_col=pair_col, label_sep=args.label_sep or classifier.meta.get("label_sep"),
+                         pair_col=pair_col, label_sep=args.label_sep or classifier.record.label_sep,
                          multi_label=classifier.multi_label)
     pairs = rows["text_pair"].tolist() if pair_col else None
     metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size,

@@ -125,15 +125,12 @@ def distill(
     if not 0 <= alpha <= 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
     teacher = TextClassifier.from_pretrained(teacher_dir)
-    meta = teacher.meta
-    for key, saved in (("text_col", meta.get("text_col")), ("label_col", meta.get("label_col")),
-                       ("text_pair_col", meta.get("text_pair_col")), ("label_sep", meta.get("label_sep"))):
+    record = teacher.record
+    for key, saved in (("text_col", record.text_col), ("label_col", record.label_col),
+                       ("text_pair_col", record.text_pair_col), ("label_sep", record.label_sep),
+                       ("max_length", teacher.max_length), ("long_text", record.long_text.mode),
+                       ("stride", record.long_text.stride), ("window_pool", record.long_text.pool)):
         settings.setdefault(key, saved)
-    for key in ("max_length", "long_text", "stride", "window_pool"):
-        if key not in settings and key == "max_length":
-            settings[key] = teacher.max_length
-        elif key not in settings and meta.get("long_text"):
-            settings[key] = meta["long_text"].get({"long_text": "mode", "window_pool": "pool"}.get(key, key))
     settings = {k: v for k, v in settings.items() if v is not None}
     data_config, config = split_settings(settings)
     check(data_config, config)
@@ -168,5 +165,5 @@ def distill(
                  "temperature": temperature, "alpha": alpha, "teacher_test": teacher_test}
     start = Start(model, tokenizer, described, trainer_class=DistillationTrainer,
                   trainer_settings={"temperature": temperature, "alpha": alpha}, teacher_logits=soft,
-                  record={"distilled": distilled})
+                  distilled=distilled)
     return fit(prepared, config, target, data_config=data_config, overwrite=overwrite, progress=progress, start=start)

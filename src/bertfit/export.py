@@ -18,6 +18,7 @@ onnxruntime); it does not serve (``serve``) or predict (``model``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -128,10 +129,10 @@ def check_rows(folder: Path, classifier: TextClassifier, data: str | Path | None
                              "folders from before it kept only test.jsonl, which judges and decides nothing) to check "
                              "the export against; pass --data FILE, a labelled file with the model's columns")
         return rows
-    meta = classifier.meta
+    record = classifier.record
     pair_col = classifier.text_pair_col
-    frame = load_labelled(data, None, None, preferred=(meta.get("text_col"), meta.get("label_col")),
-                          pair_col=pair_col, label_sep=meta.get("label_sep"), multi_label=classifier.multi_label)
+    frame = load_labelled(data, None, None, preferred=(record.text_col, record.label_col),
+                          pair_col=pair_col, label_sep=record.label_sep, multi_label=classifier.multi_label)
     pairs = frame["text_pair"].tolist() if pair_col else None
     return SplitRows(frame["text"].tolist(), frame["label"].tolist(), pairs, str(data))
 
@@ -274,7 +275,7 @@ def _write_beside(classifier: TextClassifier, folder: Path, staging: Path, recor
 
 
 def _write_meta(classifier: TextClassifier, staging: Path, record: dict[str, Any]) -> None:
-    write_meta(staging, {**classifier.meta, "backend": "onnx", "export": record})
+    write_meta(staging, dataclasses.replace(classifier.record, backend="onnx", export=record))
 
 
 def _require_onnx() -> None:

@@ -17,10 +17,8 @@ from typing import Any
 import numpy as np
 
 from bertfit.errors import ModelLoadError
+from bertfit.record import FORMAT_VERSION, ModelRecord
 
-# Of bertfit.json; raise it when a field changes meaning, and keep reading older ones.
-# 2: task (multi-label), text_pair_col, long_text, thresholds, calibration, baseline.
-FORMAT_VERSION = 2
 META_FILE = "bertfit.json"
 
 
@@ -87,8 +85,8 @@ def check_model_folder(folder: Path) -> None:
                                  "config.json); the model folder comes first: bertfit evaluate MODEL_DIR DATA")
 
 
-def read_meta(folder: Path) -> dict[str, Any] | None:
-    """bertfit.json, checked for a format this version can read; None for a plain HF folder."""
+def read_meta(folder: Path) -> ModelRecord | None:
+    """bertfit.json, checked for a format this version can read and for its labels; None for a plain HF folder."""
     file = folder / META_FILE
     if not file.exists():
         if (folder / "config.json").exists():
@@ -115,12 +113,16 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
             or len(set(labels)) != len(labels)):
         raise ModelLoadError(f"{file} has no valid 'labels' (a list of two or more distinct names); the folder is "
                              "damaged: retrain or restore it")
-    return meta
+    try:
+        return ModelRecord.from_dict(meta)
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{file} has a field this bertfit cannot read ({err}); the folder is damaged: retrain "
+                             "or restore it") from None
 
 
-def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+def write_meta(folder: Path, record: ModelRecord) -> None:
     """bertfit.json in ``folder``, stamped with this bertfit's format version."""
-    (folder / META_FILE).write_text(json.dumps({**meta, "format_version": FORMAT_VERSION}, indent=2,
+    (folder / META_FILE).write_text(json.dumps({**record.to_dict(), "format_version": FORMAT_VERSION}, indent=2,
                                                default=_jsonable) + "\n", encoding="utf-8")
 
 

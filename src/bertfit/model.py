@@ -24,10 +24,11 @@ from bertfit.backends import OnnxBackend, TorchBackend, resolve_backend
 from bertfit.calibration import calibrated
 from bertfit.encoding import INPUT_KEYS, encode, pool
 from bertfit.errors import DataError, ModelLoadError, UsageError
-from bertfit.folder import FORMAT_VERSION, META_FILE, check_model_folder, read_meta, write_meta
+from bertfit.folder import META_FILE, check_model_folder, read_meta, write_meta
 from bertfit.labels import LabelSet
 from bertfit.metrics import classification_metrics, expected_calibration_error, multilabel_metrics
 from bertfit.progress import progress_bar
+from bertfit.record import ModelRecord, Task
 from bertfit.staging import check_folder, staged_folder
 
 log = logging.getLogger(__name__)
@@ -37,28 +38,34 @@ log = logging.getLogger(__name__)
 class TextClassifier:
     """A fine-tuned classifier: ``predict`` / ``predict_proba`` / ``evaluate`` / ``save_pretrained``.
 
-    ``TextClassifier(model, tokenizer, meta)`` wraps a PyTorch model; ``backend=`` takes a ready
-    backend instead (``from_pretrained`` picks one for the folder).
+    ``TextClassifier(model, tokenizer, record)`` wraps a PyTorch model (``record``: a ModelRecord,
+    or bertfit.json's dict); ``backend=`` takes a ready backend instead (``from_pretrained`` picks
+    one for the folder).
     """
 
-    def __init__(self, model: Any = None, tokenizer: Any = None, meta: dict[str, Any] | None = None, *,
-                 backend: TorchBackend | OnnxBackend | None = None):
-        if meta is None:
-            raise TypeError("TextClassifier needs meta (labels and settings); load a folder with from_pretrained")
-        self.backend = backend if backend is not None else TorchBackend(model, tokenizer, meta)
-        self.meta = meta
+    def __init__(self, model: Any = None, tokenizer: Any = None, record: ModelRecord | dict[str, Any] | None = None,
+                 *, backend: TorchBackend | OnnxBackend | None = None):
+        if record is None:
+            raise TypeError("TextClassifier needs a record (labels and settings); load a folder with from_pretrained")
+        self.backend = backend if backend is not None else TorchBackend(model, tokenizer)
+        self.record = record if isinstance(record, ModelRecord) else ModelRecord.from_dict(record)
+
+    @property
+    def record(self) -> ModelRecord:
+        """bertfit.json, typed: labels, task, thresholds, calibration, max_length, long_text, settings, ..."""
+        return self._record
+
+    @record.setter
+    def record(self, value: ModelRecord) -> None:
+        self._record = value
+        self.labels = LabelSet(tuple(value.labels))
+        if isinstance(self.backend, TorchBackend):
+            self.backend.precision = value.precision
 
     @property
     def meta(self) -> dict[str, Any]:
-        """bertfit.json's contents: labels, task, thresholds, calibration, max_length, long_text, settings, ..."""
-        return self._meta
-
-    @meta.setter
-    def meta(self, value: dict[str, Any]) -> None:
-        self._meta = value
-        self.labels = LabelSet(tuple(value["labels"]))
-        if isinstance(self.backend, TorchBackend):
-            self.backend.meta = value  # it reads 'precision' from the same dict
+        """bertfit.json as it would be written: a copy (change ``record`` to change the model's)."""
+        return self.record.to_dict()
 
     @property
     def model(self) -> Any:
@@ -72,30 +79,30 @@ class TextClassifier:
 
     @property
     def bf16(self) -> bool:
-        """Inference in bf16 autocast, as the model was trained (meta 'precision'); torch backend only."""
+        """Inference in bf16 autocast, as the model was trained (the record's precision); torch backend only."""
         return bool(getattr(self.backend, "bf16", False))
 
     @property
     def max_length(self) -> int:
-        return int(self.meta.get("max_length", 512))
+        return int(self.record.max_length)
 
     @property
     def multi_label(self) -> bool:
-        return self.meta.get("task") == "multi_label"
+        return self.record.multi_label
 
     @property
     def text_pair_col(self) -> str | None:
         """The second text's column for a sentence-pair model, else None."""
-        return self.meta.get("text_pair_col")
+        return self.record.text_pair_col
 
     @property
     def temperature(self) -> float:
-        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
+        return float(self.record.calibration.temperature) if self.record.calibration else 1.0
 
     @property
     def thresholds(self) -> np.ndarray:
         """Multi-label decision thresholds per label (tuned on validation when trained by bertfit)."""
-        return np.asarray(self.meta.get("thresholds") or [0.5] * len(self.labels), dtype=np.float64)
+        return np.asarray(self.record.thresholds or [0.5] * len(self.labels), dtype=np.float64)
 
     # -- loading and saving -------------------------------------------------------------------
 
@@ -110,22 +117,20 @@ class TextClassifier:
         """
         folder = Path(path)
         check_model_folder(folder)
-        meta = read_meta(folder)
+        record = read_meta(folder)
         if resolve_backend(folder, backend) == "onnx":
-            if meta is None:
+            if record is None:
                 raise ModelLoadError(f"{folder} has model.onnx but no {META_FILE}; export it with bertfit export, "
                                      "which writes the labels and settings beside")
-            return cls(meta=meta, backend=OnnxBackend.load(folder, threads))
-        runner = TorchBackend.load(folder, meta, threads)
-        if meta is None:  # a plain HF folder: take what its config says
+            return cls(record=record, backend=OnnxBackend.load(folder, threads))
+        runner = TorchBackend.load(folder, record.labels if record else None, threads)
+        if record is None:  # a plain HF folder: take what its config says
             config, tokenizer = runner.model.config, runner.tokenizer
             id2label = config.id2label
-            meta = {"format_version": FORMAT_VERSION, "labels": [id2label[i] for i in sorted(id2label)],
-                    "max_length": min(tokenizer.model_max_length, 512),
-                    "task": "multi_label" if config.problem_type == "multi_label_classification"
-                    else "single_label"}
-            runner.meta = meta
-        return cls(meta=meta, backend=runner)
+            record = ModelRecord(
+                labels=[id2label[i] for i in sorted(id2label)], max_length=min(tokenizer.model_max_length, 512),
+                task=Task.MULTI_LABEL if config.problem_type == "multi_label_classification" else Task.SINGLE_LABEL)
+        return cls(record=record, backend=runner)
 
     def save_pretrained(self, path: str | Path, overwrite: bool = False, files: dict[str, str] | None = None) -> Path:
         """Write the folder next to its destination, then rename: a crash leaves no half model.
@@ -140,7 +145,7 @@ class TextClassifier:
         with staged_folder(target) as staging:
             self.model.save_pretrained(str(staging), safe_serialization=True)
             self.tokenizer.save_pretrained(str(staging))
-            write_meta(staging, self.meta)
+            write_meta(staging, self.record)
             for name, content in (files or {}).items():
                 (staging / name).write_text(content, encoding="utf-8")
         return target
@@ -165,9 +170,9 @@ class TextClassifier:
                             "empty texts, or use predict_records, which marks them")
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        long_text = self.meta.get("long_text") or {}
+        long_text = self.record.long_text
         encoded = encode(self.tokenizer, texts, pairs, max_length=self.max_length,
-                         long_text=long_text.get("mode", "truncate"), stride=long_text.get("stride"))
+                         long_text=long_text.mode, stride=long_text.stride)
         order = np.argsort(encoded.lengths(), kind="stable")
         out = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
         keys = [k for k in encoded.features if k in INPUT_KEYS]
@@ -187,7 +192,7 @@ class TextClassifier:
             for chosen, logits in progress_bar(done, total=len(batches), desc="scoring", unit="batches",
                                                disable=not progress, leave=False):
                 out[chosen] = logits
-        return pool(out, encoded.owner, encoded.n_texts, long_text.get("pool", "mean"))
+        return pool(out, encoded.owner, encoded.n_texts, long_text.pool)
 
     def predict_proba(self, texts: Sequence[str] | str, batch_size: int = 64, progress: bool = False,
                       pairs: Sequence[str] | str | None = None) -> np.ndarray:

@@ -23,11 +23,12 @@ from bertfit.errors import DataError, ModelLoadError
 from bertfit.folder import SPLIT_FILES, SplitRows, check_model_folder, read_meta, read_split
 from bertfit.model import TextClassifier
 from bertfit.plots import NOT_RECORDED, plot_confusion, plot_curves, plot_reliability, plot_training
+from bertfit.record import DataReport, ModelRecord, Task
 from bertfit.staging import check_file, refuse_inputs, staged_file
 
 log = logging.getLogger(__name__)
 
-def load_test_rows(folder: Path, meta: dict[str, Any], data: str | Path | None = None
+def load_test_rows(folder: Path, record: ModelRecord, data: str | Path | None = None
                    ) -> tuple[SplitRows | None, str]:
     """The rows to score (``--data``, else the folder's test split) or None with the reason why not."""
     if data is not None:
@@ -35,11 +36,11 @@ def load_test_rows(folder: Path, meta: dict[str, Any], data: str | Path | None =
 
         # A sentence-pair model reads its second text column; a multi-label model its label lists.
         options: dict[str, Any] = {}
-        if meta.get("text_pair_col"):
-            options["pair_col"] = meta["text_pair_col"]
-        if meta.get("task") == "multi_label":
-            options.update(multi_label=True, label_sep=meta.get("label_sep"))
-        rows = load_labelled(data, None, None, preferred=(meta.get("text_col"), meta.get("label_col")), **options)
+        if record.text_pair_col:
+            options["pair_col"] = record.text_pair_col
+        if record.multi_label:
+            options.update(multi_label=True, label_sep=record.label_sep)
+        rows = load_labelled(data, None, None, preferred=(record.text_col, record.label_col), **options)
         pairs = rows["text_pair"].tolist() if "pair_col" in options else None
         return SplitRows(rows["text"].tolist(), rows["label"].tolist(), pairs, str(data)), ""
     try:
@@ -71,35 +72,36 @@ def write_report(model_dir: str | Path, out: str | Path | None = None, data: str
     model_files = {f"the model's {path.name}": path for path in folder.iterdir() if path.name != "report.html"}
     refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data, **model_files})
     check_file(target, overwrite or out is None, "--out")
-    meta = read_meta(folder) or _plain_meta(folder)
-    rows, reason = load_test_rows(folder, meta, data)
+    record = read_meta(folder) or _plain_record(folder)
+    rows, reason = load_test_rows(folder, record, data)
     analysis = None
     if rows is not None:
         if test_proba is not None and data is None and len(test_proba) == len(rows.texts):
             proba = test_proba
         else:
             classifier = TextClassifier.from_pretrained(folder)
-            meta = {**classifier.meta, **meta}
             pairs = {"pairs": rows.pairs} if rows.pairs is not None else {}  # sentence-pair models only
             proba = classifier.predict_proba(rows.texts, progress=progress, **pairs)
-        analysis = analyse(meta, rows.texts, rows.labels, proba, rows.pairs)
+        analysis = analyse(record, rows.texts, rows.labels, proba, rows.pairs)
         reason = f"{analysis.rows} rows from {rows.source}"
-    page = render_html(meta, analysis, reason, title=folder.resolve().name)
+    page = render_html(record, analysis, reason, title=folder.resolve().name)
     with staged_file(target, "--out") as handle:
         handle.write(page)
     log.info("report written to %s", target)
     return target
 
 
-def _plain_meta(folder: Path) -> dict[str, Any]:
-    """What a plain Hugging Face folder says about itself: its labels, as transformers reads them."""
+def _plain_record(folder: Path) -> ModelRecord:
+    """What a plain Hugging Face folder says about itself: its labels and task, as transformers reads them."""
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(str(folder))
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot read {folder}/config.json: {str(err).splitlines()[0]}") from None
-    return {"labels": [config.id2label[i] for i in sorted(config.id2label)]}
+    multi = config.problem_type == "multi_label_classification"
+    return ModelRecord(labels=[config.id2label[i] for i in sorted(config.id2label)],
+                       task=Task.MULTI_LABEL if multi else Task.SINGLE_LABEL)
 
 # ---------------------------------------------------------------------------------------------
 # The page
@@ -116,30 +118,30 @@ METRIC_ORDER = ("accuracy", "subset_accuracy", "f1_micro", "f1_macro", "precisio
                 "precision_micro", "recall_micro", "auc", "loss", "rows")
 
 
-def render_html(meta: dict[str, Any], analysis: TestAnalysis | None, test_note: str, title: str = "model") -> str:
+def render_html(record: ModelRecord, analysis: TestAnalysis | None, test_note: str, title: str = "model") -> str:
     """The whole page; ``test_note`` says where the scored rows came from, or why there are none."""
     body = "".join([
         f"<h1>bertfit report: {escape(title)}</h1>",
-        _summary(meta, analysis, test_note),
-        _training(meta),
-        _test(meta, analysis, test_note),
-        _data(meta.get("data")),
-        _model(meta),
-        _settings(meta.get("settings")),
-        _section("versions", "Machine and versions", _facts(list((meta.get("versions") or {}).items()))),
+        _summary(record, analysis, test_note),
+        _training(record),
+        _test(record, analysis, test_note),
+        _data(record.data),
+        _model(record),
+        _settings(record.settings),
+        _section("versions", "Machine and versions", _facts(list(record.versions.items()))),
     ])
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>bertfit report: {escape(title)}'
             f"</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def _summary(meta: dict[str, Any], analysis: TestAnalysis | None, test_note: str) -> str:
+def _summary(record: ModelRecord, analysis: TestAnalysis | None, test_note: str) -> str:
     columns = []
-    recorded = (meta.get("metrics") or {}).get("test")
+    recorded = record.metrics.get("test")
     if recorded:
         columns.append(("recorded at training (test split)", recorded))
     if analysis is not None:
         columns.append((f"scored for this report ({analysis.rows} rows)", analysis.metrics))
-    baseline = meta.get("baseline") or {}
+    baseline = record.baseline or {}
     if baseline.get("test"):
         columns.append((f"baseline: {baseline.get('name', 'TF-IDF + logistic regression')} (test split)",
                         baseline["test"]))
@@ -156,19 +158,20 @@ def _summary(meta: dict[str, Any], analysis: TestAnalysis | None, test_note: str
     return _section("summary", "Test metrics", table + note)
 
 
-def _training(meta: dict[str, Any]) -> str:
-    history = meta.get("history") or []
-    multi = meta.get("task") == "multi_label"
-    parts = [plot_training(history, meta.get("best_epoch"), "f1_micro" if multi else "accuracy",
+def _training(record: ModelRecord) -> str:
+    history = record.history
+    multi = record.multi_label
+    parts = [plot_training(history, record.best_epoch, "f1_micro" if multi else "accuracy",
                            "micro F1" if multi else "accuracy") if history else _missing("training history")]
-    parts.append(_facts([("best epoch (restored)", meta.get("best_epoch")),
-                         ("epochs run", len(history) if history else None),
-                         ("training seconds", meta.get("train_seconds"))]))
-    parts += [f'<p class="note">{escape(str(note))}</p>' for note in meta.get("notes") or []]
+    parts.append(_facts([("best epoch (restored)", record.best_epoch),
+                         ("epochs run", f"{len(history)} of {record.epochs_planned} planned" if history and
+                          record.epochs_planned else len(history) if history else None),
+                         ("training seconds", record.train_seconds)]))
+    parts += [f'<p class="note">{escape(str(note))}</p>' for note in record.notes]
     return _section("training", "Training", "".join(parts))
 
 
-def _test(meta: dict[str, Any], analysis: TestAnalysis | None, test_note: str) -> str:
+def _test(record: ModelRecord, analysis: TestAnalysis | None, test_note: str) -> str:
     if analysis is None:
         return _section("test", "Test rows", f'<p id="test-missing" class="missing">{escape(test_note)}</p>')
     multi = analysis.task == "multi_label"
@@ -182,9 +185,8 @@ def _test(meta: dict[str, Any], analysis: TestAnalysis | None, test_note: str) -
     curves = (f"<p>{escape(which)}.</p>" + plot_curves(analysis.roc, analysis.pr) if analysis.roc
               else "<p class='missing'>No class has both positive and negative test rows; no curve to draw.</p>")
     parts.append(_part("curves", "ROC and precision-recall", curves))
-    if "calibration" in meta and analysis.reliability:
-        calibration = meta["calibration"]
-        facts = _facts(list(calibration.items())) if isinstance(calibration, dict) else f"<p>{_fmt(calibration)}</p>"
+    if record.calibration is not None and analysis.reliability:
+        facts = _facts(list(record.calibration.to_dict().items()))
         parts.append(_part("calibration", "Calibration", facts + plot_reliability(analysis.reliability, analysis.task)))
     parts.append(_part("mistakes", f"The {MAX_MISTAKES} most confident mistakes", _mistakes(analysis)))
     return _section("test", "Test rows", "".join(parts))
@@ -216,19 +218,19 @@ def _mistakes(analysis: TestAnalysis) -> str:
     return f"<table>{header}{''.join(rows)}</table>"
 
 
-def _data(report: dict[str, Any] | None) -> str:
-    if not report:
+def _data(report: DataReport | None) -> str:
+    if report is None:
         return _section("data", "Data", _missing("data report"))
-    dropped = {key: count for key, count in (report.get("dropped") or {}).items() if count}
-    leaks = report.get("leaks_dropped", report.get("leaks"))
+    dropped = {key: count for key, count in report.dropped.items() if count}
+    dropping = report.leaks_dropped is not None
     facts = _facts([
-        ("source", report.get("source")), ("text column", report.get("text_col")),
-        ("label column", report.get("label_col")), ("rows read", report.get("rows_read")),
-        ("dropped", dropped or ("nothing" if "dropped" in report else None)), ("split", report.get("split")),
-        ("leaks dropped (--drop-leaks)" if "leaks_dropped" in report else "leaks", leaks),
-        ("rows per split", report.get("rows")), ("texts cut at max length", report.get("truncated")),
+        ("source", report.source), ("text column", report.text_col),
+        ("label column", report.label_col), ("rows read", report.rows_read or None),
+        ("dropped", dropped or ("nothing" if report.rows_read else None)), ("split", report.split),
+        ("leaks dropped (--drop-leaks)" if dropping else "leaks", report.leaks_dropped if dropping else report.leaks),
+        ("rows per split", report.rows or None), ("texts over max length", report.too_long),
     ])
-    balance = report.get("class_balance") or {}
+    balance = report.class_balance
     splits = list(balance)
     classes = list(dict.fromkeys(name for counts in balance.values() for name in counts))
     totals = {split: sum(balance[split].values()) or 1 for split in splits}
@@ -238,24 +240,27 @@ def _data(report: dict[str, Any] | None) -> str:
     return _section("data", "Data", facts + "<h3>Class balance per split</h3>" + table)
 
 
-def _model(meta: dict[str, Any]) -> str:
-    trainable, total = meta.get("trainable_parameters"), meta.get("total_parameters")
+def _model(record: ModelRecord) -> str:
+    trainable, total = record.trainable_parameters, record.total_parameters
     share = f"{trainable:,} of {total:,} ({trainable / total:.1%})" if trainable and total else None
-    labels = meta.get("labels") or []
+    labels = record.labels
+    long_text = record.long_text
     return _section("model", "Model", _facts([
-        ("base model", meta.get("base_model")), ("task", meta.get("task")),
+        ("base model", record.base_model), ("task", record.task.value),
         ("labels", f"{len(labels)}: {', '.join(map(str, labels[:20]))}{', ...' if len(labels) > 20 else ''}"),
-        ("trainable / total parameters", share), ("max length (tokens)", meta.get("max_length")),
-        ("precision", meta.get("precision")), ("learning rate", meta.get("learning_rate")),
-        ("thresholds", meta.get("thresholds")), ("created", meta.get("created")),
+        ("trainable / total parameters", share), ("max length (tokens)", record.max_length),
+        ("texts over max length", long_text.mode + (f" (stride {long_text.stride}, {long_text.pool} of windows)"
+                                                    if long_text.mode == "window" else "")),
+        ("precision", record.precision), ("learning rate", record.learning_rate),
+        *([("thresholds", record.thresholds)] if record.multi_label else []), ("created", record.created),
     ]))
 
 
-def _settings(settings: dict[str, Any] | None) -> str:
+def _settings(settings: dict[str, Any]) -> str:
     if not settings:
         return _section("settings", "Settings", _missing("settings"))
     groups = settings if all(isinstance(v, dict) for v in settings.values()) else {"": settings}
-    body = "".join((f"<h3>{escape(name)}</h3>" if name else "") + _facts(list(values.items()))
+    body = "".join((f"<h3>{escape(name)}</h3>" if name else "") + _facts(list(values.items()), none="auto")
                    for name, values in groups.items())
     return _section("settings", "Settings", body)
 
@@ -272,11 +277,11 @@ def _missing(what: str = "") -> str:
     return f'<p class="missing">{escape(what.capitalize() + ": " if what else "")}{NOT_RECORDED}.</p>'
 
 
-def _facts(pairs: list[tuple[str, Any]]) -> str:
-    """A two-column table; a value of None reads 'not recorded'."""
+def _facts(pairs: list[tuple[str, Any]], none: str = NOT_RECORDED) -> str:
+    """A two-column table; a value of None reads ``none`` ('not recorded')."""
     if not pairs:
         return _missing()
-    rows = "".join(f"<tr><th>{escape(str(key))}</th><td>{_fmt(value, NOT_RECORDED)}</td></tr>" for key, value in pairs)
+    rows = "".join(f"<tr><th>{escape(str(key))}</th><td>{_fmt(value, none)}</td></tr>" for key, value in pairs)
     return f"<table>{rows}</table>"
 
 

@@ -191,7 +191,7 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
 
     # FastAPI's /docs and /redoc load their scripts from a CDN: blank offline. _add_pages serves its own /docs.
     app = FastAPI(title="bertfit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description=f"A bertfit text classifier ({classifier.meta.get('task', 'single_label')}, "
+                  description=f"A bertfit text classifier ({classifier.record.task.value}, "
                               f"{len(classifier.labels)} labels, {classifier.backend.name} backend).")
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout=config.read_timeout)
     app.state.batcher = batcher
@@ -269,12 +269,12 @@ def _add_pages(app: Any, classifier: Any, config: ServeConfig, model_dir: str | 
 
     @get("/info", summary="The model: labels, task, metrics, versions, limits (folder names, not paths)")
     async def info():
-        meta = classifier.meta
+        record = classifier.record
         return {"model_dir": Path(model_dir).resolve().name if model_dir else None,
-                "labels": list(classifier.labels.names), "task": meta.get("task", "single_label"),
+                "labels": list(classifier.labels.names), "task": record.task.value,
                 "text_pair_col": classifier.text_pair_col, "backend": classifier.backend.name,
-                "export": _without_paths(meta.get("export")), "max_length": classifier.max_length,
-                "metrics": meta.get("metrics"), "versions": versions, "limits": dataclasses.asdict(config),
+                "export": _without_paths(record.export), "max_length": classifier.max_length,
+                "metrics": record.metrics or None, "versions": versions, "limits": dataclasses.asdict(config),
                 "batching": {**batcher.stats, "queued": batcher.queued()}}
 
     @get("/docs", response_class=HTMLResponse, include_in_schema=False)
@@ -402,4 +402,4 @@ def _versions(classifier: Any) -> dict[str, Any]:
     for name in ("fastapi", "uvicorn", "onnxruntime" if classifier.backend.name == "onnx" else "torch"):
         with contextlib.suppress(PackageNotFoundError):
             serving[name] = version(name)
-    return {"trained_with": classifier.meta.get("versions"), "serving": serving}
+    return {"trained_with": classifier.record.versions or None, "serving": serving}

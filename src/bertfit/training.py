@@ -61,7 +61,7 @@ from bertfit.epochs import (
     selection_score,
 )
 from bertfit.errors import TrainingError, UsageError
-from bertfit.folder import FORMAT_VERSION, SPLIT_FILES, split_file
+from bertfit.folder import SPLIT_FILES, split_file
 from bertfit.hub import check_hub_name
 from bertfit.metrics import (
     expected_calibration_error,
@@ -70,6 +70,7 @@ from bertfit.metrics import (
     tune_thresholds,
 )
 from bertfit.model import TextClassifier
+from bertfit.record import Calibration, DataReport, LongText, ModelRecord, Task
 from bertfit.staging import check_folder, refuse_inputs
 from bertfit.trainer import ClassifierTrainer, EncodedSplit, encode_split, resolve_class_weights
 
@@ -116,7 +117,7 @@ class Start:
     """Where a run starts other than from the base checkpoint (``distill`` passes its student this way).
 
     ``trainer_class`` replaces bertfit's trainer (with ``trainer_settings`` as its extra keywords);
-    ``teacher_logits`` (texts, classes) go with each training row; ``record`` is merged into bertfit.json.
+    ``teacher_logits`` (texts, classes) go with each training row; ``distilled`` is bertfit.json's record of it.
     """
 
     model: Any
@@ -125,7 +126,7 @@ class Start:
     trainer_class: type = ClassifierTrainer
     trainer_settings: dict[str, Any] = field(default_factory=dict)
     teacher_logits: np.ndarray | None = None
-    record: dict[str, Any] = field(default_factory=dict)
+    distilled: dict[str, Any] | None = None
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[DataConfig, TrainConfig]:
@@ -213,42 +214,40 @@ def fit(
     notes = [note for note in (overfitting_note(history), cut_short_note(history, run.metric, run.epochs)) if note]
     for note in notes:
         log.warning("%s", note)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "task": "multi_label" if prepared.multi_label else "single_label",
-        "labels": list(prepared.labels.names),
-        "text_col": prepared.text_col,
-        "text_pair_col": prepared.text_pair_col,
-        "label_col": prepared.label_col,
-        "label_sep": (data_config or DataConfig()).label_sep,
-        "max_length": max_length,
-        "long_text": {"mode": config.long_text, "stride": config.stride, "pool": config.window_pool},
-        "precision": resolve_precision(config.precision),
-        "base_model": start.described if start else config.model or "embedded:all-MiniLM-L6-v2",
-        "distilled": None,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "learning_rate": run.learning_rate,
-        "epochs_planned": run.epochs,
-        "class_weights": run.class_weights.tolist() if run.class_weights is not None else None,
-        "settings": settings,
-        "resumed_after_epoch": resumed_after,  # None: trained from the beginning in one go
-        "processes": run.trainer.args.world_size,  # data-parallel processes (torchrun / accelerate launch), else 1
-        "data": {**prepared.report, "too_long": too_long},
-        "history": history,
-        "best_epoch": best["epoch"],
-        "train_seconds": round(train_seconds, 2),
-        "notes": notes,
-        "versions": versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **(start.record if start else {}),
-    }
-    classifier = TextClassifier(model, tokenizer, meta)
+    record = ModelRecord(
+        labels=list(prepared.labels.names),
+        task=Task.MULTI_LABEL if prepared.multi_label else Task.SINGLE_LABEL,
+        text_col=prepared.text_col,
+        text_pair_col=prepared.text_pair_col,
+        label_col=prepared.label_col,
+        label_sep=(data_config or DataConfig()).label_sep,
+        max_length=max_length,
+        long_text=LongText(config.long_text, config.stride, config.window_pool),
+        precision=resolve_precision(config.precision),
+        base_model=start.described if start else config.model or "embedded:all-MiniLM-L6-v2",
+        distilled=start.distilled if start else None,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        learning_rate=run.learning_rate,
+        epochs_planned=run.epochs,
+        class_weights=run.class_weights.tolist() if run.class_weights is not None else None,
+        settings=settings,
+        resumed_after_epoch=resumed_after,  # None: trained from the beginning in one go
+        processes=run.trainer.args.world_size,  # data-parallel processes (torchrun / accelerate launch), else 1
+        data=DataReport.from_dict({**prepared.report, "too_long": too_long}),
+        history=history,
+        best_epoch=best["epoch"],
+        train_seconds=round(train_seconds, 2),
+        notes=notes,
+        versions=versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    classifier = TextClassifier(model, tokenizer, record)
     test_logits, test_metrics = _decide_then_score(classifier, prepared, targets, config, progress)
-    meta["metrics"] = {"validation": best["validation"], "test": test_metrics}
+    record.metrics = {"validation": best["validation"], "test": test_metrics}
     baseline = baseline_record(prepared, config.seed) if config.baseline else None
     if baseline is not None:
-        meta["baseline"] = baseline
+        record.baseline = baseline
         compare_with_baseline(test_metrics, baseline["test"])
     if target is not None:
         # The splits travel with the model: validation for later decisions (the export's check), test for reports.
@@ -402,14 +401,13 @@ def _decide_then_score(classifier: TextClassifier, prepared: PreparedData, targe
     test_logits = classifier.logits(prepared.test["text"].tolist(), config.eval_batch_size, progress,
                                     pairs=prepared.pairs("test"))
     test_metrics = classifier.score(test_logits, prepared.test["label"].tolist())
-    meta = classifier.meta
+    calibration = classifier.record.calibration
     if classifier.multi_label:  # what tuning the thresholds bought, on data that did not tune them
         fixed = multilabel_metrics(targets["test"], classifier.probabilities(test_logits), 0.5)
         test_metrics["at_threshold_0.5"] = headline(fixed)
-    elif "calibration" in meta:
-        meta["calibration"]["test_ece_before"] = expected_calibration_error(
-            targets["test"], plain_softmax(test_logits))
-        meta["calibration"]["test_ece_after"] = test_metrics["ece"]
+    elif calibration is not None:
+        calibration.test_ece_before = expected_calibration_error(targets["test"], plain_softmax(test_logits))
+        calibration.test_ece_after = test_metrics["ece"]
     return test_logits, test_metrics
 
 
@@ -432,18 +430,17 @@ def _targets(prepared: PreparedData, split: str) -> np.ndarray:
 
 def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.ndarray, config: TrainConfig) -> None:
     """Multi-label: per-label thresholds with the best validation F1. Single-label: temperature scaling."""
-    meta = classifier.meta
+    record = classifier.record
     if classifier.multi_label:
         thresholds = tune_thresholds(targets, classifier.probabilities(logits))
-        meta["thresholds"] = [float(t) for t in thresholds]
+        record.thresholds = [float(t) for t in thresholds]
         log.info("thresholds tuned on validation (F1 per label): %s",
-                 dict(zip(classifier.labels.names[:8], meta["thresholds"][:8], strict=False)))
+                 dict(zip(classifier.labels.names[:8], record.thresholds[:8], strict=False)))
     elif config.calibrate:
         temperature, before, after, fallback = choose_temperature(logits, targets)
-        meta["calibration"] = {"method": "temperature", "temperature": temperature,
-                               "validation_ece_before": before, "validation_ece_after": after}
+        record.calibration = Calibration(temperature, validation_ece_before=before, validation_ece_after=after)
         if fallback:
-            meta["calibration"]["fallback"] = f"temperature kept at 1: {fallback}"
+            record.calibration.fallback = f"temperature kept at 1: {fallback}"
             log.warning("calibration: temperature kept at 1: %s", fallback)
         else:
             log.info("calibration: temperature %.3f fitted on validation (ECE %.4f -> %.4f)", temperature, before,

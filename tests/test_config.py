@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from bertfit.config import DataConfig, TrainConfig, check, from_dict, to_dict
+from bertfit.config import DataConfig, ServeConfig, TrainConfig, check, from_dict, to_dict
 from bertfit.errors import UsageError
 
 
@@ -98,3 +100,28 @@ def test_from_dict_ignores_unknown_keys():
 @pytest.mark.parametrize("config", [DataConfig(text_col="body", seed=3), TrainConfig(model="m", lora_r=4)])
 def test_dict_round_trip(config):
     assert from_dict(type(config), to_dict(config)) == config
+
+
+@pytest.mark.parametrize("cls, command", [(DataConfig, "train"), (TrainConfig, "train"), (ServeConfig, "serve")])
+def test_every_setting_is_a_flag_with_its_help_and_default(cls, command, capsys):
+    """A setting's help and default are written once, on its field; the CLI shows both."""
+    from bertfit.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(cls):
+        assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in shown, flag
+        help_start = " ".join(f.metadata["help"].split())[:30]
+        assert help_start in shown, (flag, help_start)
+    if cls is TrainConfig:
+        assert "(default 16)" in shown and "(default on)" in shown  # batch size; bucketing
+
+
+def test_serve_config_problems_are_reported_together():
+    with pytest.raises(UsageError, match=r"--max-batch must be positive.*--max-wait-ms must be 0 or more"):
+        check(ServeConfig(max_batch=0, max_wait_ms=-1))
+    with pytest.raises(UsageError, match="--threads must be int"):
+        check(ServeConfig(threads="2"))

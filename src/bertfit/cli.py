@@ -22,48 +22,11 @@ from typing import Any
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertfit import __version__
-from bertfit.config import QUANTIZE_CHOICES, DataConfig, TrainConfig
+from bertfit.config import QUANTIZE_CHOICES, DataConfig, ServeConfig, TrainConfig, value_type
 from bertfit.errors import BertfitError, DataError, UsageError
 from bertfit.staging import WRITE_FIXES, check_file, refuse_inputs, staged_file
 
 log = logging.getLogger("bertfit")
-
-HELP = {
-    "text_col": "column holding the text (default: found when unambiguous, e.g. 'text')",
-    "label_col": "column holding the label (default: found when unambiguous, e.g. 'label')",
-    "validation_fraction": "share of a single file held out to choose the epoch (default 0.15)",
-    "test_fraction": "share of a single file held out and scored once at the end (default 0.15)",
-    "drop_leaks": "drop texts shared across splits from validation/test instead of refusing",
-    "seed": "seed for the split and the training (default 42)",
-    "model": "hub name or local folder (default: the embedded all-MiniLM-L6-v2)",
-    "train_layers": "what trains: head | pooler | N (top N layers) | all | lora (default all)",
-    "epochs": "the most epochs (default: by data size, 3 for large sets up to 6 for small ones)",
-    "patience": "epochs without a better validation score before stopping; 0 = off (default 2)",
-    "select_by": "metric | loss: the epoch kept is the one with the best validation accuracy (micro F1 for "
-                 "multi-label; loss breaks ties) or the lowest validation loss (default metric)",
-    "head_lr_scale": "the new classification head's learning rate as a multiple of --learning-rate (default 1)",
-    "learning_rate": "peak learning rate (default: by model width, 1e-4 for MiniLM, 5e-5 for base)",
-    "batch_size": "training batch size (default 16)",
-    "eval_batch_size": "evaluation batch size (default 64)",
-    "max_length": "tokens kept per text; longer texts are cut and counted (default 256)",
-    "weight_decay": "AdamW weight decay (default 0.01)",
-    "warmup_ratio": "share of steps spent warming the learning rate up (default 0.1)",
-    "lora_r": "LoRA rank with --train-layers lora (default 8)",
-    "lora_alpha": "LoRA alpha with --train-layers lora (default 16)",
-    "encode_once": "with frozen layers (head, pooler, N), run them once per text (default on)",
-    "bucket_by_length": "batch texts of similar length together: less padding work (default on)",
-    "precision": "fp32 | bf16 (mixed precision) | auto: bf16 where the CPU has it natively (default fp32)",
-    "text_pair_col": "sentence pairs: the column holding the second text (found for text_a/text_b, sentence1/2, ...)",
-    "label_sep": "multi-label as delimited strings: the separator, e.g. ';' (JSON lists need none)",
-    "long_text": "texts over --max-length: truncate | head-tail | window (default truncate)",
-    "stride": "--long-text window: tokens shared by neighbouring windows (default max-length / 4)",
-    "window_pool": "--long-text window: mean | max of the windows' logits (default mean)",
-    "class_weights": "none | balanced | FILE (JSON {label: weight}): weights in the loss (default none)",
-    "calibrate": "fit a temperature on validation so probabilities match accuracy (default on)",
-    "report": "write report.html (curves, confusion matrix, mistakes) into the model folder (default on)",
-    "baseline": "also fit TF-IDF + logistic regression and print its test score beside (default on)",
-}
-
 
 def demo_data_path() -> Path:
     """The embedded demo set: IT support tickets labelled by tier (see bertfit/demo/README.md)."""
@@ -72,17 +35,35 @@ def demo_data_path() -> Path:
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None,
                       skip: tuple[str, ...] = ()) -> None:
+    """A flag per config field (``--field-name``), its help and default read from the field."""
     for f in dataclasses.fields(cls):
         if (only is not None and f.name not in only) or f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         if flag in parser._option_string_actions:  # a field both configs share, like seed
             continue
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP.get(f.name))
-            continue
-        kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(str(f.type), str)
-        parser.add_argument(flag, type=kind, default=None, help=HELP.get(f.name), metavar=f.name.upper())
+        kind, _ = value_type(cls, f.name)
+        help_text = f"{f.metadata.get('help', '')}{_default_text(f, kind)}"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_text, metavar=f.name.upper())
+
+
+def _default_text(f: dataclasses.Field, kind: type) -> str:
+    if f.metadata.get("shown"):
+        return f" (default: {f.metadata['shown']})"
+    if f.default is None or f.default is dataclasses.MISSING:
+        return ""
+    if kind is bool:
+        return f" (default {'on' if f.default else 'off'})"
+    return f" (default {f.default:g})" if kind is float else f" (default {f.default})"
+
+
+def _given(args: argparse.Namespace, *classes: type) -> dict[str, Any]:
+    """The config flags the user gave (unset ones keep the configs' defaults)."""
+    return {f.name: getattr(args, f.name) for cls in classes for f in dataclasses.fields(cls)
+            if getattr(args, f.name, None) is not None}
 
 
 class Parser(argparse.ArgumentParser):
@@ -231,9 +212,6 @@ def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    from bertfit.serve import ServeConfig
-
-    defaults = ServeConfig()
     serve = commands.add_parser("serve", parents=[common], help="serve a model over HTTP (FastAPI + uvicorn)",
                                 description="Serve POST /predict, GET /health, GET /info, docs at /docs (plain HTML, "
                                             "works offline) and a try-it page at /. Concurrent requests are "
@@ -244,24 +222,7 @@ def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                        help="port (default 8000; 0: a free one, named in the 'serving ... on' line)")
     serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
     _add_backend_flag(serve)
-    serve.add_argument("--max-batch", type=int, default=defaults.max_batch,
-                       help=f"texts in one forward pass, from concurrent requests (default {defaults.max_batch})")
-    serve.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
-                       help=f"how long a batch waits for more texts (default {defaults.max_wait_ms:g})")
-    serve.add_argument("--max-texts", type=int, default=defaults.max_texts,
-                       help=f"texts in one request (default {defaults.max_texts})")
-    serve.add_argument("--max-chars", type=int, default=defaults.max_chars,
-                       help=f"characters in one text (default {defaults.max_chars})")
-    serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
-                       help=f"size of one request body (default {defaults.max_body_bytes})")
-    serve.add_argument("--read-timeout", type=float, default=defaults.read_timeout,
-                       help=f"seconds a client has to send a request's headers, then its body (default "
-                            f"{defaults.read_timeout:g}); slower: 408, or the connection is closed")
-    serve.add_argument("--threads", type=int, default=defaults.threads,
-                       help=f"the model's threads in each forward pass (default {defaults.threads})")
-    serve.add_argument("--parallel-batches", type=int, default=defaults.parallel_batches,
-                       help=f"forward passes that may run at once in each worker (default here "
-                            f"{defaults.parallel_batches}: one per core)")
+    _add_config_flags(serve, ServeConfig)
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -283,12 +244,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bertfit.serve import ServeConfig, serve
+    from bertfit.serve import serve
 
-    config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
-                         max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
-                         read_timeout=args.read_timeout, threads=args.threads,
-                         parallel_batches=args.parallel_batches)
+    config = ServeConfig(**_given(args, ServeConfig))
     serve(args.model_dir, args.host, args.port, args.workers, args.backend, config,
           log_level="debug" if args.debug else "warning" if args.quiet else "info")
     return 0
@@ -429,11 +387,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _config_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The DataConfig / TrainConfig flags the user gave (unset ones keep the configs' defaults)."""
-    return {
-        f.name: getattr(args, f.name)
-        for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
+    return _given(args, DataConfig, TrainConfig)
 
 
 def _check_batch_size(value: int) -> None:

@@ -1,7 +1,8 @@
-"""Typed settings for reading data and training, validated once, every problem reported together.
+"""Typed settings for reading data, training and serving, validated once, every problem reported together.
 
-The CLI's flags are these field names with dashes (``--learning-rate`` is ``learning_rate``);
-the settings actually used are written into the saved model's ``bertfit.json``. This module
+Each field carries its flag's help (:func:`setting`); the CLI builds its flags from these fields
+(``--learning-rate`` is ``learning_rate``), so a setting's meaning and default are written once.
+The settings actually used are written into the saved model's ``bertfit.json``. This module
 checks values only; it does not read data or load models.
 """
 
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from typing import Any
 
+from bertfit.backends import cores
 from bertfit.encoding import LONG_TEXT_CHOICES, POOL_CHOICES
 from bertfit.errors import UsageError
 
@@ -21,18 +24,33 @@ SELECT_BY_CHOICES = ("metric", "loss")
 QUANTIZE_CHOICES = ("int8", "int8-emb4")  # export / compress: int8 matmuls; -emb4: embedding tables in 4-bit blocks
 
 
+def setting(default: Any = None, help: str = "", *, factory: Any = None, shown: str | None = None) -> Any:
+    """A config field with its flag's help: the one place a setting's meaning and default are written.
+
+    The CLI builds ``--field-name`` from it, appending the default to the help (``shown`` replaces
+    that text where the default is computed, e.g. one per core).
+    """
+    metadata = {"help": help, "shown": shown}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class DataConfig:
     """Where the text and labels are, and how a single file is split."""
 
-    text_col: str | None = None  # None: found when unambiguous ("text", "sentence", ...)
-    label_col: str | None = None  # None: found when unambiguous ("label", "labels", ...)
-    text_pair_col: str | None = None  # sentence pairs: the second text (found for text_a/text_b, sentence1/2, ...)
-    label_sep: str | None = None  # multi-label as delimited strings, e.g. ";" (JSON lists need no separator)
-    validation_fraction: float = 0.15  # of a single file; a folder's own splits are used as given
-    test_fraction: float = 0.15  # scored once, at the end; never chooses anything
-    drop_leaks: bool = False  # False: texts shared across splits are an error; True: drop them from val/test
-    seed: int = 42  # for the stratified split
+    text_col: str | None = setting(None, "column holding the text", shown="found when unambiguous, e.g. 'text'")
+    label_col: str | None = setting(None, "column holding the label", shown="found when unambiguous, e.g. 'label'")
+    text_pair_col: str | None = setting(None, "sentence pairs: the column holding the second text",
+                                        shown="found for text_a/text_b, sentence1/2, ...")
+    label_sep: str | None = setting(None, "multi-label as delimited strings: the separator, e.g. ';' "
+                                          "(JSON lists need none)")
+    validation_fraction: float = setting(0.15, "share of a single file held out to choose the epoch; a folder's "
+                                               "own splits are used as given")
+    test_fraction: float = setting(0.15, "share of a single file held out and scored once at the end")
+    drop_leaks: bool = setting(False, "drop texts shared across splits from validation/test instead of refusing")
+    seed: int = setting(42, "seed for the split and the training (same seed, same metrics on CPU)")
 
     def problems(self) -> list[str]:
         found = _wrong_types(self)
@@ -59,31 +77,42 @@ class DataConfig:
 class TrainConfig:
     """What to fine-tune and how. Defaults aim at a good model, not the quickest one."""
 
-    model: str | None = None  # hub name or local folder; None: the embedded all-MiniLM-L6-v2
-    train_layers: str = "all"  # head | pooler | N (last N encoder layers + pooler + head) | all | lora
-    epochs: int | None = None  # None: from the data's size (see planned_epochs): 3 for large sets, up to 6 for small
-    patience: int = 2  # stop after this many epochs without a better validation score; 0 turns it off
-    select_by: str = "metric"  # metric: the epoch with the best validation accuracy (micro F1), loss breaks ties
-    learning_rate: float | None = None  # None: chosen from the model's width (see default_learning_rate)
-    head_lr_scale: float = 1.0  # the new classification head's learning rate, as a multiple of learning_rate
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    max_length: int | None = None  # tokens kept per text; None: 256, or the model's limit if lower
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    seed: int = 42  # same seed, same metrics on CPU
-    lora_r: int = 8  # LoRA rank, used with train_layers="lora"
-    lora_alpha: int = 16
-    encode_once: bool = True  # head / pooler / N: run the frozen layers once per text, not every epoch
-    bucket_by_length: bool = True  # training batches of similar length (less padding); evaluation is sorted anyway
-    precision: str = "fp32"  # fp32 | bf16 (mixed precision) | auto (bf16 where the CPU has native bf16)
-    long_text: str = "truncate"  # truncate | head-tail | window (overlapping windows, logits pooled per text)
-    stride: int | None = None  # window overlap in tokens; None: a quarter of max_length
-    window_pool: str = "mean"  # mean | max: how a text's window logits are pooled
-    class_weights: str = "none"  # none | balanced | FILE (JSON {label: weight}); single-label loss weights
-    calibrate: bool = True  # temperature scaling fitted on validation (single-label)
-    baseline: bool = True  # also fit TF-IDF + logistic regression on the same splits and print it beside
-    report: bool = True  # write report.html (curves, confusion matrix, mistakes) into the saved folder
+    model: str | None = setting(None, "hub name or local folder", shown="the embedded all-MiniLM-L6-v2")
+    train_layers: str = setting("all", "what trains: head | pooler | N (top N encoder layers, pooler and head) | "
+                                       "all | lora")
+    epochs: int | None = setting(None, "the most epochs; the learning rate decays over them",
+                                 shown="by data size: enough for ~500 steps, 3 to 6")
+    patience: int = setting(2, "epochs without a better validation score before stopping; 0 = off")
+    select_by: str = setting("metric", "metric | loss: the epoch kept has the best validation accuracy (micro F1 "
+                                       "for multi-label; the lower loss breaks ties), or the lowest validation loss")
+    learning_rate: float | None = setting(None, "peak learning rate", shown="by model width: 1e-4 for MiniLM, "
+                                                                           "5e-5 for base")
+    head_lr_scale: float = setting(1.0, "the new classification head's learning rate, as a multiple of "
+                                        "--learning-rate (applied when the body trains too)")
+    batch_size: int = setting(16, "training batch size")
+    eval_batch_size: int = setting(64, "evaluation batch size")
+    max_length: int | None = setting(None, "tokens kept per text; longer texts are handled by --long-text and "
+                                           "counted", shown="256, or the model's limit if lower")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    warmup_ratio: float = setting(0.1, "share of steps spent warming the learning rate up")
+    seed: int = setting(42, "seed for the split and the training (same seed, same metrics on CPU)")
+    lora_r: int = setting(8, "LoRA rank with --train-layers lora")
+    lora_alpha: int = setting(16, "LoRA alpha with --train-layers lora")
+    encode_once: bool = setting(True, "with frozen layers (head, pooler, N), run them once per text, not every "
+                                      "epoch")
+    bucket_by_length: bool = setting(True, "batch texts of similar length together: less padding work")
+    precision: str = setting("fp32", "fp32 | bf16 (mixed precision) | auto: bf16 where the CPU has it natively")
+    long_text: str = setting("truncate", "texts over --max-length: truncate | head-tail | window (overlapping "
+                                         "windows, logits pooled per text)")
+    stride: int | None = setting(None, "--long-text window: tokens shared by neighbouring windows",
+                                 shown="a quarter of --max-length")
+    window_pool: str = setting("mean", "--long-text window: mean | max of a text's window logits")
+    class_weights: str = setting("none", "none | balanced | FILE (JSON {label: weight}): single-label loss weights")
+    calibrate: bool = setting(True, "fit a temperature on validation so probabilities match accuracy "
+                                    "(single-label)")
+    baseline: bool = setting(True, "also fit TF-IDF + logistic regression on the same splits and print its test "
+                                   "score beside")
+    report: bool = setting(True, "write report.html (curves, confusion matrix, mistakes) into the model folder")
 
     def __post_init__(self) -> None:
         if isinstance(self.train_layers, int) and not isinstance(self.train_layers, bool):
@@ -127,6 +156,37 @@ class TrainConfig:
         return found
 
 
+@dataclass
+class ServeConfig:
+    """Limits and batching of ``bertfit serve``.
+
+    The defaults suit a CPU (see bench/serve.py): a batch of small texts costs about as much as its
+    texts one by one there, so batches stay small, and one batch per core runs on one thread each.
+    On a GPU, large batches pay: --max-batch 64 --parallel-batches 1 --threads 1.
+    """
+
+    max_batch: int = setting(2, "texts in one forward pass, gathered from concurrent requests")
+    max_wait_ms: float = setting(2.0, "how long a batch waits for more texts when no other batch could start "
+                                      "(0: never)")
+    max_texts: int = setting(256, "texts in one request")
+    max_chars: int = setting(10_000, "characters in one text (and in its pair)")
+    max_body_bytes: int = setting(4 * 1024 * 1024, "size of one request body")
+    read_timeout: float = setting(30.0, "seconds a client has to send a request's headers, then its body; "
+                                        "slower: 408, or the connection is closed")
+    threads: int = setting(1, "the model's threads in each forward pass")
+    parallel_batches: int = setting(factory=cores, help="forward passes that may run at once in each worker",
+                                    shown="one per core")
+
+    def problems(self) -> list[str]:
+        found = _wrong_types(self)
+        if found:
+            return found
+        # max_wait_ms may be 0: no waiting for company, a batch is whatever has queued
+        return [f"--{_flag(f.name)} must be {'0 or more' if f.name == 'max_wait_ms' else 'positive'}, "
+                f"got {getattr(self, f.name)}" for f in dataclasses.fields(self)
+                if not (getattr(self, f.name) >= 0 if f.name == "max_wait_ms" else getattr(self, f.name) > 0)]
+
+
 def check(*configs: Any) -> None:
     """Raise one UsageError listing every problem in the given configs, or return quietly."""
     found = [problem for config in configs for problem in config.problems()]
@@ -144,24 +204,29 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
     return cls(**{key: value for key, value in values.items() if key in known})
 
 
+def value_type(cls: type, name: str) -> tuple[type, bool]:
+    """A config field's value type (int, float, bool or str) and whether None is allowed."""
+    hint = typing.get_type_hints(cls)[name]
+    kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)] or [hint]
+    return kinds[0], type(None) in typing.get_args(hint)
+
+
 def _wrong_types(config: Any) -> list[str]:
     """Values of the wrong kind (e.g. "3e-5" read as text from a YAML file), before any range check."""
     found = []
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        allowed = str(f.type)
-        if value is None and "None" in allowed:
+        kind, optional = value_type(type(config), f.name)
+        if value is None and optional:
             continue
-        if allowed.startswith("float"):
+        if kind is float:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
-        elif allowed.startswith("int"):
+        elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
-        elif allowed.startswith("bool"):
-            ok = isinstance(value, bool)
         else:
-            ok = isinstance(value, str)
+            ok = isinstance(value, kind)
         if not ok:
-            found.append(f"--{_flag(f.name)} must be {allowed.replace(' | None', '')}, got {value!r}")
+            found.append(f"--{_flag(f.name)} must be {kind.__name__}, got {value!r}")
     return found
 
 

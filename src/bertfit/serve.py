@@ -39,14 +39,13 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from bertfit import __version__
-from bertfit.backends import cores
 from bertfit.batcher import Batcher
+from bertfit.config import ServeConfig, check
 from bertfit.errors import UsageError
 from bertfit.http_protocol import BodyLimit, http_with_deadline
 
@@ -58,31 +57,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BACKLOG = 2048  # connections waiting to be accepted, uvicorn's default
 EXAMPLE_BODY = '{"texts": ["..."]}'
 PATH_KEYS = ("source", "data")  # fields of bertfit.json's export record that hold a file or folder
-
-
-@dataclass
-class ServeConfig:
-    """Limits and batching of the server; each field is a `bertfit serve` flag (dashes for underscores)."""
-
-    # The defaults suit a CPU, measured with bench/serve.py: a batch of small texts costs about as much
-    # as its texts one by one there, so batches stay small, and one batch per core runs on one thread
-    # each. On a GPU, large batches pay: --max-batch 64 --parallel-batches 1 --threads 1.
-    max_batch: int = 2  # texts in one forward pass, gathered from concurrent requests
-    max_wait_ms: float = 2.0  # how long a batch waits for company when no other batch could start
-    max_texts: int = 256  # texts in one request
-    max_chars: int = 10_000  # characters in one text (and in its pair)
-    max_body_bytes: int = 4 * 1024 * 1024  # size of one request body
-    read_timeout: float = 30.0  # seconds a client has to send a request's headers, and then its body
-    threads: int = 1  # the model's intra-op threads in each forward pass
-    parallel_batches: int = field(default_factory=cores)  # forward passes at once, per worker process
-
-    def validate(self) -> None:
-        # max_wait_ms may be 0: no waiting for company, a batch is whatever has queued
-        problems = [f"--{f.name.replace('_', '-')} must be positive, got {getattr(self, f.name)}"
-                    for f in dataclasses.fields(self)
-                    if not (getattr(self, f.name) >= 0 if f.name == "max_wait_ms" else getattr(self, f.name) > 0)]
-        if problems:
-            raise UsageError("; ".join(problems))
 
 
 def check_request(classifier: Any, config: ServeConfig, texts: list[str], pairs: list[str] | None,
@@ -165,7 +139,7 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
     from pydantic import BaseModel, Field
 
     config = config or ServeConfig()
-    config.validate()
+    check(config)
     batcher = Batcher(classifier, config.max_batch, config.max_wait_ms / 1000, config.parallel_batches)
     multi_label = classifier.multi_label
 
@@ -308,7 +282,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, work
     from bertfit.model import TextClassifier
 
     config = config or ServeConfig()
-    config.validate()
+    check(config)
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
     if workers < 1:

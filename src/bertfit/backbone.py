@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from bertfit.environment import install_line
 from bertfit.errors import ModelLoadError, UsageError
 from bertfit.hub import check_hub_name
 
@@ -156,7 +157,7 @@ def _lora(model: Any, rank: int, alpha: int) -> Any:
     try:
         from peft import LoraConfig, TaskType, get_peft_model
     except ImportError:
-        raise UsageError("--train-layers lora needs peft: pip install 'bertfit[lora]'") from None
+        raise UsageError(f"--train-layers lora needs peft; install: {install_line('lora')}") from None
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=alpha,
                         lora_dropout=0.1)
     return get_peft_model(model, config)

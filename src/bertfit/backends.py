@@ -14,7 +14,6 @@ Exporting lives in ``export``; this module only loads and runs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import threading
@@ -24,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from bertfit.environment import importable, install_line
 from bertfit.errors import ModelLoadError, UsageError
 
 BACKENDS = ("auto", "torch", "onnx")
 ONNX_FILE = "model.onnx"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
-ONNX_INSTALL = "pip install 'bertfit[onnx]'"
 
 
 def resolve_backend(folder: Path, requested: str = "auto") -> str:
@@ -49,7 +48,7 @@ def resolve_backend(folder: Path, requested: str = "auto") -> str:
             raise ModelLoadError(f"{folder} holds an ONNX export only ({ONNX_FILE}, no PyTorch weights); pass "
                                  "--backend onnx (or auto), or use the folder bertfit train wrote")
         return "torch"
-    if has_onnx and (importlib.util.find_spec("onnxruntime") is not None or not has_weights):
+    if has_onnx and (importable("onnxruntime") or not has_weights):
         return "onnx"  # without onnxruntime and without weights, the onnx loader names the install line
     return "torch"
 
@@ -135,7 +134,7 @@ class OnnxBackend:
             import onnxruntime
         except ImportError:
             raise ModelLoadError(f"{folder} holds an ONNX model and onnxruntime is not installed; "
-                                 f"install it: {ONNX_INSTALL}") from None
+                                 f"install it: {install_line('onnx')}") from None
         tokenizer = LightTokenizer.from_folder(folder)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only; ORT's warnings about unused initializers say nothing useful

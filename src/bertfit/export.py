@@ -17,7 +17,6 @@ onnxruntime); it does not serve (``serve``) or predict (``model``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import shutil
@@ -29,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.backends import ONNX_FILE, ONNX_INSTALL, WEIGHT_FILES
+from bertfit.backends import ONNX_FILE, WEIGHT_FILES
 from bertfit.config import QUANTIZE_CHOICES
+from bertfit.environment import require, versions
 from bertfit.errors import BertfitError, UsageError
 from bertfit.folder import SPLIT_FILES, SplitRows, read_split, write_meta
 from bertfit.model import TextClassifier
@@ -81,7 +81,7 @@ def export(
         raise UsageError(f"--max-drop must be between 0 and 1 (a share, e.g. 0.01 for one point), got {max_drop}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"--batch-size must be a positive whole number, got {batch_size}")
-    _require_onnx()
+    require("onnx", "bertfit export")
     started = time.perf_counter()
     folder = Path(model_dir)
     target = Path(out) if out is not None else folder.parent / f"{folder.name}-onnx{'-' + quantize if quantize else ''}"
@@ -97,7 +97,7 @@ def export(
             quantize_int8(staging / ONNX_FILE, embeddings_4bit=quantize == "int8-emb4")
         record = {"format": "onnx", "quantize": quantize, "source": folder.resolve().name, "opset": opset,
                   "inputs": inputs, "outputs": ["logits"], "exporter": "torch.onnx.export (dynamo)",
-                  "versions": _versions()}
+                  "versions": versions("torch", "onnx", "onnxscript", "onnxruntime", machine=False)}
         _write_beside(classifier, folder, staging, record)
         check = compare(classifier, staging, rows, batch_size)
         record["check"] = check
@@ -278,30 +278,5 @@ def _write_meta(classifier: TextClassifier, staging: Path, record: dict[str, Any
     write_meta(staging, dataclasses.replace(classifier.record, backend="onnx", export=record))
 
 
-def _require_onnx() -> None:
-    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if not _importable(name)]
-    if missing:
-        raise UsageError(f"bertfit export needs {', '.join(missing)}; install them: {ONNX_INSTALL}")
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    with contextlib.suppress(ValueError):
-        return importlib.util.find_spec(name) is not None
-    return False
-
-
 def _kind(quantize: str | None) -> str:
     return {None: "ONNX", "int8": "int8 ONNX", "int8-emb4": "int8 ONNX with 4-bit embeddings"}[quantize]
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("torch", "onnx", "onnxscript", "onnxruntime"):
-        with contextlib.suppress(PackageNotFoundError):
-            found[name] = version(name)
-    return found
-

@@ -46,12 +46,12 @@ from typing import Any
 from bertfit import __version__
 from bertfit.batcher import Batcher
 from bertfit.config import ServeConfig, check
+from bertfit.environment import require, versions
 from bertfit.errors import UsageError
 from bertfit.http_protocol import BodyLimit, http_with_deadline
 
 log = logging.getLogger(__name__)
 
-SERVE_INSTALL = "pip install 'bertfit[serve]'"
 ENV_SETTINGS = "BERTFIT_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BACKLOG = 2048  # connections waiting to be accepted, uvicorn's default
@@ -133,7 +133,7 @@ def page() -> str:
 
 def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: str | None = None) -> Any:
     """The FastAPI app serving ``classifier``; the batcher starts and stops with the app (its lifespan)."""
-    require_serve()
+    require("serve", "bertfit serve")
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, Field
@@ -278,7 +278,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, work
 
     The port is bound first, here, so that a port in use is one clear error before the model loads, and
     ``port=0`` serves on the port the system picks (the log line names it)."""
-    require_serve()
+    require("serve", "bertfit serve")
     from bertfit.model import TextClassifier
 
     config = config or ServeConfig()
@@ -360,20 +360,7 @@ def app_from_environment() -> Any:
     return create_app(classifier, config, settings["model_dir"])
 
 
-def require_serve() -> None:
-    """Fail with the install line when FastAPI or uvicorn is missing."""
-    import importlib.util
-
-    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"bertfit serve needs {' and '.join(missing)}; install them: {SERVE_INSTALL}")
-
-
 def _versions(classifier: Any) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    serving = {"bertfit": __version__}
-    for name in ("fastapi", "uvicorn", "onnxruntime" if classifier.backend.name == "onnx" else "torch"):
-        with contextlib.suppress(PackageNotFoundError):
-            serving[name] = version(name)
+    runtime = "onnxruntime" if classifier.backend.name == "onnx" else "torch"
+    serving = versions("fastapi", "uvicorn", runtime, machine=False)
     return {"trained_with": classifier.record.versions or None, "serving": serving}

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,7 +28,6 @@ import pandas as pd
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
 
-from bertfit import __version__
 from bertfit.backbone import (
     count_parameters,
     default_learning_rate,
@@ -48,6 +45,7 @@ from bertfit.calibration import choose_temperature, plain_softmax
 from bertfit.checkpoints import check_stale, checkpoint_dir, prepare_folder, resumed_epoch, run_record
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data import PreparedData, prepare
+from bertfit.environment import TRAINING_PACKAGES, versions
 from bertfit.epochs import (
     EpochLog,
     SelectionScore,
@@ -239,7 +237,7 @@ def fit(
         best_epoch=best["epoch"],
         train_seconds=round(train_seconds, 2),
         notes=notes,
-        versions=versions(),
+        versions=versions(*TRAINING_PACKAGES),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     classifier = TextClassifier(model, tokenizer, record)
@@ -511,18 +509,3 @@ def model_position_limit(model: Any, tokenizer: Any) -> int:
     if positions and (limit is None or limit > positions):
         limit = positions
     return int(limit)
-
-
-def versions() -> dict[str, str]:
-    import sklearn
-    import transformers
-
-    return {
-        "bertfit": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "scikit-learn": sklearn.__version__,
-        "platform": f"{sys.platform}-{platform.machine()}",
-        "cpu_count": str(os.cpu_count()),
-    }

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("onnxruntime", reason="pip install 'bertfit[onnx]' for the export tests")
 pytest.importorskip("onnxscript", reason="pip install 'bertfit[onnx]' for the export tests")
 
-from bertfit import backends, export  # noqa: E402
+from bertfit import export  # noqa: E402
 from bertfit.backends import LightTokenizer, resolve_backend  # noqa: E402
 from bertfit.cli import main  # noqa: E402
 from bertfit.encoding import encode  # noqa: E402

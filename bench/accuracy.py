@@ -20,7 +20,7 @@ C B A, ...), so that a machine slowing down touches every recipe's seconds alike
     python bench/accuracy.py --datasets trec --recipes tfidf,plain,v0.1 --train-rows 60 --epochs 1 --seeds 2
 
 Recipes:
-  tfidf    word + char TF-IDF with logistic regression (bertfit.baseline); one-vs-rest with
+  tfidf    word + char TF-IDF with logistic regression (bertfit.training.baseline); one-vs-rest with
            per-label thresholds tuned on validation for multi-label
   plain    a plain Hugging Face Trainer run written here, without bertfit's training code: the embedded
            model, all layers, 3 epochs, lr 5e-5, batch 16, Trainer's defaults (no warm-up, no weight decay,
@@ -113,9 +113,9 @@ def plain_trainer(prepared, seed: int, epochs: int, precision: str | None) -> di
         set_seed,
     )
 
-    from bertfit.backbone import default_model_path
     from bertfit.backends import resolve_precision
     from bertfit.metrics import classification_metrics, multilabel_metrics
+    from bertfit.training.backbone import default_model_path
 
     model_path, labels, multi = default_model_path(), prepared.labels, prepared.multi_label
     set_seed(seed)  # before the head is created, so its initial weights follow the seed
@@ -163,7 +163,7 @@ def plain_trainer(prepared, seed: int, epochs: int, precision: str | None) -> di
 def load(name: str, seed: int, rows: int | None):
     """The data set's splits for this seed; a sample of `rows` training rows, the same for every seed."""
     from bertfit.config import DataConfig
-    from bertfit.data import prepare
+    from bertfit.data.cleaning import prepare
 
     # The public splits share a few texts (phishing: 9); drop them from validation/test, as a user would.
     prepared = prepare(SHARED / name, DataConfig(drop_leaks=True, seed=seed))
@@ -174,8 +174,8 @@ def load(name: str, seed: int, rows: int | None):
 
 def run_once(recipe: str, prepared, seed: int, epochs: int | None, extra: dict) -> dict:
     """One recipe, one seed: its test figures and wall seconds (tokenizing, training and scoring)."""
-    from bertfit.baseline import fit_and_score
-    from bertfit.training import train
+    from bertfit.training.baseline import fit_and_score
+    from bertfit.training.run import train
 
     started = time.perf_counter()
     best, calibration = None, {}

@@ -45,7 +45,7 @@ DATASETS = ("phishing", "banking77")
 
 def dataset_for(teacher_dir: Path) -> Path | None:
     """The shared data set whose labels are the teacher's, or None."""
-    from bertfit.data import load_labelled
+    from bertfit.data.cleaning import load_labelled
     from bertfit.folder import read_meta
 
     wanted = {str(label) for label in (read_meta(teacher_dir) or {}).get("labels", [])}
@@ -58,7 +58,7 @@ def dataset_for(teacher_dir: Path) -> Path | None:
 
 def measure(name: str, layers: int, precision: str, folder: Path, rows) -> dict:
     """Size, metrics and texts/s of one folder (PyTorch or ONNX) on ``rows`` (a bertfit SplitRows)."""
-    from bertfit.compress import measure as measure_model
+    from bertfit.export.compress import measure as measure_model
     from bertfit.model import TextClassifier
 
     classifier = TextClassifier.from_pretrained(folder, backend="torch" if precision == "fp32" else "onnx")
@@ -70,10 +70,10 @@ def measure(name: str, layers: int, precision: str, folder: Path, rows) -> dict:
 def bench_teacher(teacher_dir: Path, layers: list[int], epochs: int, precisions: list[str], workdir: Path,
                   target: float, max_drop: float) -> list[dict]:
     """Every configuration scored on validation; the one compress's rule keeps, and the teacher, on test once."""
-    from bertfit.compress import _choose
-    from bertfit.distill import distill
-    from bertfit.export import export
+    from bertfit.export.compress import _choose
+    from bertfit.export.onnx import export
     from bertfit.folder import read_split
+    from bertfit.training.distill import distill
 
     data = dataset_for(teacher_dir)
     if data is None:

@@ -60,7 +60,7 @@ Predict = Callable[[list[str], list[str] | None], list]
 
 def rows_for(model_dir: Path, names: list[str], limit: int | None) -> list[tuple[str, Path, list, list, list | None]]:
     """(name, file, texts, labels, pairs) for each data set whose labels are the model's, else its test.jsonl."""
-    from bertfit.data import load_labelled
+    from bertfit.data.cleaning import load_labelled
     from bertfit.folder import read_meta
 
     meta = read_meta(model_dir) or {}
@@ -138,7 +138,7 @@ def score(classifier, predicted: list, labels: list) -> float:
 
 def bench_model(model_dir: Path, names: list[str], limit: int | None, batch_size: int, repeats: int,
                 workdir: Path) -> list[dict]:
-    from bertfit.export import export
+    from bertfit.export.onnx import export
     from bertfit.model import TextClassifier
 
     datasets = rows_for(model_dir, names, limit)

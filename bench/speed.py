@@ -143,7 +143,7 @@ def trainer_reference(prepared, recipe: dict, model_path: str, grouped: bool) ->
 
 def bertfit_run(prepared, recipe: dict, extra: dict) -> dict:
     """B: bertfit with the same hyperparameters (no early stopping, so the same number of epochs)."""
-    from bertfit.training import train
+    from bertfit.training.run import train
 
     started = time.perf_counter()
     # The TF-IDF baseline beside is a second model, not training speed: off here (it takes ~2 s on phishing).
@@ -268,8 +268,8 @@ def main() -> int:
 
     from bertfit.backends import cpu_has_bf16
     from bertfit.config import DataConfig
-    from bertfit.data import prepare
-    from bertfit.training import default_model_path
+    from bertfit.data.cleaning import prepare
+    from bertfit.training.run import default_model_path
 
     prepared = prepare(SHARED / args.dataset, DataConfig(drop_leaks=True))
     rows_wanted = args.train_rows or (600 if args.quick else None)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="labelled file to score instead of the folder's test.jsonl")
     args = parser.parse_args(argv)
 
-    from bertfit.report import write_report
+    from bertfit.reporting.report import write_report
 
     with tempfile.TemporaryDirectory(prefix="bertfit-report-") as folder:
         html = write_report(args.model_dir, Path(folder) / "report.html", args.data)

@@ -105,7 +105,7 @@ def data_csv(tmp_path_factory, rows) -> Path:
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory, tiny_model_dir, data_csv) -> Path:
     """One small model trained once and shared by the tests that only read it."""
-    from bertfit.training import train
+    from bertfit.training.run import train
 
     out = tmp_path_factory.mktemp("trained") / "model"
     train(data_csv, out, model=str(tiny_model_dir), epochs=5, learning_rate=1e-2, patience=0, batch_size=8,

@@ -1,4 +1,4 @@
-"""What the report says about scored rows (bertfit.analysis), on synthetic probabilities checked
+"""What the report says about scored rows (bertfit.reporting.analysis), on synthetic probabilities checked
 against scikit-learn: binary, multi-class and multi-label."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, roc_auc_score
 
-from bertfit.analysis import analyse, multi_label_analysis, single_label_analysis
 from bertfit.errors import DataError, ModelLoadError
 from bertfit.record import ModelRecord
+from bertfit.reporting.analysis import analyse, multi_label_analysis, single_label_analysis
 from conftest import multi_label_case, softmax_rows
 
 

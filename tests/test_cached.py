@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from bertfit.backbone import encoder_layers, freeze, load_base
-from bertfit.cached import CachedStates, TrainableTop, collate, encode_frozen, frozen_layer_count
 from bertfit.config import DataConfig
-from bertfit.data import prepare
+from bertfit.data.cleaning import prepare
 from bertfit.model import TextClassifier
-from bertfit.training import train
+from bertfit.training.backbone import encoder_layers, freeze, load_base
+from bertfit.training.cached import CachedStates, TrainableTop, collate, encode_frozen, frozen_layer_count
+from bertfit.training.run import train
 from conftest import assert_kept_by_accuracy_then_loss
 
 LABELS = ("billing", "sales", "tech")
@@ -53,7 +53,7 @@ def test_cache_keeps_text_order_and_lengths(tiny_model_dir):
 
 
 def test_cache_spills_to_disk_when_large(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr("bertfit.cached.SPILL_BYTES", 16)
+    monkeypatch.setattr("bertfit.training.cached.SPILL_BYTES", 16)
     model, tokenizer = load_base(str(tiny_model_dir), LABELS)
     states = encode_frozen(model, tokenizer(TEXTS), 2, first_token_only=True)
     assert isinstance(states.rows, np.memmap)

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 import bertfit
-from bertfit import cli, training
+from bertfit import cli
 from bertfit.cli import main
-from bertfit.data import load_labelled
+from bertfit.data.cleaning import load_labelled
 from bertfit.model import TextClassifier
+from bertfit.training import run as training
 
 HEADLINE = {"accuracy", "f1_macro", "precision_macro", "recall_macro", "auc", "loss"}
 SUMMARY = {"model_dir", "best_epoch", "train_seconds", "validation", "test", "baseline_test", "history"}

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertfit import data
 from bertfit.config import DataConfig
+from bertfit.data import cleaning as data
 from bertfit.errors import DataError
 from conftest import expect_data_error, labelled
 

@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
-from bertfit.backbone import encoder_layers
-from bertfit.distill import distillation_loss, kept_layers, truncated_student
 from bertfit.errors import DataError, UsageError
 from bertfit.model import TextClassifier
-from bertfit.training import train
+from bertfit.training.backbone import encoder_layers
+from bertfit.training.distill import distillation_loss, kept_layers, truncated_student
+from bertfit.training.run import train
 from test_tasks import FAST, multi_label_rows
 
 
@@ -79,7 +79,7 @@ def test_distill_cli_trains_a_smaller_student_that_pipeline_loads(trained_dir, d
 
 
 def test_distill_a_multi_label_teacher_keeps_its_labels_and_tunes_thresholds(tiny_model_dir, tmp_path):
-    from bertfit.distill import distill
+    from bertfit.training.distill import distill
 
     data = tmp_path / "ml.jsonl"
     multi_label_rows().to_json(data, orient="records", lines=True)
@@ -92,7 +92,7 @@ def test_distill_a_multi_label_teacher_keeps_its_labels_and_tunes_thresholds(tin
 
 
 def test_distill_refuses_data_with_labels_the_teacher_does_not_know(trained_dir, rows, tmp_path):
-    from bertfit.distill import distill
+    from bertfit.training.distill import distill
 
     odd = rows.copy()
     odd.loc[odd.index[:6], "label"] = "hardware"
@@ -129,7 +129,7 @@ def test_compress_distils_exports_int8_and_compares_all_three(trained_dir, data_
 
 
 def test_compress_plans_the_layer_counts_that_can_reach_the_size_most_layers_first(monkeypatch):
-    from bertfit import compress
+    from bertfit.export import compress
 
     # A 6-layer teacher of 90 MB whose students weigh 6 MB of tables plus 1.5 MB a layer (int8-emb4: 3 MB tables).
     sizes = {"int8": 6e6, "int8-emb4": 3e6}

@@ -1,10 +1,10 @@
-"""The per-epoch history and the overfitting note (bertfit.epochs), on hand-written Trainer logs."""
+"""The per-epoch history and the overfitting note (bertfit.training.epochs), on hand-written Trainer logs."""
 
 from __future__ import annotations
 
 import pytest
 
-from bertfit.epochs import (
+from bertfit.training.epochs import (
     EPOCH_BOUNDS,
     cut_short_note,
     epoch_history,

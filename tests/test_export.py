@@ -15,13 +15,13 @@ import pytest
 pytest.importorskip("onnxruntime", reason="pip install 'bertfit[onnx]' for the export tests")
 pytest.importorskip("onnxscript", reason="pip install 'bertfit[onnx]' for the export tests")
 
-from bertfit import export  # noqa: E402
 from bertfit.backends import LightTokenizer, resolve_backend  # noqa: E402
 from bertfit.cli import main  # noqa: E402
 from bertfit.encoding import encode  # noqa: E402
 from bertfit.errors import ModelLoadError, UsageError  # noqa: E402
+from bertfit.export import onnx as export  # noqa: E402
 from bertfit.model import TextClassifier  # noqa: E402
-from bertfit.training import train  # noqa: E402
+from bertfit.training.run import train  # noqa: E402
 from conftest import tiny_tokenizer  # noqa: E402
 from test_tasks import multi_label_rows, pair_rows  # noqa: E402
 

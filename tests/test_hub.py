@@ -8,7 +8,7 @@ import pytest
 
 from bertfit import hub
 from bertfit.errors import DataError, ModelLoadError
-from bertfit.training import train
+from bertfit.training.run import train
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_a_local_folder_needs_no_hub(tiny_model_dir, monkeypatch):
 
 
 def test_an_hf_dataset_without_a_network_fails_fast(unreachable_hub, tmp_path):
-    from bertfit.data import prepare
+    from bertfit.data.cleaning import prepare
 
     started = time.perf_counter()
     with pytest.raises(DataError, match="unreachable.*save_to_disk"):

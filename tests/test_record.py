@@ -9,9 +9,9 @@ import pytest
 
 from bertfit.errors import ModelLoadError
 from bertfit.folder import read_meta, write_meta
-from bertfit.plots import NOT_RECORDED
 from bertfit.record import FORMAT_VERSION, Calibration, DataReport, LongText, Task
-from bertfit.report import render_html
+from bertfit.reporting.plots import NOT_RECORDED
+from bertfit.reporting.report import render_html
 
 
 def test_a_trained_folder_round_trips_through_the_record(trained_dir, tmp_path):

@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertfit import report
-from bertfit.analysis import analyse
 from bertfit.cli import build_parser, cmd_report, main
-from bertfit.data import load_labelled, prepare
+from bertfit.data.cleaning import load_labelled, prepare
 from bertfit.errors import DataError, OutputError
 from bertfit.model import TextClassifier
 from bertfit.record import ModelRecord
-from bertfit.report import render_html, write_report
-from bertfit.training import train
+from bertfit.reporting import report
+from bertfit.reporting.analysis import analyse
+from bertfit.reporting.report import render_html, write_report
+from bertfit.training.run import train
 from conftest import load_screenshot_script, multi_label_case
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,7 +268,7 @@ def test_sentence_pairs_are_passed_as_pairs_and_shown(fake_folder):
 
 
 @pytest.mark.skipif("pair_col" not in inspect.signature(load_labelled).parameters,
-                    reason="bertfit.data.load_labelled reads no sentence pairs or label lists yet")
+                    reason="bertfit.data.cleaning.load_labelled reads no sentence pairs or label lists yet")
 def test_data_file_for_a_multi_label_sentence_pair_model(fake_folder, tmp_path):
     folder, labels = fake_folder
     meta = json.loads((folder / "bertfit.json").read_text())
@@ -416,7 +416,7 @@ def test_screenshot_script_end_to_end(trained_dir, data_csv, tmp_path):
 def test_the_report_of_a_real_multi_label_or_pair_model(kind, tiny_model_dir, tmp_path):
     """Trained for real (not a stand-in): the report training writes scores the kept test split as it was
     recorded, and shows what the task needs (a per-label table; both texts of a pair)."""
-    from bertfit.training import train
+    from bertfit.training.run import train
     from test_tasks import multi_label_rows, pair_rows
 
     data = multi_label_rows() if kind == "multi-label" else pair_rows()

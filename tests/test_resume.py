@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from bertfit.checkpoints import checkpoint_dir, last_complete
 from bertfit.errors import OutputError, UsageError
-from bertfit.trainer import LengthBuckets
-from bertfit.training import train
+from bertfit.training.checkpoints import checkpoint_dir, last_complete
+from bertfit.training.run import train
+from bertfit.training.trainer import LengthBuckets
 
 # 42 training rows of the conftest data in batches of 8: 6 steps an epoch, a checkpoint at each epoch's end.
 RUN = {"epochs": 4, "learning_rate": 1e-2, "batch_size": 8, "patience": 0, "report": False, "baseline": False}
@@ -30,7 +30,8 @@ STEPS_PER_EPOCH = 6
 # The training process under test: bertfit's own CLI, made to stall (not fail) at one training step.
 STALLING_CLI = """
 import os, sys, time
-from bertfit import cli, trainer
+from bertfit import cli
+from bertfit.training import trainer
 
 stall_at = int(os.environ["STALL_AT_STEP"])
 step = trainer.ClassifierTrainer.training_step
@@ -109,7 +110,8 @@ class Crash(Exception):
 
 def crash(monkeypatch, at_step: int, *args, **kwargs) -> None:
     """train(*args, **kwargs), stopped at a training step the way SIGKILL would: no cleanup runs."""
-    from bertfit import trainer, training
+    from bertfit.training import run as training
+    from bertfit.training import trainer
 
     step = trainer.ClassifierTrainer.training_step
 
@@ -194,7 +196,7 @@ def test_resume_with_nothing_to_resume_trains_from_the_beginning(tiny_model_dir,
 
 
 def test_resume_checks_the_processes_and_lets_after_training_settings_change(tmp_path, rows):
-    from bertfit.checkpoints import prepare_folder, run_record
+    from bertfit.training.checkpoints import prepare_folder, run_record
 
     splits = {"train": rows[:40], "validation": rows[40:]}
     settings = {"data": {"seed": 1}, "train": {"epochs": 2, "report": True}}

@@ -25,10 +25,10 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from bertfit import serve  # noqa: E402
 from bertfit.cli import main  # noqa: E402
 from bertfit.model import TextClassifier  # noqa: E402
-from bertfit.serve import ServeConfig, create_app  # noqa: E402
+from bertfit.serving import app as serve  # noqa: E402
+from bertfit.serving.app import ServeConfig, create_app  # noqa: E402
 from conftest import tiny_tokenizer  # noqa: E402
 from serving import LABELS, CliServer, LiveServer, fake_classifier, get, post, run_all  # noqa: E402
 
@@ -112,7 +112,7 @@ def test_head_answers_as_get_does(client, path):
 
 
 def test_head_over_http_has_headers_and_no_body():
-    from bertfit.http_protocol import http_with_deadline
+    from bertfit.serving.http_protocol import http_with_deadline
 
     server = LiveServer(create_app(fake_classifier()), http=functools.partial(http_with_deadline, 5.0))  # as serve
     with server as live, socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
@@ -282,7 +282,7 @@ def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_rows():
 
 @pytest.mark.parametrize("parallel, expect_batches", [(1, [8]), (2, [4, 4])])
 def test_queued_texts_are_shared_among_the_free_slots(parallel, expect_batches):
-    from bertfit.batcher import Batcher
+    from bertfit.serving.batcher import Batcher
 
     classifier = fake_classifier(delay=0.3)
     words = ["refund", "crash", "buy", "invoice", "error", "quote", "login", "demo"]

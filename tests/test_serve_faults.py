@@ -29,7 +29,7 @@ pytest.importorskip("fastapi", reason="pip install 'bertfit[serve]' for the serv
 pytest.importorskip("uvicorn", reason="pip install 'bertfit[serve]' for the serving tests")
 
 from bertfit.model import TextClassifier  # noqa: E402
-from bertfit.serve import ServeConfig, create_app  # noqa: E402
+from bertfit.serving.app import ServeConfig, create_app  # noqa: E402
 from conftest import FILLER, WORDS  # noqa: E402
 from serving import LABELS, CliServer, LiveServer, fake_classifier, get, post, request, run_all  # noqa: E402
 
@@ -332,7 +332,7 @@ PARSERS = ["h11", pytest.param("httptools", marks=pytest.mark.skipif(
 
 @pytest.mark.parametrize("parser", PARSERS)
 def test_either_parser_closes_idle_connections_and_refuses_huge_headers(parser):
-    from bertfit.http_protocol import MAX_HEADER_BYTES, deadline_protocol
+    from bertfit.serving.http_protocol import MAX_HEADER_BYTES, deadline_protocol
 
     protocol = functools.partial(deadline_protocol(parser), read_timeout=1.0)
     body = json.dumps({"texts": ["refund my order"]}).encode()

@@ -1,4 +1,4 @@
-"""Splits by class and the leak check (bertfit.splits): balance kept, nothing lost or duplicated, leaks refused."""
+"""Splits by class and the leak check (bertfit.data.splits): balance kept, nothing lost or duplicated, leaks refused."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertfit.splits import check_leaks, stratified_split
+from bertfit.data.splits import check_leaks, stratified_split
 from conftest import expect_data_error, labelled
 
 # ---------------------------------------------------------------------------------------------

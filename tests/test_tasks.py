@@ -14,13 +14,13 @@ import pytest
 
 from bertfit.calibration import calibrated, fit_temperature
 from bertfit.config import DataConfig
-from bertfit.data import clean, prepare
+from bertfit.data.cleaning import clean, prepare
 from bertfit.encoding import encode, pool
 from bertfit.errors import DataError, UsageError
 from bertfit.metrics import expected_calibration_error, multilabel_metrics, tune_thresholds
 from bertfit.model import TextClassifier
-from bertfit.trainer import resolve_class_weights
-from bertfit.training import train
+from bertfit.training.run import train
+from bertfit.training.trainer import resolve_class_weights
 from conftest import FILLER, WORDS, tiny_tokenizer
 
 FAST = {"epochs": 3, "learning_rate": 1e-2, "batch_size": 8, "patience": 0}
@@ -384,7 +384,7 @@ def test_multi_label_trains_through_encode_once(tiny_model_dir, tmp_path):
 def test_a_multi_label_head_starts_at_each_labels_base_rate(tiny_model_dir):
     import torch
 
-    from bertfit.backbone import load_base, start_at_base_rates
+    from bertfit.training.backbone import load_base, start_at_base_rates
 
     model, tokenizer = load_base(str(tiny_model_dir), ("common", "rare", "never"), multi_label=True)
     targets = np.zeros((200, 3))

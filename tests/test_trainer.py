@@ -1,11 +1,11 @@
-"""bertfit's Trainer rows and batch order (bertfit.trainer): nothing dropped, nothing mislabelled."""
+"""bertfit's Trainer rows and batch order (bertfit.training.trainer): nothing dropped, nothing mislabelled."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bertfit.trainer import ClassifierTrainer, EncodedSplit, LengthBuckets
+from bertfit.training.trainer import ClassifierTrainer, EncodedSplit, LengthBuckets
 
 
 def test_sorted_by_length_keeps_each_text_with_its_label():
@@ -49,7 +49,7 @@ def _optimizer(model, scale, tmp_path):
 
 
 def test_head_lr_scale_raises_only_the_new_head(tiny_model_dir, tmp_path):
-    from bertfit.backbone import freeze, load_base
+    from bertfit.training.backbone import freeze, load_base
 
     model, _ = load_base(str(tiny_model_dir), ("a", "b", "c"))
     lrs, decays = _optimizer(model, 10.0, tmp_path)

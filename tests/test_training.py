@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from bertfit.backbone import count_parameters, default_learning_rate, freeze, load_base
 from bertfit.errors import OutputError, TrainingError, UsageError
 from bertfit.model import TextClassifier
-from bertfit.training import train
+from bertfit.training.backbone import count_parameters, default_learning_rate, freeze, load_base
+from bertfit.training.run import train
 from conftest import assert_kept_by_accuracy_then_loss
 
 LABELS = ("billing", "sales", "tech")
@@ -80,7 +80,7 @@ def test_best_epoch_weights_are_the_ones_saved(trained_dir):
 
 def test_saved_validation_loss_matches_a_fresh_evaluation(tiny_model_dir, rows, tmp_path):
     from bertfit.config import DataConfig
-    from bertfit.data import prepare
+    from bertfit.data.cleaning import prepare
 
     prepared = prepare(rows, DataConfig())
     # Uncalibrated, so the saved model's loss is the one Trainer measured when it chose the epoch.
@@ -134,7 +134,7 @@ def test_unknown_setting_is_refused(data_csv):
 def test_existing_output_is_refused_before_training(data_csv, tmp_path, monkeypatch):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "keep.txt").write_text("mine")
-    monkeypatch.setattr("bertfit.training.fit", lambda *a, **k: pytest.fail("trained before checking --out"))
+    monkeypatch.setattr("bertfit.training.run.fit", lambda *a, **k: pytest.fail("trained before checking --out"))
     with pytest.raises(OutputError, match="--overwrite"):
         train(data_csv, tmp_path / "m")
     assert (tmp_path / "m" / "keep.txt").read_text() == "mine"
@@ -173,7 +173,7 @@ def test_precision_auto_follows_the_cpu(monkeypatch):
 
 def test_bf16_and_bucketing_train_and_predict_like_the_saved_model(tiny_model_dir, rows, tmp_path):
     from bertfit.config import DataConfig
-    from bertfit.data import prepare
+    from bertfit.data.cleaning import prepare
 
     prepared = prepare(rows, DataConfig())
     result = train(prepared, tmp_path / "m", model=str(tiny_model_dir), precision="bf16", bucket_by_length=True,

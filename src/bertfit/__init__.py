@@ -21,11 +21,11 @@ def __getattr__(name: str):
 
         return TextClassifier
     if name in ("train", "TrainResult"):
-        from bertfit import training
+        from bertfit.training import run as training
 
         return getattr(training, name)
     if name == "prepare":
-        from bertfit.data import prepare
+        from bertfit.data.cleaning import prepare
 
         return prepare
     raise AttributeError(f"module 'bertfit' has no attribute {name!r}")

@@ -227,7 +227,7 @@ def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bertfit.export import export
+    from bertfit.export.onnx import export
 
     result = export(args.model_dir, args.out, format=args.format, quantize=args.quantize, data=args.data,
                     max_drop=args.max_drop, overwrite=args.overwrite, batch_size=args.batch_size)
@@ -244,7 +244,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bertfit.serve import serve
+    from bertfit.serving.app import serve
 
     config = ServeConfig(**_given(args, ServeConfig))
     serve(args.model_dir, args.host, args.port, args.workers, args.backend, config,
@@ -253,7 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bertfit.training import train
+    from bertfit.training.run import train
 
     settings = _config_settings(args)
     data = args.data
@@ -285,7 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from bertfit.compress import compress
+    from bertfit.export.compress import compress
 
     settings = _config_settings(args)
     result = compress(args.teacher_dir, args.data, args.out, target_size_ratio=args.target_size_ratio,
@@ -299,7 +299,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from bertfit.distill import distill
+    from bertfit.training.distill import distill
 
     settings = _config_settings(args)
     result = distill(args.teacher_dir, args.data, args.out, student=args.student, student_layers=args.student_layers,
@@ -319,7 +319,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from bertfit.data import load_labelled
+    from bertfit.data.cleaning import load_labelled
     from bertfit.model import TextClassifier
 
     _check_batch_size(args.batch_size)
@@ -338,7 +338,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bertfit.report import write_report
+    from bertfit.reporting.report import write_report
 
     path = write_report(args.model_dir, args.out, args.data, progress=not args.quiet, overwrite=args.overwrite)
     print(json.dumps({"report": str(path)}))
@@ -346,7 +346,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from bertfit.data import iter_texts
+    from bertfit.data.cleaning import iter_texts
     from bertfit.model import TextClassifier
     from bertfit.progress import progress_bar
 

@@ -91,7 +91,7 @@ def estimated_bytes(teacher: TextClassifier, layers: int, precision: str) -> flo
     """What a student of ``layers`` of the teacher's encoder layers weighs once exported in ``precision``."""
     from torch import nn
 
-    from bertfit.backbone import encoder_layers
+    from bertfit.training.backbone import encoder_layers
 
     model = teacher.model
     tables = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
@@ -121,8 +121,8 @@ def compress(
     **settings: Any,
 ) -> CompressResult:
     """Distil ``teacher_dir`` on ``data`` and export the student, searching layers x precision on validation."""
-    from bertfit.distill import distill, kept_layers
-    from bertfit.export import export
+    from bertfit.export.onnx import export
+    from bertfit.training.distill import distill, kept_layers
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("bertfit compress runs in one process; under torchrun or accelerate launch run "

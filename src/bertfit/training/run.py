@@ -28,36 +28,11 @@ import pandas as pd
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
 
-from bertfit.backbone import (
-    count_parameters,
-    default_learning_rate,
-    default_model_path,
-    encoder_layers,
-    freeze,
-    load_base,
-    start_at_base_rates,
-)
 from bertfit.backends import resolve_precision
-from bertfit.baseline import baseline_record, compare_with_baseline
-from bertfit.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count
-from bertfit.cached import collate as collate_cached
 from bertfit.calibration import choose_temperature, plain_softmax
-from bertfit.checkpoints import check_stale, checkpoint_dir, prepare_folder, resumed_epoch, run_record
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
-from bertfit.data import PreparedData, prepare
+from bertfit.data.cleaning import PreparedData, prepare
 from bertfit.environment import TRAINING_PACKAGES, versions
-from bertfit.epochs import (
-    EpochLog,
-    SelectionScore,
-    cut_short_note,
-    epoch_history,
-    main_metric,
-    metrics_per_text,
-    overfitting_note,
-    planned_epochs,
-    quiet_progress,
-    selection_score,
-)
 from bertfit.errors import TrainingError, UsageError
 from bertfit.folder import SPLIT_FILES, split_file
 from bertfit.hub import check_hub_name
@@ -70,7 +45,32 @@ from bertfit.metrics import (
 from bertfit.model import TextClassifier
 from bertfit.record import Calibration, DataReport, LongText, ModelRecord, Task
 from bertfit.staging import check_folder, refuse_inputs
-from bertfit.trainer import ClassifierTrainer, EncodedSplit, encode_split, resolve_class_weights
+from bertfit.training.backbone import (
+    count_parameters,
+    default_learning_rate,
+    default_model_path,
+    encoder_layers,
+    freeze,
+    load_base,
+    start_at_base_rates,
+)
+from bertfit.training.baseline import baseline_record, compare_with_baseline
+from bertfit.training.cached import CachedSplit, TrainableTop, encode_frozen, frozen_layer_count
+from bertfit.training.cached import collate as collate_cached
+from bertfit.training.checkpoints import check_stale, checkpoint_dir, prepare_folder, resumed_epoch, run_record
+from bertfit.training.epochs import (
+    EpochLog,
+    SelectionScore,
+    cut_short_note,
+    epoch_history,
+    main_metric,
+    metrics_per_text,
+    overfitting_note,
+    planned_epochs,
+    quiet_progress,
+    selection_score,
+)
+from bertfit.training.trainer import ClassifierTrainer, EncodedSplit, encode_split, resolve_class_weights
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def train(
     """Fine-tune a classifier on labelled data and save it to ``out`` (None: do not save).
 
     ``settings`` are DataConfig and TrainConfig fields, e.g. ``epochs=3, text_col="body"``.
-    ``resume``: continue a killed run from the last checkpoint beside ``out`` (see ``bertfit.checkpoints``);
+    ``resume``: continue a killed run from the last checkpoint beside ``out`` (see ``bertfit.training.checkpoints``);
     without it, such checkpoints are refused unless ``overwrite``. Under torchrun / accelerate launch
     every process trains, and the main one alone scores, saves and returns the result (the others: None).
     """
@@ -410,7 +410,7 @@ def _decide_then_score(classifier: TextClassifier, prepared: PreparedData, targe
 
 
 def _write_report(folder: Path, test_proba: np.ndarray) -> None:
-    from bertfit.report import write_report
+    from bertfit.reporting.report import write_report
 
     try:
         write_report(folder, test_proba=test_proba)  # the test split as just scored; it logs where it wrote

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.analysis import Curve
 from bertfit.errors import BertfitError
+from bertfit.reporting.analysis import Curve
 
 NOT_RECORDED = "not recorded"
 

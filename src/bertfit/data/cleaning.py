@@ -22,10 +22,10 @@ from typing import Any
 import pandas as pd
 
 from bertfit.config import DataConfig
+from bertfit.data.sources import check_text_file, load_frames, read_delimited, read_table, unreadable
+from bertfit.data.splits import check_leaks, row_key, stratified_split
 from bertfit.errors import DataError
 from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi
-from bertfit.sources import check_text_file, load_frames, read_delimited, read_table, unreadable
-from bertfit.splits import check_leaks, row_key, stratified_split
 
 __all__ = ["PreparedData", "clean", "find_columns", "iter_texts", "load_frames", "load_labelled", "prepare",
            "read_table"]

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.analysis import MAX_MISTAKES, TestAnalysis, analyse
 from bertfit.errors import DataError, ModelLoadError
 from bertfit.folder import SPLIT_FILES, SplitRows, check_model_folder, read_meta, read_split
 from bertfit.model import TextClassifier
-from bertfit.plots import NOT_RECORDED, plot_confusion, plot_curves, plot_reliability, plot_training
 from bertfit.record import DataReport, ModelRecord, Task
+from bertfit.reporting.analysis import MAX_MISTAKES, TestAnalysis, analyse
+from bertfit.reporting.plots import NOT_RECORDED, plot_confusion, plot_curves, plot_reliability, plot_training
 from bertfit.staging import check_file, refuse_inputs, staged_file
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def load_test_rows(folder: Path, record: ModelRecord, data: str | Path | None = 
                    ) -> tuple[SplitRows | None, str]:
     """The rows to score (``--data``, else the folder's test split) or None with the reason why not."""
     if data is not None:
-        from bertfit.data import load_labelled
+        from bertfit.data.cleaning import load_labelled
 
         # A sentence-pair model reads its second text column; a multi-label model its label lists.
         options: dict[str, Any] = {}

@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertfit.backbone import encoder_layers, encoder_stack, load_base
 from bertfit.config import check
-from bertfit.data import prepare
+from bertfit.data.cleaning import prepare
 from bertfit.errors import DataError, UsageError
 from bertfit.hub import check_hub_name
 from bertfit.labels import LabelSet
 from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs
-from bertfit.trainer import ClassifierTrainer
-from bertfit.training import Start, fit, split_settings
+from bertfit.training.backbone import encoder_layers, encoder_stack, load_base
+from bertfit.training.run import Start, fit, split_settings
+from bertfit.training.trainer import ClassifierTrainer
 
 log = logging.getLogger(__name__)
 

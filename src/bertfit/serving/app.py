@@ -10,16 +10,16 @@ Four stages, as LitServe lays a server out:
    a pair missing or unwanted, text that is not valid Unicode, a body that is not JSON or not of the
    schema: 422, each message naming the limit and the flag that raises it), and against slow clients
    (a body still arriving ``read_timeout`` s after its headers: 408; headers that take that long: the
-   connection is closed; headers over 16 KiB: 431, see :mod:`bertfit.http_protocol`). Every 4xx
+   connection is closed; headers over 16 KiB: 431, see :mod:`bertfit.serving.http_protocol`). Every 4xx
    answer is ``{"detail": "<one line>"}``.
-3. **Predict a batch**: :class:`~bertfit.batcher.Batcher` gathers the texts of concurrent requests into
+3. **Predict a batch**: :class:`~bertfit.serving.batcher.Batcher` gathers the texts of concurrent requests into
    batches of up to ``max_batch`` texts, runs up to ``parallel_batches`` forward passes at once in
    worker threads and hands each caller its own rows. A caller that disconnects first is dropped from the queue
    unscored, and a batch that fails is retried request by request, so one request cannot fail another.
 4. **Encode the response**: per text, the record ``bertfit predict`` prints.
 
 Also ``GET /health``, ``GET /info`` (labels, task, metrics, versions, limits, batching counts; folder
-names, never their paths), ``GET /docs`` (the API as plain HTML rendered here, :mod:`bertfit.docs_page`:
+names, never their paths), ``GET /docs`` (the API as plain HTML rendered here, :mod:`bertfit.serving.docs_page`:
 no CDN, so it works offline; the schema at ``/openapi.json``), and ``GET /`` a small page
 (``static/index.html``, plain HTML + JS) to try texts by hand; each of those four answers ``HEAD`` too.
 Needs ``pip install 'bertfit[serve]'``; this module has no authentication and binds 127.0.0.1 unless
@@ -44,11 +44,11 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from bertfit import __version__
-from bertfit.batcher import Batcher
 from bertfit.config import ServeConfig, check
 from bertfit.environment import require, versions
 from bertfit.errors import UsageError
-from bertfit.http_protocol import BodyLimit, http_with_deadline
+from bertfit.serving.batcher import Batcher
+from bertfit.serving.http_protocol import BodyLimit, http_with_deadline
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ async def _disconnected(request: Any) -> None:
 
 def page() -> str:
     """The try-it page served at / (plain HTML + JS, no build step)."""
-    return (resources.files("bertfit") / "static" / "index.html").read_text(encoding="utf-8")
+    return (resources.files("bertfit") / "serving" / "static" / "index.html").read_text(encoding="utf-8")
 
 
 def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: str | None = None) -> Any:
@@ -223,7 +223,7 @@ def _add_pages(app: Any, classifier: Any, config: ServeConfig, model_dir: str | 
     """GET (and HEAD) /health, /info, /docs and the try-it page /."""
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    from bertfit import docs_page
+    from bertfit.serving import docs_page
 
     batcher = app.state.batcher
     versions = _versions(classifier)
@@ -301,7 +301,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, work
             del classifier  # each worker process loads its own
             os.environ[ENV_SETTINGS] = json.dumps({"model_dir": str(model_dir), "backend": backend,
                                                    "config": dataclasses.asdict(config)})
-            app = "bertfit.serve:app_from_environment"
+            app = "bertfit.serving.app:app_from_environment"
         _run_uvicorn(app, sock, host, port, workers, config.read_timeout, log_level)
 
 

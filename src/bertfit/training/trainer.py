@@ -22,10 +22,10 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from bertfit.cached import target
-from bertfit.data import PreparedData
+from bertfit.data.cleaning import PreparedData
 from bertfit.encoding import encode
 from bertfit.errors import UsageError
+from bertfit.training.cached import target
 
 log = logging.getLogger(__name__)
 

@@ -269,7 +269,7 @@ def main() -> int:
     from bertfit.backends import cpu_has_bf16
     from bertfit.config import DataConfig
     from bertfit.data.cleaning import prepare
-    from bertfit.training.run import default_model_path
+    from bertfit.training.backbone import default_model_path
 
     prepared = prepare(SHARED / args.dataset, DataConfig(drop_leaks=True))
     rows_wanted = args.train_rows or (600 if args.quick else None)

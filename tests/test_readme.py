@@ -50,7 +50,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, tiny_model_dir, rows)
     code = next(block for language, block in BLOCKS if language == "python")
     monkeypatch.chdir(tmp_path)
     rows.to_csv("tickets.csv", index=False)
-    monkeypatch.setattr("bertfit.training.run.default_model_path", lambda: str(tiny_model_dir))
+    monkeypatch.setattr("bertfit.training.stages.default_model_path", lambda: str(tiny_model_dir))
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert (tmp_path / "ticket-model" / "bertfit.json").exists()

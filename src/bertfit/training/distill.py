@@ -32,7 +32,8 @@ from bertfit.labels import LabelSet
 from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs
 from bertfit.training.backbone import encoder_layers, encoder_stack, load_base
-from bertfit.training.run import Start, fit, split_settings
+from bertfit.training.run import fit, split_settings
+from bertfit.training.stages import Start
 from bertfit.training.trainer import ClassifierTrainer
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertfit.cli import build_parser, cmd_report, main
+from bertfit.cli import build_parser, main
 from bertfit.data.cleaning import load_labelled, prepare
 from bertfit.errors import DataError, OutputError
 from bertfit.model import TextClassifier
@@ -348,7 +348,7 @@ def test_readme_report_commands_parse():
     commands = [line.split(" # ")[0].strip() for line in section.splitlines() if line.startswith("bertfit report")]
     assert len(commands) == 3
     parsed = [build_parser().parse_args(shlex.split(command)[1:]) for command in commands]
-    assert {args.handler for args in parsed} == {cmd_report}
+    assert {args.handler for args in parsed} == {"report"}
     assert [(args.out, args.data) for args in parsed] == [(None, None), ("run-42.html", None), (None, "holdout.csv")]
 
 

@@ -1,0 +1,94 @@
+"""The bertfit command: train, evaluate, predict, report, export, serve, distill, compress.
+
+``parser`` builds the command line (flags are the config fields with dashes), ``commands`` runs
+each command; here is ``main``: logging, and every failure turned into one line. Human progress
+goes to stderr, results for machines (JSON, JSON lines) to stdout. A user error prints one line
+``error: ...`` and exits 2, a runtime failure exits 1, and ``--debug`` shows the traceback. The
+work itself is done by the library.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from bertfit.cli import commands
+from bertfit.cli.parser import build_parser, demo_data_path  # noqa: F401 - demo_data_path: for tests and scripts
+from bertfit.errors import BertfitError, UsageError
+from bertfit.staging import WRITE_FIXES
+
+log = logging.getLogger("bertfit")
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("bertfit")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+    # Library-internal bars (e.g. "Writing model shards") say nothing useful; Trainer's own bars stay.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:  # a flag or argument argparse could not take
+        _error(str(err))
+        return err.exit_code
+    if os.environ.get("RANK", "0") != "0":
+        args.quiet = True  # torchrun / accelerate launch: the main process (rank 0) alone shows progress
+    _setup_logging(args.debug, args.quiet)
+    try:
+        # Log lines go through tqdm.write, so progress bars do not draw over them.
+        with logging_redirect_tqdm(loggers=[logging.getLogger("bertfit")]):
+            return getattr(commands, f"cmd_{args.handler}")(args)
+    except BertfitError as err:
+        if args.debug:
+            raise
+        _error(str(err))
+        return err.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted; nothing was saved")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`bertfit predict ... | head -1`): stop quietly, as Unix tools do. Later writes,
+        # the interpreter's last flush included, go nowhere instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe ended
+    except OSError as err:  # the OS refused (a full disk, no rights): what and where, not a traceback
+        if args.debug:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        _error(f"{err.strerror or err}{where}; nothing was saved: "
+               f"{WRITE_FIXES.get(err.errno, 'check the path and try again')}")
+        return 1
+    except Exception as err:  # the last line of defence: one line, not a traceback
+        if args.debug:
+            raise
+        _error(f"unexpected {type(err).__name__}: {err} (run again with --debug for the traceback)")
+        return 1
+
+
+def _error(message: str) -> None:
+    """The one ``error:`` line, on a line of its own: progress bars a failure left open are ended first."""
+    from tqdm import tqdm
+
+    bars = list(tqdm._instances)  # every live bar, Trainer's included (tqdm keeps them for nesting)
+    for bar in bars:
+        bar.close()
+    print(f"{chr(10) if bars else ''}error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""What each ``bertfit`` command does with its parsed arguments: call the library, print the result.
+
+Human progress goes to stderr, results for machines (JSON, JSON lines) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from bertfit.cli.parser import demo_data_path, given
+from bertfit.config import DataConfig, ServeConfig, TrainConfig
+from bertfit.errors import DataError, UsageError
+from bertfit.staging import check_file, refuse_inputs, staged_file
+
+log = logging.getLogger("bertfit")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bertfit.export.onnx import export
+
+    result = export(args.model_dir, args.out, format=args.format, quantize=args.quantize, data=args.data,
+                    max_drop=args.max_drop, overwrite=args.overwrite, batch_size=args.batch_size)
+    check = result.check
+    log.info("check on %d rows of %s: %s %.4f (PyTorch) vs %.4f (%s), drop %.4f (allowed %g); decisions agree "
+             "on %.1f%%, largest logit difference %.2g", check["rows"], check["data"], check["metric"], check["torch"],
+             check["onnx"], args.quantize or "ONNX", check["drop"], args.max_drop,
+             100 * check["agreement"], check["max_abs_logit_diff"])
+    log.info("size: %.1f MB (PyTorch weights) -> %.1f MB (model.onnx%s)", result.size_before / 1e6,
+             result.size_after / 1e6, f", {args.quantize}" if args.quantize else "")
+    log.info("saved to %s", result.model_dir)
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bertfit.serving.app import serve
+
+    config = ServeConfig(**given(args, ServeConfig))
+    serve(args.model_dir, args.host, args.port, args.workers, args.backend, config,
+          log_level="debug" if args.debug else "warning" if args.quiet else "info")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bertfit.training.run import train
+
+    settings = _config_settings(args)
+    data = args.data
+    if data is None:
+        data = demo_data_path()
+        log.info("no DATA given: training on the embedded demo set (IT support tickets by tier), %s", data)
+    result = train(data, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+                   **settings)
+    if result is None:
+        return 0  # torchrun / accelerate launch: not the main process, which reports and saves
+    test = result.test
+    auc = f"{test['auc']:.3f}" if test.get("auc") is not None else "n/a"
+    log.info("best epoch %d of %d; %.0f s of training", result.best_epoch, len(result.history), result.train_seconds)
+    for note in result.notes:
+        log.warning(note)
+    if "accuracy" in test:
+        log.info("test (scored once, %d rows): accuracy %.3f, F1 macro %.3f, AUC %s", test["rows"],
+                 test["accuracy"], test["f1_macro"], auc)
+    else:
+        log.info("test (scored once, %d rows): F1 micro %.3f, F1 macro %.3f, subset accuracy %.3f, AUC %s",
+                 test["rows"], test["f1_micro"], test["f1_macro"], test["subset_accuracy"], auc)
+    calibration = result.classifier.record.calibration
+    if calibration is not None and calibration.test_ece_before is not None:
+        log.info("calibration: temperature %.2f; test expected calibration error %.4f before, %.4f after",
+                 calibration.temperature, calibration.test_ece_before, calibration.test_ece_after)
+    log.info("saved to %s", result.model_dir)
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from bertfit.export.compress import compress
+
+    settings = _config_settings(args)
+    result = compress(args.teacher_dir, args.data, args.out, target_size_ratio=args.target_size_ratio,
+                      student=args.student, student_layers=args.student_layers, temperature=args.temperature,
+                      alpha=args.alpha, max_drop=args.max_drop, quantize=args.quantize, overwrite=args.overwrite,
+                      progress=not args.quiet,
+                      **settings)
+    print(result.table(), file=sys.stderr)
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from bertfit.training.distill import distill
+
+    settings = _config_settings(args)
+    result = distill(args.teacher_dir, args.data, args.out, student=args.student, student_layers=args.student_layers,
+                     temperature=args.temperature, alpha=args.alpha, overwrite=args.overwrite,
+                     progress=not args.quiet, **settings)
+    if result is None:
+        return 0  # torchrun / accelerate launch: not the main process, which reports and saves
+    teacher = result.classifier.record.distilled["teacher_test"]
+    name = "accuracy" if "accuracy" in result.test else "f1_micro"
+    log.info("test %s: teacher %.4f, student %.4f (%d of the teacher's parameters)", name, teacher[name],
+             result.test[name], result.classifier.record.total_parameters)
+    log.info("saved to %s", result.model_dir)
+    summary = result.summary()
+    summary["teacher_test"] = {k: teacher[k] for k in summary["test"] if k in teacher}
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bertfit.data.cleaning import load_labelled
+    from bertfit.model import TextClassifier
+
+    _check_batch_size(args.batch_size)
+    classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
+    trained_with = (classifier.record.text_col, classifier.record.label_col)
+    pair_col = args.text_pair_col or classifier.text_pair_col
+    rows = load_labelled(args.data, args.text_col, args.label_col, preferred=trained_with,
+                         pair_col=pair_col, label_sep=args.label_sep or classifier.record.label_sep,
+                         multi_label=classifier.multi_label)
+    pairs = rows["text_pair"].tolist() if pair_col else None
+    metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size,
+                                  progress=not args.quiet, pairs=pairs)
+    metrics["labels"] = list(classifier.labels.names)
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bertfit.reporting.report import write_report
+
+    path = write_report(args.model_dir, args.out, args.data, progress=not args.quiet, overwrite=args.overwrite)
+    print(json.dumps({"report": str(path)}))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from bertfit.data.cleaning import iter_texts
+    from bertfit.model import TextClassifier
+    from bertfit.progress import progress_bar
+
+    if args.texts and args.input:
+        raise UsageError("pass texts as arguments or --input FILE, not both")
+    if not args.texts and not args.input:
+        raise UsageError("no texts to predict; pass TEXT ..., --input FILE, or --input - to read stdin")
+    _check_batch_size(args.batch_size)
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.output is not None:  # checked before the model loads or anything is scored
+        refuse_inputs(Path(args.output), "--output", {"the input file": args.input, "the model folder": args.model_dir})
+        check_file(Path(args.output), args.overwrite)
+    classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
+    pair_col = args.text_pair_col or classifier.text_pair_col
+    if pair_col and args.texts:
+        raise UsageError("this model classifies sentence pairs; pass --input FILE with both columns, or "
+                         "--input - with 'first<TAB>second' lines")
+    if args.threshold is not None and not classifier.multi_label:
+        raise UsageError("--threshold applies to multi-label models; this one picks the most likely label")
+    chunks = iter([args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8,
+                                                             pair_col=pair_col))
+    first = next(chunks, None)  # a file that cannot be read fails here, before a progress bar is drawn
+    if first is None:
+        where = "standard input (--input -)" if args.input == "-" else args.input
+        raise DataError(f"no texts found in {where}; pipe in one text per line, or pass --input FILE or texts "
+                        "as arguments")
+    with contextlib.ExitStack() as stack:
+        sink = sys.stdout if args.output is None else stack.enter_context(staged_file(Path(args.output)))
+        bar = stack.enter_context(progress_bar(unit=" texts", disable=args.quiet))
+        for chunk in itertools.chain([first], chunks):
+            texts, pairs = (list(chunk), None) if not pair_col else map(list, zip(*chunk, strict=True))
+            for record in classifier.predict_records(texts, args.batch_size, pairs=pairs, threshold=args.threshold):
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            bar.update(len(chunk))
+    return 0
+
+
+def _config_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The DataConfig / TrainConfig flags the user gave (unset ones keep the configs' defaults)."""
+    return given(args, DataConfig, TrainConfig)
+
+
+def _check_batch_size(value: int) -> None:
+    if value < 1:
+        raise UsageError(f"--batch-size must be a positive whole number, got {value}")

@@ -1,0 +1,232 @@
+"""The ``bertfit`` command line: one subcommand parser per command, flags built from the config fields.
+
+Each config field (``bertfit.config``) is a flag with its help and default; a misspelled flag gets
+one error line with a guess. Each subcommand names its handler in ``bertfit.cli.commands``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bertfit import __version__
+from bertfit.config import QUANTIZE_CHOICES, DataConfig, ServeConfig, TrainConfig, value_type
+from bertfit.errors import UsageError
+
+
+def demo_data_path() -> Path:
+    """The embedded demo set: IT support tickets labelled by tier (see bertfit/demo/README.md)."""
+    return Path(str(resources.files("bertfit") / "demo" / "tickets.csv"))
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None,
+                      skip: tuple[str, ...] = ()) -> None:
+    """A flag per config field (``--field-name``), its help and default read from the field."""
+    for f in dataclasses.fields(cls):
+        if (only is not None and f.name not in only) or f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if flag in parser._option_string_actions:  # a field both configs share, like seed
+            continue
+        kind, _ = value_type(cls, f.name)
+        help_text = f"{f.metadata.get('help', '')}{_default_text(f, kind)}"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_text, metavar=f.name.upper())
+
+
+def _default_text(f: dataclasses.Field, kind: type) -> str:
+    if f.metadata.get("shown"):
+        return f" (default: {f.metadata['shown']})"
+    if f.default is None or f.default is dataclasses.MISSING:
+        return ""
+    if kind is bool:
+        return f" (default {'on' if f.default else 'off'})"
+    return f" (default {f.default:g})" if kind is float else f" (default {f.default})"
+
+
+def given(args: argparse.Namespace, *classes: type) -> dict[str, Any]:
+    """The config flags the user gave (unset ones keep the configs' defaults)."""
+    return {f.name: getattr(args, f.name) for cls in classes for f in dataclasses.fields(cls)
+            if getattr(args, f.name, None) is not None}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with bertfit's error line: one ``error: ...`` line naming the fix, and a guess for a misspelled flag."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        guess = _did_you_mean(self, message)
+        raise UsageError(f"{self.prog}: {message}{guess}; see {self.prog} --help")
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """'; did you mean --epochs?' for an unrecognized flag close to a known one of the command given."""
+    import difflib
+    import re
+
+    unknown = re.findall(r"(--?[\w-]+)", message.partition("unrecognized arguments:")[2])
+    if not unknown:
+        return ""
+    known = [option for action in parser._actions for option in action.option_strings]
+    command = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if command is not None:  # the flag was given to a command: its flags are the ones to match
+        known += [option for sub in command.choices.values() for action in sub._actions
+                  for option in action.option_strings]
+    guesses = [f"{flag} -> {match[0]}" for flag in unknown
+               if (match := difflib.get_close_matches(flag, sorted(set(known)), n=1, cutoff=0.6))]
+    return f"; did you mean {', '.join(guesses)}?" if guesses else ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="bertfit", description="The bertfit command: train, evaluate, predict, report, export, "
+                                                "serve, distill, compress.")
+    parser.add_argument("--version", action="version", version=f"bertfit {__version__}")
+    common = Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    _add_train_parser(commands, common)
+    _add_evaluate_parser(commands, common)
+    _add_predict_parser(commands, common)
+    _add_distill_parser(commands, common)
+    _add_compress_parser(commands, common)
+    _add_report_parser(commands, common)
+    _add_export_parser(commands, common)
+    _add_serve_parser(commands, common)
+    return parser
+
+
+def _add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    train = commands.add_parser("train", parents=[common], help="fine-tune a classifier on labelled data",
+                                description="Fine-tune a classifier; the last stdout line is a JSON summary.")
+    train.add_argument("data", nargs="?", help="file, folder of splits, or hf:NAME (default: the demo tickets)")
+    _add_config_flags(train, DataConfig)
+    _add_config_flags(train, TrainConfig)
+    train.add_argument("--out", default="bertfit-model", help="model folder to write (default bertfit-model)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace --out if it exists, and start over from a killed run's checkpoints")
+    train.add_argument("--resume", action="store_true",
+                       help="continue a killed run from its last checkpoint (.OUT.checkpoints beside --out)")
+    train.set_defaults(handler="train")
+
+
+def _add_evaluate_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    evaluate = commands.add_parser("evaluate", parents=[common], help="score a saved model on labelled data")
+    evaluate.add_argument("model_dir")
+    evaluate.add_argument("data", help="labelled file (or folder: its test split)")
+    _add_config_flags(evaluate, DataConfig, only=("text_col", "label_col", "text_pair_col", "label_sep"))
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    _add_backend_flag(evaluate)
+    evaluate.set_defaults(handler="evaluate")
+
+
+def _add_predict_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    predict = commands.add_parser("predict", parents=[common], help="label new texts; prints JSON lines")
+    predict.add_argument("model_dir")
+    predict.add_argument("texts", nargs="*", help="texts to label")
+    predict.add_argument("--input", help="text-per-line file, CSV/TSV/JSONL/Parquet with a text column, or - for stdin")
+    predict.add_argument("--output", help="write JSON lines here instead of stdout")
+    predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    _add_config_flags(predict, DataConfig, only=("text_col", "text_pair_col"))
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--threshold", type=float, help="multi-label: one threshold for every label, instead of "
+                         "the per-label ones tuned on validation")
+    _add_backend_flag(predict)
+    predict.set_defaults(handler="predict")
+
+
+def _add_distill_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    distil = commands.add_parser("distill", parents=[common], help="distil a trained model into a smaller student",
+                                 description="Train a small student on a teacher's soft targets and the labels.")
+    distil.add_argument("teacher_dir", help="a model folder written by bertfit train")
+    distil.add_argument("data", help="labelled data (the teacher's columns are used unless given)")
+    distil.add_argument("--student", help="the student checkpoint: hub name or local folder")
+    distil.add_argument("--student-layers", type=int, help="or: the teacher cut to N layers (every k-th kept)")
+    distil.add_argument("--temperature", type=float, default=2.0, help="softens both models' logits (default 2)")
+    distil.add_argument("--alpha", type=float, default=0.5,
+                        help="weight of the teacher's soft targets against the labels (default 0.5)")
+    _add_config_flags(distil, DataConfig)
+    _add_config_flags(distil, TrainConfig, skip=("model",))
+    distil.add_argument("--out", default="bertfit-student", help="model folder to write (default bertfit-student)")
+    distil.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    distil.set_defaults(handler="distill")
+
+
+def _add_compress_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    squeeze = commands.add_parser("compress", parents=[common], help="distil, then export int8, and compare",
+                                  description="Search student layers x export precision on validation for the "
+                                              "smallest model within the limits, then score it once on test.")
+    squeeze.add_argument("teacher_dir", help="a model folder written by bertfit train")
+    squeeze.add_argument("data", help="labelled data (the teacher's columns are used unless given)")
+    squeeze.add_argument("--target-size-ratio", type=float, default=7.0,
+                         help="how many times smaller the int8 student should be (default 7); a miss is reported")
+    squeeze.add_argument("--student", help="the student checkpoint: hub name or local folder")
+    squeeze.add_argument("--student-layers", type=int, help="or: only the teacher cut to N layers (default: every "
+                         "layer count that can reach --target-size-ratio is searched, the most first)")
+    squeeze.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
+    squeeze.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets (default 0.5)")
+    squeeze.add_argument("--max-drop", type=float, default=0.01,
+                         help="largest drop below the teacher's validation score a kept configuration may cost, as "
+                              "a share (default 0.01)")
+    squeeze.add_argument("--quantize", choices=QUANTIZE_CHOICES,
+                         help="only this export precision: int8, or int8-emb4 (embedding tables in 4 bits); default: "
+                              "both are searched")
+    _add_config_flags(squeeze, DataConfig)
+    _add_config_flags(squeeze, TrainConfig, skip=("model",))
+    squeeze.add_argument("--out", help="folder to write student/ and student-QUANTIZE/ (default TEACHER-compressed)")
+    squeeze.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    squeeze.set_defaults(handler="compress")
+
+
+def _add_report_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    report = commands.add_parser("report", parents=[common], help="write a self-contained HTML report of a model",
+                                 description="Write one HTML file: training curves, test results, the run's facts.")
+    report.add_argument("model_dir")
+    report.add_argument("--out", help="HTML file to write (default: MODEL_DIR/report.html, replaced if there)")
+    report.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    report.add_argument("--data", help="labelled file to score instead of the folder's test.jsonl")
+    report.set_defaults(handler="report")
+
+
+def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                        help="torch (model.safetensors) | onnx (model.onnx from bertfit export, on onnxruntime) | "
+                             "auto: onnx when the folder has model.onnx and onnxruntime is installed (default auto)")
+
+
+def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    export = commands.add_parser("export", parents=[common], help="export a model to ONNX (optionally int8), checked",
+                                 description="Export to ONNX; refused (nothing written) when the export scores more "
+                                             "than --max-drop below the PyTorch model. The last stdout line is JSON.")
+    export.add_argument("model_dir")
+    export.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
+    export.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="int8: dynamic quantization of the weights "
+                        "(onnxruntime), smaller and usually faster on CPU; int8-emb4: also the embedding tables "
+                        "in 4 bits, smaller still")
+    export.add_argument("--out", help="folder to write (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-QUANTIZE)")
+    export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    export.add_argument("--data", help="labelled file to check the export on, instead of MODEL_DIR/test.jsonl")
+    export.add_argument("--max-drop", type=float, default=0.01, help="refuse when the main metric (accuracy; micro "
+                        "F1 for multi-label) drops more than this below PyTorch's (default 0.01)")
+    export.add_argument("--batch-size", type=int, default=64)
+    export.set_defaults(handler="export")
+
+
+def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser("serve", parents=[common], help="serve a model over HTTP (FastAPI + uvicorn)",
+                                description="Serve POST /predict, GET /health, GET /info, docs at /docs (plain HTML, "
+                                            "works offline) and a try-it page at /. Concurrent requests are "
+                                            "batched together.")
+    serve.add_argument("model_dir")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000,
+                       help="port (default 8000; 0: a free one, named in the 'serving ... on' line)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
+    _add_backend_flag(serve)
+    _add_config_flags(serve, ServeConfig)
+    serve.set_defaults(handler="serve")

@@ -45,7 +45,7 @@ DATASETS = ("phishing", "banking77")
 
 def dataset_for(teacher_dir: Path) -> Path | None:
     """The shared data set whose labels are the teacher's, or None."""
-    from bertfit.data.cleaning import load_labelled
+    from bertfit.data.reading import load_labelled
     from bertfit.folder import read_meta
 
     wanted = {str(label) for label in (read_meta(teacher_dir) or {}).get("labels", [])}

@@ -60,7 +60,7 @@ Predict = Callable[[list[str], list[str] | None], list]
 
 def rows_for(model_dir: Path, names: list[str], limit: int | None) -> list[tuple[str, Path, list, list, list | None]]:
     """(name, file, texts, labels, pairs) for each data set whose labels are the model's, else its test.jsonl."""
-    from bertfit.data.cleaning import load_labelled
+    from bertfit.data.reading import load_labelled
     from bertfit.folder import read_meta
 
     meta = read_meta(model_dir) or {}

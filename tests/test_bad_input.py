@@ -34,7 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertfit.cli import main
-from bertfit.data.cleaning import iter_texts, load_labelled, prepare
+from bertfit.data.cleaning import prepare
+from bertfit.data.reading import iter_texts, load_labelled
 from bertfit.errors import BertfitError
 from conftest import make_rows
 

@@ -19,7 +19,7 @@ import torch
 import bertfit
 from bertfit import cli
 from bertfit.cli import main
-from bertfit.data.cleaning import load_labelled
+from bertfit.data.reading import load_labelled
 from bertfit.model import TextClassifier
 from bertfit.training import run as training
 

@@ -15,6 +15,7 @@ import pytest
 
 from bertfit.config import DataConfig
 from bertfit.data import cleaning as data
+from bertfit.data import reading
 from bertfit.errors import DataError
 from conftest import expect_data_error, labelled
 
@@ -411,14 +412,14 @@ def test_prepare_hf_error_without_a_message_is_still_a_data_error(monkeypatch):
 def test_load_labelled_file_is_cleaned(tmp_path):
     path = tmp_path / "scores.jsonl"
     path.write_text('{"text": " a ", "y": 1}\n{"text": "b", "y": 0}\n{"text": "", "y": 0}\n', encoding="utf-8")
-    rows = data.load_labelled(path, None, None)
+    rows = reading.load_labelled(path, None, None)
     assert rows.to_dict("records") == [{"text": "a", "label": "1"}, {"text": "b", "label": "0"}]
 
 
 def test_load_labelled_folder_reads_the_test_split(tmp_path):
     write_table(labelled(THREE), tmp_path / "train.csv")
     write_table(labelled({"x": 2, "y": 1}, prefix="t "), tmp_path / "test.csv")
-    rows = data.load_labelled(tmp_path, None, None)
+    rows = reading.load_labelled(tmp_path, None, None)
     assert sorted(rows["label"]) == ["x", "x", "y"]
 
 
@@ -443,7 +444,7 @@ def test_load_labelled_errors(tmp_path, setup, fragments):
         source.mkdir()
     elif setup == "no usable rows":
         source.write_text("text,label\n ,a\nb,\n", encoding="utf-8")
-    expect_data_error(lambda: data.load_labelled(source, None, None), *fragments)
+    expect_data_error(lambda: reading.load_labelled(source, None, None), *fragments)
 
 
 TEXTS = ["first text", "second, with comma", "third", "fourth", "fifth"]
@@ -460,7 +461,7 @@ def write_texts(folder: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind", ["txt", "csv", "tsv", "jsonl", "parquet"])
 @pytest.mark.parametrize("chunk_size, sizes", [(2, [2, 2, 1]), (5, [5]), (100, [5]), (1, [1] * 5)])
 def test_iter_texts_chunks_every_format(tmp_path, kind, chunk_size, sizes):
-    chunks = list(data.iter_texts(write_texts(tmp_path, kind), chunk_size=chunk_size))
+    chunks = list(reading.iter_texts(write_texts(tmp_path, kind), chunk_size=chunk_size))
     assert [len(chunk) for chunk in chunks] == sizes
     assert [text for chunk in chunks for text in chunk] == TEXTS
 
@@ -468,28 +469,28 @@ def test_iter_texts_chunks_every_format(tmp_path, kind, chunk_size, sizes):
 def test_iter_texts_keeps_blank_lines_in_place_and_drops_the_byte_order_mark(tmp_path):
     path = tmp_path / "texts.txt"
     path.write_bytes("\ufefffirst\n\n  \nlast\r\n".encode("utf-8"))
-    assert [text for chunk in data.iter_texts(path) for text in chunk] == ["first", "", "  ", "last"]
+    assert [text for chunk in reading.iter_texts(path) for text in chunk] == ["first", "", "  ", "last"]
 
 
 def test_iter_texts_explicit_column(tmp_path):
     path = write_table(pd.DataFrame({"text": ["no", "no"], "note": ["yes 1", "yes 2"]}), tmp_path / "n.csv")
-    assert list(data.iter_texts(path, text_col="note")) == [["yes 1", "yes 2"]]
-    expect_data_error(lambda: list(data.iter_texts(path, text_col="Note")), "pass --text-col note")
+    assert list(reading.iter_texts(path, text_col="note")) == [["yes 1", "yes 2"]]
+    expect_data_error(lambda: list(reading.iter_texts(path, text_col="Note")), "pass --text-col note")
 
 
 def test_iter_texts_reads_stdin_for_dash(monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("one\n\n  two words \r\nthree\n"))
-    assert list(data.iter_texts("-", chunk_size=2)) == [["one", ""], ["  two words ", "three"]]
+    assert list(reading.iter_texts("-", chunk_size=2)) == [["one", ""], ["  two words ", "three"]]
 
 
 @pytest.mark.parametrize("name", ["missing.txt", "missing.csv"])
 def test_iter_texts_missing_file(tmp_path, name):
-    expect_data_error(lambda: list(data.iter_texts(tmp_path / name)), "input file not found", "check the path")
+    expect_data_error(lambda: list(reading.iter_texts(tmp_path / name)), "input file not found", "check the path")
 
 
 def test_iter_texts_empty_csv(tmp_path):
     (tmp_path / "empty.csv").write_bytes(b"")
-    expect_data_error(lambda: list(data.iter_texts(tmp_path / "empty.csv")), "is empty", "needs a header row")
+    expect_data_error(lambda: list(reading.iter_texts(tmp_path / "empty.csv")), "is empty", "needs a header row")
 
 
 @pytest.mark.parametrize("name, content", [("latin.csv", b"text\ncaf\xe9\n"), ("latin.txt", b"ok\ncaf\xe9\n"),
@@ -497,7 +498,7 @@ def test_iter_texts_empty_csv(tmp_path):
 def test_iter_texts_unreadable_file_is_a_data_error(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
-    expect_data_error(lambda: list(data.iter_texts(path)), str(path))
+    expect_data_error(lambda: list(reading.iter_texts(path)), str(path))
 
 
 def test_jsonl_written_by_hand_reads_like_pandas_output(tmp_path):
@@ -509,10 +510,10 @@ def test_jsonl_written_by_hand_reads_like_pandas_output(tmp_path):
 def test_load_labelled_prefers_the_columns_a_model_was_trained_with(tmp_path):
     path = tmp_path / "holdout.csv"
     pd.DataFrame({"text": ["a", "b"], "sentence": ["x", "y"], "label": ["p", "q"]}).to_csv(path, index=False)
-    expect_data_error(lambda: data.load_labelled(path, None, None), "more than one column could be the text")
-    rows = data.load_labelled(path, None, None, preferred=("sentence", "label"))
+    expect_data_error(lambda: reading.load_labelled(path, None, None), "more than one column could be the text")
+    rows = reading.load_labelled(path, None, None, preferred=("sentence", "label"))
     assert rows["text"].tolist() == ["x", "y"]
-    assert data.load_labelled(path, "text", None, preferred=("sentence", "label"))["text"].tolist() == ["a", "b"]
+    assert reading.load_labelled(path, "text", None, preferred=("sentence", "label"))["text"].tolist() == ["a", "b"]
     # a saved column the new data lacks is ignored: the data's own columns are looked for instead
-    expect_data_error(lambda: data.load_labelled(path, None, None, preferred=("body", "label")),
+    expect_data_error(lambda: reading.load_labelled(path, None, None, preferred=("body", "label")),
                       "more than one column could be the text")

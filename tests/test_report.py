@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from bertfit.cli import build_parser, main
-from bertfit.data.cleaning import load_labelled, prepare
+from bertfit.data.cleaning import prepare
+from bertfit.data.reading import load_labelled
 from bertfit.errors import DataError, OutputError
 from bertfit.model import TextClassifier
 from bertfit.record import ModelRecord
@@ -268,7 +269,7 @@ def test_sentence_pairs_are_passed_as_pairs_and_shown(fake_folder):
 
 
 @pytest.mark.skipif("pair_col" not in inspect.signature(load_labelled).parameters,
-                    reason="bertfit.data.cleaning.load_labelled reads no sentence pairs or label lists yet")
+                    reason="bertfit.data.reading.load_labelled reads no sentence pairs or label lists yet")
 def test_data_file_for_a_multi_label_sentence_pair_model(fake_folder, tmp_path):
     folder, labels = fake_folder
     meta = json.loads((folder / "bertfit.json").read_text())

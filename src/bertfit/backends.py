@@ -126,10 +126,10 @@ class OnnxBackend:
     @classmethod
     def load(cls, folder: Path, threads: int | None = None) -> OnnxBackend:
         """``threads`` None: onnxruntime's own intra-op pool (one thread per core), and one batch per core
-        side by side, longest first: on short texts (banking77) 8% faster than one batch at a time,
-        whose small matrices split poorly over the pool, and as fast on long ones (phishing). A number:
-        each batch on that many threads, one batch at a time (``bertfit serve`` runs its own batches
-        side by side)."""
+        side by side, longest first: short texts make small matrices that split poorly over the pool,
+        so batches side by side keep the cores busier (bench/predict.py measures it). A number: each
+        batch on that many threads, one batch at a time (``bertfit serve`` runs its own batches side
+        by side)."""
         try:
             import onnxruntime
         except ImportError:

@@ -115,7 +115,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from bertfit.data.cleaning import load_labelled
+    from bertfit.data.reading import load_labelled
     from bertfit.model import TextClassifier
 
     _check_batch_size(args.batch_size)
@@ -142,7 +142,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from bertfit.data.cleaning import iter_texts
+    from bertfit.data.reading import iter_texts
     from bertfit.model import TextClassifier
     from bertfit.progress import progress_bar
 

@@ -7,6 +7,7 @@
 Builds on the core (config, errors, labels, hub); knows nothing of models or training.
 """
 
-from bertfit.data.cleaning import PreparedData, iter_texts, load_labelled, prepare
+from bertfit.data.cleaning import PreparedData, prepare
+from bertfit.data.reading import iter_texts, load_labelled
 
 __all__ = ["PreparedData", "iter_texts", "load_labelled", "prepare"]

@@ -11,10 +11,7 @@ module knows nothing of tokenizers or models.
 
 from __future__ import annotations
 
-import io
 import logging
-import sys
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +19,12 @@ from typing import Any
 import pandas as pd
 
 from bertfit.config import DataConfig
-from bertfit.data.sources import check_text_file, load_frames, read_delimited, read_table, unreadable
+from bertfit.data.sources import load_frames, read_table
 from bertfit.data.splits import check_leaks, row_key, stratified_split
 from bertfit.errors import DataError
 from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi
 
-__all__ = ["PreparedData", "clean", "find_columns", "iter_texts", "load_frames", "load_labelled", "prepare",
-           "read_table"]
+__all__ = ["PreparedData", "clean", "find_columns", "load_frames", "prepare", "read_table"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +49,8 @@ def find_columns(frame: pd.DataFrame, text_col: str | None, label_col: str | Non
     columns = [str(c) for c in frame.columns]
     if text_col is not None and text_col == label_col:
         raise DataError(f"text and label columns are both {text_col!r}; pass different --text-col and --label-col")
-    label = _pick(columns, label_col, LABEL_CANDIDATES, "label")
-    text = _pick([c for c in columns if c != label], text_col, TEXT_CANDIDATES, "text", frame=frame)
+    label = pick(columns, label_col, LABEL_CANDIDATES, "label")
+    text = pick([c for c in columns if c != label], text_col, TEXT_CANDIDATES, "text", frame=frame)
     return text, label
 
 
@@ -75,7 +71,7 @@ def find_pair_columns(frame: pd.DataFrame, text_col: str | None, pair_col: str |
     return None
 
 
-def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], role: str,
+def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], role: str,
           frame: pd.DataFrame | None = None) -> str:
     flag = f"--{role}-col"
     if given is not None:
@@ -193,7 +189,7 @@ def _check_texts(values: pd.Series, column: str) -> None:
         )
 
 
-def _nothing_left(where: str, rows: int, dropped: dict[str, int], text_col: str, label_col: str) -> DataError:
+def nothing_left(where: str, rows: int, dropped: dict[str, int], text_col: str, label_col: str) -> DataError:
     no_text = dropped["missing_text"] + dropped["empty_text"]
     return DataError(
         f"{where} has no rows with both a text and a label ({rows} rows: {no_text} with no text in {text_col!r}, "
@@ -222,25 +218,9 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
             raise DataError(f"{where} lacks column(s) {missing}; columns are {list(frame.columns)}")
         cleaned[split], dropped[split] = clean(frame, text_col, label_col, pair_col, config.label_sep, multi_label)
         if len(cleaned[split]) == 0:
-            raise _nothing_left(where, len(frame), dropped[split], text_col, label_col)
+            raise nothing_left(where, len(frame), dropped[split], text_col, label_col)
 
-    if "all" in cleaned:
-        rows = cleaned.pop("all")
-        LabelSet.fit(rows["label"], label_col)  # one class is an error before any splitting
-        cleaned = stratified_split(
-            rows, {"validation": config.validation_fraction, "test": config.test_fraction}, config.seed
-        )
-        how = (f"split {1 - config.validation_fraction - config.test_fraction:.0%}/"
-               f"{config.validation_fraction:.0%}/{config.test_fraction:.0%} by class, seed {config.seed}")
-    else:
-        missing = [s for s in ("validation", "test") if s not in cleaned]
-        how = "splits as given"
-        if missing:  # carve the missing split(s) out of train, by class
-            fractions = {s: getattr(config, f"{s}_fraction") for s in missing}
-            carved = stratified_split(cleaned["train"], fractions, config.seed)
-            cleaned.update(carved)
-            how += f"; {' and '.join(missing)} carved from train by class, seed {config.seed}"
-
+    cleaned, how = _split(cleaned, config, label_col)
     leaks = check_leaks(cleaned, config.drop_leaks)
     labels = LabelSet.fit(cleaned["train"]["label"], label_col)
     for split in ("validation", "test"):
@@ -266,13 +246,36 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
     }
     for line in describe(report):
         log.info(line)
-    smallest = min(report["class_balance"]["train"].items(), key=lambda item: item[1])
-    if smallest[1] < IMBALANCE_SHARE * len(cleaned["train"]):
-        log.warning("imbalanced classes: %r is %d of %d training rows (%.1f%%); watch macro F1 and recall, "
-                    "and consider --class-weights balanced", smallest[0], smallest[1], len(cleaned["train"]),
-                    100 * smallest[1] / len(cleaned["train"]))
+    _warn_if_imbalanced(report["class_balance"]["train"], len(cleaned["train"]))
     return PreparedData(cleaned["train"], cleaned["validation"], cleaned["test"], labels,
                         text_col, label_col, report, pair_col, multi_label)
+
+
+def _split(cleaned: dict[str, pd.DataFrame], config: DataConfig, label_col: str
+           ) -> tuple[dict[str, pd.DataFrame], str]:
+    """train / validation / test: one file split by class, or a folder's splits with any missing ones carved from
+    train; and how, in words."""
+    if "all" in cleaned:
+        rows = cleaned.pop("all")
+        LabelSet.fit(rows["label"], label_col)  # one class is an error before any splitting
+        fractions = {"validation": config.validation_fraction, "test": config.test_fraction}
+        how = (f"split {1 - config.validation_fraction - config.test_fraction:.0%}/"
+               f"{config.validation_fraction:.0%}/{config.test_fraction:.0%} by class, seed {config.seed}")
+        return stratified_split(rows, fractions, config.seed), how
+    missing = [s for s in ("validation", "test") if s not in cleaned]
+    how = "splits as given"
+    if missing:  # carve the missing split(s) out of train, by class
+        fractions = {s: getattr(config, f"{s}_fraction") for s in missing}
+        cleaned.update(stratified_split(cleaned["train"], fractions, config.seed))
+        how += f"; {' and '.join(missing)} carved from train by class, seed {config.seed}"
+    return cleaned, how
+
+
+def _warn_if_imbalanced(balance: dict[str, int], rows: int) -> None:
+    name, count = min(balance.items(), key=lambda item: item[1])
+    if count < IMBALANCE_SHARE * rows:
+        log.warning("imbalanced classes: %r is %d of %d training rows (%.1f%%); watch macro F1 and recall, "
+                    "and consider --class-weights balanced", name, count, rows, 100 * count / rows)
 
 
 def describe(report: dict[str, Any]) -> list[str]:
@@ -295,120 +298,3 @@ def describe(report: dict[str, Any]) -> list[str]:
     more = f", ... {len(balance) - 12} more" if len(balance) > 12 else ""
     lines.append(f"classes in train ({len(balance)}): {shown}{more}")
     return lines
-
-
-def load_labelled(
-    source: str | Path | pd.DataFrame, text_col: str | None, label_col: str | None,
-    preferred: tuple[str | None, str | None] = (None, None), *, pair_col: str | None = None,
-    label_sep: str | None = None, multi_label: bool = False,
-) -> pd.DataFrame:
-    """One labelled table to score (a folder's test split), cleaned, as text/label rows.
-
-    ``preferred`` are the columns a model was trained with: used when not given and present.
-    ``pair_col``: the second text column of a sentence-pair model (required in the table).
-    """
-    frames, origin = load_frames(source, need_train=False)
-    # A folder's test split when it has one; else the one split it holds (scoring needs one labelled table).
-    split = next((name for name in ("all", "test") if name in frames), None)
-    if split is None and len(frames) == 1:
-        split = next(iter(frames))
-        log.info("%s has no test file; scoring its %s split", origin, split)
-    if split is None:
-        raise DataError(f"{origin} has no test file and more than one other split ({', '.join(sorted(frames))}); "
-                        "pass the file to score, e.g. DATA/validation.csv")
-    frame = frames[split]
-    text_col, label_col = (given if given is not None or saved not in frame.columns else saved
-                           for given, saved in zip((text_col, label_col), preferred, strict=True))
-    text, label = find_columns(frame, text_col, label_col)
-    if pair_col is not None and pair_col not in frame.columns:
-        raise DataError(f"{origin} has no column {pair_col!r}, the second text of this sentence-pair model; "
-                        f"columns are {list(frame.columns)}; pass --text-pair-col")
-    rows, dropped = clean(frame, text, label, pair_col, label_sep, multi_label)
-    if len(rows) == 0:
-        raise _nothing_left(origin, len(frame), dropped, text, label)
-    if any(dropped.values()):
-        log.info("dropped from %s: %s", origin, {k: v for k, v in dropped.items() if v})
-    return rows
-
-
-def iter_texts(
-    source: str | Path, text_col: str | None = None, chunk_size: int = 512, pair_col: str | None = None,
-) -> Iterator[list[str]] | Iterator[list[tuple[str, str]]]:
-    """Texts to predict, in chunks, without holding a large file in memory.
-
-    ``-`` is standard input, one text per line; .csv/.tsv/.jsonl/.parquet use the text column (given,
-    or the obvious one); any other file is one text per line. With ``pair_col`` (a sentence-pair
-    model) each item is a (text, pair) tuple: from the two columns, or from a tab in each line.
-    """
-    try:
-        yield from _iter_texts(source, text_col, chunk_size, pair_col)
-    except (UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise unreadable(source, err) from None
-
-
-def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_col: str | None) -> Iterator[list]:
-    if str(source) == "-":
-        yield from _chunks(_lines(_stdin(), pair_col), chunk_size)
-        return
-    path = Path(source)
-    if path.is_dir():
-        raise DataError(f"--input {path} is a folder; pass a file of texts (one per line, or a CSV / TSV / JSONL / "
-                        "Parquet file with a text column)")
-    if not path.is_file():
-        raise DataError(f"input file not found: {path}; check the path")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
-        if path.stat().st_size == 0:
-            raise DataError(f"{path} is empty; it needs a header row and texts")
-        tables = (read_delimited(path, chunksize=chunk_size) if suffix in (".csv", ".tsv")
-                  else [read_table(path)])
-        columns = None
-        for table in tables:
-            table = table.astype(object).fillna("")  # a column of numbers and gaps takes "" too
-            if columns is None:
-                names = [str(c) for c in table.columns]
-                columns = [_pick(names, text_col, TEXT_CANDIDATES, "text", frame=table)]
-                if pair_col is not None:
-                    if pair_col not in names:
-                        raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "
-                                        f"columns are {names}; pass --text-pair-col")
-                    columns.append(pair_col)
-            values = [table[c].astype(str).tolist() for c in columns]
-            yield from _chunks(values[0] if pair_col is None else zip(*values, strict=True), chunk_size)
-    else:
-        check_text_file(path)
-        with path.open(encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of the first text
-            yield from _chunks(_lines(handle, pair_col), chunk_size)
-
-
-def _stdin() -> Iterable[str]:
-    """Standard input as UTF-8 lines, strictly (whatever the locale), a leading byte-order mark dropped."""
-    raw = getattr(sys.stdin, "buffer", None)
-    if raw is None:  # already text (a StringIO in tests, or an embedding program's own stream)
-        return sys.stdin
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
-
-
-def _lines(handle: Iterable[str], pair_col: str | None) -> Iterator[str] | Iterator[tuple[str, str]]:
-    """One item per line, blank lines included (they get an 'empty' record), so outputs line up with lines."""
-    for number, line in enumerate(handle, start=1):
-        line = line.rstrip("\r\n")
-        if pair_col is None:
-            yield line
-            continue
-        first, tab, second = line.partition("\t")
-        if not tab and line.strip():
-            raise DataError(f"line {number} has no tab; this sentence-pair model needs 'first<TAB>second' on "
-                            "each line, or a CSV/JSONL file with both columns")
-        yield first, second
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

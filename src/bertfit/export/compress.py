@@ -121,19 +121,9 @@ def compress(
     **settings: Any,
 ) -> CompressResult:
     """Distil ``teacher_dir`` on ``data`` and export the student, searching layers x precision on validation."""
-    from bertfit.export.onnx import export
-    from bertfit.training.distill import distill, kept_layers
+    from bertfit.training.distill import kept_layers
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError("bertfit compress runs in one process; under torchrun or accelerate launch run "
-                         "bertfit distill, then bertfit export --quantize int8 in one process")
-    # checked before distilling, which takes minutes; export would refuse it only afterwards
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
-        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
-    if not target_size_ratio > 1:
-        raise UsageError(f"--target-size-ratio must be above 1, got {target_size_ratio}")
-    if not 0 <= max_drop <= 1:
-        raise UsageError(f"--max-drop must be between 0 and 1 (a share, e.g. 0.01 for one point), got {max_drop}")
+    _check_arguments(quantize, target_size_ratio, max_drop)
     teacher_folder = Path(teacher_dir)
     target = Path(out) if out is not None else teacher_folder.parent / f"{teacher_folder.name}-compressed"
     refuse_inputs(target, "--out", {"the teacher folder": teacher_folder, "the data": data if isinstance(
@@ -154,22 +144,9 @@ def compress(
     search: list[dict[str, Any]] = []
     with staged_folder(target) as staging:
         for count, fits in steps:
-            where = staging / "search" / f"layers-{count or 'student'}"
-            log.info("compress: distilling a %s student", f"{count}-layer" if count else student)
-            distill(teacher_folder, data, where / "student", student=student, student_layers=count,
-                    temperature=temperature, alpha=alpha, progress=progress, **settings)
-            validation = read_split(where / "student", "validation")
-            if not search:
-                teacher_validation = _main_score(teacher, validation)
-            for precision in fits:
-                exported = export(where / "student", where / f"student-{precision}", quantize=precision, max_drop=1.0)
-                row = {"layers": count or TextClassifier.from_pretrained(where / "student").model.config
-                       .num_hidden_layers, "precision": precision, "bytes": exported.size_after,
-                       "smaller_by": teacher_bytes / exported.size_after, "validation": exported.check["onnx"],
-                       "teacher_validation": teacher_validation, "folder": where, "student_layers": count}
-                row["passes"] = (row["smaller_by"] >= target_size_ratio
-                                 and teacher_validation - row["validation"] <= max_drop)
-                search.append(row)
+            search += _try(teacher, teacher_folder, teacher_bytes, data, staging / "search", count, fits, search,
+                           student=student, temperature=temperature, alpha=alpha, progress=progress,
+                           target_size_ratio=target_size_ratio, max_drop=max_drop, settings=settings)
             if any(row["passes"] for row in search):
                 break  # fewer layers would only cost accuracy
         chosen = _choose(search, target_size_ratio, max_drop)
@@ -190,12 +167,56 @@ def compress(
         row.pop("folder")
     ratio = rows[0]["bytes"] / rows[2]["bytes"]
     if not chosen["passes"]:
-        log.warning("no configuration tried is both %.1fx smaller than the teacher and within %.3f of its validation "
-                    "score; kept %d layers %s, %.2fx smaller, validation %.4f against the teacher's %.4f (short of the "
-                    "%.1fx asked, or of the accuracy limit): a smaller --student or more training data may get there",
-                    target_size_ratio, max_drop, chosen["layers"], chosen["precision"], chosen["smaller_by"],
-                    chosen["validation"], chosen["teacher_validation"], target_size_ratio)
+        _say_missed(chosen, target_size_ratio, max_drop)
     return CompressResult(target, rows, ratio, target_size_ratio, search, chosen, max_drop)
+
+
+def _say_missed(chosen: dict[str, Any], target_size_ratio: float, max_drop: float) -> None:
+    log.warning("no configuration tried is both %.1fx smaller than the teacher and within %.3f of its validation "
+                "score; kept %d layers %s, %.2fx smaller, validation %.4f against the teacher's %.4f (short of the "
+                "%.1fx asked, or of the accuracy limit): a smaller --student or more training data may get there",
+                target_size_ratio, max_drop, chosen["layers"], chosen["precision"], chosen["smaller_by"],
+                chosen["validation"], chosen["teacher_validation"], target_size_ratio)
+
+
+def _check_arguments(quantize: str | None, target_size_ratio: float, max_drop: float) -> None:
+    """Refused before distilling, which takes minutes (export would refuse some only afterwards)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("bertfit compress runs in one process; under torchrun or accelerate launch run "
+                         "bertfit distill, then bertfit export --quantize int8 in one process")
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if not target_size_ratio > 1:
+        raise UsageError(f"--target-size-ratio must be above 1, got {target_size_ratio}")
+    if not 0 <= max_drop <= 1:
+        raise UsageError(f"--max-drop must be between 0 and 1 (a share, e.g. 0.01 for one point), got {max_drop}")
+
+
+def _try(teacher: TextClassifier, teacher_folder: Path, teacher_bytes: int, data: Any, search_dir: Path,
+         count: int | None, fits: list[str], tried: list[dict[str, Any]], *, student: str | None, temperature: float,
+         alpha: float, progress: bool, target_size_ratio: float, max_drop: float,
+         settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """One student (``count`` layers, or ``student``) distilled, exported at each precision in ``fits``, and
+    scored on validation; one row per precision."""
+    from bertfit.export.onnx import export
+    from bertfit.training.distill import distill
+
+    where = search_dir / f"layers-{count or 'student'}"
+    log.info("compress: distilling a %s student", f"{count}-layer" if count else student)
+    distill(teacher_folder, data, where / "student", student=student, student_layers=count,
+            temperature=temperature, alpha=alpha, progress=progress, **settings)
+    validation = read_split(where / "student", "validation")
+    teacher_validation = tried[0]["teacher_validation"] if tried else _main_score(teacher, validation)
+    rows = []
+    for precision in fits:
+        exported = export(where / "student", where / f"student-{precision}", quantize=precision, max_drop=1.0)
+        row = {"layers": count or TextClassifier.from_pretrained(where / "student").model.config
+               .num_hidden_layers, "precision": precision, "bytes": exported.size_after,
+               "smaller_by": teacher_bytes / exported.size_after, "validation": exported.check["onnx"],
+               "teacher_validation": teacher_validation, "folder": where, "student_layers": count}
+        row["passes"] = row["smaller_by"] >= target_size_ratio and teacher_validation - row["validation"] <= max_drop
+        rows.append(row)
+    return rows
 
 
 def _choose(search: list[dict[str, Any]], target: float, max_drop: float) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def check_rows(folder: Path, classifier: TextClassifier, data: str | Path | None
     The check decides whether the export is kept, so it reads validation, as every decision in bertfit
     does; the test split stays for judging, once.
     """
-    from bertfit.data.cleaning import load_labelled
+    from bertfit.data.reading import load_labelled
 
     if data is None:
         rows = read_split(folder, "validation")

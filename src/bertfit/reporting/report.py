@@ -32,7 +32,7 @@ def load_test_rows(folder: Path, record: ModelRecord, data: str | Path | None = 
                    ) -> tuple[SplitRows | None, str]:
     """The rows to score (``--data``, else the folder's test split) or None with the reason why not."""
     if data is not None:
-        from bertfit.data.cleaning import load_labelled
+        from bertfit.data.reading import load_labelled
 
         # A sentence-pair model reads its second text column; a multi-label model its label lists.
         options: dict[str, Any] = {}

@@ -132,7 +132,11 @@ def page() -> str:
 
 
 def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: str | None = None) -> Any:
-    """The FastAPI app serving ``classifier``; the batcher starts and stops with the app (its lifespan)."""
+    """The FastAPI app serving ``classifier``; the batcher starts and stops with the app (its lifespan).
+
+    Long because FastAPI reads a route's request model and handler where they are defined, and both
+    close over this app's classifier, config and batcher; the pages are added by ``_add_pages``.
+    """
     require("serve", "bertfit serve")
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse, Response

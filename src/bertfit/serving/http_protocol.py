@@ -96,7 +96,11 @@ def parser() -> str:
 
 @functools.cache
 def deadline_protocol(parser: str) -> type:
-    """The protocol class over ``parser``, "httptools" or "h11" (the tests run both)."""
+    """The protocol class over ``parser``, "httptools" or "h11" (the tests run both).
+
+    Long because the class must subclass whichever uvicorn protocol the parser names, so it is
+    defined here, around the import that picks it.
+    """
     if parser == "httptools":
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
     else:

@@ -102,6 +102,23 @@ class DistillationTrainer(ClassifierTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def _check_arguments(student: str | None, student_layers: int | None, temperature: float, alpha: float) -> None:
+    if (student is None) == (student_layers is None):
+        raise UsageError("pass exactly one of --student NAME_OR_DIR or --student-layers N")
+    if not temperature > 0:
+        raise UsageError(f"--temperature must be above 0, got {temperature}")
+    if not 0 <= alpha <= 1:
+        raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
+
+
+def _teacher_settings(teacher: TextClassifier) -> dict[str, Any]:
+    """How the teacher read its data (columns, max length, long texts): the student's defaults."""
+    record = teacher.record
+    return {"text_col": record.text_col, "label_col": record.label_col, "text_pair_col": record.text_pair_col,
+            "label_sep": record.label_sep, "max_length": teacher.max_length, "long_text": record.long_text.mode,
+            "stride": record.long_text.stride, "window_pool": record.long_text.pool}
+
+
 def distill(
     teacher_dir: str | Path,
     data: Any,
@@ -119,19 +136,9 @@ def distill(
 
     ``settings`` are ``train``'s (epochs, learning_rate, ...); the data columns default to the teacher's.
     """
-    if (student is None) == (student_layers is None):
-        raise UsageError("pass exactly one of --student NAME_OR_DIR or --student-layers N")
-    if not temperature > 0:
-        raise UsageError(f"--temperature must be above 0, got {temperature}")
-    if not 0 <= alpha <= 1:
-        raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
+    _check_arguments(student, student_layers, temperature, alpha)
     teacher = TextClassifier.from_pretrained(teacher_dir)
-    record = teacher.record
-    for key, saved in (("text_col", record.text_col), ("label_col", record.label_col),
-                       ("text_pair_col", record.text_pair_col), ("label_sep", record.label_sep),
-                       ("max_length", teacher.max_length), ("long_text", record.long_text.mode),
-                       ("stride", record.long_text.stride), ("window_pool", record.long_text.pool)):
-        settings.setdefault(key, saved)
+    settings = {**_teacher_settings(teacher), **settings}
     settings = {k: v for k, v in settings.items() if v is not None}
     data_config, config = split_settings(settings)
     check(data_config, config)

@@ -104,8 +104,8 @@ LOSS_TIE_BREAK = 1e-7  # selection = metric - this x loss (to 4 places, at most 
 def planned_epochs(rows: int, batch_size: int, processes: int = 1) -> int:
     """Epochs when --epochs is not given: enough for about MIN_STEPS steps, 3 at least (large sets), 6 at most.
 
-    Small sets need more passes for the new head and the body to settle (a 1,400-row set with 48
-    labels was still improving at epoch 10 of a fixed schedule); large ones reach their best within 3.
+    Small sets need more passes for the new head and the body to settle; large ones reach their
+    best within a few.
     The learning-rate schedule decays over exactly these epochs, so where training stops the rate is low.
     """
     steps = max(1, -(-rows // (batch_size * processes)))

@@ -1,0 +1,140 @@
+"""Texts for a model already trained: a labelled file to score, and a stream of texts to predict.
+
+:func:`load_labelled` reads one labelled split (a file, or a folder's test split) with the model's
+columns, cleaned as training cleaned; :func:`iter_texts` streams texts in chunks from a file, a
+text-per-line file or stdin, keeping blank lines in place so each output record meets its input row.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bertfit.data.cleaning import TEXT_CANDIDATES, clean, find_columns, nothing_left, pick
+from bertfit.data.sources import check_text_file, load_frames, read_delimited, read_table, unreadable
+from bertfit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def load_labelled(
+    source: str | Path | pd.DataFrame, text_col: str | None, label_col: str | None,
+    preferred: tuple[str | None, str | None] = (None, None), *, pair_col: str | None = None,
+    label_sep: str | None = None, multi_label: bool = False,
+) -> pd.DataFrame:
+    """One labelled table to score (a folder's test split), cleaned, as text/label rows.
+
+    ``preferred`` are the columns a model was trained with: used when not given and present.
+    ``pair_col``: the second text column of a sentence-pair model (required in the table).
+    """
+    frames, origin = load_frames(source, need_train=False)
+    # A folder's test split when it has one; else the one split it holds (scoring needs one labelled table).
+    split = next((name for name in ("all", "test") if name in frames), None)
+    if split is None and len(frames) == 1:
+        split = next(iter(frames))
+        log.info("%s has no test file; scoring its %s split", origin, split)
+    if split is None:
+        raise DataError(f"{origin} has no test file and more than one other split ({', '.join(sorted(frames))}); "
+                        "pass the file to score, e.g. DATA/validation.csv")
+    frame = frames[split]
+    text_col, label_col = (given if given is not None or saved not in frame.columns else saved
+                           for given, saved in zip((text_col, label_col), preferred, strict=True))
+    text, label = find_columns(frame, text_col, label_col)
+    if pair_col is not None and pair_col not in frame.columns:
+        raise DataError(f"{origin} has no column {pair_col!r}, the second text of this sentence-pair model; "
+                        f"columns are {list(frame.columns)}; pass --text-pair-col")
+    rows, dropped = clean(frame, text, label, pair_col, label_sep, multi_label)
+    if len(rows) == 0:
+        raise nothing_left(origin, len(frame), dropped, text, label)
+    if any(dropped.values()):
+        log.info("dropped from %s: %s", origin, {k: v for k, v in dropped.items() if v})
+    return rows
+
+
+def iter_texts(
+    source: str | Path, text_col: str | None = None, chunk_size: int = 512, pair_col: str | None = None,
+) -> Iterator[list[str]] | Iterator[list[tuple[str, str]]]:
+    """Texts to predict, in chunks, without holding a large file in memory.
+
+    ``-`` is standard input, one text per line; .csv/.tsv/.jsonl/.parquet use the text column (given,
+    or the obvious one); any other file is one text per line. With ``pair_col`` (a sentence-pair
+    model) each item is a (text, pair) tuple: from the two columns, or from a tab in each line.
+    """
+    try:
+        yield from _iter_texts(source, text_col, chunk_size, pair_col)
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise unreadable(source, err) from None
+
+
+def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_col: str | None) -> Iterator[list]:
+    if str(source) == "-":
+        yield from _chunks(_lines(_stdin(), pair_col), chunk_size)
+        return
+    path = Path(source)
+    if path.is_dir():
+        raise DataError(f"--input {path} is a folder; pass a file of texts (one per line, or a CSV / TSV / JSONL / "
+                        "Parquet file with a text column)")
+    if not path.is_file():
+        raise DataError(f"input file not found: {path}; check the path")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
+        if path.stat().st_size == 0:
+            raise DataError(f"{path} is empty; it needs a header row and texts")
+        tables = (read_delimited(path, chunksize=chunk_size) if suffix in (".csv", ".tsv")
+                  else [read_table(path)])
+        columns = None
+        for table in tables:
+            table = table.astype(object).fillna("")  # a column of numbers and gaps takes "" too
+            if columns is None:
+                names = [str(c) for c in table.columns]
+                columns = [pick(names, text_col, TEXT_CANDIDATES, "text", frame=table)]
+                if pair_col is not None:
+                    if pair_col not in names:
+                        raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "
+                                        f"columns are {names}; pass --text-pair-col")
+                    columns.append(pair_col)
+            values = [table[c].astype(str).tolist() for c in columns]
+            yield from _chunks(values[0] if pair_col is None else zip(*values, strict=True), chunk_size)
+    else:
+        check_text_file(path)
+        with path.open(encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of the first text
+            yield from _chunks(_lines(handle, pair_col), chunk_size)
+
+
+def _stdin() -> Iterable[str]:
+    """Standard input as UTF-8 lines, strictly (whatever the locale), a leading byte-order mark dropped."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # already text (a StringIO in tests, or an embedding program's own stream)
+        return sys.stdin
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
+
+
+def _lines(handle: Iterable[str], pair_col: str | None) -> Iterator[str] | Iterator[tuple[str, str]]:
+    """One item per line, blank lines included (they get an 'empty' record), so outputs line up with lines."""
+    for number, line in enumerate(handle, start=1):
+        line = line.rstrip("\r\n")
+        if pair_col is None:
+            yield line
+            continue
+        first, tab, second = line.partition("\t")
+        if not tab and line.strip():
+            raise DataError(f"line {number} has no tab; this sentence-pair model needs 'first<TAB>second' on "
+                            "each line, or a CSV/JSONL file with both columns")
+        yield first, second
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -87,8 +87,9 @@ class TrainConfig:
                                        "for multi-label; the lower loss breaks ties), or the lowest validation loss")
     learning_rate: float | None = setting(None, "peak learning rate", shown="by model width: 1e-4 for MiniLM, "
                                                                            "5e-5 for base")
-    head_lr_scale: float = setting(1.0, "the new classification head's learning rate, as a multiple of "
-                                        "--learning-rate (applied when the body trains too)")
+    head_lr_scale: float | None = setting(None, "the new classification head's learning rate, as a multiple of "
+                                               "--learning-rate (applied when the body trains too)",
+                                          shown="10 for multi-label, 1 otherwise")
     batch_size: int = setting(16, "training batch size")
     eval_batch_size: int = setting(64, "evaluation batch size")
     max_length: int | None = setting(None, "tokens kept per text; longer texts are handled by --long-text and "
@@ -147,7 +148,7 @@ class TrainConfig:
             found.append(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             found.append(f"--learning-rate must be between 0 and 1, got {self.learning_rate}")
-        if not 0 < self.head_lr_scale <= 1000:
+        if self.head_lr_scale is not None and not 0 < self.head_lr_scale <= 1000:
             found.append(f"--head-lr-scale must be above 0 and at most 1000, got {self.head_lr_scale}")
         if not 0 <= self.warmup_ratio < 1:
             found.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")

@@ -53,6 +53,7 @@ from bertfit.training.trainer import ClassifierTrainer, EncodedSplit, encode_spl
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model allows it
+MULTI_LABEL_HEAD_LR_SCALE = 10.0
 
 
 @dataclass
@@ -146,7 +147,7 @@ def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: d
         bucket_lengths=[len(ids) for ids in train_set.encoded["input_ids"]] if bucket else None,
         multi_label=prepared.multi_label,
         class_weights=class_weights,
-        head_lr_scale=config.head_lr_scale,
+        head_lr_scale=head_lr_scale(config, prepared.multi_label),
         model=trained,
         args=_training_args(config, learning_rate, epochs, checkpoints, progress),
         data_collator=collator or DataCollatorWithPadding(tokenizer),
@@ -227,6 +228,18 @@ def write_report(folder: Path, test_proba: np.ndarray) -> None:
         write_report(folder, test_proba=test_proba)  # the test split as just scored; it logs where it wrote
     except Exception as err:  # noqa: BLE001 - the model is saved; a failed picture must not fail the run
         log.warning("report.html not written (%s); try: bertfit report %s", str(err).splitlines()[0], folder)
+
+
+def head_lr_scale(config: TrainConfig, multi_label: bool) -> float:
+    """The head's learning rate over the body's: --head-lr-scale, else MULTI_LABEL_HEAD_LR_SCALE for multi-label.
+
+    A multi-label head starts at the labels' base rates and learns each label from a per-label
+    sigmoid, whose gradients are small for rare labels: at the body's rate it was still catching up
+    when training ended. A single-label head learns fast enough at the body's rate (bench/accuracy.py).
+    """
+    if config.head_lr_scale is not None:
+        return config.head_lr_scale
+    return MULTI_LABEL_HEAD_LR_SCALE if multi_label else 1.0
 
 
 def split_targets(prepared: PreparedData, split: str) -> np.ndarray:

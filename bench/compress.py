@@ -70,7 +70,7 @@ def measure(name: str, layers: int, precision: str, folder: Path, rows) -> dict:
 def bench_teacher(teacher_dir: Path, layers: list[int], epochs: int, precisions: list[str], workdir: Path,
                   target: float, max_drop: float) -> list[dict]:
     """Every configuration scored on validation; the one compress's rule keeps, and the teacher, on test once."""
-    from bertfit.export.compress import _choose
+    from bertfit.export.compress import choose
     from bertfit.export.onnx import export
     from bertfit.folder import read_split
     from bertfit.training.distill import distill
@@ -108,7 +108,7 @@ def bench_teacher(teacher_dir: Path, layers: list[int], epochs: int, precisions:
         row["validation"] = row["accuracy"]
         row["teacher_validation"] = teacher["accuracy"]
         row["passes"] = row["smaller_by"] >= target and teacher["accuracy"] - row["accuracy"] <= max_drop
-    chosen = _choose([row for row in rows if row["precision"] != "fp32"], target, max_drop)
+    chosen = choose([row for row in rows if row["precision"] != "fp32"], target, max_drop)
     chosen["chosen"] = True
     test = read_split(students[layers[0]], "test")
     finals = [{**measure(name, teacher["layers"], "fp32", teacher_dir, test), "split": "test"},

@@ -149,7 +149,7 @@ def compress(
                            target_size_ratio=target_size_ratio, max_drop=max_drop, settings=settings)
             if any(row["passes"] for row in search):
                 break  # fewer layers would only cost accuracy
-        chosen = _choose(search, target_size_ratio, max_drop)
+        chosen = choose(search, target_size_ratio, max_drop)
         shutil.move(chosen["folder"] / "student", staging / "student")
         small = f"student-{chosen['precision']}"
         shutil.move(chosen["folder"] / small, staging / small)
@@ -219,7 +219,7 @@ def _try(teacher: TextClassifier, teacher_folder: Path, teacher_bytes: int, data
     return rows
 
 
-def _choose(search: list[dict[str, Any]], target: float, max_drop: float) -> dict[str, Any]:
+def choose(search: list[dict[str, Any]], target: float, max_drop: float) -> dict[str, Any]:
     """The passing configuration with the best validation score; else the one closest to both limits."""
     passing = [row for row in search if row["passes"]]
     if passing:

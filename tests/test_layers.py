@@ -21,6 +21,7 @@ LAYERS = {
     "training": 3,
     "export": 4,  # compress distils, so export sits above training
     "serving": 4,
+    "auditing": 4,  # out-of-fold evidence uses training's baseline and backbone
     "cli": 5,
     "": 5,  # the package root (bertfit/__init__.py): the public names, loaded lazily
 }

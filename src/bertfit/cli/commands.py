@@ -189,3 +189,21 @@ def _config_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _check_batch_size(value: int) -> None:
     if value < 1:
         raise UsageError(f"--batch-size must be a positive whole number, got {value}")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from bertfit.auditing.run import audit
+
+    result = audit(args.data, args.out, folds=args.folds, method=args.method, overwrite=args.overwrite,
+                   progress=not args.quiet, model=args.model, **given(args, DataConfig))
+    for split, counts in result.per_split.items():
+        log.info("%s: %d of %d rows flagged as probably mislabelled (%.1f%%, 95%% interval %.1f%% to %.1f%%)",
+                 split, counts["flagged"], counts["rows"], 100 * counts["error_rate"],
+                 100 * counts["interval_95"][0], 100 * counts["interval_95"][1])
+    for pair, count in list(result.pairs.items())[:5]:
+        log.info("  given %s: %d", pair, count)
+    log.info("near-duplicates labelled apart: %d rows; outliers for their label: %d", result.duplicates,
+             result.outliers)
+    log.info("written: %s/audit.csv and audit.html", result.out)
+    print(json.dumps(result.summary()))
+    return 0

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_parser(commands, common)
     _add_export_parser(commands, common)
     _add_serve_parser(commands, common)
+    _add_audit_parser(commands, common)
     return parser
 
 
@@ -230,3 +231,22 @@ def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     _add_backend_flag(serve)
     _add_config_flags(serve, ServeConfig)
     serve.set_defaults(handler="serve")
+
+
+def _add_audit_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    audit = commands.add_parser("audit", parents=[common], help="find rows whose label is probably wrong",
+                                description="Score every row out of fold (no row by a model that saw it), then "
+                                            "flag the rows confident learning says are mislabelled; also "
+                                            "near-duplicates labelled apart and outliers. The last stdout line "
+                                            "is JSON.")
+    audit.add_argument("data", help="labelled data, as bertfit train reads it")
+    _add_config_flags(audit, DataConfig)
+    audit.add_argument("--folds", type=int, default=5, help="folds for the out-of-fold scores (default 5)")
+    audit.add_argument("--method", choices=("embed", "tfidf", "both"), default="both",
+                       help="the evidence: logistic regression on the embedded model's sentence embeddings, on "
+                            "TF-IDF, or the mean of both (default both)")
+    audit.add_argument("--model", help="sentence model for --method embed/both (default: the embedded "
+                                       "all-MiniLM-L6-v2)")
+    audit.add_argument("--out", default="audit", help="folder for audit.csv and audit.html (default audit)")
+    audit.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    audit.set_defaults(handler="audit")

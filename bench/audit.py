@@ -1,0 +1,189 @@
+"""How well `bertfit audit` finds planted label errors, beside cleanlab on TF-IDF probabilities, in one run.
+
+Reads the public splits in ../shared/datasets (never copied into this repo). For each data set,
+noise share and kind, a seeded share of the training rows gets a wrong label: `uniform` (any other
+class) or `confusable` (the class a TF-IDF model most often mistakes the true one for, measured
+out of fold on the clean training split: the harder case). Validation and test stay clean. Then,
+side by side:
+
+  bertfit   `bertfit.auditing.run.audit` on the noisy data (--method both, 5 folds), its train rows
+  cleanlab  `cleanlab.filter.find_label_issues` (its defaults) given TF-IDF + logistic regression
+            out-of-fold probabilities (bertfit's baseline features, 5 stratified folds): the common
+            cheap pipeline. cleanlab is AGPL and a bench-only dependency (pip install cleanlab).
+
+Printed per row: flagged, precision, recall and F1 against the planted flips, precision at k
+(k = rows planted; rows ranked by each method's own score), and seconds. The first line gives the
+git commit and the machine.
+
+    python bench/audit.py                                   # trec, banking77, sms-spam; 5% and 10%; both kinds
+    python bench/audit.py --datasets trec --shares 0.1 --kinds uniform
+    python bench/audit.py --retrain                         # also: the default recipe on noisy, cleaned, clean data
+
+--retrain (slow: three `train` runs per row) adds the test accuracy of the default recipe trained on
+the noisy data, on the noisy data without the rows bertfit flagged, and on the clean data, and the
+share of the noisy-to-clean gap the cleaning recovered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from timing import measured_on
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
+DATASETS = ("trec", "banking77", "sms-spam")
+
+
+def tfidf_oof(texts: list[str], labels: np.ndarray, classes: int, seed: int) -> np.ndarray:
+    from bertfit.auditing.evidence import out_of_fold
+
+    proba, _ = out_of_fold({"tfidf": texts}, labels, {"tfidf": texts[:1]}, classes, 5, seed)
+    return proba
+
+
+def plant(labels: np.ndarray, share: float, kind: str, confusion: np.ndarray, seed: int) -> np.ndarray:
+    """Noisy labels: `share` of rows flipped, to a random other class or to the true class's likeliest mistake."""
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    rows = rng.choice(len(labels), int(round(share * len(labels))), replace=False)
+    classes = confusion.shape[0]
+    for i in rows:
+        if kind == "uniform":
+            noisy[i] = (labels[i] + rng.integers(1, classes)) % classes
+        else:
+            mistakes = confusion[labels[i]].copy()
+            mistakes[labels[i]] = -1
+            noisy[i] = int(mistakes.argmax())
+    return noisy
+
+
+def scores(flagged: np.ndarray, ranking: np.ndarray, planted: np.ndarray) -> dict:
+    hits = int((flagged & planted).sum())
+    precision = hits / max(int(flagged.sum()), 1)
+    recall = hits / max(int(planted.sum()), 1)
+    f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+    k = int(planted.sum())
+    at_k = float(planted[np.argsort(-ranking, kind="stable")[:k]].mean()) if k else 0.0
+    return {"flagged": int(flagged.sum()), "precision": round(precision, 3), "recall": round(recall, 3),
+            "f1": round(f1, 3), "precision_at_k": round(at_k, 3)}
+
+
+def run(name: str, share: float, kind: str, seed: int, retrain: bool) -> list[dict]:
+    import pandas as pd
+
+    from bertfit.auditing.run import audit
+    from bertfit.config import DataConfig
+    from bertfit.data import prepare
+
+    prepared = prepare(SHARED / name, DataConfig(drop_leaks=True, seed=seed))
+    labels = prepared.labels
+    clean = labels.encode(prepared.train["label"].tolist())
+    texts = prepared.train["text"].tolist()
+    clean_proba = tfidf_oof(texts, clean, len(labels), seed)
+    confusion = np.zeros((len(labels), len(labels)))
+    np.add.at(confusion, (clean, clean_proba.argmax(1)), 1)
+    noisy = plant(clean, share, kind, confusion, seed)
+    planted = noisy != clean
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "noisy"
+        data.mkdir()
+        train = prepared.train.assign(label=[labels.names[i] for i in noisy])
+        for split, frame in (("train", train), ("validation", prepared.validation), ("test", prepared.test)):
+            frame.to_csv(data / f"{split}.csv", index=False)
+        started = time.perf_counter()
+        result = audit(data, None, progress=False)
+        seconds = time.perf_counter() - started
+        flagged = np.zeros(len(texts), dtype=bool)
+        ranking = np.zeros(len(texts))
+        for row in result.rows:
+            if row["split"] == "train" and row["reason"] == "label":
+                flagged[row["row"]] = True
+                ranking[row["row"]] = row["score"]
+        rows.append({"dataset": name, "share": share, "kind": kind, "method": "bertfit audit",
+                     **scores(flagged, ranking, planted), "seconds": round(seconds, 1)})
+
+        from cleanlab.filter import find_label_issues
+
+        started = time.perf_counter()
+        proba = tfidf_oof(texts, noisy, len(labels), seed)
+        issues = find_label_issues(noisy, proba)
+        self_confidence = 1 - proba[np.arange(len(noisy)), noisy]
+        rows.append({"dataset": name, "share": share, "kind": kind, "method": "cleanlab on TF-IDF",
+                     **scores(issues, self_confidence, planted), "seconds": round(time.perf_counter() - started, 1)})
+        if retrain:
+            rows[0].update(retrained(data, train, flagged, prepared, folder, seed, pd))
+    return rows
+
+
+def retrained(data: Path, noisy_train, flagged: np.ndarray, prepared, folder: str, seed: int, pd) -> dict:
+    """Test accuracy of the default recipe on noisy, cleaned (flagged rows dropped) and clean training data."""
+    from bertfit.training.run import train
+
+    accuracy = {}
+    for which, frame in (("noisy", noisy_train), ("cleaned", noisy_train[~flagged]), ("clean", prepared.train)):
+        place = Path(folder) / which
+        place.mkdir(exist_ok=True)
+        for split, part in (("train", frame), ("validation", prepared.validation), ("test", prepared.test)):
+            part.to_csv(place / f"{split}.csv", index=False)
+        result = train(place, None, progress=False, baseline=False, report=False, seed=seed)
+        accuracy[which] = result.test["accuracy"]
+    gap = accuracy["clean"] - accuracy["noisy"]
+    recovered = (accuracy["cleaned"] - accuracy["noisy"]) / gap if gap > 0 else None
+    return {f"test_{k}": round(v, 4) for k, v in accuracy.items()} | {
+        "gap_recovered": round(recovered, 3) if recovered is not None else None}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--shares", default="0.05,0.1", help="shares of training rows flipped (default 0.05,0.1)")
+    parser.add_argument("--kinds", default="uniform,confusable")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--retrain", action="store_true", help="also train the default recipe three times per row")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
+        return 0
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        print("skipped: the cleanlab reference is not installed (pip install cleanlab; bench-only, AGPL)")
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    print(measured_on(), flush=True)
+    rows = []
+    for name in args.datasets.split(","):
+        for share in map(float, args.shares.split(",")):
+            for kind in args.kinds.split(","):
+                for row in run(name, share, kind, args.seed, args.retrain):
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+    keys = [k for k in rows[0] if k not in ("dataset", "share", "kind", "method")] if rows else []
+    print("| data set | noise | method | " + " | ".join(keys) + " |")
+    print("| --- | --- | --- | " + " | ".join("---" for _ in keys) + " |")
+    for row in rows:
+        print(f"| {row['dataset']} | {row['share']:.0%} {row['kind']} | {row['method']} | "
+              + " | ".join(str(row.get(k, "")) for k in keys) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"measured_on": measured_on(), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""``bertfit audit``: the rows whose given label is probably wrong, near-duplicates labelled apart, outliers.
+
+The data is read, cleaned and split as ``bertfit train`` would (same flags, same seed). Train and
+validation rows are scored out of fold, the test rows by models fitted on train and validation
+(``evidence``); confident learning weighs those probabilities against the given labels
+(``confident``). The result: one row per suspect in ``audit.csv``, a page ``audit.html``, and a
+summary (printed as one JSON line by the command).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertfit.auditing.confident import error_rate_interval, find_suspects
+from bertfit.auditing.evidence import METHODS, near_duplicates, out_of_fold, outliers, sentence_embeddings
+from bertfit.config import DataConfig, check
+from bertfit.data.cleaning import PreparedData, prepare
+from bertfit.errors import UsageError
+from bertfit.staging import check_folder, refuse_inputs, staged_folder
+
+log = logging.getLogger(__name__)
+
+AUDIT_FILE, PAGE_FILE = "audit.csv", "audit.html"
+COLUMNS = ("split", "row", "text", "text_pair", "given_label", "suggested_label", "score", "reason")
+
+
+@dataclass
+class AuditResult:
+    """Suspect rows and the counts behind them; ``rows`` are dicts with COLUMNS, most suspect first."""
+
+    rows: list[dict[str, Any]]
+    per_split: dict[str, dict[str, Any]]  # rows, flagged, estimated error rate and its interval
+    pairs: dict[str, int]  # "given -> suggested": flagged rows
+    method: str
+    folds: int
+    seconds: float
+    out: Path | None = None
+    duplicates: int = 0
+    outliers: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        label_errors = sum(1 for r in self.rows if r["reason"] == "label")
+        return {"out": str(self.out) if self.out else None, "method": self.method, "folds": self.folds,
+                "suspected_label_errors": label_errors, "near_duplicate_rows": self.duplicates,
+                "outliers": self.outliers, "per_split": self.per_split, "seconds": round(self.seconds, 1)}
+
+
+def audit(data: Any, out: str | Path | None = "audit", *, folds: int = 5, method: str = "both",
+          overwrite: bool = False, progress: bool = True, model: str | None = None, **settings: Any) -> AuditResult:
+    """Audit the labels of ``data`` (anything ``train`` reads; ``settings`` are its DataConfig fields)."""
+    from bertfit.training.backbone import default_model_path
+
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not isinstance(folds, int) or folds < 2:
+        raise UsageError(f"--folds must be a whole number of at least 2, got {folds!r}")
+    data_config = DataConfig(**settings)
+    check(data_config)
+    target = Path(out) if out is not None else None
+    if target is not None:
+        refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None})
+        check_folder(target, overwrite)
+    started = time.perf_counter()
+    prepared = prepare(data, data_config)
+    if prepared.multi_label:
+        raise UsageError("bertfit audit checks single-label data (one class per row); for multi-label data, "
+                         "read the report's most confident mistakes instead")
+    kinds = ("embed", "tfidf") if method == "both" else (method,)
+    evidence = _evidence(prepared, kinds, model or default_model_path(), progress)
+    labelled, test_proba = out_of_fold({k: evidence[k]["labelled"] for k in kinds}, evidence["labels"],
+                                       {k: evidence[k]["test"] for k in kinds}, len(prepared.labels), folds,
+                                       data_config.seed)
+    result = _judge(prepared, evidence, labelled, test_proba, method, folds)
+    result.seconds = time.perf_counter() - started
+    if target is not None:
+        with staged_folder(target) as staging:
+            _write_csv(staging / AUDIT_FILE, result.rows)
+            (staging / PAGE_FILE).write_text(render_page(result, prepared.labels.names), encoding="utf-8")
+        result.out = target
+    return result
+
+
+def _evidence(prepared: PreparedData, kinds: tuple[str, ...], model_path: str, progress: bool) -> dict[str, Any]:
+    """Features per kind for the labelled rows (train then validation) and the test rows, and the class ids."""
+    labelled = [prepared.train, prepared.validation]
+    frames = {"labelled": _concat(labelled), "test": prepared.test}
+    evidence: dict[str, Any] = {"labels": prepared.labels.encode(frames["labelled"]["label"].tolist()),
+                                "test_labels": prepared.labels.encode(prepared.test["label"].tolist()),
+                                "frames": frames}
+    for kind in kinds:
+        evidence[kind] = {}
+        for part, frame in frames.items():
+            pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+            if kind == "tfidf":
+                texts = frame["text"].tolist()
+                evidence[kind][part] = [f"{a} [SEP] {b}" for a, b in zip(texts, pairs, strict=True)] if pairs \
+                    else texts
+            else:
+                evidence[kind][part] = sentence_embeddings(frame["text"].tolist(), pairs, model_path,
+                                                           progress=progress)
+    if "embed" not in evidence:  # near-duplicates and outliers read embeddings; tfidf alone skips them
+        evidence["embed"] = None
+    return evidence
+
+
+def _concat(frames: list[Any]) -> Any:
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
+
+
+def _judge(prepared: PreparedData, evidence: dict[str, Any], labelled: np.ndarray, test_proba: np.ndarray,
+           method: str, folds: int) -> AuditResult:
+    names = prepared.labels.names
+    n_train = len(prepared.train)
+    found = {"labelled": find_suspects(labelled, evidence["labels"]),
+             "test": find_suspects(test_proba, evidence["test_labels"])}
+    rows, per_split, pairs = [], {}, {}
+    for part, suspects in found.items():
+        frame = evidence["frames"][part]
+        given = evidence["labels"] if part == "labelled" else evidence["test_labels"]
+        for i in np.flatnonzero(suspects.flagged):
+            split, row = _place(part, i, n_train)
+            rows.append(_row(frame, i, split, row, names[given[i]], names[suspects.suggested[i]],
+                             suspects.score[i], "label"))
+            key = f"{names[given[i]]} -> {names[suspects.suggested[i]]}"
+            pairs[key] = pairs.get(key, 0) + 1
+        splits = {"train": slice(0, n_train), "validation": slice(n_train, None)} if part == "labelled" \
+            else {"test": slice(None)}
+        for split, where in splits.items():
+            total, flagged = len(given[where]), int(suspects.flagged[where].sum())
+            rate, low, high = error_rate_interval(flagged, total)
+            per_split[split] = {"rows": total, "flagged": flagged, "error_rate": round(rate, 4),
+                                "interval_95": [round(low, 4), round(high, 4)]}
+    duplicates = far = 0
+    if evidence["embed"] is not None:
+        embedded = evidence["embed"]["labelled"]
+        for group in near_duplicates(embedded, evidence["labels"]):
+            duplicates += len(group)
+            for i in group:
+                split, row = _place("labelled", i, n_train)
+                rows.append(_row(evidence["frames"]["labelled"], i, split, row, names[evidence["labels"][i]],
+                                 "", 1.0, f"near-duplicate of rows {sorted(set(group) - {i})[:5]} labelled apart"))
+        for i in np.flatnonzero(outliers(embedded, evidence["labels"])):
+            far += 1
+            split, row = _place("labelled", i, n_train)
+            rows.append(_row(evidence["frames"]["labelled"], i, split, row, names[evidence["labels"][i]], "",
+                             0.5, "outlier for its label"))
+    rows.sort(key=lambda r: (r["reason"] != "label", -r["score"]))
+    return AuditResult(rows, per_split, dict(sorted(pairs.items(), key=lambda kv: -kv[1])), method, folds, 0.0,
+                       duplicates=duplicates, outliers=far)
+
+
+def _place(part: str, i: int, n_train: int) -> tuple[str, int]:
+    """(split, row within it) of row i of the labelled rows (train, then validation) or of the test rows."""
+    if part == "test":
+        return "test", int(i)
+    return ("train", int(i)) if i < n_train else ("validation", int(i - n_train))
+
+
+def _row(frame: Any, i: int, split: str, row: int, given: str, suggested: str, score: float,
+         reason: str) -> dict[str, Any]:
+    return {"split": split, "row": int(row), "text": frame["text"].iloc[i],
+            "text_pair": frame["text_pair"].iloc[i] if "text_pair" in frame else "",
+            "given_label": given, "suggested_label": suggested, "score": round(float(score), 4), "reason": reason}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def render_page(result: AuditResult, labels: tuple[str, ...], top: int = 50) -> str:
+    """The audit as one HTML page: the error rate per split, the (given, suggested) counts, the top suspects."""
+    splits = "".join(f"<tr><td>{escape(name)}</td><td>{s['rows']}</td><td>{s['flagged']}</td>"
+                     f"<td>{s['error_rate']:.1%} ({s['interval_95'][0]:.1%} to {s['interval_95'][1]:.1%})</td></tr>"
+                     for name, s in result.per_split.items())
+    pairs = "".join(f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in list(result.pairs.items())[:30])
+    suspects = "".join(
+        f"<tr><td>{escape(r['split'])}</td><td>{r['row']}</td><td>{escape(r['text'][:300])}</td>"
+        f"<td>{escape(r['given_label'])}</td><td>{escape(r['suggested_label'])}</td><td>{r['score']:.3f}</td>"
+        f"<td>{escape(r['reason'])}</td></tr>" for r in result.rows[:top])
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>bertfit audit</title></head><body>'
+        f"<h1>bertfit audit</h1><p>{len(labels)} classes; evidence: {escape(result.method)}, {result.folds} folds "
+        "out of fold (test rows: models fitted on train and validation).</p>"
+        '<section id="rates"><h2>Estimated label-error rate</h2><table><tr><th>split</th><th>rows</th>'
+        f"<th>flagged</th><th>rate (95% interval)</th></tr>{splits}</table></section>"
+        '<section id="pairs"><h2>Given label -> suggested label</h2><table><tr><th>pair</th><th>rows</th></tr>'
+        f"{pairs}</table></section>"
+        f'<section id="suspects"><h2>The {top} strongest suspects</h2><table><tr><th>split</th><th>row</th>'
+        f"<th>text</th><th>given</th><th>suggested</th><th>score</th><th>reason</th></tr>{suspects}</table>"
+        "</section></body></html>\n")
+
+
+def print_summary(result: AuditResult) -> None:
+    print(json.dumps(result.summary()))

@@ -1,0 +1,115 @@
+"""Label auditing (bertfit.auditing): confident learning on planted label errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bertfit.auditing.confident import confident_joint, error_rate_interval, find_suspects, thresholds
+
+
+def _planted(rows=3000, classes=4, share=0.1, signal=3.0, seed=0):
+    """Probabilities of a decent model for the true classes, and labels with `share` of them flipped."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, rows)
+    logits = rng.normal(size=(rows, classes))
+    logits[np.arange(rows), true] += signal
+    proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    given = true.copy()
+    flipped = rng.choice(rows, int(share * rows), replace=False)
+    given[flipped] = (true[flipped] + rng.integers(1, classes, len(flipped))) % classes
+    planted = np.zeros(rows, dtype=bool)
+    planted[flipped] = True
+    return proba, given, true, planted
+
+
+def test_planted_flips_are_found_with_high_precision_and_recall():
+    proba, given, true, planted = _planted()
+    suspects = find_suspects(proba, given)
+    hits = (suspects.flagged & planted).sum()
+    precision, recall = hits / suspects.flagged.sum(), hits / planted.sum()
+    assert precision > 0.85 and recall > 0.75, (precision, recall)
+    assert (suspects.suggested[suspects.flagged & planted] == true[suspects.flagged & planted]).mean() > 0.9
+    # the ranking puts planted rows first: precision at k (k = planted) beats the flagged share by far
+    top = np.argsort(-suspects.score)[:planted.sum()]
+    assert planted[top].mean() > 0.8
+
+
+def test_clean_labels_give_few_flags_and_a_low_rate():
+    proba, _, true, _ = _planted(share=0.0)
+    suspects = find_suspects(proba, true)
+    rate, low, high = error_rate_interval(int(suspects.flagged.sum()), len(true))
+    assert rate < 0.06 and low <= rate <= high
+
+
+def test_joint_rows_sum_to_each_labels_count_and_thresholds_are_class_means():
+    proba, given, _, _ = _planted(rows=600, share=0.1)
+    joint = confident_joint(proba, given)
+    assert joint.sum(axis=1) == pytest.approx(np.bincount(given, minlength=4))
+    assert thresholds(proba, given)[2] == pytest.approx(proba[given == 2, 2].mean())
+
+
+def test_wilson_interval_is_inside_zero_one():
+    assert error_rate_interval(0, 50)[1] == 0.0 and error_rate_interval(0, 50)[2] > 0
+    assert error_rate_interval(50, 50)[2] == 1.0
+    assert error_rate_interval(0, 0) == (0.0, 0.0, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# bertfit audit, end to end
+
+
+def _noisy_rows(flips: int = 8):
+    from conftest import make_rows
+
+    rows = make_rows(per_class=60, seed=3)
+    names = sorted(rows["label"].unique())
+    flipped = rows.sample(n=flips, random_state=0).index
+    rows.loc[flipped, "label"] = [names[(names.index(label) + 1) % len(names)] for label in rows.loc[flipped, "label"]]
+    return rows, set(rows.loc[flipped, "text"])
+
+
+def test_audit_flags_planted_flips_and_writes_its_files(tmp_path):
+    from bertfit.auditing.run import AUDIT_FILE, PAGE_FILE, audit
+
+    rows, planted = _noisy_rows()
+    data = tmp_path / "data.csv"
+    rows.to_csv(data, index=False)
+    before = data.read_bytes()
+    result = audit(data, tmp_path / "audit", method="tfidf", progress=False)
+    flagged = {row["text"] for row in result.rows if row["reason"] == "label"}
+    assert len(flagged & planted) >= 0.75 * len(planted) and len(flagged - planted) <= 3, (flagged, planted)
+    written = (tmp_path / "audit" / AUDIT_FILE).read_text(encoding="utf-8").splitlines()
+    assert written[0] == "split,row,text,text_pair,given_label,suggested_label,score,reason"
+    assert len(written) == len(result.rows) + 1
+    page = (tmp_path / "audit" / PAGE_FILE).read_text(encoding="utf-8")
+    assert 'id="rates"' in page and 'id="suspects"' in page
+    assert set(result.per_split) == {"train", "validation", "test"}
+    assert sum(s["rows"] for s in result.per_split.values()) == len(rows)
+    assert data.read_bytes() == before  # the data is read, never changed
+
+
+def test_audit_cli_refuses_what_it_should(tmp_path, tiny_model_dir, capsys):
+    from bertfit.cli import main
+
+    rows, _ = _noisy_rows()
+    data = tmp_path / "data.csv"
+    rows.to_csv(data, index=False)
+    out = tmp_path / "audit"
+    assert main(["audit", str(data), "--out", str(out), "--method", "embed", "--model", str(tiny_model_dir),
+                 "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["method"] == "embed" and summary["out"] == str(out)
+    assert main(["audit", str(data), "--out", str(out), "--quiet"]) == 2  # exists: --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["audit", str(data), "--folds", "1", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "--folds" in capsys.readouterr().err
+    from test_tasks import multi_label_rows
+
+    multi = tmp_path / "multi.jsonl"
+    multi_label_rows().to_json(multi, orient="records", lines=True)
+    assert main(["audit", str(multi), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert "single-label" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

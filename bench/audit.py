@@ -6,7 +6,7 @@ class) or `confusable` (the class a TF-IDF model most often mistakes the true on
 out of fold on the clean training split: the harder case). Validation and test stay clean. Then,
 side by side:
 
-  bertfit   `bertfit.auditing.run.audit` on the noisy data (--method both, 5 folds), its train rows
+  bertfit   `bertfit.auditing.run.audit` on the noisy data (--method, default both; 5 folds), its train rows
   cleanlab  `cleanlab.filter.find_label_issues` (its defaults) given TF-IDF + logistic regression
             out-of-fold probabilities (bertfit's baseline features, 5 stratified folds): the common
             cheap pipeline. cleanlab is AGPL and a bench-only dependency (pip install cleanlab).
@@ -78,7 +78,7 @@ def scores(flagged: np.ndarray, ranking: np.ndarray, planted: np.ndarray) -> dic
             "f1": round(f1, 3), "precision_at_k": round(at_k, 3)}
 
 
-def run(name: str, share: float, kind: str, seed: int, retrain: bool) -> list[dict]:
+def run(name: str, share: float, kind: str, seed: int, retrain: bool, method: str) -> list[dict]:
     import pandas as pd
 
     from bertfit.auditing.run import audit
@@ -102,7 +102,7 @@ def run(name: str, share: float, kind: str, seed: int, retrain: bool) -> list[di
         for split, frame in (("train", train), ("validation", prepared.validation), ("test", prepared.test)):
             frame.to_csv(data / f"{split}.csv", index=False)
         started = time.perf_counter()
-        result = audit(data, None, progress=False)
+        result = audit(data, None, method=method, progress=False)
         seconds = time.perf_counter() - started
         flagged = np.zeros(len(texts), dtype=bool)
         ranking = np.zeros(len(texts))
@@ -110,7 +110,7 @@ def run(name: str, share: float, kind: str, seed: int, retrain: bool) -> list[di
             if row["split"] == "train" and row["reason"] == "label":
                 flagged[row["row"]] = True
                 ranking[row["row"]] = row["score"]
-        rows.append({"dataset": name, "share": share, "kind": kind, "method": "bertfit audit",
+        rows.append({"dataset": name, "share": share, "kind": kind, "method": f"bertfit audit ({method})",
                      **scores(flagged, ranking, planted), "seconds": round(seconds, 1)})
 
         from cleanlab.filter import find_label_issues
@@ -152,6 +152,7 @@ def main() -> int:
     parser.add_argument("--shares", default="0.05,0.1", help="shares of training rows flipped (default 0.05,0.1)")
     parser.add_argument("--kinds", default="uniform,confusable")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--method", default="both", choices=("both", "embed", "tfidf"), help="bertfit's evidence")
     parser.add_argument("--retrain", action="store_true", help="also train the default recipe three times per row")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
@@ -171,7 +172,7 @@ def main() -> int:
     for name in args.datasets.split(","):
         for share in map(float, args.shares.split(",")):
             for kind in args.kinds.split(","):
-                for row in run(name, share, kind, args.seed, args.retrain):
+                for row in run(name, share, kind, args.seed, args.retrain, args.method):
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
     keys = [k for k in rows[0] if k not in ("dataset", "share", "kind", "method")] if rows else []

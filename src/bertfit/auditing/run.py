@@ -10,7 +10,6 @@ summary (printed as one JSON line by the command).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -203,7 +202,3 @@ def render_page(result: AuditResult, labels: tuple[str, ...], top: int = 50) -> 
         f'<section id="suspects"><h2>The {top} strongest suspects</h2><table><tr><th>split</th><th>row</th>'
         f"<th>text</th><th>given</th><th>suggested</th><th>score</th><th>reason</th></tr>{suspects}</table>"
         "</section></body></html>\n")
-
-
-def print_summary(result: AuditResult) -> None:
-    print(json.dumps(result.summary()))

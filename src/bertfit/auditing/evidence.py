@@ -51,7 +51,8 @@ def out_of_fold(features: dict[str, Any], labels: np.ndarray, test: dict[str, An
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (rows, classes) for every labelled row from the fold that left it out, and for the test rows
     from a model fitted on all labelled rows; the mean over the given feature kinds ("embed", "tfidf")."""
-    smallest = int(np.bincount(labels, minlength=classes)[np.bincount(labels, minlength=classes) > 0].min())
+    counts = np.bincount(labels, minlength=classes)
+    smallest = int(counts[counts > 0].min())
     splitter = StratifiedKFold(n_splits=min(folds, max(2, smallest)), shuffle=True, random_state=seed)
     labelled = np.zeros((len(labels), classes))
     scored = np.zeros((_rows(next(iter(test.values()))), classes))

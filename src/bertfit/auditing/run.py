@@ -25,6 +25,7 @@ from bertfit.config import DataConfig, check
 from bertfit.data.cleaning import PreparedData, prepare
 from bertfit.errors import UsageError
 from bertfit.staging import check_folder, refuse_inputs, staged_folder
+from bertfit.training.baseline import joined_texts
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +97,14 @@ def _evidence(prepared: PreparedData, kinds: tuple[str, ...], model_path: str, p
     evidence: dict[str, Any] = {"labels": prepared.labels.encode(frames["labelled"]["label"].tolist()),
                                 "test_labels": prepared.labels.encode(prepared.test["label"].tolist()),
                                 "frames": frames}
-    for kind in kinds:
-        evidence[kind] = {}
-        for part, frame in frames.items():
-            pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
-            if kind == "tfidf":
-                texts = frame["text"].tolist()
-                evidence[kind][part] = [f"{a} [SEP] {b}" for a, b in zip(texts, pairs, strict=True)] if pairs \
-                    else texts
-            else:
-                evidence[kind][part] = sentence_embeddings(frame["text"].tolist(), pairs, model_path,
-                                                           progress=progress)
+    if "tfidf" in kinds:
+        evidence["tfidf"] = {part: joined_texts(frame) for part, frame in frames.items()}
+    if "embed" in kinds:  # the model loaded once, every text encoded once
+        every = _concat(list(frames.values()))
+        pairs = every["text_pair"].tolist() if "text_pair" in every else None
+        embedded = sentence_embeddings(every["text"].tolist(), pairs, model_path, progress=progress)
+        cut = len(frames["labelled"])
+        evidence["embed"] = {"labelled": embedded[:cut], "test": embedded[cut:]}
     if "embed" not in evidence:  # near-duplicates and outliers read embeddings; tfidf alone skips them
         evidence["embed"] = None
     return evidence

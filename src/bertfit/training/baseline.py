@@ -40,7 +40,7 @@ def fit_and_score(prepared: Any, seed: int = 42) -> dict[str, Any]:
     per label, with per-label thresholds tuned on validation as the transformer's are.
     """
     started = time.perf_counter()
-    texts = {name: _texts(frame) for name, frame in prepared.splits().items()}
+    texts = {name: joined_texts(frame) for name, frame in prepared.splits().items()}
     labels = prepared.labels
     if prepared.multi_label:
         y_train = labels.encode_multi(prepared.train["label"].tolist(), "the training split")
@@ -78,7 +78,8 @@ def compare_with_baseline(model_metrics: dict[str, Any], baseline_metrics: dict[
                     "shipping it, or training longer, a larger model, or more data", name, theirs, ours)
 
 
-def _texts(frame: Any) -> list[str]:
+def joined_texts(frame: Any) -> list[str]:
+    """A split's texts as the baseline reads them: a sentence pair joined into one text, ``a [SEP] b``."""
     if "text_pair" in frame:
         return [f"{a} [SEP] {b}" for a, b in zip(frame["text"], frame["text_pair"], strict=True)]
     return frame["text"].tolist()

@@ -113,3 +113,87 @@ def test_audit_cli_refuses_what_it_should(tmp_path, tiny_model_dir, capsys):
     assert main(["audit", str(multi), "--out", str(tmp_path / "m"), "--quiet"]) == 2
     assert "single-label" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# bertfit train --audit / --drop-suspects
+
+
+def test_drop_suspects_parses_auto_or_a_count():
+    from bertfit.auditing.screen import drop_count
+    from bertfit.errors import UsageError
+
+    assert drop_count("auto") is None and drop_count("AUTO") is None
+    assert drop_count("7") == 7 and drop_count(0) == 0
+    for bad in ("-1", "some", "2.5", 2.5, True):
+        with pytest.raises(UsageError, match="--drop-suspects"):
+            drop_count(bad)
+
+
+def test_without_suspects_takes_the_strongest_train_rows_and_keeps_every_class():
+    import pandas as pd
+
+    from bertfit.auditing.run import AuditResult
+    from bertfit.auditing.screen import DROPPED_KEY, without_suspects
+    from bertfit.data.cleaning import PreparedData
+    from bertfit.labels import LabelSet
+
+    train = pd.DataFrame({"text": [f"t{i}" for i in range(7)], "label": ["a", "a", "a", "a", "b", "b", "b"]})
+    other = pd.DataFrame({"text": ["v"], "label": ["a"]})
+    labels = LabelSet(("a", "b"))
+    prepared = PreparedData(train, other, other, labels, "text", "label",
+                            report={"dropped": {"duplicates": 1}, "rows": {"train": 7, "validation": 1, "test": 1},
+                                    "class_balance": {"train": labels.balance(train["label"])}})
+
+    def suspect(split, row, score, reason="label"):
+        return {"split": split, "row": row, "score": score, "reason": reason}
+
+    result = AuditResult([suspect("train", 0, 0.9), suspect("train", 4, 0.8), suspect("train", 5, 0.7),
+                          suspect("train", 1, 0.6), suspect("validation", 0, 1.0), suspect("train", 2, 1.0, "outlier")],
+                         {}, {}, "tfidf", 5, 0.0)
+    kept, dropped = without_suspects(prepared, result, None)
+    # b has 3 rows and keeps 2: only row 4 of b goes; a loses rows 0 and 1; outliers and validation stay
+    assert dropped == 3 and kept.train["text"].tolist() == ["t2", "t3", "t5", "t6"]
+    assert kept.validation is other and kept.test is other
+    assert kept.report["dropped"] == {"duplicates": 1, DROPPED_KEY: 3} and kept.report["rows"]["train"] == 4
+    assert prepared.report["rows"]["train"] == 7 and len(prepared.train) == 7  # the input is not changed
+    assert without_suspects(prepared, result, 1)[0].train["text"].tolist() == ["t1", "t2", "t3", "t4", "t5", "t6"]
+    assert without_suspects(prepared, result, 0) == (prepared, 0)
+
+
+def test_train_drop_suspects_trains_without_them_and_reports_the_audit(tmp_path, tiny_model_dir, capsys):
+    from bertfit.auditing.screen import DROPPED_KEY
+    from bertfit.cli import main
+    from bertfit.folder import read_split
+
+    rows, planted = _noisy_rows()
+    data = tmp_path / "data.csv"
+    rows.to_csv(data, index=False)
+    out = tmp_path / "model"
+    assert main(["train", str(data), "--model", str(tiny_model_dir), "--epochs", "1", "--max-length", "16",
+                 "--drop-suspects", "auto", "--audit-method", "tfidf", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    record = json.loads((out / "bertfit.json").read_text(encoding="utf-8"))
+    assert summary["dropped"] > 0 and record["data"]["dropped"][DROPPED_KEY] == summary["dropped"]
+    assert record["data"]["rows"]["train"] == summary["per_split"]["train"]["rows"] - summary["dropped"]
+    # validation and test are the audit's, row for row: nothing dropped there
+    assert len(read_split(out, "test").texts) == summary["per_split"]["test"]["rows"]
+    suspects = (out / "audit.csv").read_text(encoding="utf-8")
+    assert sum(text in suspects for text in planted) >= 0.75 * len(planted)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert 'id="audit"' in page and "--drop-suspects" in page
+    assert data.read_bytes() == rows.to_csv(index=False).encode()
+
+
+def test_train_audit_refuses_before_training(tmp_path, tiny_model_dir, capsys):
+    from bertfit.cli import main
+    from test_tasks import multi_label_rows
+
+    multi = tmp_path / "multi.jsonl"
+    multi_label_rows().to_json(multi, orient="records", lines=True)
+    out = tmp_path / "m"
+    base = ["train", str(multi), "--model", str(tiny_model_dir), "--epochs", "1", "--out", str(out), "--quiet"]
+    assert main([*base, "--audit"]) == 2
+    assert "single-label" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--drop-suspects", "many"]) == 2
+    assert "--drop-suspects" in capsys.readouterr().err and not out.exists()

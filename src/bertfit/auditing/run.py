@@ -10,10 +10,10 @@ summary (printed as one JSON line by the command).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import time
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from bertfit.auditing.evidence import METHODS, near_duplicates, out_of_fold, out
 from bertfit.config import DataConfig, check
 from bertfit.data.cleaning import PreparedData, prepare
 from bertfit.errors import UsageError
+from bertfit.reporting.audit_section import audit_page
 from bertfit.staging import check_folder, refuse_inputs, staged_folder
 from bertfit.training.baseline import joined_texts
 
@@ -39,7 +40,7 @@ class AuditResult:
 
     rows: list[dict[str, Any]]
     per_split: dict[str, dict[str, Any]]  # rows, flagged, estimated error rate and its interval
-    pairs: dict[str, int]  # "given -> suggested": flagged rows
+    pairs: dict[tuple[str, str], int]  # (given, suggested): flagged rows
     method: str
     folds: int
     seconds: float
@@ -54,16 +55,16 @@ class AuditResult:
                 "suspected_label_errors": label_errors, "near_duplicate_rows": self.duplicates,
                 "outliers": self.outliers, "per_split": self.per_split, "seconds": round(self.seconds, 1)}
 
+    def details(self, top: int = 50) -> dict[str, Any]:
+        """The summary, the (given, suggested) counts and the ``top`` strongest suspects: what the page shows."""
+        return self.summary() | {"pairs": [[given, suggested, n] for (given, suggested), n in self.pairs.items()],
+                                 "top": self.rows[:top]}
+
 
 def audit(data: Any, out: str | Path | None = "audit", *, folds: int = 5, method: str = "both",
           overwrite: bool = False, progress: bool = True, model: str | None = None, **settings: Any) -> AuditResult:
     """Audit the labels of ``data`` (anything ``train`` reads; ``settings`` are its DataConfig fields)."""
-    from bertfit.training.backbone import default_model_path
-
-    if method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if not isinstance(folds, int) or folds < 2:
-        raise UsageError(f"--folds must be a whole number of at least 2, got {folds!r}")
+    check_audit(folds, method)
     data_config = DataConfig(**settings)
     check(data_config)
     target = Path(out) if out is not None else None
@@ -72,21 +73,41 @@ def audit(data: Any, out: str | Path | None = "audit", *, folds: int = 5, method
         check_folder(target, overwrite)
     started = time.perf_counter()
     prepared = prepare(data, data_config)
+    result = audit_prepared(prepared, folds=folds, method=method, model=model, seed=data_config.seed,
+                            progress=progress)
+    result.seconds = time.perf_counter() - started  # reading and splitting too
+    if target is not None:
+        with staged_folder(target) as staging:
+            (staging / AUDIT_FILE).write_text(csv_text(result.rows), encoding="utf-8")
+            (staging / PAGE_FILE).write_text(audit_page(result.details()), encoding="utf-8")
+        result.out = target
+    return result
+
+
+def check_audit(folds: Any, method: Any) -> None:
+    """Refuse a --method or --folds the audit cannot run, before any data is read."""
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise UsageError(f"--folds must be a whole number of at least 2, got {folds!r}")
+
+
+def audit_prepared(prepared: PreparedData, *, folds: int = 5, method: str = "both", model: str | None = None,
+                   seed: int = 42, progress: bool = True) -> AuditResult:
+    """The audit of splits already read and split (what ``train --audit`` runs before training)."""
+    from bertfit.training.backbone import default_model_path
+
+    check_audit(folds, method)
     if prepared.multi_label:
-        raise UsageError("bertfit audit checks single-label data (one class per row); for multi-label data, "
+        raise UsageError("the label audit checks single-label data (one class per row); for multi-label data, "
                          "read the report's most confident mistakes instead")
+    started = time.perf_counter()
     kinds = ("embed", "tfidf") if method == "both" else (method,)
     evidence = _evidence(prepared, kinds, model or default_model_path(), progress)
     labelled, test_proba = out_of_fold({k: evidence[k]["labelled"] for k in kinds}, evidence["labels"],
-                                       {k: evidence[k]["test"] for k in kinds}, len(prepared.labels), folds,
-                                       data_config.seed)
+                                       {k: evidence[k]["test"] for k in kinds}, len(prepared.labels), folds, seed)
     result = _judge(prepared, evidence, labelled, test_proba, method, folds)
     result.seconds = time.perf_counter() - started
-    if target is not None:
-        with staged_folder(target) as staging:
-            _write_csv(staging / AUDIT_FILE, result.rows)
-            (staging / PAGE_FILE).write_text(render_page(result, prepared.labels.names), encoding="utf-8")
-        result.out = target
     return result
 
 
@@ -130,7 +151,7 @@ def _judge(prepared: PreparedData, evidence: dict[str, Any], labelled: np.ndarra
             split, row = _place(part, i, n_train)
             rows.append(_row(frame, i, split, row, names[given[i]], names[suspects.suggested[i]],
                              suspects.score[i], "label"))
-            key = f"{names[given[i]]} -> {names[suspects.suggested[i]]}"
+            key = (names[given[i]], names[suspects.suggested[i]])
             pairs[key] = pairs.get(key, 0) + 1
         splits = {"train": slice(0, n_train), "validation": slice(n_train, None)} if part == "labelled" \
             else {"test": slice(None)}
@@ -172,31 +193,10 @@ def _row(frame: Any, i: int, split: str, row: int, given: str, suggested: str, s
             "given_label": given, "suggested_label": suggested, "score": round(float(score), 4), "reason": reason}
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def render_page(result: AuditResult, labels: tuple[str, ...], top: int = 50) -> str:
-    """The audit as one HTML page: the error rate per split, the (given, suggested) counts, the top suspects."""
-    splits = "".join(f"<tr><td>{escape(name)}</td><td>{s['rows']}</td><td>{s['flagged']}</td>"
-                     f"<td>{s['error_rate']:.1%} ({s['interval_95'][0]:.1%} to {s['interval_95'][1]:.1%})</td></tr>"
-                     for name, s in result.per_split.items())
-    pairs = "".join(f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in list(result.pairs.items())[:30])
-    suspects = "".join(
-        f"<tr><td>{escape(r['split'])}</td><td>{r['row']}</td><td>{escape(r['text'][:300])}</td>"
-        f"<td>{escape(r['given_label'])}</td><td>{escape(r['suggested_label'])}</td><td>{r['score']:.3f}</td>"
-        f"<td>{escape(r['reason'])}</td></tr>" for r in result.rows[:top])
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>bertfit audit</title></head><body>'
-        f"<h1>bertfit audit</h1><p>{len(labels)} classes; evidence: {escape(result.method)}, {result.folds} folds "
-        "out of fold (test rows: models fitted on train and validation).</p>"
-        '<section id="rates"><h2>Estimated label-error rate</h2><table><tr><th>split</th><th>rows</th>'
-        f"<th>flagged</th><th>rate (95% interval)</th></tr>{splits}</table></section>"
-        '<section id="pairs"><h2>Given label -> suggested label</h2><table><tr><th>pair</th><th>rows</th></tr>'
-        f"{pairs}</table></section>"
-        f'<section id="suspects"><h2>The {top} strongest suspects</h2><table><tr><th>split</th><th>row</th>'
-        f"<th>text</th><th>given</th><th>suggested</th><th>score</th><th>reason</th></tr>{suspects}</table>"
-        "</section></body></html>\n")
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """The suspects as CSV (COLUMNS), most suspect first."""
+    handle = io.StringIO()
+    writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return handle.getvalue()

@@ -56,8 +56,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if data is None:
         data = demo_data_path()
         log.info("no DATA given: training on the embedded demo set (IT support tickets by tier), %s", data)
+    screen = None
+    if args.audit or args.drop_suspects is not None:
+        from bertfit.auditing.screen import audit_screen
+
+        screen = audit_screen(folds=args.audit_folds, method=args.audit_method, drop=args.drop_suspects,
+                              seed=settings.get("seed", DataConfig().seed), progress=not args.quiet)
     result = train(data, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
-                   **settings)
+                   screen=screen, **settings)
     if result is None:
         return 0  # torchrun / accelerate launch: not the main process, which reports and saves
     test = result.test
@@ -200,8 +206,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         log.info("%s: %d of %d rows flagged as probably mislabelled (%.1f%%, 95%% interval %.1f%% to %.1f%%)",
                  split, counts["flagged"], counts["rows"], 100 * counts["error_rate"],
                  100 * counts["interval_95"][0], 100 * counts["interval_95"][1])
-    for pair, count in list(result.pairs.items())[:5]:
-        log.info("  given %s: %d", pair, count)
+    for (given_label, suggested), count in list(result.pairs.items())[:5]:
+        log.info("  given %s, suggested %s: %d", given_label, suggested, count)
     log.info("near-duplicates labelled apart: %d rows; outliers for their label: %d", result.duplicates,
              result.outliers)
     log.info("written: %s/audit.csv and audit.html", result.out)

@@ -113,6 +113,15 @@ def _add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                        help="replace --out if it exists, and start over from a killed run's checkpoints")
     train.add_argument("--resume", action="store_true",
                        help="continue a killed run from its last checkpoint (.OUT.checkpoints beside --out)")
+    audit = train.add_argument_group("label audit (see bertfit audit)")
+    audit.add_argument("--audit", action="store_true",
+                       help="audit the labels first; audit.csv and a Label audit section go with the model")
+    audit.add_argument("--drop-suspects", metavar="K|auto",
+                       help="audit, then train without the K strongest suspects among the training rows (auto: "
+                            "every flagged one); validation and test are never touched")
+    audit.add_argument("--audit-folds", type=int, default=5, help="folds for the audit (default 5)")
+    audit.add_argument("--audit-method", choices=("embed", "tfidf", "both"), default="both",
+                       help="the audit's evidence (default both)")
     train.set_defaults(handler="train")
 
 

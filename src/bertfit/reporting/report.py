@@ -23,7 +23,9 @@ from bertfit.folder import SPLIT_FILES, SplitRows, check_model_folder, read_meta
 from bertfit.model import TextClassifier
 from bertfit.record import DataReport, ModelRecord, Task
 from bertfit.reporting.analysis import MAX_MISTAKES, TestAnalysis, analyse
-from bertfit.reporting.plots import NOT_RECORDED, plot_confusion, plot_curves, plot_reliability, plot_training
+from bertfit.reporting.audit_section import AUDIT_SUMMARY, audit_section
+from bertfit.reporting.html import CSS, facts, missing, part, section, table
+from bertfit.reporting.plots import plot_confusion, plot_curves, plot_reliability, plot_training
 from bertfit.staging import check_file, refuse_inputs, staged_file
 
 log = logging.getLogger(__name__)
@@ -84,11 +86,23 @@ def write_report(model_dir: str | Path, out: str | Path | None = None, data: str
             proba = classifier.predict_proba(rows.texts, progress=progress, **pairs)
         analysis = analyse(record, rows.texts, rows.labels, proba, rows.pairs)
         reason = f"{analysis.rows} rows from {rows.source}"
-    page = render_html(record, analysis, reason, title=folder.resolve().name)
+    page = render_html(record, analysis, reason, title=folder.resolve().name, audit=_audit_summary(folder))
     with staged_file(target, "--out") as handle:
         handle.write(page)
     log.info("report written to %s", target)
     return target
+
+
+def _audit_summary(folder: Path) -> dict[str, Any] | None:
+    """The folder's label audit (``train --audit``), or None; an unreadable one is left out with a warning."""
+    path = folder / AUDIT_SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("%s left out of the report: %s", path, str(err).splitlines()[0])
+        return None
 
 
 def _plain_record(folder: Path) -> ModelRecord:
@@ -106,29 +120,26 @@ def _plain_record(folder: Path) -> ModelRecord:
 # ---------------------------------------------------------------------------------------------
 # The page
 
-CSS = """
-body { font: 15px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } h3 { margin-top: 1.5em; }
-table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ddd; padding: 3px 8px; }
-th { background: #f4f4f4; text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; } .note { background: #fff4d6; padding: 0.5em 1em; border-left: 4px solid #e0a800; }
-.missing { color: #666; font-style: italic; } td.text { max-width: 600px; overflow-wrap: anywhere; }
-"""
 METRIC_ORDER = ("accuracy", "subset_accuracy", "f1_micro", "f1_macro", "precision_macro", "recall_macro",
                 "precision_micro", "recall_micro", "auc", "loss", "rows")
 
 
-def render_html(record: ModelRecord, analysis: TestAnalysis | None, test_note: str, title: str = "model") -> str:
-    """The whole page; ``test_note`` says where the scored rows came from, or why there are none."""
+def render_html(record: ModelRecord, analysis: TestAnalysis | None, test_note: str, title: str = "model",
+                audit: dict[str, Any] | None = None) -> str:
+    """The whole page; ``test_note`` says where the scored rows came from, or why there are none.
+
+    ``audit``: the label audit's summary, when the model was trained with ``--audit``.
+    """
     body = "".join([
         f"<h1>bertfit report: {escape(title)}</h1>",
         _summary(record, analysis, test_note),
         _training(record),
         _test(record, analysis, test_note),
         _data(record.data),
+        audit_section(audit) if audit is not None else "",
         _model(record),
         _settings(record.settings),
-        _section("versions", "Machine and versions", _facts(list(record.versions.items()))),
+        section("versions", "Machine and versions", facts(list(record.versions.items()))),
     ])
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>bertfit report: {escape(title)}'
             f"</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
@@ -148,48 +159,49 @@ def _summary(record: ModelRecord, analysis: TestAnalysis | None, test_note: str)
     keys = [key for key in METRIC_ORDER if any(key in values for _, values in columns)]
     keys += sorted({key for _, values in columns for key, value in values.items()
                     if key not in keys and isinstance(value, (int, float)) and not isinstance(value, bool)})
-    table = _table(["metric", *(name for name, _ in columns)],
-                   [[key, *(values.get(key) for _, values in columns)] for key in keys]) if columns else _missing()
+    metrics = table(["metric", *(name for name, _ in columns)],
+                    [[key, *(values.get(key) for _, values in columns)] for key in keys]) if columns else missing()
     if not baseline:
         note = "<p>Baseline: <span class='missing'>not recorded</span>.</p>"
     else:
         described = baseline.get("description", baseline.get("name", ""))
         note = f"<p>Baseline: {escape(str(described))}, on the same splits.</p>"
-    return _section("summary", "Test metrics", table + note)
+    return section("summary", "Test metrics", metrics + note)
 
 
 def _training(record: ModelRecord) -> str:
     history = record.history
     multi = record.multi_label
     parts = [plot_training(history, record.best_epoch, "f1_micro" if multi else "accuracy",
-                           "micro F1" if multi else "accuracy") if history else _missing("training history")]
-    parts.append(_facts([("best epoch (restored)", record.best_epoch),
+                           "micro F1" if multi else "accuracy") if history else missing("training history")]
+    parts.append(facts([("best epoch (restored)", record.best_epoch),
                          ("epochs run", f"{len(history)} of {record.epochs_planned} planned" if history and
                           record.epochs_planned else len(history) if history else None),
                          ("training seconds", record.train_seconds)]))
     parts += [f'<p class="note">{escape(str(note))}</p>' for note in record.notes]
-    return _section("training", "Training", "".join(parts))
+    return section("training", "Training", "".join(parts))
 
 
 def _test(record: ModelRecord, analysis: TestAnalysis | None, test_note: str) -> str:
     if analysis is None:
-        return _section("test", "Test rows", f'<p id="test-missing" class="missing">{escape(test_note)}</p>')
+        return section("test", "Test rows", f'<p id="test-missing" class="missing">{escape(test_note)}</p>')
     multi = analysis.task == "multi_label"
     parts = [f"<p>Scored for this report: {escape(test_note)}.</p>"]
     if not multi:
-        parts.append(_part("confusion", "Confusion matrix", plot_confusion(analysis.confusion, analysis.labels)))
+        parts.append(part("confusion", "Confusion matrix", plot_confusion(analysis.confusion, analysis.labels)))
     thresholds = " at the thresholds in bertfit.json (0.5 where none)" if multi else ""
-    parts.append(_part("per-class", f"Per {'label' if multi else 'class'}{thresholds}", _per_class(analysis)))
+    parts.append(part("per-class", f"Per {'label' if multi else 'class'}{thresholds}", _per_class(analysis)))
     which = ("the positive class, label id 1" if len(analysis.labels) == 2 and not multi
              else f"one-vs-rest, the {len(analysis.roc)} {'labels' if multi else 'classes'} with the most test rows")
     curves = (f"<p>{escape(which)}.</p>" + plot_curves(analysis.roc, analysis.pr) if analysis.roc
               else "<p class='missing'>No class has both positive and negative test rows; no curve to draw.</p>")
-    parts.append(_part("curves", "ROC and precision-recall", curves))
+    parts.append(part("curves", "ROC and precision-recall", curves))
     if record.calibration is not None and analysis.reliability:
-        facts = _facts(list(record.calibration.to_dict().items()))
-        parts.append(_part("calibration", "Calibration", facts + plot_reliability(analysis.reliability, analysis.task)))
-    parts.append(_part("mistakes", f"The {MAX_MISTAKES} most confident mistakes", _mistakes(analysis)))
-    return _section("test", "Test rows", "".join(parts))
+        settled = facts(list(record.calibration.to_dict().items()))
+        reliability = plot_reliability(analysis.reliability, analysis.task)
+        parts.append(part("calibration", "Calibration", settled + reliability))
+    parts.append(part("mistakes", f"The {MAX_MISTAKES} most confident mistakes", _mistakes(analysis)))
+    return section("test", "Test rows", "".join(parts))
 
 
 def _per_class(analysis: TestAnalysis) -> str:
@@ -200,7 +212,7 @@ def _per_class(analysis: TestAnalysis) -> str:
         else:  # classification_report's single "accuracy" entry
             rows.append([name, None, None, scores, analysis.rows])
     first = "label" if analysis.task == "multi_label" else "class"
-    return _table([first, "precision", "recall", "F1", "support"], rows)
+    return table([first, "precision", "recall", "F1", "support"], rows)
 
 
 def _mistakes(analysis: TestAnalysis) -> str:
@@ -220,10 +232,10 @@ def _mistakes(analysis: TestAnalysis) -> str:
 
 def _data(report: DataReport | None) -> str:
     if report is None:
-        return _section("data", "Data", _missing("data report"))
+        return section("data", "Data", missing("data report"))
     dropped = {key: count for key, count in report.dropped.items() if count}
     dropping = report.leaks_dropped is not None
-    facts = _facts([
+    read = facts([
         ("source", report.source), ("text column", report.text_col),
         ("label column", report.label_col), ("rows read", report.rows_read or None),
         ("dropped", dropped or ("nothing" if report.rows_read else None)), ("split", report.split),
@@ -236,8 +248,8 @@ def _data(report: DataReport | None) -> str:
     totals = {split: sum(balance[split].values()) or 1 for split in splits}
     cells = [[name, *(f"{balance[s].get(name, 0)} ({balance[s].get(name, 0) / totals[s]:.0%})" for s in splits)]
              for name in classes]
-    table = _table(["class", *splits], cells) if balance else _missing()
-    return _section("data", "Data", facts + "<h3>Class balance per split</h3>" + table)
+    balance_table = table(["class", *splits], cells) if balance else missing()
+    return section("data", "Data", read + "<h3>Class balance per split</h3>" + balance_table)
 
 
 def _model(record: ModelRecord) -> str:
@@ -245,7 +257,7 @@ def _model(record: ModelRecord) -> str:
     share = f"{trainable:,} of {total:,} ({trainable / total:.1%})" if trainable and total else None
     labels = record.labels
     long_text = record.long_text
-    return _section("model", "Model", _facts([
+    return section("model", "Model", facts([
         ("base model", record.base_model), ("task", record.task.value),
         ("labels", f"{len(labels)}: {', '.join(map(str, labels[:20]))}{', ...' if len(labels) > 20 else ''}"),
         ("trainable / total parameters", share), ("max length (tokens)", record.max_length),
@@ -258,50 +270,8 @@ def _model(record: ModelRecord) -> str:
 
 def _settings(settings: dict[str, Any]) -> str:
     if not settings:
-        return _section("settings", "Settings", _missing("settings"))
+        return section("settings", "Settings", missing("settings"))
     groups = settings if all(isinstance(v, dict) for v in settings.values()) else {"": settings}
-    body = "".join((f"<h3>{escape(name)}</h3>" if name else "") + _facts(list(values.items()), none="auto")
+    body = "".join((f"<h3>{escape(name)}</h3>" if name else "") + facts(list(values.items()), none="auto")
                    for name, values in groups.items())
-    return _section("settings", "Settings", body)
-
-
-def _section(id_: str, title: str, body: str) -> str:
-    return f'<section id="{id_}"><h2>{escape(title)}</h2>{body}</section>\n'
-
-
-def _part(id_: str, title: str, body: str) -> str:
-    return f'<div id="{id_}"><h3>{escape(title)}</h3>{body}</div>\n'
-
-
-def _missing(what: str = "") -> str:
-    return f'<p class="missing">{escape(what.capitalize() + ": " if what else "")}{NOT_RECORDED}.</p>'
-
-
-def _facts(pairs: list[tuple[str, Any]], none: str = NOT_RECORDED) -> str:
-    """A two-column table; a value of None reads ``none`` ('not recorded')."""
-    if not pairs:
-        return _missing()
-    rows = "".join(f"<tr><th>{escape(str(key))}</th><td>{_fmt(value, none)}</td></tr>" for key, value in pairs)
-    return f"<table>{rows}</table>"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{escape(str(name))}</th>" for name in header)
-    body = "".join("<tr>" + "".join(f'<td{" class=n" if isinstance(v, (int, float)) else ""}>{_fmt(v, "")}</td>'
-                                    for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _fmt(value: Any, none: str = "n/a") -> str:
-    """A value as escaped text: floats to 4 places (small ones in e-notation), containers as compact JSON."""
-    if value is None:
-        return escape(none)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
-    if isinstance(value, (dict, list, tuple)):
-        return escape(json.dumps(value, default=str))
-    return escape(str(value))
+    return section("settings", "Settings", body)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "bertfit-model"
 
+
+# A step between reading and training: (splits) -> (splits to train on, files to save beside the model).
+Screen = Callable[[PreparedData], tuple[PreparedData, dict[str, str]]]
 
 # ---------------------------------------------------------------------------------------------
 # Training
@@ -110,13 +114,16 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    screen: Screen | None = None,
     **settings: Any,
 ) -> TrainResult | None:
     """Fine-tune a classifier on labelled data and save it to ``out`` (None: do not save).
 
     ``settings`` are DataConfig and TrainConfig fields, e.g. ``epochs=3, text_col="body"``.
     ``resume``: continue a killed run from the last checkpoint beside ``out`` (see ``bertfit.training.checkpoints``);
-    without it, such checkpoints are refused unless ``overwrite``. Under torchrun / accelerate launch
+    without it, such checkpoints are refused unless ``overwrite``. ``screen``: a step between reading
+    and training (e.g. the label audit): given the prepared splits, it returns the splits to train on
+    and text files to save in the model folder (name: content). Under torchrun / accelerate launch
     every process trains, and the main one alone scores, saves and returns the result (the others: None).
     """
     progress = progress and not settings.pop("quiet", False)  # every CLI flag is a keyword, --quiet too
@@ -132,8 +139,11 @@ def train(
         check_stale(target, resume, overwrite)
     check_hub_name(train_config.model)  # before the data is read: a model that cannot load fails in seconds
     prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
+    files: dict[str, str] = {}
+    if screen is not None:
+        prepared, files = screen(prepared)
     return fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, resume=resume,
-               progress=progress)
+               progress=progress, files=files)
 
 
 def fit(
@@ -146,10 +156,12 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     start: Start | None = None,
+    files: dict[str, str] | None = None,
 ) -> TrainResult | None:
     """Train on prepared splits; see the module docstring for the steps. None on all but the main process.
 
     ``start``: a model other than the base checkpoint, and what its trainer needs (see :class:`Start`).
+    ``files``: more text files to save in the model folder (name: content).
     """
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
     model, tokenizer = starting_model(prepared, config, start)
@@ -188,7 +200,7 @@ def fit(
     if target is not None:
         # The splits travel with the model: validation for later decisions (the export's check), test for reports.
         kept = {SPLIT_FILES[name]: split_file(prepared.splits()[name]) for name in ("validation", "test")}
-        classifier.save_pretrained(target, overwrite=overwrite, files=kept)
+        classifier.save_pretrained(target, overwrite=overwrite, files=kept | (files or {}))
     shutil.rmtree(run.checkpoints, ignore_errors=True)  # only now: a crash before this point can still resume
     if target is not None and config.report:
         write_report(target, classifier.probabilities(test_logits))

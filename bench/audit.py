@@ -6,10 +6,12 @@ class) or `confusable` (the class a TF-IDF model most often mistakes the true on
 out of fold on the clean training split: the harder case). Validation and test stay clean. Then,
 side by side:
 
-  bertfit   `bertfit.auditing.run.audit` on the noisy data (--method, default both; 5 folds), its train rows
+  bertfit   `bertfit.auditing.run.audit` on the noisy data (--methods, default both; 5 folds), its train rows
   cleanlab  `cleanlab.filter.find_label_issues` (its defaults) given TF-IDF + logistic regression
             out-of-fold probabilities (bertfit's baseline features, 5 stratified folds): the common
-            cheap pipeline. cleanlab is AGPL and a bench-only dependency (pip install cleanlab).
+            cheap pipeline; and the same given bertfit's own out-of-fold probabilities (the audit's,
+            so the two differ only in the rule that flags). cleanlab is AGPL and a bench-only
+            dependency (pip install cleanlab).
 
 Printed per row: flagged, precision, recall and F1 against the planted flips, precision at k
 (k = rows planted; rows ranked by each method's own score), and seconds. The first line gives the
@@ -21,7 +23,8 @@ git commit and the machine.
 
 --retrain (slow: three `train` runs per row) adds the test accuracy of the default recipe trained on
 the noisy data, on the noisy data without the rows bertfit flagged, and on the clean data, and the
-share of the noisy-to-clean gap the cleaning recovered.
+share of the noisy-to-clean gap the cleaning recovered, and the noisy run's wall seconds
+(train_seconds), to set beside the audit's own.
 """
 
 from __future__ import annotations
@@ -78,10 +81,9 @@ def scores(flagged: np.ndarray, ranking: np.ndarray, planted: np.ndarray) -> dic
             "f1": round(f1, 3), "precision_at_k": round(at_k, 3)}
 
 
-def run(name: str, share: float, kind: str, seed: int, retrain: bool, method: str) -> list[dict]:
-    import pandas as pd
+def run(name: str, share: float, kind: str, seed: int, retrain: bool, methods: list[str]) -> list[dict]:
+    from cleanlab.filter import find_label_issues
 
-    from bertfit.auditing.run import audit
     from bertfit.config import DataConfig
     from bertfit.data import prepare
 
@@ -94,6 +96,7 @@ def run(name: str, share: float, kind: str, seed: int, retrain: bool, method: st
     np.add.at(confusion, (clean, clean_proba.argmax(1)), 1)
     noisy = plant(clean, share, kind, confusion, seed)
     planted = noisy != clean
+    head = {"dataset": name, "share": share, "kind": kind}
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "noisy"
@@ -102,46 +105,61 @@ def run(name: str, share: float, kind: str, seed: int, retrain: bool, method: st
         for split, frame in (("train", train), ("validation", prepared.validation), ("test", prepared.test)):
             frame.to_csv(data / f"{split}.csv", index=False)
         started = time.perf_counter()
-        result = audit(data, None, method=method, progress=False)
-        seconds = time.perf_counter() - started
-        flagged = np.zeros(len(texts), dtype=bool)
-        ranking = np.zeros(len(texts))
-        for row in result.rows:
-            if row["split"] == "train" and row["reason"] == "label":
-                flagged[row["row"]] = True
-                ranking[row["row"]] = row["score"]
-        rows.append({"dataset": name, "share": share, "kind": kind, "method": f"bertfit audit ({method})",
-                     **scores(flagged, ranking, planted), "seconds": round(seconds, 1)})
-
-        from cleanlab.filter import find_label_issues
-
-        started = time.perf_counter()
         proba = tfidf_oof(texts, noisy, len(labels), seed)
         issues = find_label_issues(noisy, proba)
         self_confidence = 1 - proba[np.arange(len(noisy)), noisy]
-        rows.append({"dataset": name, "share": share, "kind": kind, "method": "cleanlab on TF-IDF",
-                     **scores(issues, self_confidence, planted), "seconds": round(time.perf_counter() - started, 1)})
-        if retrain:
-            rows[0].update(retrained(data, train, flagged, prepared, folder, seed, pd))
+        rows.append(head | {"method": "cleanlab on TF-IDF", **scores(issues, self_confidence, planted),
+                            "seconds": round(time.perf_counter() - started, 1)})
+        trained: dict[str, float] = {}
+        for method in methods:
+            row, flagged, own = audited(data, method, len(texts), planted)
+            issues = find_label_issues(noisy, own / own.sum(1, keepdims=True))
+            rows += [head | row, head | {"method": f"cleanlab on bertfit's {method} probabilities",
+                                         **scores(issues, 1 - own[np.arange(len(noisy)), noisy], planted)}]
+            if retrain:
+                row.update(retrained(train, flagged, prepared, folder, seed, trained))
     return rows
 
 
-def retrained(data: Path, noisy_train, flagged: np.ndarray, prepared, folder: str, seed: int, pd) -> dict:
-    """Test accuracy of the default recipe on noisy, cleaned (flagged rows dropped) and clean training data."""
+def audited(data: Path, method: str, n_train: int, planted: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    """bertfit audit's row, its flagged training rows, and its out-of-fold probabilities of the training rows."""
+    from bertfit.auditing.run import audit
+
+    started = time.perf_counter()
+    result = audit(data, None, method=method, progress=False)
+    seconds = time.perf_counter() - started
+    flagged = np.zeros(n_train, dtype=bool)
+    ranking = np.zeros(n_train)
+    for row in result.rows:
+        if row["split"] == "train" and row["reason"] == "label":
+            flagged[row["row"]] = True
+            ranking[row["row"]] = row["score"]
+    row = {"method": f"bertfit audit ({method})", **scores(flagged, ranking, planted), "seconds": round(seconds, 1)}
+    return row, flagged, result.proba[:n_train]
+
+
+def retrained(noisy_train, flagged: np.ndarray, prepared, folder: str, seed: int, trained: dict) -> dict:
+    """Test accuracy of the default recipe on noisy, cleaned (flagged rows dropped) and clean training data;
+    ``trained`` keeps the noisy and clean runs (and the noisy run's seconds) for the next method."""
     from bertfit.training.run import train
 
-    accuracy = {}
-    for which, frame in (("noisy", noisy_train), ("cleaned", noisy_train[~flagged]), ("clean", prepared.train)):
+    runs = {"cleaned": noisy_train[~flagged]} | {k: v for k, v in (("noisy", noisy_train), ("clean", prepared.train))
+                                                 if k not in trained}
+    for which, frame in runs.items():
         place = Path(folder) / which
         place.mkdir(exist_ok=True)
         for split, part in (("train", frame), ("validation", prepared.validation), ("test", prepared.test)):
             part.to_csv(place / f"{split}.csv", index=False)
-        result = train(place, None, progress=False, baseline=False, report=False, seed=seed)
-        accuracy[which] = result.test["accuracy"]
-    gap = accuracy["clean"] - accuracy["noisy"]
-    recovered = (accuracy["cleaned"] - accuracy["noisy"]) / gap if gap > 0 else None
-    return {f"test_{k}": round(v, 4) for k, v in accuracy.items()} | {
-        "gap_recovered": round(recovered, 3) if recovered is not None else None}
+        started = time.perf_counter()
+        result = train(place, None, progress=False, baseline=False, report=False, seed=seed, overwrite=True)
+        trained[which] = result.test["accuracy"]
+        if which == "noisy":
+            trained["train_seconds"] = time.perf_counter() - started
+    gap = trained["clean"] - trained["noisy"]
+    recovered = (trained["cleaned"] - trained["noisy"]) / gap if gap > 0 else None
+    return {f"test_{k}": round(trained[k], 4) for k in ("noisy", "cleaned", "clean")} | {
+        "gap_recovered": round(recovered, 3) if recovered is not None else None,
+        "train_seconds": round(trained["train_seconds"], 1)}
 
 
 def main() -> int:
@@ -152,7 +170,8 @@ def main() -> int:
     parser.add_argument("--shares", default="0.05,0.1", help="shares of training rows flipped (default 0.05,0.1)")
     parser.add_argument("--kinds", default="uniform,confusable")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--method", default="both", choices=("both", "embed", "tfidf"), help="bertfit's evidence")
+    parser.add_argument("--methods", default="both",
+                        help="bertfit's evidence, comma-separated: both, embed, tfidf, finetune (default both)")
     parser.add_argument("--retrain", action="store_true", help="also train the default recipe three times per row")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
@@ -172,15 +191,15 @@ def main() -> int:
     for name in args.datasets.split(","):
         for share in map(float, args.shares.split(",")):
             for kind in args.kinds.split(","):
-                for row in run(name, share, kind, args.seed, args.retrain, args.method):
+                for row in run(name, share, kind, args.seed, args.retrain, args.methods.split(",")):
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
-    keys = [k for k in rows[0] if k not in ("dataset", "share", "kind", "method")] if rows else []
+    keys = list(dict.fromkeys(k for row in rows for k in row if k not in ("dataset", "share", "kind", "method")))
     print("| data set | noise | method | " + " | ".join(keys) + " |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in keys) + " |")
     for row in rows:
         print(f"| {row['dataset']} | {row['share']:.0%} {row['kind']} | {row['method']} | "
-              + " | ".join(str(row.get(k, "")) for k in keys) + " |")
+              + " | ".join("" if row.get(k) is None else str(row[k]) for k in keys) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"measured_on": measured_on(), "rows": rows}, indent=2))
     return 0

@@ -197,3 +197,42 @@ def test_train_audit_refuses_before_training(tmp_path, tiny_model_dir, capsys):
     assert "single-label" in capsys.readouterr().err and not out.exists()
     assert main([*base, "--drop-suspects", "many"]) == 2
     assert "--drop-suspects" in capsys.readouterr().err and not out.exists()
+
+
+def test_finetune_evidence_scores_every_row_out_of_fold(tmp_path, tiny_model_dir):
+    from bertfit.auditing.run import audit
+
+    rows, planted = _noisy_rows()
+    data = tmp_path / "data.csv"
+    rows.to_csv(data, index=False)
+    result = audit(data, None, method="finetune", model=str(tiny_model_dir), folds=2, progress=False)
+    assert result.proba.shape == (result.per_split["train"]["rows"] + result.per_split["validation"]["rows"], 3)
+    assert np.allclose(result.proba.sum(1), 1.0, atol=1e-4)
+    assert result.method == "finetune" and result.per_split["test"]["rows"] > 0
+
+
+def test_finetune_folds_never_score_a_row_they_trained_on(monkeypatch):
+    import pandas as pd
+
+    from bertfit.auditing import finetuned
+    from bertfit.data.cleaning import PreparedData
+    from bertfit.labels import LabelSet
+
+    labelled = pd.DataFrame({"text": [f"t{i}" for i in range(30)], "label": ["a", "b", "c"] * 10})
+    test = pd.DataFrame({"text": ["x", "y"], "label": ["a", "b"]})
+    prepared = PreparedData(labelled, labelled.iloc[:0], test, LabelSet(("a", "b", "c")), "text", "label")
+    calls = []
+
+    def fake(prepared, rows, scored, seed, model_path, progress):
+        calls.append((set(rows["text"]), list(scored["text"])))
+        return np.full((len(scored), 3), 1 / 3)
+
+    monkeypatch.setattr(finetuned, "_train_and_score", fake)
+    ids = np.array([0, 1, 2] * 10)
+    scored, test_proba = finetuned.finetuned_out_of_fold(prepared, labelled, ids, 3, 0, "m")
+    folds, last = calls[:-1], calls[-1]
+    assert len(folds) == 3 and scored.shape == (30, 3) and test_proba.shape == (2, 3)
+    held = [text for _, texts in folds for text in texts]
+    assert sorted(held) == sorted(labelled["text"])  # every labelled row scored once
+    assert all(not (fit & set(texts)) for fit, texts in folds)  # by a model that never saw it
+    assert last == (set(labelled["text"]), ["x", "y"])  # the test rows by one trained on all labelled rows

@@ -20,7 +20,7 @@ from bertfit.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-METHODS = ("embed", "tfidf", "both")
+METHODS = ("embed", "tfidf", "both", "finetune")  # finetune: bertfit.auditing.finetuned
 DUPLICATE_SIMILARITY = 0.97  # cosine of two embeddings above which two texts read as the same
 OUTLIER_Z = 3.0  # a text this many standard deviations farther from its label's centre than its label's texts
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from bertfit.auditing.confident import error_rate_interval, find_suspects
 from bertfit.auditing.evidence import METHODS, near_duplicates, out_of_fold, outliers, sentence_embeddings
+from bertfit.auditing.finetuned import finetuned_out_of_fold
 from bertfit.config import DataConfig, check
 from bertfit.data.cleaning import PreparedData, prepare
 from bertfit.errors import UsageError
@@ -48,6 +49,7 @@ class AuditResult:
     duplicates: int = 0
     outliers: int = 0
     notes: list[str] = field(default_factory=list)
+    proba: np.ndarray | None = None  # (train + validation rows, classes): the out-of-fold probabilities
 
     def summary(self) -> dict[str, Any]:
         label_errors = sum(1 for r in self.rows if r["reason"] == "label")
@@ -102,12 +104,20 @@ def audit_prepared(prepared: PreparedData, *, folds: int = 5, method: str = "bot
         raise UsageError("the label audit checks single-label data (one class per row); for multi-label data, "
                          "read the report's most confident mistakes instead")
     started = time.perf_counter()
-    kinds = ("embed", "tfidf") if method == "both" else (method,)
-    evidence = _evidence(prepared, kinds, model or default_model_path(), progress)
-    labelled, test_proba = out_of_fold({k: evidence[k]["labelled"] for k in kinds}, evidence["labels"],
-                                       {k: evidence[k]["test"] for k in kinds}, len(prepared.labels), folds, seed)
+    model_path = model or default_model_path()
+    if method == "finetune":
+        evidence = _evidence(prepared, (), model_path, progress)
+        labelled, test_proba = finetuned_out_of_fold(prepared, evidence["frames"]["labelled"], evidence["labels"],
+                                                     folds, seed, model_path, progress)
+    else:
+        kinds = ("embed", "tfidf") if method == "both" else (method,)
+        evidence = _evidence(prepared, kinds, model_path, progress)
+        labelled, test_proba = out_of_fold({k: evidence[k]["labelled"] for k in kinds}, evidence["labels"],
+                                           {k: evidence[k]["test"] for k in kinds}, len(prepared.labels), folds,
+                                           seed)
     result = _judge(prepared, evidence, labelled, test_proba, method, folds)
     result.seconds = time.perf_counter() - started
+    result.proba = labelled
     return result
 
 

@@ -120,7 +120,7 @@ def _add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                        help="audit, then train without the K strongest suspects among the training rows (auto: "
                             "every flagged one); validation and test are never touched")
     audit.add_argument("--audit-folds", type=int, default=5, help="folds for the audit (default 5)")
-    audit.add_argument("--audit-method", choices=("embed", "tfidf", "both"), default="both",
+    audit.add_argument("--audit-method", choices=("embed", "tfidf", "both", "finetune"), default="both",
                        help="the audit's evidence (default both)")
     train.set_defaults(handler="train")
 
@@ -251,11 +251,12 @@ def _add_audit_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     audit.add_argument("data", help="labelled data, as bertfit train reads it")
     _add_config_flags(audit, DataConfig)
     audit.add_argument("--folds", type=int, default=5, help="folds for the out-of-fold scores (default 5)")
-    audit.add_argument("--method", choices=("embed", "tfidf", "both"), default="both",
+    audit.add_argument("--method", choices=("embed", "tfidf", "both", "finetune"), default="both",
                        help="the evidence: logistic regression on the embedded model's sentence embeddings, on "
-                            "TF-IDF, or the mean of both (default both)")
-    audit.add_argument("--model", help="sentence model for --method embed/both (default: the embedded "
-                                       "all-MiniLM-L6-v2)")
+                            "TF-IDF, or the mean of both (default both: fast); finetune: a fine-tuned model per "
+                            "fold (the top 2 layers; slower, fewer false alarms)")
+    audit.add_argument("--model", help="the model for --method embed, both (sentence embeddings) or finetune "
+                                       "(default: the embedded all-MiniLM-L6-v2)")
     audit.add_argument("--out", default="audit", help="folder for audit.csv and audit.html (default audit)")
     audit.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     audit.set_defaults(handler="audit")

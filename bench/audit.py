@@ -14,7 +14,8 @@ side by side:
             dependency (pip install cleanlab).
 
 Printed per row: flagged, precision, recall and F1 against the planted flips, precision at k
-(k = rows planted; rows ranked by each method's own score), and seconds. The first line gives the
+(k = rows planted; every training row ranked by each method's own score: bertfit's normalised margin, cleanlab's
+self-confidence), and seconds. The first line gives the
 git commit and the machine.
 
     python bench/audit.py                                   # trec, banking77, sms-spam; 5% and 10%; both kinds
@@ -112,7 +113,7 @@ def run(name: str, share: float, kind: str, seed: int, retrain: bool, methods: l
                             "seconds": round(time.perf_counter() - started, 1)})
         trained: dict[str, float] = {}
         for method in methods:
-            row, flagged, own = audited(data, method, len(texts), planted)
+            row, flagged, own = audited(data, method, noisy, planted)
             issues = find_label_issues(noisy, own / own.sum(1, keepdims=True))
             rows += [head | row, head | {"method": f"cleanlab on bertfit's {method} probabilities",
                                          **scores(issues, 1 - own[np.arange(len(noisy)), noisy], planted)}]
@@ -121,21 +122,23 @@ def run(name: str, share: float, kind: str, seed: int, retrain: bool, methods: l
     return rows
 
 
-def audited(data: Path, method: str, n_train: int, planted: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+def audited(data: Path, method: str, noisy: np.ndarray, planted: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
     """bertfit audit's row, its flagged training rows, and its out-of-fold probabilities of the training rows."""
+    from bertfit.auditing.confident import normalised_margin
     from bertfit.auditing.run import audit
 
+    n_train = len(noisy)
     started = time.perf_counter()
     result = audit(data, None, method=method, progress=False)
     seconds = time.perf_counter() - started
     flagged = np.zeros(n_train, dtype=bool)
-    ranking = np.zeros(n_train)
     for row in result.rows:
         if row["split"] == "train" and row["reason"] == "label":
             flagged[row["row"]] = True
-            ranking[row["row"]] = row["score"]
+    own = result.proba[:n_train]
+    ranking = -normalised_margin(own, noisy)  # every row ranked, as the audit's score ranks the flagged ones
     row = {"method": f"bertfit audit ({method})", **scores(flagged, ranking, planted), "seconds": round(seconds, 1)}
-    return row, flagged, result.proba[:n_train]
+    return row, flagged, own
 
 
 def retrained(noisy_train, flagged: np.ndarray, prepared, folder: str, seed: int, trained: dict) -> dict:

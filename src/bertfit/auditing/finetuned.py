@@ -12,6 +12,7 @@ So K + 1 short trainings: bench/audit.py measures the cost beside one default tr
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ def finetuned_out_of_fold(prepared: PreparedData, labelled: pd.DataFrame, labels
 
 def _train_and_score(prepared: PreparedData, rows: pd.DataFrame, scored: pd.DataFrame, seed: int, model_path: str,
                      progress: bool) -> np.ndarray:
-    from bertfit.training.run import fit
+    from bertfit.training.run import fit_model
 
     shuffled = rows.sample(frac=1.0, random_state=seed)
     choosing = max(1, int(round(CHOOSING_SHARE * len(shuffled))))
@@ -58,6 +59,7 @@ def _train_and_score(prepared: PreparedData, rows: pd.DataFrame, scored: pd.Data
                          label_col=prepared.label_col, text_pair_col=prepared.text_pair_col)
     config = TrainConfig(model=model_path, train_layers=str(LAYERS), epochs=EPOCHS, baseline=False, report=False,
                          seed=seed)
-    result = fit(split, config, None, progress=False)
+    fitted = fit_model(split, config, None, progress=False)
+    shutil.rmtree(fitted.checkpoints, ignore_errors=True)
     pairs: dict[str, Any] = {"pairs": split.pairs("test")} if prepared.text_pair_col else {}
-    return result.classifier.predict_proba(split.test["text"].tolist(), progress=progress, **pairs)
+    return fitted.classifier.predict_proba(split.test["text"].tolist(), progress=progress, **pairs)

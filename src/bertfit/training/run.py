@@ -163,6 +163,43 @@ def fit(
     ``start``: a model other than the base checkpoint, and what its trainer needs (see :class:`Start`).
     ``files``: more text files to save in the model folder (name: content).
     """
+    fitted = fit_model(prepared, config, target, data_config=data_config, resume=resume, progress=progress,
+                       start=start)
+    if fitted is None:
+        return None  # torchrun / accelerate launch: the main process scores, saves and reports
+    return conclude(fitted, prepared, config, target, overwrite=overwrite, progress=progress, files=files)
+
+
+@dataclass
+class Fitted:
+    """A trained model before any decision on validation and before the test split: what a tuning trial keeps."""
+
+    classifier: TextClassifier
+    best: dict[str, Any]  # the kept epoch's row of the history
+    history: list[dict[str, Any]]
+    notes: list[str]
+    train_seconds: float
+    targets: dict[str, Any]  # per split, the labels as class ids or 0/1 rows
+    checkpoints: Path  # the run's checkpoints: deleted once the model is saved (until then, --resume can use them)
+
+
+def fit_model(
+    prepared: PreparedData,
+    config: TrainConfig,
+    target: Path | None = None,
+    *,
+    data_config: DataConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    start: Start | None = None,
+    callbacks: list[Any] | None = None,
+    encodings: dict[Any, Any] | None = None,
+) -> Fitted | None:
+    """Train and keep the best epoch, deciding nothing else; the test split is not read. None off the main process.
+
+    ``callbacks``: more Trainer callbacks (a tuning trial's pruning). ``encodings``: a dict kept by the
+    caller across runs on the same splits, so that each (max length, long-text handling) is tokenized once.
+    """
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
     model, tokenizer = starting_model(prepared, config, start)
     max_length = max_length_of(model, tokenizer, config)
@@ -171,15 +208,21 @@ def fit(
     log.info("training %s of %s parameters (%.1f%%), --train-layers %s",
              f"{trainable:,}", f"{total:,}", 100 * trainable / total, config.train_layers)
     targets = {name: split_targets(prepared, name) for name in prepared.splits()}
-    encoded, too_long = encode_splits(prepared, tokenizer, targets, max_length, config, start)
+    key = (max_length, config.long_text, config.stride)
+    if encodings is not None and key in encodings and start is None:
+        encoded, too_long = encodings[key]
+    else:
+        encoded, too_long = encode_splits(prepared, tokenizer, targets, max_length, config, start)
+        if encodings is not None and start is None:
+            encodings[key] = encoded, too_long
 
     started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
-    run = build_trainer(model, tokenizer, prepared, encoded, config, target, progress, start)
+    run = build_trainer(model, tokenizer, prepared, encoded, config, target, progress, start, callbacks)
     settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
     resumed_after = train_loop(run.trainer, settings, prepared, run.checkpoints, resume)
     train_seconds = time.perf_counter() - started
     if not run.trainer.is_world_process_zero():
-        return None  # torchrun / accelerate launch: the main process scores, saves and reports
+        return None
 
     history = epoch_history(run.trainer.state.log_history)
     best = best_epoch(history, config, run.metric)
@@ -190,21 +233,29 @@ def fit(
     record = new_record(prepared, config, data_config or DataConfig(), start, run, history, best, notes,
                         settings=settings, max_length=max_length, parameters=(trainable, total),
                         too_long=too_long, resumed_after=resumed_after, train_seconds=train_seconds)
-    classifier = TextClassifier(model, tokenizer, record)
-    test_logits, test_metrics = decide_then_score(classifier, prepared, targets, config, progress)
-    record.metrics = {"validation": best["validation"], "test": test_metrics}
+    record.metrics = {"validation": best["validation"]}
+    return Fitted(TextClassifier(model, tokenizer, record), best, history, notes, train_seconds, targets,
+                  run.checkpoints)
+
+
+def conclude(fitted: Fitted, prepared: PreparedData, config: TrainConfig, target: Path | None, *,
+             overwrite: bool = False, progress: bool = True, files: dict[str, str] | None = None) -> TrainResult:
+    """Decisions on validation, the test split scored once, the baseline beside it; saved and reported."""
+    classifier, best = fitted.classifier, fitted.best
+    test_logits, test_metrics = decide_then_score(classifier, prepared, fitted.targets, config, progress)
+    classifier.record.metrics = {"validation": best["validation"], "test": test_metrics}
     baseline = baseline_record(prepared, config.seed) if config.baseline else None
     if baseline is not None:
-        record.baseline = baseline
+        classifier.record.baseline = baseline
         compare_with_baseline(test_metrics, baseline["test"])
     if target is not None:
         # The splits travel with the model: validation for later decisions (the export's check), test for reports.
         kept = {SPLIT_FILES[name]: split_file(prepared.splits()[name]) for name in ("validation", "test")}
         classifier.save_pretrained(target, overwrite=overwrite, files=kept | (files or {}))
-    shutil.rmtree(run.checkpoints, ignore_errors=True)  # only now: a crash before this point can still resume
+    shutil.rmtree(fitted.checkpoints, ignore_errors=True)  # only now: a crash before this point can still resume
     if target is not None and config.report:
         write_report(target, classifier.probabilities(test_logits))
-    return TrainResult(classifier, target, best["epoch"], train_seconds, best["validation"], test_metrics,
-                       history, notes, baseline)
+    return TrainResult(classifier, target, best["epoch"], fitted.train_seconds, best["validation"], test_metrics,
+                       fitted.history, fitted.notes, baseline)
 
 

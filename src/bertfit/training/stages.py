@@ -124,7 +124,8 @@ def encode_splits(prepared: PreparedData, tokenizer: Any, targets: dict[str, np.
 
 
 def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: dict[str, EncodedSplit],
-                   config: TrainConfig, target: Path | None, progress: bool, start: Start | None) -> Run:
+                   config: TrainConfig, target: Path | None, progress: bool, start: Start | None,
+                   callbacks: list[Any] | None = None) -> Run:
     """The trainer, on the encode-once path when the bottom is frozen, with the run's epochs and callbacks."""
     trained, train_set, eval_set, collator = model, encoded["train"], encoded["validation"], None
     teacher = start is not None and start.teacher_logits is not None
@@ -137,7 +138,7 @@ def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: d
     epochs = config.epochs or planned_epochs(len(train_set), config.batch_size, _processes())
     learning_rate = config.learning_rate or default_learning_rate(model.config.hidden_size)
     metric = main_metric(prepared.multi_label)
-    callbacks = [EpochLog(), SelectionScore(metric)]
+    callbacks = [EpochLog(), SelectionScore(metric), *(callbacks or [])]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     bucket = config.bucket_by_length and frozen is None  # the cached top's rows are mostly length 1

@@ -22,6 +22,7 @@ LAYERS = {
     "export": 4,  # compress distils, so export sits above training
     "serving": 4,
     "auditing": 4,  # out-of-fold evidence uses training's baseline and backbone
+    "tuning": 4,  # trials are training runs
     "cli": 5,
     "": 5,  # the package root (bertfit/__init__.py): the public names, loaded lazily
 }

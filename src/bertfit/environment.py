@@ -21,6 +21,7 @@ EXTRAS = {
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
     "serve": ("fastapi", "uvicorn"),
     "lora": ("peft",),
+    "tune": ("optuna",),
 }
 TRAINING_PACKAGES = ("torch", "transformers", "scikit-learn")
 

@@ -43,3 +43,7 @@ class TrainingError(BertfitError, RuntimeError):
     """Training failed or was interrupted; nothing was saved."""
 
     exit_code = 1
+
+
+class TrainingInterrupted(TrainingError):
+    """Ctrl-C while training: the run stopped; what the caller had kept (a tuning study's best trial) stays."""

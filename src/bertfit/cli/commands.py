@@ -213,3 +213,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     log.info("written: %s/audit.csv and audit.html", result.out)
     print(json.dumps(result.summary()))
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from bertfit.tuning.run import tune
+
+    result = tune(args.data, args.out, budget=args.budget, trials=args.trials, storage=args.storage,
+                  study_name=args.study, worker=args.worker, resume=args.resume, overwrite=args.overwrite,
+                  progress=not args.quiet, **_config_settings(args))
+    if result.trained is not None:
+        test = result.trained.test
+        key = "accuracy" if "accuracy" in test else "f1_micro"
+        log.info("winner: trial %s, %s; test (scored once, %d rows): %s %.3f", result.study["best_trial"],
+                 result.study["best_params"], test["rows"], key, test[key])
+        log.info("saved to %s", result.trained.model_dir)
+    print(json.dumps(result.summary(), default=str))
+    return 0
+

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(commands, common)
     _add_serve_parser(commands, common)
     _add_audit_parser(commands, common)
+    _add_tune_parser(commands, common)
     return parser
 
 
@@ -260,3 +261,29 @@ def _add_audit_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     audit.add_argument("--out", default="audit", help="folder for audit.csv and audit.html (default audit)")
     audit.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     audit.set_defaults(handler="audit")
+
+
+def _add_tune_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    tune = commands.add_parser("tune", parents=[common], help="search training settings in a time budget (Optuna)",
+                               description="Train trials with settings chosen by an Optuna study (TPE, seeded; "
+                                           "the first trial is the default recipe), each judged on validation "
+                                           "and pruned when it trails; the best trial's model is saved as it "
+                                           "was trained and its test split scored once. Training flags fix a "
+                                           "setting's starting point. The last stdout line is JSON.")
+    tune.add_argument("data", help="labelled data, as bertfit train reads it")
+    _add_config_flags(tune, DataConfig)
+    _add_config_flags(tune, TrainConfig)
+    tune.add_argument("--budget", default="30m", help="time for the whole search: 90s, 30m, 2h (default 30m; a "
+                                                      "bare number is minutes); a trial running past it is stopped")
+    tune.add_argument("--trials", type=int, help="stop after this many trials in the study (default: until the budget)")
+    tune.add_argument("--out", default="bertfit-tuned", help="model folder for the winner (default bertfit-tuned); "
+                                                             "the study's journal file goes beside it")
+    tune.add_argument("--storage", help="Optuna storage shared by workers: postgresql://..., mysql://..., or "
+                                        "journal:PATH on a shared disk (default: OUT.study.journal beside --out)")
+    tune.add_argument("--study", default="bertfit", help="study name in the storage (default bertfit)")
+    tune.add_argument("--worker", action="store_true", help="join the study and run trials until the budget; save "
+                                                            "nothing (the process without --worker saves the winner)")
+    tune.add_argument("--resume", action="store_true", help="continue the study in the journal beside --out")
+    tune.add_argument("--overwrite", action="store_true", help="replace --out and start the study over")
+    tune.set_defaults(handler="tune")
+

@@ -110,3 +110,26 @@ def plot_reliability(points: dict[str, Any], task: str) -> str:
            xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(fontsize="small")
     return _img(figure, "reliability diagram")
+
+
+def plot_trials(trials: list[dict[str, Any]], default: float | None) -> str:
+    """A tuning study over time: each trial's validation score in the order run, the best so far, the default."""
+    figure = _figure(7, 3.2)
+    ax = figure.add_subplot()
+    done = [(i, t["validation"]) for i, t in enumerate(trials)
+            if t["state"] == "complete" and t["validation"] is not None]
+    stopped = [i for i, t in enumerate(trials) if t["state"] == "pruned"]
+    if done:
+        xs, ys = zip(*done, strict=True)
+        ax.scatter(xs, ys, s=18, label="trial (validation)")
+        best = np.maximum.accumulate(ys)
+        ax.step(xs, best, where="post", label="best so far")
+    if stopped:
+        low = min((y for _, y in done), default=0.0)
+        ax.scatter(stopped, [low] * len(stopped), marker="x", color="grey", label="pruned or stopped")
+    if default is not None:
+        ax.axhline(default, linestyle="--", color="black", linewidth=1, label="default recipe")
+    ax.set_xlabel("trial, in the order run")
+    ax.set_ylabel("validation score")
+    ax.legend(loc="lower right", fontsize=8)
+    return _img(figure, "validation score per trial")

@@ -26,6 +26,7 @@ from bertfit.reporting.analysis import MAX_MISTAKES, TestAnalysis, analyse
 from bertfit.reporting.audit_section import AUDIT_SUMMARY, audit_section
 from bertfit.reporting.html import CSS, facts, missing, part, section, table
 from bertfit.reporting.plots import plot_confusion, plot_curves, plot_reliability, plot_training
+from bertfit.reporting.tune_section import study_section
 from bertfit.staging import check_file, refuse_inputs, staged_file
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def render_html(record: ModelRecord, analysis: TestAnalysis | None, test_note: s
         _test(record, analysis, test_note),
         _data(record.data),
         audit_section(audit) if audit is not None else "",
+        study_section(record.study) if record.study else "",
         _model(record),
         _settings(record.settings),
         section("versions", "Machine and versions", facts(list(record.versions.items()))),

@@ -25,7 +25,7 @@ from bertfit.calibration import choose_temperature, plain_softmax
 from bertfit.config import DataConfig, TrainConfig
 from bertfit.data.cleaning import PreparedData
 from bertfit.environment import TRAINING_PACKAGES, versions
-from bertfit.errors import TrainingError, UsageError
+from bertfit.errors import TrainingInterrupted, UsageError
 from bertfit.metrics import expected_calibration_error, headline, multilabel_metrics, tune_thresholds
 from bertfit.model import TextClassifier
 from bertfit.record import Calibration, DataReport, LongText, ModelRecord, Task
@@ -135,7 +135,7 @@ def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: d
         train_set, eval_set = (_encode_once(model, encoded[name], frozen, config, progress, name)
                                for name in ("train", "validation"))
     checkpoints = checkpoint_dir(target)
-    epochs = config.epochs or planned_epochs(len(train_set), config.batch_size, _processes())
+    epochs = config.epochs or planned_epochs(len(train_set), config.batch_size, processes())
     learning_rate = config.learning_rate or default_learning_rate(model.config.hidden_size)
     metric = main_metric(prepared.multi_label)
     callbacks = [EpochLog(), SelectionScore(metric), *(callbacks or [])]
@@ -179,7 +179,7 @@ def train_loop(trainer: Any, settings: dict[str, Any], prepared: PreparedData, c
         if main:
             shutil.rmtree(checkpoints, ignore_errors=True)  # a failed run leaves nothing behind
         if isinstance(err, KeyboardInterrupt):
-            raise TrainingError("training interrupted; nothing was saved") from None
+            raise TrainingInterrupted("training interrupted; nothing was saved") from None
         raise
     return resumed_after
 
@@ -292,7 +292,7 @@ def _encode_once(model: Any, split: EncodedSplit, frozen: int, config: TrainConf
     return CachedSplit(states, split.label_ids)
 
 
-def _processes() -> int:
+def processes() -> int:
     """Data-parallel processes under torchrun / accelerate launch (WORLD_SIZE), else 1."""
     try:
         return max(1, int(os.environ.get("WORLD_SIZE", "1")))

@@ -1,0 +1,307 @@
+"""``bertfit tune``: an Optuna study over the training settings, in a time budget, on one machine or many.
+
+The data is read, cleaned and split once, and each maximum length tokenized once, for every
+trial. A trial trains on train and is judged on validation alone (the kept epoch's score, as
+``train`` keeps it); after each epoch it reports to the study, whose median pruner stops trials
+that trail the others at the same epoch. The first trial is the default recipe. A trial that
+beats the study's best so far saves its model beside ``--out``; at the end the winner's model, as
+trained (not retrained), gets its decisions on validation, its test split scored once and the
+baseline, and is saved as an ordinary bertfit folder whose bertfit.json and report hold the study.
+
+The study lives in Optuna storage: by default a journal file beside ``--out`` (``--resume``
+continues it); ``--storage URL`` (PostgreSQL, MySQL, or a journal file on a shared disk) lets
+``--worker`` processes on other machines join it, each running trials until the budget ends;
+the process started without ``--worker`` saves the winner.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import TrainerCallback
+
+from bertfit.config import check
+from bertfit.data.cleaning import PreparedData, prepare
+from bertfit.environment import require
+from bertfit.errors import BertfitError, TrainingInterrupted, UsageError
+from bertfit.folder import read_meta
+from bertfit.model import TextClassifier
+from bertfit.record import ModelRecord
+from bertfit.staging import check_folder, refuse_inputs
+from bertfit.training.epochs import main_metric, selection_score
+from bertfit.training.run import Fitted, TrainResult, conclude, fit_model, split_settings
+from bertfit.training.stages import split_targets
+from bertfit.tuning.space import Space
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = "bertfit-tuned"
+DEFAULT_STUDY = "bertfit"
+STARTUP_TRIALS = 3  # trials the pruner lets run to the end before it compares
+
+
+class TrialStopped(Exception):
+    """Raised inside Trainer's loop to end a trial: pruned by the study, or past the budget."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+class TrialWatch(TrainerCallback):
+    """Reports each epoch's validation score to the trial; stops it when pruned or when the budget is spent."""
+
+    def __init__(self, trial: Any, deadline: float):
+        self.trial, self.deadline = trial, deadline
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_selection" in metrics:
+            self.trial.report(float(metrics["eval_selection"]), step=int(round(state.epoch or 0)))
+            if self.trial.should_prune():
+                raise TrialStopped("pruned")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() > self.deadline:
+            raise TrialStopped("budget")
+
+
+@dataclass
+class TuneResult:
+    """The study's outcome; ``trained`` is None for a --worker, which saves nothing."""
+
+    study: dict[str, Any]
+    trained: TrainResult | None
+
+    def summary(self) -> dict[str, Any]:
+        out = {key: self.study[key] for key in ("study_name", "trials_complete", "trials_pruned", "trials_failed",
+                                                 "best_trial", "best_validation", "default_validation", "seconds")}
+        if self.trained is not None:
+            out |= {"model_dir": str(self.trained.model_dir), "best_params": self.study["best_params"],
+                    "test": {k: v for k, v in self.trained.summary()["test"].items()},
+                    "baseline_test": self.trained.summary()["baseline_test"]}
+        return out
+
+
+def parse_budget(value: Any) -> float:
+    """--budget as seconds: '90s', '30m', '1.5h', or a bare number of minutes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value).lower())
+    seconds = float(match.group(1)) * {"s": 1, "m": 60, "": 60, "h": 3600}[match.group(2)] if match else 0
+    if seconds <= 0:
+        raise UsageError(f"--budget takes a time like 90s, 30m or 2h (a bare number is minutes), got {value!r}")
+    return seconds
+
+
+def journal_path(target: Path) -> Path:
+    return target.parent / f"{target.name}.study.journal"
+
+
+def trials_dir(target: Path) -> Path:
+    return target.parent / f".{target.name}.trials"
+
+
+def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trials: int | None = None,
+         storage: str | None = None, study_name: str = DEFAULT_STUDY, worker: bool = False, resume: bool = False,
+         overwrite: bool = False, progress: bool = True, **settings: Any) -> TuneResult:
+    """Search training settings for ``data`` within ``budget``; save the winner to ``out`` (not as a --worker)."""
+    optuna = _optuna()
+    seconds = parse_budget(budget)
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+        raise UsageError(f"--trials must be a whole number of at least 1, got {trials!r}")
+    settings.pop("quiet", None)
+    settings.pop("debug", None)
+    data_config, train_config = split_settings(settings)
+    check(data_config, train_config)
+    target = Path(out)
+    url = storage or _local_storage(target, resume, overwrite, worker)
+    if not worker:
+        refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
+                                        "the --model folder": train_config.model})
+        check_folder(target, overwrite or resume)  # a resumed study saves its winner again
+    started = time.monotonic()
+    deadline = started + seconds
+    prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
+    space = _space(prepared, train_config)
+    study = optuna.create_study(storage=_storage(optuna, url), study_name=study_name, direction="maximize",
+                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=train_config.seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS))
+    if not study.trials and not worker:  # the main process alone: two workers starting at once would both add it
+        study.enqueue_trial(space.default, user_attrs={"recipe": "default"})
+    objective = _objective(optuna, prepared, train_config, space, target, deadline)
+    stop = [optuna.study.MaxTrialsCallback(trials, states=None)] if trials else []
+    try:
+        study.optimize(objective, timeout=seconds, callbacks=stop, gc_after_trial=True)
+    except (KeyboardInterrupt, TrainingInterrupted):
+        log.warning("interrupted: the study keeps its finished trials; the best so far is saved")
+    record = study_record(optuna, study, space, url, seconds, time.monotonic() - started)
+    log.info("study %r: %d trials complete, %d pruned, %d failed; best validation %s (trial %s), default recipe %s",
+             study_name, record["trials_complete"], record["trials_pruned"], record["trials_failed"],
+             record["best_validation"], record["best_trial"], record["default_validation"])
+    if worker:
+        return TuneResult(record, None)
+    if record["best_trial"] is None:
+        raise UsageError(f"no trial finished within --budget {budget}: give it more time (one default training "
+                         "run at least)")
+    return TuneResult(record, _save_winner(study, prepared, train_config, space, target, record,
+                                           overwrite or resume, progress))
+
+
+def _optuna() -> Any:
+    require("tune", "bertfit tune")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _local_storage(target: Path, resume: bool, overwrite: bool, worker: bool) -> str:
+    journal = journal_path(target)
+    if journal.exists() and not (resume or worker):
+        if not overwrite:
+            raise UsageError(f"a study is already in {journal}: pass --resume to continue it, or --overwrite to "
+                             "start over")
+        journal.unlink()
+        shutil.rmtree(trials_dir(target), ignore_errors=True)
+    return f"journal:{journal}"
+
+
+def _storage(optuna: Any, url: str) -> Any:
+    """A journal file (``journal:PATH``, or a path ending in .journal) or any URL Optuna's RDB storage takes."""
+    path = url[len("journal:"):] if url.startswith("journal:") else url if url.endswith(".journal") else None
+    if path is None:
+        return url
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(path))
+
+
+def _space(prepared: PreparedData, config: Any) -> Space:
+    from bertfit.training.backbone import default_model_path, encoder_layers, load_base
+    from bertfit.training.stages import model_position_limit, processes
+
+    model, tokenizer = load_base(config.model or default_model_path(), prepared.labels.names, prepared.multi_label)
+    sample = prepared.train.sample(n=min(2000, len(prepared.train)), random_state=0)
+    pairs = sample["text_pair"].tolist() if "text_pair" in sample else None
+    lengths = [len(ids) for ids in tokenizer(sample["text"].tolist(), pairs)["input_ids"]]
+    return Space(prepared, config, model.config.hidden_size, len(encoder_layers(model)),
+                 model_position_limit(model, tokenizer), np.asarray(lengths), processes())
+
+
+def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, target: Path, deadline: float) -> Any:
+    encodings: dict[Any, Any] = {}
+    metric = main_metric(prepared.multi_label)
+
+    def objective(trial: Any) -> float:
+        chosen = space.suggest(trial)
+        trial_config = replace(config, **chosen, baseline=False, report=False)
+        begun = time.monotonic()
+        try:
+            fitted = fit_model(prepared, trial_config, None, progress=False, callbacks=[TrialWatch(trial, deadline)],
+                               encodings=encodings)
+        except TrialStopped as stopped:
+            trial.set_user_attr("stopped", stopped.why)
+            trial.set_user_attr("seconds", round(time.monotonic() - begun, 1))
+            raise optuna.TrialPruned(stopped.why) from None
+        shutil.rmtree(fitted.checkpoints, ignore_errors=True)
+        value = selection_score(fitted.best["validation"], metric)
+        trial.set_user_attr("seconds", round(time.monotonic() - begun, 1))
+        trial.set_user_attr("epoch", fitted.best["epoch"])
+        trial.set_user_attr("validation", fitted.best["validation"].get(metric))
+        if value > _best_value(trial.study):
+            fitted.classifier.save_pretrained(trials_dir(target) / str(trial.number), overwrite=True)
+        log.info("trial %d: validation %s %.4f in %.0f s (%s)", trial.number, metric,
+                 fitted.best["validation"].get(metric), time.monotonic() - begun, chosen)
+        return value
+
+    return objective
+
+
+def _best_value(study: Any) -> float:
+    try:
+        return float(study.best_value)
+    except ValueError:  # no trial complete yet
+        return float("-inf")
+
+
+def study_record(optuna: Any, study: Any, space: Space, url: str, budget: float, seconds: float) -> dict[str, Any]:
+    """The study as bertfit.json keeps it: every trial, the winner, the default recipe's score, importances."""
+    state = optuna.trial.TrialState
+    trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
+               "validation": t.user_attrs.get("validation"), "epoch": t.user_attrs.get("epoch"),
+               "seconds": t.user_attrs.get("seconds"), "stopped": t.user_attrs.get("stopped"),
+               "started": t.datetime_start.isoformat() if t.datetime_start else None,
+               "recipe": t.user_attrs.get("recipe")} for t in study.trials]
+    complete = [t for t in study.trials if t.state == state.COMPLETE]
+    best = max(complete, key=lambda t: t.value) if complete else None
+    default = next((t for t in complete if t.user_attrs.get("recipe") == "default"), None)
+    return {
+        "study_name": study.study_name, "storage": re.sub(r"//[^@/]*@", "//***@", url), "sampler": "TPE",
+        "pruner": f"median (after {STARTUP_TRIALS} trials)", "budget_seconds": budget, "seconds": round(seconds, 1),
+        "space": space.describe(), "trials": trials,
+        "trials_complete": len(complete), "trials_pruned": sum(t.state == state.PRUNED for t in study.trials),
+        "trials_failed": sum(t.state == state.FAIL for t in study.trials),
+        "best_trial": best.number if best else None, "best_params": best.params if best else None,
+        "best_validation": best.user_attrs.get("validation") if best else None,
+        "default_validation": default.user_attrs.get("validation") if default else None,
+        "importances": _importances(optuna, study) if len(complete) >= 3 else None,
+    }
+
+
+def _importances(optuna: Any, study: Any) -> dict[str, float] | None:
+    try:
+        return {k: round(float(v), 4) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (RuntimeError, ValueError) as err:  # too few distinct trials to tell
+        log.info("parameter importances left out: %s", str(err).splitlines()[0])
+        return None
+
+
+def _save_winner(study: Any, prepared: PreparedData, config: Any, space: Space, target: Path,
+                 record: dict[str, Any], overwrite: bool, progress: bool) -> TrainResult:
+    """The best trial's model, as trained: decisions on validation, test scored once, saved with the study."""
+    best = study.best_trial
+    winner_config = replace(config, **_settings_of(best.params, space))
+    folder = _trial_model(target, best.number)
+    if folder is not None:
+        fitted = _reloaded(folder, prepared)
+    else:  # trained by a worker whose disk this is not: train its settings again, and say so
+        log.warning("trial %d's model is not in %s (a worker on another machine trained it?): training its "
+                    "settings again", best.number, trials_dir(target))
+        record["winner_retrained"] = True
+        fitted = fit_model(prepared, replace(winner_config, baseline=False, report=False), None, progress=progress)
+    fitted.classifier.record.study = record
+    result = conclude(fitted, prepared, winner_config, target, overwrite=overwrite, progress=progress)
+    shutil.rmtree(trials_dir(target), ignore_errors=True)
+    return result
+
+
+def _trial_model(target: Path, number: int) -> Path | None:
+    """Where trial ``number``'s model is: its folder among the trials, or --out when it won a run before this one."""
+    folder = trials_dir(target) / str(number)
+    if (folder / "bertfit.json").is_file():
+        return folder
+    try:
+        saved = read_meta(target)
+    except BertfitError:
+        return None
+    return target if saved is not None and (saved.study or {}).get("best_trial") == number else None
+
+
+def _settings_of(params: dict[str, Any], space: Space) -> dict[str, Any]:
+    return {name: params[name] for name in space.default if name in params}
+
+
+def _reloaded(folder: Path, prepared: PreparedData) -> Fitted:
+    classifier = TextClassifier.from_pretrained(folder)
+    record: ModelRecord = classifier.record
+    best = next(h for h in record.history if h["epoch"] == record.best_epoch)
+    targets = {name: split_targets(prepared, name) for name in prepared.splits()}
+    return Fitted(classifier, best, record.history, list(record.notes), record.train_seconds or 0.0, targets,
+                  folder / ".no-checkpoints")

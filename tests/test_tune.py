@@ -1,0 +1,144 @@
+"""bertfit tune: an Optuna study over training settings (tiny model; the search's worth is bench/tune.py's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from bertfit.errors import UsageError  # noqa: E402
+from bertfit.tuning.run import journal_path, parse_budget, trials_dir, tune  # noqa: E402
+
+# The tiny test model learns at about 1e-3; the space spans a fifth to three times the rate given.
+SETTINGS = {"learning_rate": 1e-3, "max_length": 16}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from conftest import make_rows
+
+    path = tmp_path_factory.mktemp("tune-data") / "tickets.csv"
+    make_rows(per_class=30).to_csv(path, index=False)
+    return path
+
+
+def test_budget_reads_seconds_minutes_hours():
+    assert parse_budget("90s") == 90 and parse_budget("30m") == 1800 and parse_budget("1.5h") == 5400
+    assert parse_budget("5") == 300 and parse_budget(" 2 M ") == 120
+    for bad in ("", "0", "-3m", "soon", "3 days", "1e3"):
+        with pytest.raises(UsageError, match="--budget"):
+            parse_budget(bad)
+
+
+def test_tune_saves_the_winner_as_trained_with_its_study(tmp_path, data, tiny_model_dir):
+    from bertfit import TextClassifier
+
+    out = tmp_path / "tuned"
+    result = tune(data, out, budget="5m", trials=4, model=str(tiny_model_dir), progress=False, **SETTINGS)
+    study = result.study
+    record = json.loads((out / "bertfit.json").read_text(encoding="utf-8"))
+    assert record["study"]["trials_complete"] + record["study"]["trials_pruned"] == 4
+    trials = record["study"]["trials"]
+    assert trials[0]["recipe"] == "default" and trials[0]["params"]["train_layers"] == "all"
+    best = max((t for t in trials if t["state"] == "complete"), key=lambda t: t["value"])
+    assert study["best_trial"] == best["number"] and record["study"]["best_params"] == best["params"]
+    # the saved model is the winner as trained: same validation score, its settings, test scored once
+    assert record["metrics"]["validation"]["accuracy"] == pytest.approx(best["validation"])
+    assert record["settings"]["train"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
+    assert record["metrics"]["test"]["rows"] > 0 and record["baseline"]["test"]["accuracy"] is not None
+    assert not trials_dir(out).exists() and journal_path(out).is_file()
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert 'id="study"' in page and "default recipe" in page
+    assert TextClassifier.from_pretrained(out).predict(["printer toner empty"])[0] in record["labels"]
+    assert result.summary()["test"]["accuracy"] == record["metrics"]["test"]["accuracy"]
+
+
+def test_a_second_run_resumes_or_is_refused(tmp_path, data, tiny_model_dir):
+    out = tmp_path / "tuned"
+    tune(data, out, budget="5m", trials=2, model=str(tiny_model_dir), progress=False, **SETTINGS)
+    with pytest.raises(UsageError, match="--resume"):
+        tune(data, out, budget="5m", trials=3, model=str(tiny_model_dir), progress=False, **SETTINGS)
+    result = tune(data, out, budget="5m", trials=3, model=str(tiny_model_dir), progress=False, resume=True,
+                  **SETTINGS)
+    assert len(result.study["trials"]) == 3  # the two before, and one more
+    assert sum(t["recipe"] == "default" for t in result.study["trials"]) == 1
+    fresh = tune(data, out, budget="5m", trials=1, model=str(tiny_model_dir), progress=False, overwrite=True,
+                 **SETTINGS)
+    assert len(fresh.study["trials"]) == 1
+
+
+def test_budget_stops_a_running_trial(tmp_path, data, tiny_model_dir):
+    import optuna
+
+    from bertfit.tuning.run import _storage
+
+    out = tmp_path / "tuned"
+    started = time.monotonic()
+    with pytest.raises(UsageError, match="no trial finished within --budget 20s"):
+        tune(data, out, budget="20s", model=str(tiny_model_dir), progress=False,
+             **SETTINGS | {"epochs": 400, "patience": 0})
+    assert time.monotonic() - started < 20 + 60
+    study = optuna.load_study(study_name="bertfit", storage=_storage(optuna, f"journal:{journal_path(out)}"))
+    assert [(t.state.name, t.user_attrs.get("stopped")) for t in study.trials] == [("PRUNED", "budget")]
+    assert not out.exists()
+
+
+def test_a_worker_and_the_main_process_share_one_study_and_lose_no_trial(tmp_path, data, tiny_model_dir):
+    storage = f"journal:{tmp_path / 'shared.journal'}"
+    out = tmp_path / "tuned"
+    command = [sys.executable, "-m", "bertfit", "tune", str(data), "--model", str(tiny_model_dir), "--storage",
+               storage, "--trials", "6", "--budget", "5m", "--learning-rate", "1e-3", "--max-length", "16",
+               "--out", str(out), "--quiet"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    processes = [subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for extra in ([], ["--worker"])]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    import optuna
+
+    from bertfit.tuning.run import _storage
+
+    study = optuna.load_study(study_name="bertfit", storage=_storage(optuna, storage))
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers))) and len(numbers) >= 6
+    assert all(t.state.is_finished() for t in study.trials)  # none lost or left running
+    assert sum(t.user_attrs.get("recipe") == "default" for t in study.trials) == 1
+    main, worker = (json.loads(stdout.splitlines()[-1]) for stdout, _ in outputs)
+    assert main["model_dir"] == str(out) and "model_dir" not in worker
+    ran = {t.number for t in study.trials}
+    record = json.loads((out / "bertfit.json").read_text(encoding="utf-8"))
+    assert record["study"]["best_trial"] in ran
+
+
+def test_ctrl_c_keeps_the_best_trial_so_far(tmp_path, data, tiny_model_dir, monkeypatch):
+    from bertfit.tuning import run
+
+    def interrupt_third_trial(self, args, state, control, **kwargs):
+        if self.trial.number == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run.TrialWatch, "on_step_end", interrupt_third_trial)
+    out = tmp_path / "tuned"
+    result = tune(data, out, budget="5m", trials=5, model=str(tiny_model_dir), progress=False, **SETTINGS)
+    states = [t["state"] for t in result.study["trials"]]
+    assert states[:2] == ["complete", "complete"] and states[2] == "fail" and len(states) == 3
+    assert result.study["best_trial"] in (0, 1) and (out / "bertfit.json").is_file()
+
+
+def test_cli_names_the_problem_in_one_line(tmp_path, data, capsys, monkeypatch):
+    from bertfit.cli import main
+
+    assert main(["tune", str(data), "--budget", "soon", "--out", str(tmp_path / "t"), "--quiet"]) == 2
+    assert "--budget takes a time like" in capsys.readouterr().err
+    import bertfit.environment
+
+    monkeypatch.setattr(bertfit.environment, "importable", lambda name: name != "optuna")
+    assert main(["tune", str(data), "--out", str(tmp_path / "t"), "--quiet"]) == 2
+    assert "pip install 'bertfit[tune]'" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

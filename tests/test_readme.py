@@ -43,7 +43,8 @@ def _bertfit_lines():
 @pytest.mark.parametrize("command", list(_bertfit_lines()))
 def test_readme_command_lines_parse(command):
     args = build_parser().parse_args(shlex.split(command)[1:])
-    assert args.command in {"train", "evaluate", "predict", "report", "export", "serve", "distill", "compress"}
+    assert args.command in {"train", "evaluate", "predict", "report", "export", "serve", "distill", "compress", "audit",
+                            "tune"}
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch, tiny_model_dir, rows):

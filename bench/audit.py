@@ -14,9 +14,8 @@ side by side:
             dependency (pip install cleanlab).
 
 Printed per row: flagged, precision, recall and F1 against the planted flips, precision at k
-(k = rows planted; every training row ranked by each method's own score: bertfit's normalised margin, cleanlab's
-self-confidence), and seconds. The first line gives the
-git commit and the machine.
+(k = rows planted; every training row ranked by self-confidence, 1 - the given label's out-of-fold
+probability), and seconds. The first line gives the git commit and the machine.
 
     python bench/audit.py                                   # trec, banking77, sms-spam; 5% and 10%; both kinds
     python bench/audit.py --datasets trec --shares 0.1 --kinds uniform
@@ -124,7 +123,6 @@ def run(name: str, share: float, kind: str, seed: int, retrain: bool, methods: l
 
 def audited(data: Path, method: str, noisy: np.ndarray, planted: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
     """bertfit audit's row, its flagged training rows, and its out-of-fold probabilities of the training rows."""
-    from bertfit.auditing.confident import normalised_margin
     from bertfit.auditing.run import audit
 
     n_train = len(noisy)
@@ -136,7 +134,7 @@ def audited(data: Path, method: str, noisy: np.ndarray, planted: np.ndarray) -> 
         if row["split"] == "train" and row["reason"] == "label":
             flagged[row["row"]] = True
     own = result.proba[:n_train]
-    ranking = -normalised_margin(own, noisy)  # every row ranked, as the audit's score ranks the flagged ones
+    ranking = 1 - own[np.arange(n_train), noisy]  # every row ranked, as the audit's score ranks the flagged ones
     row = {"method": f"bertfit audit ({method})", **scores(flagged, ranking, planted), "seconds": round(seconds, 1)}
     return row, flagged, own
 

@@ -8,7 +8,8 @@ reaches that class's threshold, and to the likeliest of those when there are sev
 (given label, confident class) pairs gives the confident joint; its off-diagonal estimates how
 many rows of each given label really belong to another class. A row is flagged when it is among
 the least likely of its given label, up to the number the joint estimates for its cell
-(``prune_by_noise_rate``) and its own label does not win, and ranked by its normalised margin.
+(``prune_by_noise_rate``) and its own label does not win, and ranked by self-confidence (the given
+label's probability, lowest first).
 (Also requiring a confident other class, cleanlab's "both", cost a third of the recall on trec for
 a few points of precision: bench/audit.py.)
 
@@ -29,7 +30,7 @@ class Suspects:
 
     flagged: np.ndarray  # (rows,) bool: the given label is probably wrong
     suggested: np.ndarray  # (rows,) class id: the confident class (or the likeliest other one)
-    score: np.ndarray  # (rows,) in [0, 1]: how strongly the evidence disagrees with the given label
+    score: np.ndarray  # (rows,) in [0, 1]: 1 - the given label's probability (its self-confidence), the ranking
     joint: np.ndarray  # (classes, classes) confident joint: rows of given label i confidently in class j
 
 
@@ -112,7 +113,9 @@ def find_suspects(proba: np.ndarray, labels: np.ndarray) -> Suspects:
             order = candidates[np.argsort(-favour, kind="stable")]
             flagged[order[:count]] = True
     flagged &= margin < 0  # a row its own label still wins is not called wrong
-    return Suspects(flagged, suggested, (1 - margin) / 2, joint)
+    # Ranked by self-confidence: on banking77 with 10% flips the planted rows among the top k were
+    # 0.954 of k by it against 0.870 by the normalised margin (bench/audit.py, the same probabilities).
+    return Suspects(flagged, suggested, 1 - proba[np.arange(len(labels)), labels], joint)
 
 
 def error_rate_interval(flagged: int, rows: int, z: float = 1.96) -> tuple[float, float, float]:

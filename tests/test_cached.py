@@ -90,3 +90,34 @@ def test_encode_once_matches_the_plain_path_without_dropout(tiny_model_dir, rows
                        bucket_by_length=False, progress=False)  # the cached path never buckets: same order
         losses.append([h["validation"]["loss"] for h in result.history])
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_runs_sharing_encodings_tokenize_and_encode_the_frozen_bottom_once(tiny_model_dir, rows, monkeypatch):
+    import shutil
+
+    from bertfit.config import TrainConfig
+    from bertfit.training import stages
+    from bertfit.training.run import fit_model
+
+    calls = {"tokenize": 0, "frozen": 0}
+    real_split, real_frozen = stages.encode_split, stages.encode_frozen
+
+    def count(name, real):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return counted
+
+    monkeypatch.setattr(stages, "encode_split", count("tokenize", real_split))
+    monkeypatch.setattr(stages, "encode_frozen", count("frozen", real_frozen))
+    prepared = prepare(rows, DataConfig())
+    kept: dict = {}
+    results = []
+    for rate in (1e-3, 3e-3):  # two trials of one study: other settings, the same base and splits
+        config = TrainConfig(model=str(tiny_model_dir), train_layers="pooler", epochs=1, learning_rate=rate,
+                             max_length=16, baseline=False, report=False)
+        fitted = fit_model(prepared, config, None, progress=False, encodings=kept)
+        shutil.rmtree(fitted.checkpoints, ignore_errors=True)
+        results.append(fitted.best["validation"]["loss"])
+    assert calls == {"tokenize": 3, "frozen": 2}  # three splits tokenized, train and validation encoded: once
+    assert results[0] != results[1]  # the second run trained with its own settings

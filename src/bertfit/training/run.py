@@ -198,7 +198,8 @@ def fit_model(
     """Train and keep the best epoch, deciding nothing else; the test split is not read. None off the main process.
 
     ``callbacks``: more Trainer callbacks (a tuning trial's pruning). ``encodings``: a dict kept by the
-    caller across runs on the same splits, so that each (max length, long-text handling) is tokenized once.
+    caller across runs from the same base model on the same splits, so that each (max length, long-text
+    handling) is tokenized once, and each frozen bottom (encode once) runs over the texts once.
     """
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
     model, tokenizer = starting_model(prepared, config, start)
@@ -217,7 +218,9 @@ def fit_model(
             encodings[key] = encoded, too_long
 
     started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
-    run = build_trainer(model, tokenizer, prepared, encoded, config, target, progress, start, callbacks)
+    frozen_outputs = encodings.setdefault("frozen outputs", {}) if encodings is not None and start is None else None
+    run = build_trainer(model, tokenizer, prepared, encoded, config, target, progress, start, callbacks,
+                        frozen_outputs)
     settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
     resumed_after = train_loop(run.trainer, settings, prepared, run.checkpoints, resume)
     train_seconds = time.perf_counter() - started

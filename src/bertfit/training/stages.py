@@ -125,14 +125,18 @@ def encode_splits(prepared: PreparedData, tokenizer: Any, targets: dict[str, np.
 
 def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: dict[str, EncodedSplit],
                    config: TrainConfig, target: Path | None, progress: bool, start: Start | None,
-                   callbacks: list[Any] | None = None) -> Run:
-    """The trainer, on the encode-once path when the bottom is frozen, with the run's epochs and callbacks."""
+                   callbacks: list[Any] | None = None, frozen_outputs: dict[Any, Any] | None = None) -> Run:
+    """The trainer, on the encode-once path when the bottom is frozen, with the run's epochs and callbacks.
+
+    ``frozen_outputs``: a dict the caller keeps across runs from the same base model on the same
+    tokenized splits (tuning trials), so that each frozen bottom runs over the texts once in all.
+    """
     trained, train_set, eval_set, collator = model, encoded["train"], encoded["validation"], None
     teacher = start is not None and start.teacher_logits is not None
     frozen = None if teacher else _frozen_bottom(model, config)  # teacher logits need the plain path
     if frozen is not None:
         trained, collator = TrainableTop(model, encoder_layers(model), frozen), collate_cached
-        train_set, eval_set = (_encode_once(model, encoded[name], frozen, config, progress, name)
+        train_set, eval_set = (_encode_once(model, encoded[name], frozen, config, progress, name, frozen_outputs)
                                for name in ("train", "validation"))
     checkpoints = checkpoint_dir(target)
     epochs = config.epochs or planned_epochs(len(train_set), config.batch_size, processes())
@@ -283,13 +287,19 @@ def _frozen_bottom(model: Any, config: TrainConfig) -> int | None:
 
 
 def _encode_once(model: Any, split: EncodedSplit, frozen: int, config: TrainConfig, progress: bool,
-                 name: str) -> CachedSplit:
+                 name: str, kept: dict[Any, Any] | None = None) -> CachedSplit:
+    key = (id(split), frozen, config.precision, name)
+    if kept is not None and key in kept:
+        return kept[key][1]
     # For head / pooler every layer is frozen, and the head reads the first token alone.
     first_token_only = frozen == len(encoder_layers(model))
     states = encode_frozen(model, split.encoded, frozen, first_token_only, config.eval_batch_size,
                            autocast=resolve_precision(config.precision) == "bf16", progress=progress,
                            desc=f"encoding {name} once")
-    return CachedSplit(states, split.label_ids)
+    cached = CachedSplit(states, split.label_ids)
+    if kept is not None:
+        kept[key] = (split, cached)  # the split is held too, so that its id is not reused
+    return cached
 
 
 def processes() -> int:

@@ -81,7 +81,8 @@ def scores(flagged: np.ndarray, ranking: np.ndarray, planted: np.ndarray) -> dic
             "f1": round(f1, 3), "precision_at_k": round(at_k, 3)}
 
 
-def run(name: str, share: float, kind: str, seed: int, retrain: bool, methods: list[str]) -> list[dict]:
+def run(name: str, share: float, kind: str, seed: int, retrain: bool, methods: list[str],
+        keep: str | None = None) -> list[dict]:
     from cleanlab.filter import find_label_issues
 
     from bertfit.config import DataConfig
@@ -113,11 +114,13 @@ def run(name: str, share: float, kind: str, seed: int, retrain: bool, methods: l
         trained: dict[str, float] = {}
         for method in methods:
             row, flagged, own = audited(data, method, noisy, planted)
+            if keep:
+                np.savez(Path(keep) / f"{name}-{share}-{kind}-{method}.npz", proba=own, noisy=noisy, planted=planted)
+            if retrain:
+                row.update(retrained(train, flagged, prepared, folder, seed, trained))
             issues = find_label_issues(noisy, own / own.sum(1, keepdims=True))
             rows += [head | row, head | {"method": f"cleanlab on bertfit's {method} probabilities",
                                          **scores(issues, 1 - own[np.arange(len(noisy)), noisy], planted)}]
-            if retrain:
-                row.update(retrained(train, flagged, prepared, folder, seed, trained))
     return rows
 
 
@@ -175,6 +178,8 @@ def main() -> int:
                         help="bertfit's evidence, comma-separated: both, embed, tfidf, finetune (default both)")
     parser.add_argument("--retrain", action="store_true", help="also train the default recipe three times per row")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--keep", help="also save each method's out-of-fold probabilities, the noisy labels and the "
+                                       "planted rows to this folder (.npz), to study the flagging rule offline")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
@@ -192,7 +197,7 @@ def main() -> int:
     for name in args.datasets.split(","):
         for share in map(float, args.shares.split(",")):
             for kind in args.kinds.split(","):
-                for row in run(name, share, kind, args.seed, args.retrain, args.methods.split(",")):
+                for row in run(name, share, kind, args.seed, args.retrain, args.methods.split(","), args.keep):
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
     keys = list(dict.fromkeys(k for row in rows for k in row if k not in ("dataset", "share", "kind", "method")))

@@ -5,13 +5,14 @@ Labels". Inputs are probabilities from models that never saw the row (``proba``,
 and the given labels (class ids). Each class gets a threshold, the mean probability of that class
 over the rows labelled with it; a row *confidently* belongs to every class whose probability
 reaches that class's threshold, and to the likeliest of those when there are several. Counting
-(given label, confident class) pairs gives the confident joint; its off-diagonal estimates how
-many rows of each given label really belong to another class. A row is flagged when it is among
-the least likely of its given label, up to the number the joint estimates for its cell
-(``prune_by_noise_rate``) and its own label does not win, and ranked by self-confidence (the given
-label's probability, lowest first).
-(Also requiring a confident other class, cleanlab's "both", cost a third of the recall on trec for
-a few points of precision: bench/audit.py.)
+(given label, confident class) pairs gives the confident joint (calibrated, it estimates the
+error rate per pair of classes, as the page shows). The rows counted off its diagonal, those that
+confidently belong to a class other than their own, say how many errors there are; that many
+rows are flagged, those whose given label is least likely (lowest self-confidence, cleanlab's
+``low_self_confidence`` with its ``off_diagonal`` count), unless their own label still wins.
+On trec with 10% planted flips this found them with precision 0.896 and recall 0.802, where
+pruning each cell of the calibrated joint by the margin of its pair (``prune_by_noise_rate``)
+gave 0.715 and 0.855 from the same probabilities (bench/audit.py --keep).
 
 Pure numpy; no model, no data reading.
 """
@@ -90,32 +91,23 @@ def normalised_margin(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def find_suspects(proba: np.ndarray, labels: np.ndarray) -> Suspects:
-    """Flag rows by pruning each off-diagonal cell of the confident joint, least likely first."""
+    """Flag as many rows as confidently belong to another class: those whose given label is least likely."""
     proba = np.asarray(proba, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
+    rows = np.arange(len(labels))
     joint = confident_joint(proba, labels)
     margin = normalised_margin(proba, labels)
     others = proba.copy()
-    others[np.arange(len(labels)), labels] = -np.inf
+    others[rows, labels] = -np.inf
     suggested = others.argmax(axis=1)
     confident = confident_classes(proba, labels)
-    suggested = np.where((confident >= 0) & (confident != labels), confident, suggested)
+    elsewhere = (confident >= 0) & (confident != labels)
+    suggested = np.where(elsewhere, confident, suggested)
+    own = proba[rows, labels]
     flagged = np.zeros(len(labels), dtype=bool)
-    classes = proba.shape[1]
-    for given in range(classes):
-        for true in range(classes):
-            count = int(joint[given, true])
-            if given == true or count == 0:
-                continue
-            candidates = np.flatnonzero(labels == given)
-            # the rows of this label most in favour of the other class, by its margin over the given one
-            favour = proba[candidates, true] - proba[candidates, given]
-            order = candidates[np.argsort(-favour, kind="stable")]
-            flagged[order[:count]] = True
+    flagged[np.argsort(own, kind="stable")[:int(elsewhere.sum())]] = True
     flagged &= margin < 0  # a row its own label still wins is not called wrong
-    # Ranked by self-confidence: on banking77 with 10% flips the planted rows among the top k were
-    # 0.954 of k by it against 0.870 by the normalised margin (bench/audit.py, the same probabilities).
-    return Suspects(flagged, suggested, 1 - proba[np.arange(len(labels)), labels], joint)
+    return Suspects(flagged, suggested, 1 - own, joint)
 
 
 def error_rate_interval(flagged: int, rows: int, z: float = 1.96) -> tuple[float, float, float]:

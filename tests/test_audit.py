@@ -30,7 +30,7 @@ def test_planted_flips_are_found_with_high_precision_and_recall():
     suspects = find_suspects(proba, given)
     hits = (suspects.flagged & planted).sum()
     precision, recall = hits / suspects.flagged.sum(), hits / planted.sum()
-    assert precision > 0.95 and recall > 0.7, (precision, recall)
+    assert precision > 0.85 and recall > 0.9, (precision, recall)
     assert (suspects.suggested[suspects.flagged & planted] == true[suspects.flagged & planted]).mean() > 0.9
     # the ranking puts planted rows first: precision at k (k = planted) beats the flagged share by far
     top = np.argsort(-suspects.score)[:planted.sum()]

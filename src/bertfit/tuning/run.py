@@ -83,9 +83,9 @@ class TuneResult:
         out = {key: self.study[key] for key in ("study_name", "trials_complete", "trials_pruned", "trials_failed",
                                                  "best_trial", "best_validation", "default_validation", "seconds")}
         if self.trained is not None:
-            out |= {"model_dir": str(self.trained.model_dir), "best_params": self.study["best_params"],
-                    "test": {k: v for k, v in self.trained.summary()["test"].items()},
-                    "baseline_test": self.trained.summary()["baseline_test"]}
+            trained = self.trained.summary()
+            out |= {"model_dir": trained["model_dir"], "best_params": self.study["best_params"],
+                    "test": trained["test"], "baseline_test": trained["baseline_test"]}
         return out
 
 

@@ -131,7 +131,8 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
     study = optuna.create_study(storage=_storage(optuna, url), study_name=study_name, direction="maximize",
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=train_config.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS))
-    if not study.trials and not worker:  # the main process alone: two workers starting at once would both add it
+    has_default = any(t.user_attrs.get("recipe") == "default" for t in study.trials)  # waiting ones too
+    if not has_default and not worker:  # the main process alone: workers starting at once would each add it
         study.enqueue_trial(space.default, user_attrs={"recipe": "default"})
     objective = _objective(optuna, prepared, train_config, space, target, deadline)
     stop = [optuna.study.MaxTrialsCallback(trials, states=None)] if trials else []

@@ -29,22 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from accuracy import load
 from timing import measured_on
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
 DATASETS = ("trec", "banking77", "mrpc", "phishing")
 FIRST_SEED = 42
-
-
-def load(name: str, rows: int | None):
-    from bertfit.config import DataConfig
-    from bertfit.data.cleaning import prepare
-
-    prepared = prepare(SHARED / name, DataConfig(drop_leaks=True, seed=FIRST_SEED))
-    if rows:
-        prepared.train = prepared.train.sample(n=min(rows, len(prepared.train)), random_state=0)
-    return prepared
 
 
 def main_value(metrics: dict) -> float:
@@ -56,7 +47,7 @@ def run(name: str, rows: int | None, seeds: int, runs: float) -> dict:
     from bertfit.training.run import train
     from bertfit.tuning.run import tune
 
-    prepared = load(name, rows)
+    prepared = load(name, FIRST_SEED, rows)  # bench/accuracy.py's: the same leaks dropped, the same sample
     row: dict = {"dataset": name, "train_rows": len(prepared.train), "tfidf": main_value(fit_and_score(prepared))}
     defaults, seconds = [], []
     for seed in range(FIRST_SEED, FIRST_SEED + seeds):

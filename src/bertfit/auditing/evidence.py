@@ -51,9 +51,7 @@ def out_of_fold(features: dict[str, Any], labels: np.ndarray, test: dict[str, An
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (rows, classes) for every labelled row from the fold that left it out, and for the test rows
     from a model fitted on all labelled rows; the mean over the given feature kinds ("embed", "tfidf")."""
-    counts = np.bincount(labels, minlength=classes)
-    smallest = int(counts[counts > 0].min())
-    splitter = StratifiedKFold(n_splits=min(folds, max(2, smallest)), shuffle=True, random_state=seed)
+    splitter = fold_splitter(labels, classes, folds, seed)
     labelled = np.zeros((len(labels), classes))
     scored = np.zeros((_rows(next(iter(test.values()))), classes))
     for kind, values in features.items():
@@ -62,6 +60,13 @@ def out_of_fold(features: dict[str, Any], labels: np.ndarray, test: dict[str, An
                                                _take(values, held_out), classes, seed)
         scored += _fit_predict(kind, values, labels, test[kind], classes, seed)
     return labelled / len(features), scored / len(features)
+
+
+def fold_splitter(labels: np.ndarray, classes: int, folds: int, seed: int) -> StratifiedKFold:
+    """Stratified, seeded folds: ``folds`` of them, fewer where the smallest class has fewer rows (2 at least)."""
+    counts = np.bincount(labels, minlength=classes)
+    smallest = int(counts[counts > 0].min())
+    return StratifiedKFold(n_splits=min(folds, max(2, smallest)), shuffle=True, random_state=seed)
 
 
 def _fit_predict(kind: str, train: Any, labels: np.ndarray, rows: Any, classes: int, seed: int) -> np.ndarray:

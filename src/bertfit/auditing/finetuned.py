@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
 
+from bertfit.auditing.evidence import fold_splitter
 from bertfit.config import TrainConfig
 from bertfit.data.cleaning import PreparedData
 
@@ -33,9 +33,7 @@ def finetuned_out_of_fold(prepared: PreparedData, labelled: pd.DataFrame, labels
                           seed: int, model_path: str, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (rows, classes) for every labelled row from the fold that left it out, and for the test rows
     from a model trained on all labelled rows; class ids as in ``prepared.labels``."""
-    counts = np.bincount(labels, minlength=len(prepared.labels))
-    splitter = StratifiedKFold(n_splits=min(folds, max(2, int(counts[counts > 0].min()))), shuffle=True,
-                               random_state=seed)
+    splitter = fold_splitter(labels, len(prepared.labels), folds, seed)
     scored = np.zeros((len(labels), len(prepared.labels)))
     parts = list(splitter.split(np.zeros(len(labels)), labels))
     for number, (fit_rows, held_out) in enumerate(parts, 1):

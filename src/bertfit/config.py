@@ -19,6 +19,7 @@ from bertfit.encoding import LONG_TEXT_CHOICES, POOL_CHOICES
 from bertfit.errors import UsageError
 
 TRAIN_LAYER_CHOICES = ("head", "pooler", "all", "lora")
+METHOD_CHOICES = ("auto", "finetune", "contrastive")
 PRECISION_CHOICES = ("fp32", "bf16", "auto")
 SELECT_BY_CHOICES = ("metric", "loss")
 QUANTIZE_CHOICES = ("int8", "int8-emb4")  # export / compress: int8 matmuls; -emb4: embedding tables in 4-bit blocks
@@ -78,6 +79,9 @@ class TrainConfig:
     """What to fine-tune and how. Defaults aim at a good model, not the quickest one."""
 
     model: str | None = setting(None, "hub name or local folder", shown="the embedded all-MiniLM-L6-v2")
+    method: str = setting("auto", "auto | finetune | contrastive (few labels: the body trained on label pairs, "
+                                  "then a linear head); auto: contrastive below 30 training rows per class, "
+                                  "single-label texts only")
     train_layers: str = setting("all", "what trains: head | pooler | N (top N encoder layers, pooler and head) | "
                                        "all | lora")
     epochs: int | None = setting(None, "the most epochs; the learning rate decays over them",
@@ -138,8 +142,8 @@ class TrainConfig:
                 found.append(f"--{_flag(name)} must be a positive whole number, got {value!r}")
         if not isinstance(self.patience, int) or self.patience < 0:
             found.append(f"--patience must be 0 (off) or a positive whole number, got {self.patience!r}")
-        for name, choices in (("long_text", LONG_TEXT_CHOICES), ("window_pool", POOL_CHOICES),
-                              ("select_by", SELECT_BY_CHOICES)):
+        for name, choices in (("method", METHOD_CHOICES), ("long_text", LONG_TEXT_CHOICES),
+                              ("window_pool", POOL_CHOICES), ("select_by", SELECT_BY_CHOICES)):
             if getattr(self, name) not in choices:
                 found.append(f"--{_flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 0):

@@ -139,6 +139,7 @@ class ModelRecord:
     base_model: str | None = None
     distilled: dict[str, Any] | None = None
     study: dict[str, Any] | None = None  # bertfit tune: the search that chose this model's settings
+    method: dict[str, Any] | None = None  # --method: which ran (name), why, and the contrastive pairs; None: finetune
     trainable_parameters: int | None = None
     total_parameters: int | None = None
     learning_rate: float | None = None
@@ -182,7 +183,7 @@ class ModelRecord:
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extra"}
-        for name in ("calibration", "backend", "export", "thresholds", "baseline", "study"):
+        for name in ("calibration", "backend", "export", "thresholds", "baseline", "study", "method"):
             if values[name] is None:
                 del values[name]  # absent, as bertfit has always written them
         return {**values, **self.extra}

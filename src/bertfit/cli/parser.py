@@ -162,7 +162,7 @@ def _add_distill_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     distil.add_argument("--alpha", type=float, default=0.5,
                         help="weight of the teacher's soft targets against the labels (default 0.5)")
     _add_config_flags(distil, DataConfig)
-    _add_config_flags(distil, TrainConfig, skip=("model",))
+    _add_config_flags(distil, TrainConfig, skip=("model", "method"))
     distil.add_argument("--out", default="bertfit-student", help="model folder to write (default bertfit-student)")
     distil.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     distil.set_defaults(handler="distill")
@@ -188,7 +188,7 @@ def _add_compress_parser(commands: Any, common: argparse.ArgumentParser) -> None
                          help="only this export precision: int8, or int8-emb4 (embedding tables in 4 bits); default: "
                               "both are searched")
     _add_config_flags(squeeze, DataConfig)
-    _add_config_flags(squeeze, TrainConfig, skip=("model",))
+    _add_config_flags(squeeze, TrainConfig, skip=("model", "method"))
     squeeze.add_argument("--out", help="folder to write student/ and student-QUANTIZE/ (default TEACHER-compressed)")
     squeeze.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     squeeze.set_defaults(handler="compress")

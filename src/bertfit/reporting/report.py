@@ -176,7 +176,11 @@ def _training(record: ModelRecord) -> str:
     multi = record.multi_label
     parts = [plot_training(history, record.best_epoch, "f1_micro" if multi else "accuracy",
                            "micro F1" if multi else "accuracy") if history else missing("training history")]
-    parts.append(facts([("best epoch (restored)", record.best_epoch),
+    method = record.method or {}
+    chosen = [("method", f"{method['name']} ({method.get('why', '')})")] if method else []
+    if "pairs_per_epoch" in method:
+        chosen.append(("contrastive pairs per epoch", method["pairs_per_epoch"]))
+    parts.append(facts([*chosen, ("best epoch (restored)", record.best_epoch),
                          ("epochs run", f"{len(history)} of {record.epochs_planned} planned" if history and
                           record.epochs_planned else len(history) if history else None),
                          ("training seconds", record.train_seconds)]))

@@ -38,8 +38,10 @@ from bertfit.staging import check_folder, refuse_inputs
 from bertfit.training.backbone import count_parameters, freeze
 from bertfit.training.baseline import baseline_record, compare_with_baseline
 from bertfit.training.checkpoints import check_stale
+from bertfit.training.contrastive import choose_method, fit_contrastive
 from bertfit.training.epochs import cut_short_note, epoch_history, overfitting_note
 from bertfit.training.stages import (
+    Fitted,
     Start,
     best_epoch,
     build_trainer,
@@ -89,6 +91,7 @@ class TrainResult:
             "validation": headline(self.validation),
             "test": headline(self.test),
             "baseline_test": headline(self.baseline["test"]) if self.baseline else None,
+            "method": (self.classifier.record.method or {}).get("name", "finetune"),
             # per epoch, the headline figures; bertfit.json keeps the whole record (confusion matrices too)
             "history": [{**h, "validation": headline(h["validation"])} for h in self.history],
         }
@@ -142,8 +145,13 @@ def train(
     files: dict[str, str] = {}
     if screen is not None:
         prepared, files = screen(prepared)
+    method, why = choose_method(prepared, train_config, resume)
+    log.info("method: %s (%s)", method, why)
+    if method == "contrastive":
+        fitted = fit_contrastive(prepared, train_config, data_config=data_config, progress=progress, why=why)
+        return conclude(fitted, prepared, train_config, target, overwrite=overwrite, progress=progress, files=files)
     return fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, resume=resume,
-               progress=progress, files=files)
+               progress=progress, files=files, method={"name": "finetune", "why": why})
 
 
 def fit(
@@ -157,30 +165,20 @@ def fit(
     progress: bool = True,
     start: Start | None = None,
     files: dict[str, str] | None = None,
+    method: dict[str, Any] | None = None,
 ) -> TrainResult | None:
-    """Train on prepared splits; see the module docstring for the steps. None on all but the main process.
+    """Fine-tune on prepared splits; see the module docstring for the steps. None on all but the main process.
 
     ``start``: a model other than the base checkpoint, and what its trainer needs (see :class:`Start`).
-    ``files``: more text files to save in the model folder (name: content).
+    ``files``: more text files to save in the model folder (name: content). ``method``: bertfit.json's
+    record of how the method was chosen (``train`` passes it).
     """
     fitted = fit_model(prepared, config, target, data_config=data_config, resume=resume, progress=progress,
                        start=start)
     if fitted is None:
         return None  # torchrun / accelerate launch: the main process scores, saves and reports
+    fitted.classifier.record.method = method
     return conclude(fitted, prepared, config, target, overwrite=overwrite, progress=progress, files=files)
-
-
-@dataclass
-class Fitted:
-    """A trained model before any decision on validation and before the test split: what a tuning trial keeps."""
-
-    classifier: TextClassifier
-    best: dict[str, Any]  # the kept epoch's row of the history
-    history: list[dict[str, Any]]
-    notes: list[str]
-    train_seconds: float
-    targets: dict[str, Any]  # per split, the labels as class ids or 0/1 rows
-    checkpoints: Path  # the run's checkpoints: deleted once the model is saved (until then, --resume can use them)
 
 
 def fit_model(

@@ -3,7 +3,8 @@
 :func:`starting_model`, :func:`max_length_of`, :func:`encode_splits`, :func:`build_trainer`,
 :func:`train_loop`, :func:`best_epoch`, :func:`trained_model`, :func:`new_record`,
 :func:`decide_then_score`, :func:`write_report`. :class:`Start` is where a run starts other than
-from the base checkpoint (distillation's student), :class:`Run` what the trainer stage set up.
+from the base checkpoint (distillation's student), :class:`Run` what the trainer stage set up,
+:class:`Fitted` a trained model before the decisions on validation.
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ class Start:
     teacher_logits: np.ndarray | None = None
     distilled: dict[str, Any] | None = None
 
+
+
+@dataclass
+class Fitted:
+    """A trained model before any decision on validation and before the test split: what a tuning trial keeps."""
+
+    classifier: TextClassifier
+    best: dict[str, Any]  # the kept epoch's row of the history
+    history: list[dict[str, Any]]
+    notes: list[str]
+    train_seconds: float
+    targets: dict[str, Any]  # per split, the labels as class ids or 0/1 rows
+    checkpoints: Path  # the run's checkpoints: deleted once the model is saved (until then, --resume can use them)
 
 
 @dataclass

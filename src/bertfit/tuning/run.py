@@ -118,6 +118,9 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
     settings.pop("debug", None)
     data_config, train_config = split_settings(settings)
     check(data_config, train_config)
+    if train_config.method == "contrastive":
+        raise UsageError("tune searches the fine-tuning recipe; --method contrastive has nothing to search "
+                         "here: run bertfit train --method contrastive")
     target = Path(out)
     url = storage or _local_storage(target, resume, overwrite, worker)
     if not worker:

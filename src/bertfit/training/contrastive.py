@@ -1,0 +1,330 @@
+"""Few labels: contrastive training of a sentence-embedding body on label pairs, then a linear head.
+
+SetFit's recipe (Tunstall et al., 2022), kept inside an ordinary ``BertForSequenceClassification``
+folder so that ``predict``, ``export``, ``serve``, ``distill`` and ``transformers.pipeline`` need
+nothing new:
+
+1. The embedded body is a sentence encoder trained with *mean* pooling, while BERT's classification
+   head reads the first token. :func:`append_mean_pooling` adds one more encoder layer that turns
+   the first token into the layer-normalised mean of all tokens: its queries are zero, so every
+   score is equal and attention averages the (unmasked) tokens; its values pass the hidden states
+   through; the attention output is scaled by ``MEAN_SCALE`` so that the residual first token is
+   a rounding error beside the mean, and LayerNorm removes the scale; its feed-forward part adds
+   zero. The pooler then maps that vector to ``tanh(x / sqrt(hidden))``, about a unit vector.
+   The embedding used everywhere below is the model's own ``pooler_output``: what is trained is
+   exactly what is saved.
+2. Pairs of training rows (:func:`sample_pairs`): for every row, ``PAIR_ITERATIONS`` times, one
+   partner with its label (target 1) and one with another label (target 0).
+3. The body trains on the pairs with the cosine-similarity loss (:class:`PairTrainer`, Trainer
+   with one hook overridden); the added layer and the pooler stay fixed.
+4. A logistic regression on the embeddings of the training rows becomes the classification head.
+
+:func:`choose_method` decides between this and fine-tuning (``--method auto``). Single-label
+texts only; the threshold below which ``auto`` picks it comes from ``bench/fewshot.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoConfig, Trainer, TrainingArguments
+
+from bertfit.config import DataConfig, TrainConfig, to_dict
+from bertfit.data.cleaning import PreparedData
+from bertfit.errors import UsageError
+from bertfit.model import TextClassifier
+from bertfit.training.backbone import count_parameters, default_model_path, encoder_stack, load_base
+from bertfit.training.epochs import main_metric, quiet_progress
+from bertfit.training.stages import Fitted, Run, max_length_of, new_record, processes, split_targets
+
+log = logging.getLogger(__name__)
+
+FEW_SHOT_ROWS_PER_CLASS = 30  # auto: contrastive below this many training rows per class (bench/fewshot.py)
+PAIR_ITERATIONS = 20  # partners per row and epoch, each a positive and a negative: SetFit 0.x's num_iterations
+MAX_PAIRS = 12_000  # per epoch: the cost stays bounded when --method contrastive meets a large set
+LEARNING_RATE = 2e-5  # the body's, as SetFit's
+MEAN_SCALE = 1000.0  # the mean's weight against the residual first token in the added layer
+
+
+# ---------------------------------------------------------------------------------------------
+# Which method
+
+
+def choose_method(prepared: PreparedData, config: TrainConfig, resume: bool = False) -> tuple[str, str]:
+    """"finetune" or "contrastive" for ``--method``, and why, in a sentence for the log and bertfit.json."""
+    if config.method == "finetune":
+        return "finetune", "--method finetune"
+    blocker = why_not_contrastive(prepared, config, resume)
+    if config.method == "contrastive":
+        if blocker:
+            raise UsageError(f"--method contrastive does not apply: {blocker}; use --method finetune")
+        return "contrastive", "--method contrastive"
+    per_class = len(prepared.train) / len(prepared.labels.names)
+    threshold = few_shot_threshold()
+    if per_class >= threshold:
+        return "finetune", f"{per_class:.0f} training rows per class; contrastive is chosen below {threshold}"
+    if blocker:
+        return "finetune", f"{per_class:.1f} training rows per class, but contrastive does not apply: {blocker}"
+    return "contrastive", f"{per_class:.1f} training rows per class, under {threshold}"
+
+
+def few_shot_threshold() -> float:
+    """Training rows per class below which ``auto`` picks contrastive; BERTFIT_FEW_SHOT_ROWS overrides it."""
+    value = os.environ.get("BERTFIT_FEW_SHOT_ROWS", "")
+    try:
+        return float(value) if value else FEW_SHOT_ROWS_PER_CLASS
+    except ValueError:
+        raise UsageError(f"BERTFIT_FEW_SHOT_ROWS must be a number of rows per class, got {value!r}") from None
+
+
+def why_not_contrastive(prepared: PreparedData, config: TrainConfig, resume: bool = False) -> str | None:
+    """What rules the contrastive method out for these data and settings, or None."""
+    if resume:
+        return "--resume continues a fine-tuning run (the contrastive method keeps no checkpoints)"
+    if processes() > 1:
+        return "several processes (torchrun / accelerate launch): the contrastive method runs in one"
+    if prepared.multi_label:
+        return "the labels are multi-label (pairs need one label per text)"
+    if prepared.text_pair_col is not None:
+        return "the inputs are sentence pairs"
+    if config.long_text != "truncate":
+        return f"--long-text {config.long_text} (the contrastive body reads the first --max-length tokens)"
+    if config.train_layers != "all":
+        return f"--train-layers {config.train_layers} (the contrastive body trains whole)"
+    if config.class_weights not in ("none", "balanced"):
+        return "--class-weights FILE (the contrastive head takes none or balanced)"
+    model_type = _model_type(config.model or default_model_path())
+    if model_type != "bert":
+        return f"the model is a {model_type!r}; the mean-pooling layer is written for BERT models"
+    return None
+
+
+def _model_type(name: str) -> str | None:
+    try:
+        return AutoConfig.from_pretrained(name, local_files_only=True).model_type
+    except (OSError, ValueError):
+        return None  # not readable here: fine-tuning will say why when it loads it
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+def append_mean_pooling(model: Any) -> None:
+    """Add an encoder layer whose first-token output is the layer-normalised mean of the tokens below it.
+
+    See the module docstring; the layer and the pooler are frozen. (batch, seq, hidden) in, the
+    same out; only position 0 is read by the pooler.
+    """
+    parent, name = encoder_stack(model)
+    layers = getattr(parent, name)
+    layer = copy.deepcopy(layers[-1])
+    hidden = model.config.hidden_size
+    identity = torch.eye(hidden)
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.zero_()  # zero queries: uniform attention; zero feed-forward: adds nothing
+        layer.attention.self.value.weight.copy_(identity)
+        layer.attention.output.dense.weight.copy_(identity * MEAN_SCALE)
+        layer.attention.output.LayerNorm.weight.fill_(1.0)
+        layer.output.LayerNorm.weight.fill_(1.0)
+        pooler = model.base_model.pooler.dense
+        pooler.weight.copy_(identity / math.sqrt(hidden))  # tanh stays near-linear; norm about 1
+        pooler.bias.zero_()
+    for module in layer.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # an average over tokens, not a random subset of them
+    layers.append(layer)
+    model.config.num_hidden_layers = len(layers)
+    for parameter in [*layer.parameters(), *model.base_model.pooler.parameters()]:
+        parameter.requires_grad = False
+
+
+def embed(body: Any, encoded: dict[str, list], tokenizer: Any, batch_size: int) -> np.ndarray:
+    """(texts, hidden) pooler outputs of tokenized texts, in eval mode, batches sorted by length."""
+    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+    out = np.zeros((len(order), body.config.hidden_size), dtype=np.float32)
+    was_training = body.training
+    body.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batch = tokenizer.pad({key: [values[i] for i in index] for key, values in encoded.items()},
+                                  return_tensors="pt")
+            out[index] = body(**batch).pooler_output.float().numpy()
+    body.train(was_training)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairs and the body's training
+
+
+def sample_pairs(labels: np.ndarray, iterations: int, seed: int, most: int = MAX_PAIRS) -> np.ndarray:
+    """(pairs, 3) rows of (row a, row b, target): per row and iteration one same-label and one other-label partner.
+
+    A class with one row pairs it with itself (target 1: no information, no harm). Shuffled,
+    seeded, and cut to ``most`` pairs (a random subset, balanced as a whole).
+    """
+    rng = np.random.default_rng(seed)
+    members = {label: np.flatnonzero(labels == label) for label in np.unique(labels)}
+    others = {label: np.flatnonzero(labels != label) for label in members}
+    rows = []
+    for _ in range(iterations):
+        for i, label in enumerate(labels):
+            same = members[label]
+            partner = same[rng.integers(len(same))]
+            if len(same) > 1:
+                while partner == i:
+                    partner = same[rng.integers(len(same))]
+            rows.append((i, partner, 1))
+            if len(others[label]):
+                rows.append((i, others[label][rng.integers(len(others[label]))], 0))
+    pairs = np.asarray(rows, dtype=np.int64)
+    pairs = pairs[rng.permutation(len(pairs))]
+    return pairs[:most]
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Pairs of tokenized texts with a similarity target."""
+
+    def __init__(self, input_ids: list[list[int]], pairs: np.ndarray):
+        self.input_ids, self.pairs = input_ids, pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        a, b, similar = self.pairs[i]
+        return {"a": self.input_ids[a], "b": self.input_ids[b], "similar": float(similar)}
+
+
+class PairCollator:
+    """Both sides of a batch of pairs padded together: (2 * batch, seq), a's first."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        sides = [{"input_ids": f["a"]} for f in features] + [{"input_ids": f["b"]} for f in features]
+        batch = self.tokenizer.pad(sides, return_tensors="pt")
+        batch["similar"] = torch.tensor([f["similar"] for f in features], dtype=torch.float32)
+        return batch
+
+
+class PairTrainer(Trainer):
+    """Trainer on pairs: the loss is the squared gap between the pair's cosine similarity and its target."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        similar = inputs.pop("similar")
+        embeddings = model(**inputs).pooler_output  # (2 * batch, hidden)
+        a, b = embeddings.chunk(2)
+        loss = torch.nn.functional.mse_loss(torch.cosine_similarity(a, b), similar.to(a.dtype))
+        return (loss, embeddings) if return_outputs else loss
+
+
+def _pair_args(config: TrainConfig, learning_rate: float, epochs: int, where: Path, progress: bool) -> Any:
+    return TrainingArguments(
+        output_dir=str(where),
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="linear",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="epoch",
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,  # the pair columns are not the body's forward arguments
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole method
+
+
+def fit_contrastive(prepared: PreparedData, config: TrainConfig, *, data_config: DataConfig | None = None,
+                    progress: bool = True, why: str = "--method contrastive") -> Any:
+    """Train the body on pairs, then the head on embeddings; a ``Fitted`` as ``fit_model`` returns, test unread."""
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_base(config.model or default_model_path(), prepared.labels.names)
+    append_mean_pooling(model)
+    max_length = max_length_of(model, tokenizer, config)
+    targets = {name: split_targets(prepared, name) for name in prepared.splits()}
+    texts = prepared.train["text"].tolist()
+    encoded = dict(tokenizer(texts, truncation=True, max_length=max_length))
+    encoded.pop("token_type_ids", None)  # single texts: all zero, the model's default
+    too_long = {"train": sum(len(ids) >= max_length for ids in encoded["input_ids"])}
+
+    started = time.perf_counter()
+    pairs = sample_pairs(targets["train"], PAIR_ITERATIONS, config.seed)
+    epochs = config.epochs or 1
+    learning_rate = config.learning_rate or LEARNING_RATE
+    log.info("contrastive: %d pairs of %d training rows per epoch, %d epoch(s), learning rate %g",
+             len(pairs), len(texts), epochs, learning_rate)
+    where = Path(tempfile.mkdtemp(prefix="bertfit-pairs-"))
+    trainer = PairTrainer(model=model.base_model, args=_pair_args(config, learning_rate, epochs, where, progress),
+                          train_dataset=PairDataset(encoded["input_ids"], pairs),
+                          data_collator=PairCollator(tokenizer))
+    quiet_progress(trainer)
+    result = trainer.train()
+    fit_head(model, embed(model.base_model, encoded, tokenizer, config.eval_batch_size), targets["train"],
+             config.class_weights == "balanced")
+    train_seconds = time.perf_counter() - started
+    for parameter in model.parameters():
+        parameter.requires_grad = True
+
+    run = Run(trainer, where, None, epochs, main_metric(False), learning_rate, None)
+    settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
+    best: dict[str, Any] = {"epoch": epochs, "train_loss": result.training_loss}
+    record = new_record(prepared, config, data_config or DataConfig(), None, run, [best], best, [],
+                        settings=settings, max_length=max_length, parameters=count_parameters(model),
+                        too_long=too_long, resumed_after=None, train_seconds=train_seconds)
+    record.method = {"name": "contrastive", "why": why, "pairs_per_epoch": int(len(pairs)),
+                     "pair_iterations": PAIR_ITERATIONS, "mean_pooling_layer": model.config.num_hidden_layers}
+    classifier = TextClassifier(model, tokenizer, record)
+    logits = classifier.logits(prepared.validation["text"].tolist(), config.eval_batch_size)
+    best["validation"] = classifier.score(logits, prepared.validation["label"].tolist())
+    record.history = [best]
+    record.metrics = {"validation": best["validation"]}
+    return Fitted(classifier, best, [best], [], train_seconds, targets, where)
+
+
+def fit_head(model: Any, embeddings: np.ndarray, targets: np.ndarray, balanced: bool) -> None:
+    """A logistic regression on (rows, hidden) embeddings, written into the model's linear classifier."""
+    from sklearn.linear_model import LogisticRegression
+
+    classes = model.config.num_labels
+    regression = LogisticRegression(max_iter=1000, class_weight="balanced" if balanced else None)
+    regression.fit(embeddings, targets)
+    weight = np.zeros((classes, embeddings.shape[1]), dtype=np.float32)
+    bias = np.zeros(classes, dtype=np.float32)
+    if len(regression.classes_) == 2:
+        # One score z for the second class: logits (-z/2, z/2) give the same softmax as sigmoid(z).
+        low, high = regression.classes_
+        weight[low], weight[high] = -regression.coef_[0] / 2, regression.coef_[0] / 2
+        bias[low], bias[high] = -regression.intercept_[0] / 2, regression.intercept_[0] / 2
+    else:
+        weight[regression.classes_] = regression.coef_
+        bias[regression.classes_] = regression.intercept_
+        # A class absent from training keeps a very low logit rather than a neutral 0.
+        absent = np.setdiff1d(np.arange(classes), regression.classes_)
+        bias[absent] = bias[regression.classes_].min() - 10.0
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(weight))
+        model.classifier.bias.copy_(torch.from_numpy(bias))

@@ -140,6 +140,20 @@ def test_the_contrastive_folder_exports_to_int8_within_its_check(contrastive_dir
     assert np.mean(np.array(exported.predict(TEXTS)) == np.array(torch_labels)) >= 0.75
 
 
+def test_a_contrastive_teacher_distils_into_a_smaller_student(contrastive_dir, tmp_path):
+    from bertfit.training.distill import distill
+
+    rows = make_rows(per_class=12, seed=3)
+    result = distill(contrastive_dir, rows, tmp_path / "student", student_layers=2, epochs=1, progress=False,
+                     report=False, baseline=False)
+    record = json.loads((tmp_path / "student" / "bertfit.json").read_text())
+    assert record["distilled"]["kept_layers"][-1] == 2  # the top layer, the mean pooling, is kept
+    assert record["settings"]["train"]["method"] == "finetune"
+    assert len(result.classifier.predict(TEXTS)) == len(TEXTS)
+    with pytest.raises(UsageError, match="does not apply"):
+        distill(contrastive_dir, rows, tmp_path / "again", student_layers=2, method="contrastive", progress=False)
+
+
 def test_a_binary_head_keeps_the_regression_probabilities(tiny_model_dir, tmp_path):
     rows = make_rows(per_class=10, seed=5)
     rows = rows[rows["label"] != "sales"].reset_index(drop=True)

@@ -1,10 +1,11 @@
-"""The files of a saved model folder besides the weights: ``bertfit.json`` and the kept splits.
+"""The files of a saved model folder besides the weights: ``bertfit.json``, its model card, the kept splits.
 
 ``bertfit.json`` is read (checked for a format this bertfit can read and for its labels) and written
-here; ``validation.jsonl`` and ``test.jsonl`` (the splits ``bertfit train`` keeps beside the model:
-validation for later decisions such as the export's check, test for reports) are read and written
-here; and a path given where a model folder belongs is told apart from a data file or folder. No
-weights are loaded here (``model`` and ``backends`` do that).
+here, with ``README.md`` (the model card, built by ``card``) beside it; ``validation.jsonl`` and
+``test.jsonl`` (the splits ``bertfit train`` keeps beside the model: validation for later decisions
+such as the export's check, test for reports) are read and written here; and a path given where a
+model folder belongs is told apart from a data file or folder. No weights are loaded here
+(``model`` and ``backends`` do that).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from bertfit.card import CARD_FILE, model_card
 from bertfit.errors import ModelLoadError
 from bertfit.record import FORMAT_VERSION, ModelRecord
+from bertfit.staging import final_name
 
 META_FILE = "bertfit.json"
 
@@ -121,9 +124,10 @@ def read_meta(folder: Path) -> ModelRecord | None:
 
 
 def write_meta(folder: Path, record: ModelRecord) -> None:
-    """bertfit.json in ``folder``, stamped with this bertfit's format version."""
+    """bertfit.json in ``folder``, stamped with this bertfit's format version, and the model card made from it."""
     (folder / META_FILE).write_text(json.dumps({**record.to_dict(), "format_version": FORMAT_VERSION}, indent=2,
                                                default=_jsonable) + "\n", encoding="utf-8")
+    (folder / CARD_FILE).write_text(model_card(record, final_name(folder)), encoding="utf-8")
 
 
 def _jsonable(value: Any) -> Any:

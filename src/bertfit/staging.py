@@ -90,13 +90,25 @@ def _check_writable_parent(target: Path, flag: str) -> None:
         raise OutputError(f"cannot write to {probe} (permission denied); pass a {flag} you can write to")
 
 
+STAGING_PREFIX = "."
+
+
+def final_name(folder: Path) -> str:
+    """The name a folder will have: a staging folder's target's, else its own (e.g. for the model card's title)."""
+    name = folder.name
+    stem, dot, pid = name.rpartition(".tmp-")
+    if name.startswith(STAGING_PREFIX) and dot and pid.isdigit():
+        return stem[len(STAGING_PREFIX):]
+    return name
+
+
 @contextlib.contextmanager
 def staged_folder(target: Path, flag: str = "--out") -> Iterator[Path]:
     """A fresh folder beside ``target`` to fill; renamed over ``target`` when the block ends without error.
 
     On any error (a full disk, Ctrl-C) the staging folder goes and ``target`` is left as it was.
     """
-    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    staging = target.parent / f"{STAGING_PREFIX}{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         try:

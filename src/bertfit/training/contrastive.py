@@ -71,10 +71,10 @@ def choose_method(prepared: PreparedData, config: TrainConfig, resume: bool = Fa
     per_class = len(prepared.train) / len(prepared.labels.names)
     threshold = few_shot_threshold()
     if per_class >= threshold:
-        return "finetune", f"{per_class:.0f} training rows per class; contrastive is chosen below {threshold}"
+        return "finetune", f"{per_class:.0f} training rows per class; contrastive is chosen below {threshold:g}"
     if blocker:
         return "finetune", f"{per_class:.1f} training rows per class, but contrastive does not apply: {blocker}"
-    return "contrastive", f"{per_class:.1f} training rows per class, under {threshold}"
+    return "contrastive", f"{per_class:.1f} training rows per class, under {threshold:g}"
 
 
 def few_shot_threshold() -> float:

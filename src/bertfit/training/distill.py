@@ -137,8 +137,11 @@ def distill(
     ``settings`` are ``train``'s (epochs, learning_rate, ...); the data columns default to the teacher's.
     """
     _check_arguments(student, student_layers, temperature, alpha)
+    if settings.get("method", "finetune") != "finetune":
+        raise UsageError(f"distill trains its student by fine-tuning on the teacher's logits; method "
+                         f"{settings['method']!r} does not apply: leave it out")
     teacher = TextClassifier.from_pretrained(teacher_dir)
-    settings = {**_teacher_settings(teacher), **settings}
+    settings = {**_teacher_settings(teacher), **settings, "method": "finetune"}
     settings = {k: v for k, v in settings.items() if v is not None}
     data_config, config = split_settings(settings)
     check(data_config, config)

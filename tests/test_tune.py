@@ -55,6 +55,8 @@ def test_tune_saves_the_winner_as_trained_with_its_study(tmp_path, data, tiny_mo
     assert not trials_dir(out).exists() and journal_path(out).is_file()
     page = (out / "report.html").read_text(encoding="utf-8")
     assert 'id="study"' in page and "default recipe" in page
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert f"settings chosen by `bertfit tune`: {record['study']['trials_complete']} trials" in card
     assert TextClassifier.from_pretrained(out).predict(["printer toner empty"])[0] in record["labels"]
     assert result.summary()["test"]["accuracy"] == record["metrics"]["test"]["accuracy"]
 

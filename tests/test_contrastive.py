@@ -112,6 +112,9 @@ def test_contrastive_folder_says_which_method_ran_and_learns(contrastive_dir):
     assert record["method"]["name"] == "contrastive"
     assert record["method"]["pairs_per_epoch"] > 0
     assert record["settings"]["train"]["method"] == "contrastive"
+    # Validation chose nothing, so it trained too: in-sample figures, said so, and no temperature fitted on them.
+    assert record["method"]["validation_trained_on"] is True and "in-sample" in record["notes"][0]
+    assert "calibration" not in record and record["settings"]["train"]["calibrate"] is False
     # The three classes have their own words: the head on the embeddings separates them.
     assert record["metrics"]["test"]["accuracy"] >= 0.8
     assert record["baseline"]["test"]["accuracy"] > 0  # the TF-IDF baseline sits beside it, as for fine-tuning

@@ -16,6 +16,7 @@ baseline in ``baseline``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -148,6 +149,7 @@ def train(
     method, why = choose_method(prepared, train_config, resume)
     log.info("method: %s (%s)", method, why)
     if method == "contrastive":
+        train_config = dataclasses.replace(train_config, calibrate=False)  # validation trains: nothing to fit on
         fitted = fit_contrastive(prepared, train_config, data_config=data_config, progress=progress, why=why)
         return conclude(fitted, prepared, train_config, target, overwrite=overwrite, progress=progress, files=files)
     return fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, resume=resume,

@@ -20,6 +20,7 @@ from bertfit.errors import UsageError
 
 TRAIN_LAYER_CHOICES = ("head", "pooler", "all", "lora")
 METHOD_CHOICES = ("auto", "finetune", "contrastive")
+REPORT_TO_CHOICES = ("tensorboard", "mlflow")  # --report-to: none, or one or more of these
 PRECISION_CHOICES = ("fp32", "bf16", "auto")
 SELECT_BY_CHOICES = ("metric", "loss")
 QUANTIZE_CHOICES = ("int8", "int8-emb4")  # export / compress: int8 matmuls; -emb4: embedding tables in 4-bit blocks
@@ -118,6 +119,9 @@ class TrainConfig:
     baseline: bool = setting(True, "also fit TF-IDF + logistic regression on the same splits and print its test "
                                    "score beside")
     report: bool = setting(True, "write report.html (curves, confusion matrix, mistakes) into the model folder")
+    report_to: str = setting("none", "experiment tracking: none | tensorboard | mlflow, or both with a comma "
+                                     "(tensorboard: event files in OUT.tensorboard/; mlflow: MLFLOW_TRACKING_URI, "
+                                     "else MLflow's local default)")
 
     def __post_init__(self) -> None:
         if isinstance(self.train_layers, int) and not isinstance(self.train_layers, bool):
@@ -158,6 +162,10 @@ class TrainConfig:
             found.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             found.append(f"--weight-decay must not be negative, got {self.weight_decay}")
+        try:
+            report_destinations(self.report_to)
+        except UsageError as err:
+            found.append(str(err))
         return found
 
 
@@ -190,6 +198,17 @@ class ServeConfig:
         return [f"--{_flag(f.name)} must be {'0 or more' if f.name == 'max_wait_ms' else 'positive'}, "
                 f"got {getattr(self, f.name)}" for f in dataclasses.fields(self)
                 if not (getattr(self, f.name) >= 0 if f.name == "max_wait_ms" else getattr(self, f.name) > 0)]
+
+
+def report_destinations(value: str | None) -> list[str]:
+    """``--report-to`` as a list: empty for "none", else one or more of REPORT_TO_CHOICES (comma-separated)."""
+    names = [name.strip().lower() for name in (value or "none").split(",") if name.strip()]
+    if names in ([], ["none"]):
+        return []
+    if any(name not in REPORT_TO_CHOICES for name in names):
+        raise UsageError(f"--report-to takes none, or one or more of {', '.join(REPORT_TO_CHOICES)} separated by "
+                         f"commas; got {value!r}")
+    return list(dict.fromkeys(names))
 
 
 def check(*configs: Any) -> None:

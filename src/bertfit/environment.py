@@ -21,6 +21,8 @@ EXTRAS = {
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
     "serve": ("fastapi", "uvicorn"),
     "lora": ("peft",),
+    "tensorboard": ("tensorboard",),
+    "mlflow": ("mlflow",),
     "tune": ("optuna",),
 }
 TRAINING_PACKAGES = ("torch", "transformers", "scikit-learn")

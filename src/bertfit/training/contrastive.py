@@ -265,7 +265,8 @@ def _pair_args(config: TrainConfig, learning_rate: float, epochs: int, where: Pa
 
 
 def fit_contrastive(prepared: PreparedData, config: TrainConfig, *, data_config: DataConfig | None = None,
-                    progress: bool = True, why: str = "--method contrastive") -> Any:
+                    progress: bool = True, why: str = "--method contrastive", callbacks: list[Any] | None = None
+                    ) -> Any:
     """Train the body on pairs, then the head on embeddings; a ``Fitted`` as ``fit_model`` returns, test unread."""
     torch.manual_seed(config.seed)
     model, tokenizer = load_base(config.model or default_model_path(), prepared.labels.names)
@@ -289,7 +290,7 @@ def fit_contrastive(prepared: PreparedData, config: TrainConfig, *, data_config:
     where = Path(tempfile.mkdtemp(prefix="bertfit-pairs-"))
     trainer = PairTrainer(model=model.base_model, args=_pair_args(config, learning_rate, epochs, where, progress),
                           train_dataset=PairDataset(encoded["input_ids"], pairs),
-                          data_collator=PairCollator(tokenizer))
+                          data_collator=PairCollator(tokenizer), callbacks=callbacks)
     quiet_progress(trainer)
     result = trainer.train()
     fit_head(model, embed(model.base_model, encoded, tokenizer, config.eval_batch_size), learned,

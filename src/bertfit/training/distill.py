@@ -34,6 +34,7 @@ from bertfit.staging import check_folder, refuse_inputs
 from bertfit.training.backbone import encoder_layers, encoder_stack, load_base
 from bertfit.training.run import fit, split_settings
 from bertfit.training.stages import Start
+from bertfit.training.tracking import Tracking
 from bertfit.training.trainer import ClassifierTrainer
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ def distill(
             data, str | Path) else None, "the --student folder": student})
         check_folder(target, overwrite)
     check_hub_name(student, "--student")
+    tracking = Tracking(config.report_to, target, "bertfit distill")  # a missing extra fails before any work
     prepared = prepare(data, data_config)
     if prepared.multi_label != teacher.multi_label:
         raise DataError(f"the data is {'multi' if prepared.multi_label else 'single'}-label but the teacher is "
@@ -177,4 +179,9 @@ def distill(
     start = Start(model, tokenizer, described, trainer_class=DistillationTrainer,
                   trainer_settings={"temperature": temperature, "alpha": alpha}, teacher_logits=soft,
                   distilled=distilled)
-    return fit(prepared, config, target, data_config=data_config, overwrite=overwrite, progress=progress, start=start)
+    with tracking:
+        result = fit(prepared, config, target, data_config=data_config, overwrite=overwrite, progress=progress,
+                     start=start, callbacks=tracking.callbacks())
+        if result is not None:
+            tracking.finish(result.classifier.record, result.model_dir)
+    return result

@@ -56,6 +56,7 @@ from bertfit.training.stages import (
     trained_model,
     write_report,
 )
+from bertfit.training.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +143,27 @@ def train(
         check_folder(target, overwrite)
         check_stale(target, resume, overwrite)
     check_hub_name(train_config.model)  # before the data is read: a model that cannot load fails in seconds
+    tracking = Tracking(train_config.report_to, target)  # a missing extra fails here, before any work
     prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
     files: dict[str, str] = {}
     if screen is not None:
         prepared, files = screen(prepared)
     method, why = choose_method(prepared, train_config, resume)
     log.info("method: %s (%s)", method, why)
-    if method == "contrastive":
-        train_config = dataclasses.replace(train_config, calibrate=False)  # validation trains: nothing to fit on
-        fitted = fit_contrastive(prepared, train_config, data_config=data_config, progress=progress, why=why)
-        return conclude(fitted, prepared, train_config, target, overwrite=overwrite, progress=progress, files=files)
-    return fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, resume=resume,
-               progress=progress, files=files, method={"name": "finetune", "why": why})
+    with tracking:
+        if method == "contrastive":
+            train_config = dataclasses.replace(train_config, calibrate=False)  # validation trains: nothing to fit on
+            fitted = fit_contrastive(prepared, train_config, data_config=data_config, progress=progress, why=why,
+                                     callbacks=tracking.callbacks())
+            result = conclude(fitted, prepared, train_config, target, overwrite=overwrite, progress=progress,
+                              files=files)
+        else:
+            result = fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, resume=resume,
+                         progress=progress, files=files, method={"name": "finetune", "why": why},
+                         callbacks=tracking.callbacks())
+        if result is not None:
+            tracking.finish(result.classifier.record, result.model_dir)
+    return result
 
 
 def fit(
@@ -168,15 +178,16 @@ def fit(
     start: Start | None = None,
     files: dict[str, str] | None = None,
     method: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult | None:
     """Fine-tune on prepared splits; see the module docstring for the steps. None on all but the main process.
 
     ``start``: a model other than the base checkpoint, and what its trainer needs (see :class:`Start`).
     ``files``: more text files to save in the model folder (name: content). ``method``: bertfit.json's
-    record of how the method was chosen (``train`` passes it).
+    record of how the method was chosen (``train`` passes it). ``callbacks``: more Trainer callbacks (tracking).
     """
     fitted = fit_model(prepared, config, target, data_config=data_config, resume=resume, progress=progress,
-                       start=start)
+                       start=start, callbacks=callbacks)
     if fitted is None:
         return None  # torchrun / accelerate launch: the main process scores, saves and reports
     fitted.classifier.record.method = method

@@ -38,6 +38,7 @@ from bertfit.staging import check_folder, refuse_inputs
 from bertfit.training.epochs import main_metric, selection_score
 from bertfit.training.run import Fitted, TrainResult, conclude, fit_model, split_settings
 from bertfit.training.stages import split_targets
+from bertfit.training.tracking import Tracking
 from bertfit.tuning.space import Space
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
         raise UsageError("tune searches the fine-tuning recipe; --method contrastive has nothing to search "
                          "here: run bertfit train --method contrastive")
     target = Path(out)
+    tracking = Tracking(None if worker else train_config.report_to, target, "bertfit tune")  # extras checked now
     url = storage or _local_storage(target, resume, overwrite, worker)
     if not worker:
         refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
@@ -152,8 +154,12 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
     if record["best_trial"] is None:
         raise UsageError(f"no trial finished within --budget {budget}: give it more time (one default training "
                          "run at least)")
-    return TuneResult(record, _save_winner(study, prepared, train_config, space, target, record,
-                                           overwrite or resume, progress))
+    with tracking:  # one run for the study: every trial's validation score, then the winner's results
+        tracking.series("trial_validation", [(t["number"], t["value"]) for t in record["trials"]
+                                             if t["value"] is not None])
+        result = _save_winner(study, prepared, train_config, space, target, record, overwrite or resume, progress)
+        tracking.finish(result.classifier.record, result.model_dir)
+    return TuneResult(record, result)
 
 
 def _optuna() -> Any:

@@ -21,6 +21,7 @@ LAYERS = {
     "training": 3,
     "export": 4,  # compress distils, so export sits above training
     "serving": 4,
+    "batch": 4,  # prediction on Ray: the saved model and data reading, like serving
     "auditing": 4,  # out-of-fold evidence uses training's baseline and backbone
     "tuning": 4,  # trials are training runs
     "cli": 5,

@@ -23,6 +23,7 @@ EXTRAS = {
     "lora": ("peft",),
     "tensorboard": ("tensorboard",),
     "mlflow": ("mlflow",),
+    "ray": ("ray",),
     "tune": ("optuna",),
 }
 TRAINING_PACKAGES = ("torch", "transformers", "scikit-learn")

@@ -152,6 +152,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from bertfit.model import TextClassifier
     from bertfit.progress import progress_bar
 
+    if args.engine == "ray":
+        return _predict_on_ray(args)
+    if args.resume or args.address or args.workers is not None:
+        raise UsageError("--resume, --address and --workers go with --engine ray")
     if args.texts and args.input:
         raise UsageError("pass texts as arguments or --input FILE, not both")
     if not args.texts and not args.input:
@@ -184,6 +188,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for record in classifier.predict_records(texts, args.batch_size, pairs=pairs, threshold=args.threshold):
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
             bar.update(len(chunk))
+    return 0
+
+
+def _predict_on_ray(args: argparse.Namespace) -> int:
+    from bertfit.batch.ray_engine import predict_files
+
+    if args.texts or not args.input or args.input == "-" or not args.output:
+        raise UsageError("--engine ray scores files: pass --input 'data/*.parquet' (a glob, a file or a folder) and "
+                         "--output FOLDER, no texts as arguments and no stdin")
+    _check_batch_size(args.batch_size)
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be a positive whole number, got {args.workers}")
+    summary = predict_files(args.model_dir, args.input, args.output, address=args.address, resume=args.resume,
+                            overwrite=args.overwrite, text_col=args.text_col, pair_col=args.text_pair_col,
+                            workers=args.workers, batch_size=args.batch_size, backend=args.backend,
+                            threshold=args.threshold)
+    print(json.dumps(summary))
     return 0
 
 

@@ -148,6 +148,13 @@ def _add_predict_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     predict.add_argument("--threshold", type=float, help="multi-label: one threshold for every label, instead of "
                          "the per-label ones tuned on validation")
     _add_backend_flag(predict)
+    ray = predict.add_argument_group("--engine ray: many files on a Ray cluster (pip install 'bertfit[ray]')")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: --input files (a glob, a folder) scored by Ray "
+                          "actors into --output FOLDER, one .jsonl per input")
+    ray.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:PORT (default: start Ray here)")
+    ray.add_argument("--workers", type=int, help="actors scoring at once (default: one per CPU of the cluster)")
+    ray.add_argument("--resume", action="store_true", help="skip the inputs whose output file exists")
     predict.set_defaults(handler="predict")
 
 

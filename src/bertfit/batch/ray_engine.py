@@ -1,0 +1,165 @@
+"""``bertfit predict --engine ray``: many files of texts scored on a Ray cluster, one output file per input.
+
+Ray Data reads each input file (Parquet, CSV, JSON lines), a pool of actors scores its batches,
+each actor holding one ``TextClassifier`` (the folder's ONNX export when it has one; as many
+threads as the CPUs the actor asked for), and the driver writes the records, in the input's row
+order with the row's ``id`` (its position in the file), to ``OUTPUT/<input name>.jsonl`` through a
+staged file: a file that exists is whole. ``resume`` skips the inputs whose output exists, so an
+interrupted run starts again where it stopped. :func:`predict_dataset` is the same from Python:
+it returns the scored Ray Dataset of one input. The records are ``TextClassifier.predict_records``'s,
+so the same texts give the same labels and probabilities as ``bertfit predict``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bertfit.data.cleaning import TEXT_CANDIDATES, pick
+from bertfit.environment import require
+from bertfit.errors import DataError, UsageError
+from bertfit.staging import check_file, staged_file
+
+log = logging.getLogger(__name__)
+
+READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".jsonl": "read_json", ".json": "read_json"}
+ID = "id"  # the row's position in its input file
+
+
+def input_files(pattern: str | Path | list) -> list[Path]:
+    """The files a pattern (a glob, a file, a folder, or a list of them) names, sorted; each of a known format."""
+    found: list[Path] = []
+    for item in pattern if isinstance(pattern, list | tuple) else [pattern]:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in READERS)
+        elif path.is_file():
+            found.append(path)
+        else:
+            found += sorted(Path(p) for p in glob.glob(str(item)))
+    if not found:
+        raise DataError(f"no input files match {pattern!r}; pass a file, a folder or a glob such as 'data/*.parquet'")
+    unknown = [str(p) for p in found if p.suffix.lower() not in READERS]
+    if unknown:
+        raise DataError(f"cannot read {unknown[:3]} with Ray Data; inputs must be {', '.join(sorted(READERS))}")
+    names = [p.stem for p in found]
+    twins = sorted({name for name in names if names.count(name) > 1})
+    if twins:
+        raise UsageError(f"several inputs share the name {twins[:3]}, so their outputs would collide; "
+                         "give them distinct names or run them separately")
+    return found
+
+
+class Scorer:
+    """A Ray actor's state: one classifier, loaded once; each call scores one batch into JSON records."""
+
+    def __init__(self, model_dir: str, backend: str, threads: int, text_col: str, pair_col: str | None,
+                 batch_size: int, threshold: float | None):
+        from bertfit.model import TextClassifier
+
+        self.classifier = TextClassifier.from_pretrained(model_dir, backend=backend, threads=threads)
+        self.text_col, self.pair_col = text_col, pair_col
+        self.batch_size, self.threshold = batch_size, threshold
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        texts = _strings(batch[self.text_col])
+        pairs = _strings(batch[self.pair_col]) if self.pair_col else None
+        records = self.classifier.predict_records(texts, self.batch_size, pairs=pairs, threshold=self.threshold)
+        return pd.DataFrame({"record": [json.dumps(r, ensure_ascii=False) for r in records]})
+
+
+def _strings(column: pd.Series) -> list[str]:
+    """Cells as texts; a missing one is empty (its record says so, as bertfit predict's does)."""
+    return ["" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value) for value in column]
+
+
+def predict_dataset(model_dir: str | Path, source: str | Path, *, text_col: str | None = None,
+                    pair_col: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
+                    batch_size: int = 64, backend: str = "auto", threshold: float | None = None) -> Any:
+    """One input file scored on Ray: a Dataset with one column, ``record`` (predict's JSON for each row).
+
+    Ray must be running (``ray.init``). The dataset keeps the input's row order: this sets Ray Data's
+    ``preserve_order`` (the i-th record read is the i-th input row).
+    """
+    import ray
+
+    from bertfit.model import TextClassifier
+
+    path = Path(source)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    dataset = getattr(ray.data, READERS[path.suffix.lower()])(str(path))
+    columns = list(dataset.schema().names)
+    meta = TextClassifier.from_pretrained(model_dir, backend=backend, threads=1)  # its columns, read here once
+    saved = meta.record.text_col if meta.record.text_col in columns else None
+    text = pick(columns, text_col or saved, TEXT_CANDIDATES, "text")
+    pair = pair_col or meta.text_pair_col
+    if pair is not None and pair not in columns:
+        raise DataError(f"{path} has no column {pair!r}, the second text of this sentence-pair model; columns are "
+                        f"{columns}; pass --text-pair-col")
+    pool = _pool_size(int(ray.cluster_resources().get("CPU", 1)), workers, cpus_per_worker)
+    return dataset.select_columns([text] + ([pair] if pair else [])).map_batches(
+        Scorer, fn_constructor_args=(str(model_dir), backend, cpus_per_worker, text, pair, batch_size, threshold),
+        batch_size=batch_size * 4, batch_format="pandas", concurrency=pool, num_cpus=cpus_per_worker)
+
+
+def _pool_size(cpus: int, workers: int | None, cpus_per_worker: int) -> int:
+    """Actors that fit beside one CPU kept for reading (actors holding every CPU starve the reads: a deadlock)."""
+    most = max(1, (cpus - 1) // cpus_per_worker) if cpus > cpus_per_worker else 1
+    if workers is not None and workers > most:
+        log.warning("--workers %d: the cluster's %d CPUs hold %d actor(s) of %d CPU beside one CPU for reading; "
+                    "running %d", workers, cpus, most, cpus_per_worker, most)
+    return min(workers or most, most)
+
+
+def predict_files(model_dir: str | Path, inputs: str | Path | list, output: str | Path, *,
+                  address: str | None = None, resume: bool = False, overwrite: bool = False,
+                  **settings: Any) -> dict[str, Any]:
+    """Every input file scored into ``output/<name>.jsonl`` (records with their row ``id``); a summary back.
+
+    ``address``: an existing cluster ("auto", "ray://HOST:PORT"); None starts Ray on this machine.
+    ``resume``: inputs whose output exists are skipped (outputs are written whole or not at all).
+    ``settings``: :func:`predict_dataset`'s keywords.
+    """
+    require("ray", "bertfit predict --engine ray")
+    import ray
+
+    files = input_files(inputs)
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--output {folder} is a file; with --engine ray it is a folder, one file per input")
+    if folder.resolve() in {path.resolve().parent for path in files}:
+        raise UsageError(f"--output {folder} holds input files; pass a folder of its own for the outputs")
+    targets = {path: folder / f"{path.stem}.jsonl" for path in files}
+    done = [path for path, target in targets.items() if target.exists()]
+    if done and not (resume or overwrite):
+        raise UsageError(f"{len(done)} output file(s) exist already in {folder} (e.g. {targets[done[0]].name}); "
+                         "pass --resume to skip their inputs, or --overwrite to score them again")
+    todo = [path for path in files if overwrite or path not in done]
+    folder.mkdir(parents=True, exist_ok=True)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    rows = 0
+    try:
+        for path in todo:
+            if overwrite:
+                check_file(targets[path], overwrite=True)
+            position = 0
+            with staged_file(targets[path]) as sink:
+                scored = predict_dataset(model_dir, path, **settings)
+                for batch in scored.iter_batches(batch_format="pandas"):
+                    for record in batch["record"]:  # a JSON object: the row's id goes first
+                        sink.write(f'{{"{ID}": {position}, {record[1:]}\n')
+                        position += 1
+            rows += position
+            log.info("%s: %d rows scored into %s", path, position, targets[path])
+    finally:
+        if started:
+            ray.shutdown()
+    return {"inputs": len(files), "scored": len(todo), "skipped": len(files) - len(todo), "rows": rows,
+            "output": str(folder)}

@@ -1,0 +1,116 @@
+"""predict --engine ray: a local Ray (2 CPUs) gives, row by row, what plain predict gives; resumed runs too."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bertfit.errors import DataError, UsageError
+from bertfit.model import TextClassifier
+from conftest import make_rows
+
+ray = pytest.importorskip("ray", reason="the ray extra: pip install 'bertfit[ray]'")
+
+from bertfit.batch.ray_engine import predict_dataset, predict_files  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Three files of a few thousand rows in all, one per format, with a missing text among them."""
+    folder = tmp_path_factory.mktemp("inputs")
+    rows = pd.concat([make_rows(per_class=400, seed=seed) for seed in (1, 2)], ignore_index=True)
+    rows = rows.rename(columns={"text": "body"})[["body"]]
+    rows.loc[7, "body"] = None
+    parts = [rows.iloc[index].reset_index(drop=True) for index in np.array_split(np.arange(len(rows)), 3)]
+    parts[0].to_parquet(folder / "a.parquet", index=False)
+    parts[1].to_csv(folder / "b.csv", index=False)
+    parts[2].to_json(folder / "c.jsonl", orient="records", lines=True)
+    return folder, parts
+
+
+def _read(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _expected(trained_dir, part):
+    classifier = TextClassifier.from_pretrained(trained_dir)
+    texts = ["" if value is None or (isinstance(value, float) and np.isnan(value)) else value for value in part["body"]]
+    return list(classifier.predict_records(texts, 64))
+
+
+def test_ray_gives_plain_predict_s_records_row_by_row_in_input_order(trained_dir, inputs, tmp_path):
+    folder, parts = inputs
+    summary = predict_files(trained_dir, str(folder / "*"), tmp_path / "out", text_col="body", workers=2)  # 1 runs
+    assert summary == {"inputs": 3, "scored": 3, "skipped": 0, "rows": sum(map(len, parts)),
+                       "output": str(tmp_path / "out")}
+    for name, part in zip(("a", "b", "c"), parts, strict=True):
+        got, expected = _read(tmp_path / "out" / f"{name}.jsonl"), _expected(trained_dir, part)
+        assert [r["id"] for r in got] == list(range(len(part)))
+        assert [r["text"] for r in got] == [r["text"] for r in expected]
+        assert [r["label"] for r in got] == [r["label"] for r in expected]
+        for mine, theirs in zip(got, expected, strict=True):
+            if theirs.get("empty"):
+                assert mine["empty"] is True and mine["probabilities"] is None
+            else:
+                assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-5)
+    assert any(r.get("empty") for r in _read(tmp_path / "out" / "a.jsonl"))  # the missing text kept its place
+
+
+def test_a_resumed_run_scores_only_what_is_missing_and_the_same(trained_dir, inputs, tmp_path):
+    folder, parts = inputs
+    out = tmp_path / "out"
+    predict_files(trained_dir, folder, out, text_col="body")
+    first = (out / "b.jsonl").read_text()
+    (out / "b.jsonl").unlink()  # as if the run had stopped before writing it
+    with pytest.raises(UsageError, match="pass --resume to skip their inputs, or --overwrite"):
+        predict_files(trained_dir, folder, out, text_col="body")
+    summary = predict_files(trained_dir, folder, out, text_col="body", resume=True)
+    assert (summary["scored"], summary["skipped"]) == (1, 2)
+    assert (out / "b.jsonl").read_text() == first
+    assert not list(out.glob(".*"))  # no staging file left behind
+
+
+def test_predict_dataset_is_the_python_entry(trained_dir, inputs):
+    folder, parts = inputs
+    dataset = predict_dataset(trained_dir, folder / "c.jsonl", text_col="body")
+    records = [json.loads(r["record"]) for r in dataset.take_all()]
+    assert [r["label"] for r in records] == [r["label"] for r in _expected(trained_dir, parts[2])]
+
+
+def test_the_pool_leaves_a_cpu_for_reading():
+    from bertfit.batch.ray_engine import _pool_size
+
+    assert [_pool_size(cpus, None, 1) for cpus in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    assert _pool_size(16, 4, 1) == 4 and _pool_size(16, None, 4) == 3 and _pool_size(2, 5, 1) == 1
+
+
+def test_bad_requests_fail_in_one_clear_line(trained_dir, inputs, tmp_path):
+    folder, _ = inputs
+    with pytest.raises(DataError, match="no input files match"):
+        predict_files(trained_dir, str(tmp_path / "nothing-*.parquet"), tmp_path / "out")
+    with pytest.raises(UsageError, match="holds input files"):
+        predict_files(trained_dir, folder, folder)
+    with pytest.raises(DataError, match="no text column"):
+        predict_files(trained_dir, folder / "a.parquet", tmp_path / "out2")
+
+
+def test_cli_engine_ray_prints_one_json_summary(trained_dir, inputs, tmp_path, capsys):
+    from bertfit.cli import main
+
+    folder, parts = inputs
+    code = main(["predict", str(trained_dir), "--engine", "ray", "--input", str(folder / "a.parquet"),
+                 "--output", str(tmp_path / "o"), "--text-col", "body", "--quiet"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == len(parts[0])
+    code = main(["predict", str(trained_dir), "some text", "--engine", "ray", "--quiet"])
+    assert code != 0 and "--engine ray scores files" in capsys.readouterr().err

@@ -26,6 +26,7 @@ stopped half-way keeps what it measured. Recipes run in mirrored order per seed.
     python bench/fewshot.py --datasets trec --sizes 8,16 --seeds 3 --json fewshot.jsonl
     python bench/fewshot.py --recipes tfidf,contrastive,setfit  # without fine-tuning
     python bench/fewshot.py --datasets trec,sms-spam --seeds 3 --setfit-sizes 8,16  # setfit's large epochs skipped
+    python bench/fewshot.py --table fewshot.jsonl  # the table of a finished run, auto at today's threshold
 """
 
 from __future__ import annotations
@@ -151,6 +152,29 @@ def run(name: str, sizes: list[int], recipes: list[str], seeds: list[int], out, 
     return measured
 
 
+def saved(path: Path) -> list[dict]:
+    """The runs of a --json file (an "auto" row written by an older version is dropped: it is recomputed)."""
+    return [row for row in map(json.loads, path.read_text().splitlines()) if row["recipe"] != "auto"]
+
+
+def with_auto(rows: list[dict]) -> list[dict]:
+    """Each sample's auto row: the run of the method this bertfit's threshold picks for its training rows."""
+    from bertfit.training.contrastive import few_shot_threshold
+
+    classes = {}
+    for row in rows:  # the classes of a data set: its tfidf rows know nothing of them, so count from the file
+        if row["dataset"] not in classes:
+            classes[row["dataset"]] = pd.read_csv(SHARED / row["dataset"] / "train.csv")["label"].nunique()
+    out = []
+    for row in rows:
+        out.append(row)
+        per_class = row["train_rows"] / classes[row["dataset"]]
+        chosen = "contrastive" if per_class < few_shot_threshold() else "finetune"
+        if row["recipe"] == chosen:
+            out.append({**row, "recipe": "auto", "note": f"= {chosen} ({per_class:.1f} training rows per class)"})
+    return out
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| data set | rows per class | recipe | test accuracy (mean ± std) | min-max | seconds (mean) | seeds |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -181,7 +205,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5, help=f"this many seeds, {FIRST_SEED}, {FIRST_SEED + 1}, ...")
     parser.add_argument("--setfit-sizes", help="run setfit only at these rows per class (default: every size)")
     parser.add_argument("--json", help="append every run to this JSON-lines file as it finishes")
+    parser.add_argument("--table", metavar="JSONL", help="print the table of a finished run's --json file and exit; "
+                        "auto is then what this bertfit's threshold picks for each sample")
     args = parser.parse_args()
+    if args.table:
+        print(table(with_auto(saved(Path(args.table)))))
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     names = [name.strip() for name in args.datasets.split(",") if name.strip()]

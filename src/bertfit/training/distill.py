@@ -103,7 +103,11 @@ class DistillationTrainer(ClassifierTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def _check_arguments(student: str | None, student_layers: int | None, temperature: float, alpha: float) -> None:
+def _check_arguments(student: str | None, student_layers: int | None, temperature: float, alpha: float,
+                     method: str) -> None:
+    if method != "finetune":
+        raise UsageError(f"distill trains its student by fine-tuning on the teacher's logits; method {method!r} "
+                         "does not apply: leave it out")
     if (student is None) == (student_layers is None):
         raise UsageError("pass exactly one of --student NAME_OR_DIR or --student-layers N")
     if not temperature > 0:
@@ -137,10 +141,7 @@ def distill(
 
     ``settings`` are ``train``'s (epochs, learning_rate, ...); the data columns default to the teacher's.
     """
-    _check_arguments(student, student_layers, temperature, alpha)
-    if settings.get("method", "finetune") != "finetune":
-        raise UsageError(f"distill trains its student by fine-tuning on the teacher's logits; method "
-                         f"{settings['method']!r} does not apply: leave it out")
+    _check_arguments(student, student_layers, temperature, alpha, settings.get("method", "finetune"))
     teacher = TextClassifier.from_pretrained(teacher_dir)
     settings = {**_teacher_settings(teacher), **settings, "method": "finetune"}
     settings = {k: v for k, v in settings.items() if v is not None}
@@ -180,8 +181,5 @@ def distill(
                   trainer_settings={"temperature": temperature, "alpha": alpha}, teacher_logits=soft,
                   distilled=distilled)
     with tracking:
-        result = fit(prepared, config, target, data_config=data_config, overwrite=overwrite, progress=progress,
-                     start=start, callbacks=tracking.callbacks())
-        if result is not None:
-            tracking.finish(result.classifier.record, result.model_dir)
-    return result
+        return tracking.finished(fit(prepared, config, target, data_config=data_config, overwrite=overwrite,
+                                     progress=progress, start=start, callbacks=tracking.callbacks()))

@@ -161,9 +161,7 @@ def train(
             result = fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, resume=resume,
                          progress=progress, files=files, method={"name": "finetune", "why": why},
                          callbacks=tracking.callbacks())
-        if result is not None:
-            tracking.finish(result.classifier.record, result.model_dir)
-    return result
+        return tracking.finished(result)
 
 
 def fit(

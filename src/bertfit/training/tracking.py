@@ -95,6 +95,12 @@ class Tracking:
             if self.mlflow is not None:
                 self.mlflow.log_metric(name, value, step=step)
 
+    def finished(self, result: Any) -> Any:
+        """:meth:`finish` with a training result (None off the main process: nothing to send); the result back."""
+        if result is not None:
+            self.finish(result.classifier.record, result.model_dir)
+        return result
+
     def finish(self, record: Any, folder: Path | None) -> None:
         """The run's results: test metrics, the baseline's, calibration, method and settings, the saved files."""
         figures = {f"test/{key}": value for key, value in headline((record.metrics or {}).get("test") or {}).items()}

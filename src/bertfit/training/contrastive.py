@@ -109,7 +109,7 @@ def why_not_contrastive(prepared: PreparedData, config: TrainConfig, resume: boo
     if config.class_weights not in ("none", "balanced"):
         return "--class-weights FILE (the contrastive head takes none or balanced)"
     model_type = _model_type(config.model or default_model_path())
-    if model_type != "bert":
+    if model_type is not None and model_type != "bert":  # None: unreadable here; loading it will say why
         return f"the model is a {model_type!r}; the mean-pooling layer is written for BERT models"
     return None
 

@@ -187,3 +187,12 @@ def test_a_bad_threshold_in_the_environment_is_one_clear_error(monkeypatch, tiny
     with pytest.raises(UsageError, match="BERTFIT_FEW_SHOT_ROWS must be a number"):
         choose_method(_prepared(12), TrainConfig(model=str(tiny_model_dir)))
     assert contrastive.FEW_SHOT_ROWS_PER_CLASS == 30
+
+
+@pytest.mark.usefixtures("few_shot")
+def test_a_non_bert_model_falls_back_to_finetune(tmp_path):
+    from transformers import DistilBertConfig
+
+    DistilBertConfig(vocab_size=50, dim=32, n_layers=1, n_heads=2, hidden_dim=64).save_pretrained(str(tmp_path))
+    method, why = choose_method(_prepared(12), TrainConfig(model=str(tmp_path)))
+    assert method == "finetune" and "the model is a 'distilbert'" in why

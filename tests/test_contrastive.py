@@ -69,6 +69,16 @@ def test_pairs_are_balanced_labelled_by_the_rows_and_seeded():
     assert len(sample_pairs(labels, 4, seed=7, most=10)) == 10
 
 
+def test_the_pair_budget_is_the_distinct_pairs_and_the_cap():
+    from bertfit.training.contrastive import MAX_PAIRS, pair_budget
+
+    two_by_eight = np.array([0] * 8 + [1] * 8)  # 72 same-label pairs (self included), 64 across: 144
+    assert pair_budget(two_by_eight) == 144
+    six_by_eight = np.repeat(np.arange(6), 8)  # 216 same, 960 across: 1920 = 20 partners x 48 rows x 2
+    assert pair_budget(six_by_eight) == 1920
+    assert pair_budget(np.repeat(np.arange(77), 64)) == MAX_PAIRS
+
+
 def _prepared(per_class: int):
     return prepare(make_rows(per_class=per_class))
 

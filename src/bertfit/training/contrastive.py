@@ -14,7 +14,8 @@ nothing new:
    The embedding used everywhere below is the model's own ``pooler_output``: what is trained is
    exactly what is saved.
 2. Pairs of training rows (:func:`sample_pairs`): for every row, ``PAIR_ITERATIONS`` times, one
-   partner with its label (target 1) and one with another label (target 0).
+   partner with its label (target 1) and one with another label (target 0), cut to
+   :func:`pair_budget` (no more than there are distinct pairs, and MAX_PAIRS).
 3. The body trains on the pairs with the cosine-similarity loss (:class:`PairTrainer`, Trainer
    with one hook overridden); the added layer and the pooler stay fixed.
 4. A logistic regression on the embeddings of the training rows becomes the classification head.
@@ -200,6 +201,16 @@ def sample_pairs(labels: np.ndarray, iterations: int, seed: int, most: int = MAX
     return pairs[:most]
 
 
+def pair_budget(labels: np.ndarray) -> int:
+    """Pairs per epoch at most: MAX_PAIRS, and no more than twice the larger of the distinct same-label and
+    other-label pair counts (setfit's "oversampling" epoch): with few rows and classes, 20 partners per row
+    would repeat the same pairs many times over (2 classes of 8 rows: 640 pairs of 136 distinct ones)."""
+    counts = np.unique(labels, return_counts=True)[1].astype(np.int64)
+    same = int((counts * (counts + 1) // 2).sum())  # a row may pair with itself, as setfit counts them
+    total = int(counts.sum())
+    return min(MAX_PAIRS, 2 * max(same, total * (total + 1) // 2 - same))
+
+
 class PairDataset(torch.utils.data.Dataset):
     """Pairs of tokenized texts with a similarity target."""
 
@@ -282,7 +293,7 @@ def fit_contrastive(prepared: PreparedData, config: TrainConfig, *, data_config:
     too_long = {"train and validation": sum(len(ids) >= max_length for ids in encoded["input_ids"])}
 
     started = time.perf_counter()
-    pairs = sample_pairs(learned, PAIR_ITERATIONS, config.seed)
+    pairs = sample_pairs(learned, PAIR_ITERATIONS, config.seed, most=pair_budget(learned))
     epochs = config.epochs or 1
     learning_rate = config.learning_rate or LEARNING_RATE
     log.info("contrastive: %d pairs of the %d training and validation rows per epoch, %d epoch(s), learning "

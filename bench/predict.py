@@ -2,6 +2,7 @@
 
     python bench/predict.py MODEL_DIR [MODEL_DIR ...]
     python bench/predict.py phishing-model banking77-model --rows 1000 --batch-size 32 --repeats 5
+    python bench/predict.py phishing-model --engine ray   # files on Ray against plain predict (pip install ray)
 
 Paths, all on the same model and the same rows, in one process:
 
@@ -191,6 +192,71 @@ def bench_model(model_dir: Path, names: list[str], limit: int | None, batch_size
     return results
 
 
+def bench_ray(model_dir: Path, names: list[str], limit: int | None, batch_size: int, repeats: int,
+              workdir: Path) -> list[dict]:
+    """--engine ray: files of texts scored by `predict --engine ray` against plain predict on this machine.
+
+    Both read the same four Parquet files and write one JSON-lines file per input with the same
+    records; Ray runs already (a cluster users have): its start is not timed, its actors' start is.
+    """
+    import pandas as pd
+    import ray
+
+    from bertfit.batch.ray_engine import predict_files
+    from bertfit.model import TextClassifier
+
+    classifier = TextClassifier.from_pretrained(model_dir)
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    results = []
+    for name, _, texts, _, pairs in rows_for(model_dir, names, limit):
+        if pairs is not None:
+            continue
+        inputs, outputs = workdir / f"ray-{name}-in", workdir / f"ray-{name}-out"
+        inputs.mkdir()
+        for part in range(4):
+            pd.DataFrame({"text": texts[part::4]}).to_parquet(inputs / f"part{part}.parquet", index=False)
+
+        def plain(inputs=inputs, outputs=outputs):
+            outputs.mkdir(exist_ok=True)
+            for path in sorted(inputs.glob("*.parquet")):
+                column = pd.read_parquet(path)["text"].tolist()
+                with (outputs / f"{path.stem}.jsonl").open("w", encoding="utf-8") as sink:
+                    for i, record in enumerate(classifier.predict_records(column, batch_size)):
+                        sink.write(json.dumps({"id": i, **record}, ensure_ascii=False) + "\n")
+
+        def on_ray(inputs=inputs, outputs=outputs):
+            predict_files(model_dir, inputs, outputs, overwrite=True, text_col="text", batch_size=batch_size)
+
+        paths = {"bertfit predict": plain, "bertfit predict --engine ray": on_ray}
+        seconds: dict[str, list[float]] = {path: [] for path in paths}
+        for path in paths:
+            paths[path]()  # warm-up (and the first actor start is in every timed Ray run anyway)
+        for _, path in alternate(list(paths), repeats):
+            started = time.perf_counter()
+            paths[path]()
+            seconds[path].append(time.perf_counter() - started)
+        plain_rate = len(texts) / summary(seconds["bertfit predict"])[0]
+        for path, runs in seconds.items():
+            rates = [len(texts) / run for run in runs]
+            middle, low, high = summary(rates)
+            results.append({"model": model_dir.name, "data": name, "rows": len(texts), "path": path,
+                            "texts_per_s": middle, "texts_per_s_min": low, "texts_per_s_max": high,
+                            "of_plain": middle / plain_rate})
+    return results
+
+
+def ray_table(results: list[dict]) -> str:
+    lines = ["| model | data | rows | path | texts/s (median) | min-max | of plain predict |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['data']} | {r['rows']} | {r['path']} | {r['texts_per_s']:.0f} | "
+              f"{r['texts_per_s_min']:.0f}-{r['texts_per_s_max']:.0f} | {r['of_plain']:.0%} |" for r in results]
+    ray_rows = [r for r in results if "ray" in r["path"]]
+    lines += ["", *(f"{r['model']}, {r['data']}: Ray at {r['of_plain']:.0%} of plain predict (target: at least 85%): "
+                    f"{'met' if r['of_plain'] >= 0.85 else 'missed'}" for r in ray_rows)]
+    return "\n".join(lines)
+
+
 def _weights(model_dir: Path) -> int:
     return sum((model_dir / name).stat().st_size for name in ("model.safetensors", "pytorch_model.bin")
                if (model_dir / name).exists())
@@ -250,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch of the batched pipeline settings and of bertfit (default 64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path, alternating (default 3)")
     parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: files scored by `predict --engine ray` against plain predict (pip install ray)")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.batch_size < 1 or (args.rows is not None and args.rows < 1):
         parser.error("--repeats, --batch-size and --rows must be at least 1")
@@ -262,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
           f"after one warm-up; texts/s: median and min-max")
     sys.stdout.flush()
     results = []
+    if args.engine == "ray":
+        with tempfile.TemporaryDirectory(prefix="bertfit-bench-ray-") as workdir:
+            for model_dir in args.model_dirs:
+                results += bench_ray(Path(model_dir), args.datasets.split(","), args.rows, args.batch_size,
+                                     args.repeats, Path(workdir))
+        print(ray_table(results) if results else "nothing was measured (see the messages above)")
+        return 0
     with tempfile.TemporaryDirectory(prefix="bertfit-bench-predict-") as workdir:
         for model_dir in args.model_dirs:
             results += bench_model(Path(model_dir), args.datasets.split(","), args.rows, args.batch_size,

@@ -100,8 +100,11 @@ def test_bad_requests_fail_in_one_clear_line(trained_dir, inputs, tmp_path):
         predict_files(trained_dir, str(tmp_path / "nothing-*.parquet"), tmp_path / "out")
     with pytest.raises(UsageError, match="holds input files"):
         predict_files(trained_dir, folder, folder)
-    with pytest.raises(DataError, match="no text column"):
-        predict_files(trained_dir, folder / "a.parquet", tmp_path / "out2")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    pd.DataFrame({"zzz": ["a text"]}).to_parquet(odd / "odd.parquet", index=False)
+    with pytest.raises(DataError, match="which column holds the text"):
+        predict_files(trained_dir, odd, tmp_path / "out2")
 
 
 def test_cli_engine_ray_prints_one_json_summary(trained_dir, inputs, tmp_path, capsys):

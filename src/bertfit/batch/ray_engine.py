@@ -75,7 +75,7 @@ class Scorer:
 
 def _strings(column: pd.Series) -> list[str]:
     """Cells as texts; a missing one is empty (its record says so, as bertfit predict's does)."""
-    return ["" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value) for value in column]
+    return ["" if value is None or pd.isna(value) else str(value) for value in column]  # None, NaN, pd.NA
 
 
 def predict_dataset(model_dir: str | Path, source: str | Path, *, text_col: str | None = None,

@@ -78,6 +78,8 @@ class Tracking:
 
     def callbacks(self) -> list[Any]:
         """Trainer's own integrations, pointed at this run's destinations (none when not tracking)."""
+        if self.writer is None and self.mlflow is None:
+            return []  # and transformers.integrations (which looks for every tracker installed) is not imported
         from transformers.integrations import MLflowCallback, TensorBoardCallback
 
         found = []

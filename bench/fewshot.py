@@ -69,24 +69,15 @@ def prepared_for(rows: pd.DataFrame, test: pd.DataFrame, seed: int):
         return prepare(folder, DataConfig(seed=seed, drop_leaks=True))
 
 
-def setfit_pairs(counts: list[int]) -> int:
-    """Pairs in one epoch of setfit's default "oversampling": twice the larger of its unique positive and
-    negative pair counts (unique pairs with repetition: a row may pair with itself)."""
-    positive = sum(n * (n + 1) // 2 for n in counts)
-    total = sum(counts)
-    negative = total * (total + 1) // 2 - positive
-    return 2 * max(positive, negative)
-
-
 def run_setfit(rows: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     from bertfit.training.backbone import default_model_path
-    from bertfit.training.contrastive import MAX_PAIRS
+    from bertfit.training.contrastive import MAX_PAIRS, distinct_pairs
 
     started = time.perf_counter()
-    pairs = setfit_pairs(rows["label"].value_counts().tolist())
+    pairs = distinct_pairs(rows["label"].value_counts().tolist())  # one epoch of setfit's default oversampling
     capped = pairs > MAX_PAIRS
     args = TrainingArguments(seed=seed, **({"max_steps": MAX_PAIRS // 16} if capped else {}))
     model = SetFitModel.from_pretrained(default_model_path())

@@ -201,14 +201,20 @@ def sample_pairs(labels: np.ndarray, iterations: int, seed: int, most: int = MAX
     return pairs[:most]
 
 
-def pair_budget(labels: np.ndarray) -> int:
-    """Pairs per epoch at most: MAX_PAIRS, and no more than twice the larger of the distinct same-label and
-    other-label pair counts (setfit's "oversampling" epoch): with few rows and classes, 20 partners per row
-    would repeat the same pairs many times over (2 classes of 8 rows: 640 pairs of 136 distinct ones)."""
-    counts = np.unique(labels, return_counts=True)[1].astype(np.int64)
-    same = int((counts * (counts + 1) // 2).sum())  # a row may pair with itself, as setfit counts them
+def distinct_pairs(counts: Any) -> int:
+    """Twice the larger of the distinct same-label and other-label pair counts, for classes of ``counts`` rows:
+    one epoch of setfit's "oversampling" (a row may pair with itself, as setfit counts them)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    same = int((counts * (counts + 1) // 2).sum())
     total = int(counts.sum())
-    return min(MAX_PAIRS, 2 * max(same, total * (total + 1) // 2 - same))
+    return 2 * max(same, total * (total + 1) // 2 - same)
+
+
+def pair_budget(labels: np.ndarray) -> int:
+    """Pairs per epoch at most: MAX_PAIRS, and no more than :func:`distinct_pairs`: with few rows and
+    classes, 20 partners per row would repeat the same pairs many times over (2 classes of 8 rows: 640
+    pairs of 136 distinct ones)."""
+    return min(MAX_PAIRS, distinct_pairs(np.unique(labels, return_counts=True)[1]))
 
 
 class PairDataset(torch.utils.data.Dataset):

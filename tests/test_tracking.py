@@ -51,6 +51,7 @@ def test_mlflow_run_holds_params_epochs_test_metrics_and_the_saved_files(tmp_pat
     pytest.importorskip("sqlalchemy", reason="MLflow's local store needs the whole mlflow package")
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a SQLite store's artifacts in ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tickets")
@@ -76,6 +77,7 @@ def test_a_failed_run_is_marked_failed(tmp_path, tiny_model_dir, monkeypatch):
     pytest.importorskip("sqlalchemy", reason="MLflow's local store needs the whole mlflow package")
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
 

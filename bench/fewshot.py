@@ -79,10 +79,12 @@ def run_setfit(rows: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
     started = time.perf_counter()
     pairs = distinct_pairs(rows["label"].value_counts().tolist())  # one epoch of setfit's default oversampling
     capped = pairs > MAX_PAIRS
-    args = TrainingArguments(seed=seed, **({"max_steps": MAX_PAIRS // 16} if capped else {}))
     model = SetFitModel.from_pretrained(default_model_path())
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_pandas(rows[["text", "label"]]))
-    trainer.train()
+    with tempfile.TemporaryDirectory(prefix="bench-setfit-") as scratch:  # its checkpoints and logs, not in the repo
+        args = TrainingArguments(output_dir=scratch, logging_dir=scratch, seed=seed,
+                                 **({"max_steps": MAX_PAIRS // 16} if capped else {}))
+        trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_pandas(rows[["text", "label"]]))
+        trainer.train()
     predicted = model.predict(test["text"].tolist())
     accuracy = float((pd.Series(list(predicted)).astype(str).to_numpy() == test["label"].astype(str).to_numpy()).mean())
     return {"accuracy": accuracy, "seconds": time.perf_counter() - started,

@@ -572,6 +572,9 @@ def test_ctrl_c_during_training_exits_cleanly_and_saves_nothing(tiny_model_dir, 
         [sys.executable, "-m", "bertfit", "train", str(data_csv), "--model", str(tiny_model_dir), "--out",
          str(out_dir), "--epochs", "1000", "--patience", "0", "--batch-size", "8", "--max-length", "16"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        # Ctrl-C as in a terminal: a suite started in the background (`make test &`) ignores SIGINT, and a child
+        # would inherit that and never see the signal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = []
     try:

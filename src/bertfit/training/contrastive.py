@@ -49,7 +49,15 @@ from bertfit.errors import UsageError
 from bertfit.model import TextClassifier
 from bertfit.training.backbone import count_parameters, default_model_path, encoder_stack, load_base
 from bertfit.training.epochs import main_metric, quiet_progress
-from bertfit.training.stages import Fitted, Run, max_length_of, new_record, processes, split_targets
+from bertfit.training.stages import (
+    Fitted,
+    Run,
+    max_length_of,
+    new_record,
+    processes,
+    schedule_settings,
+    split_targets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -257,22 +265,11 @@ class PairTrainer(Trainer):
 
 def _pair_args(config: TrainConfig, learning_rate: float, epochs: int, where: Path, progress: bool) -> Any:
     return TrainingArguments(
+        **schedule_settings(config, learning_rate, epochs, progress),
         output_dir=str(where),
-        num_train_epochs=epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=config.batch_size,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type="linear",
         eval_strategy="no",
         save_strategy="no",
         logging_strategy="epoch",
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=not progress,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
         remove_unused_columns=False,  # the pair columns are not the body's forward arguments
     )
 

@@ -324,17 +324,30 @@ def processes() -> int:
         return 1
 
 
+def schedule_settings(config: TrainConfig, learning_rate: float, epochs: int, progress: bool) -> dict[str, Any]:
+    """TrainingArguments every bertfit trainer shares: the optimizer's schedule, seeds, CPU, no trackers by name."""
+    return {
+        "num_train_epochs": epochs,
+        "learning_rate": learning_rate,
+        "per_device_train_batch_size": config.batch_size,
+        "weight_decay": config.weight_decay,
+        "warmup_steps": config.warmup_ratio,  # a float below 1 is a fraction of all steps
+        "lr_scheduler_type": "linear",
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "report_to": "none",  # tracking passes its callbacks itself (training.tracking)
+        "disable_tqdm": not progress,
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
+    }
+
+
 def _training_args(config: TrainConfig, learning_rate: float, epochs: int, checkpoints: Path, progress: bool) -> Any:
     return TrainingArguments(
+        **schedule_settings(config, learning_rate, epochs, progress),
         bf16=resolve_precision(config.precision) == "bf16",  # autocast: bf16 matmuls, fp32 master weights
         output_dir=str(checkpoints),
-        num_train_epochs=epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
-        lr_scheduler_type="linear",
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="epoch",
@@ -343,12 +356,6 @@ def _training_args(config: TrainConfig, learning_rate: float, epochs: int, check
         restore_callback_states_from_checkpoint=True,  # --resume: early stopping's count of epochs without gain
         metric_for_best_model="loss" if config.select_by == "loss" else "selection",
         greater_is_better=config.select_by != "loss",
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=not progress,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
     )
 
 

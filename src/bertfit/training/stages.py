@@ -333,12 +333,9 @@ def schedule_settings(config: TrainConfig, learning_rate: float, epochs: int, pr
         "weight_decay": config.weight_decay,
         "warmup_steps": config.warmup_ratio,  # a float below 1 is a fraction of all steps
         "lr_scheduler_type": "linear",
-        "seed": config.seed,
-        "data_seed": config.seed,
+        "seed": config.seed, "data_seed": config.seed,
         "report_to": "none",  # tracking passes its callbacks itself (training.tracking)
-        "disable_tqdm": not progress,
-        "use_cpu": not torch.cuda.is_available(),
-        "dataloader_num_workers": 0,
+        "disable_tqdm": not progress, "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0,
     }
 
 

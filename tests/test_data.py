@@ -17,6 +17,7 @@ from bertfit.config import DataConfig
 from bertfit.data import cleaning as data
 from bertfit.data import reading
 from bertfit.errors import DataError
+from bertfit.labels import normalise
 from conftest import expect_data_error, labelled
 
 # A few awkward texts: a comma, a semicolon, quotes, a tab-free unicode string.
@@ -75,6 +76,25 @@ def test_jsonl_with_utf8_bom_reads_like_csv_does(tmp_path):
     assert data.read_table(path).to_dict("records") == [{"text": "hi", "label": "a"}, {"text": "yo", "label": "b"}]
 
 
+@pytest.mark.parametrize("content", [
+    '[{"text": "hi", "label": "a"}, {"text": "yo", "label": "b"}]',  # to_json(orient="records")
+    '{"text": ["hi", "yo"], "label": ["a", "b"]}',  # a dict of lists (Dataset.to_dict())
+    '{"text": {"0": "hi", "1": "yo"}, "label": {"0": "a", "1": "b"}}',  # pandas' to_json() default
+    '\n  [{"text": "hi", "label": "a"},\n   {"text": "yo", "label": "b"}]\n',  # pretty-printed
+])
+def test_json_documents_read_like_json_lines(tmp_path, content):
+    path = tmp_path / "export.json"
+    path.write_text(content, encoding="utf-8")
+    assert data.read_table(path).to_dict("records") == [{"text": "hi", "label": "a"}, {"text": "yo", "label": "b"}]
+
+
+def test_a_trailing_empty_field_on_every_row_is_not_a_shifted_column(tmp_path):
+    path = tmp_path / "trailing.csv"
+    path.write_text("text,label,\nhi,a,\nyo,b,\n", encoding="utf-8")
+    assert data.read_table(path)[["text", "label"]].to_dict("records") == [{"text": "hi", "label": "a"},
+                                                                           {"text": "yo", "label": "b"}]
+
+
 # (file name, content: bytes, "dir" for a folder, None for nothing there, fragments the message must hold)
 BAD_FILES = {
     "missing": ("nothing.csv", None, ["file not found", "nothing.csv", "check the path"]),
@@ -104,7 +124,15 @@ BAD_FILES = {
     "duplicated columns tsv": ("dup.tsv", b"label\ttext\tlabel\ttext\na\tb\tc\td\n",
                                ["names column(s) ['label', 'text'] more than once", "rename them"]),
     "ragged rows": ("ragged.csv", b"text,label\na,b\nc,d,e,f\n",
-                    ["cannot parse", "line 3", "check its delimiter and quoting"]),
+                    ["line 3 has 4 fields but the header names 2", "must be in double quotes"]),
+    "ragged first row": ("first.csv", b"text,label\nhello, world,a\nc,d\n",
+                         ["line 2 has 3 fields but the header names 2", "a comma must be in double quotes"]),
+    "ragged first row tsv": ("first.tsv", b"text\tlabel\nhello\tworld\ta\nc\td\n",
+                             ["line 2 has 3 fields", "a text holding a tab must be in double quotes"]),
+    "json array of numbers": ("numbers.json", b"[1, 2]", ["JSON array whose item 0 is a int, not an object"]),
+    "empty json array": ("empty.json", b"[]", ["is an empty JSON array"]),
+    "json columns of two lengths": ("columns.json", b'{"text": ["a", "b"], "label": ["x"]}',
+                                    ["columns of different lengths ([1, 2])"]),
     "not parquet": ("fake.parquet", b"text,label\na,b\n", ["cannot read", "as Parquet", "check the file"]),
 }
 
@@ -178,6 +206,19 @@ def test_find_columns_missing_flag_names_columns_and_near_miss(text_col, label_c
     expect_data_error(lambda: data.find_columns(frame_with("Text", "Label"), text_col, label_col), *fragments)
 
 
+def test_find_columns_reads_past_spaces_around_header_names():
+    frame = pd.DataFrame({" text ": ["a"], " Label": ["x"]})
+    assert data.find_columns(frame, None, None) == (" text ", " Label")
+    assert data.find_columns(frame, "text", "Label") == (" text ", " Label")
+
+
+def test_find_columns_falls_back_to_common_names_only_when_no_usual_name_is_there():
+    assert data.find_columns(pd.DataFrame({"headline": ["a"], "sentiment": ["x"], "n": [1]}), None, None) == (
+        "headline", "sentiment")
+    both = pd.DataFrame({"title": ["t"], "text": ["a"], "topic": ["x"], "label": ["y"]})
+    assert data.find_columns(both, None, None) == ("text", "label")
+
+
 def test_find_columns_two_text_candidates_is_ambiguous():
     expect_data_error(lambda: data.find_columns(frame_with("text", "sentence", "label"), None, None),
                       "more than one column could be the text: ['text', 'sentence']", "pass --text-col NAME")
@@ -189,8 +230,8 @@ def test_find_columns_two_label_candidates_is_ambiguous():
 
 
 def test_find_columns_without_a_label_lists_the_columns():
-    expect_data_error(lambda: data.find_columns(frame_with("text", "stars"), None, None),
-                      "cannot tell which column holds the label", "columns are ['text', 'stars']",
+    expect_data_error(lambda: data.find_columns(frame_with("text", "verdict"), None, None),
+                      "cannot tell which column holds the label", "columns are ['text', 'verdict']",
                       "pass --label-col NAME")
 
 
@@ -355,6 +396,11 @@ def test_prepare_whole_float_labels_become_class_names(tmp_path):
     assert path.read_text().count("1.0") == 10
     assert data.prepare(path).labels.names == ("0", "1")
     assert data.prepare(rows).labels.names == ("0", "1")
+
+
+def test_mixed_label_values_that_are_one_number_are_one_class():
+    labels = normalise(pd.Series([1, "1", 1.0, np.float64(2.0), " 2 ", None], dtype=object), "label")
+    assert labels.iloc[:5].tolist() == ["1", "1", "1", "2", "2"] and pd.isna(labels.iloc[5])
 
 
 def test_prepare_fractional_labels_say_bertfit_does_not_regress():

@@ -59,10 +59,19 @@ def test_split_with_only_a_validation_fraction():
     assert splits["validation"]["label"].value_counts().to_dict() == {"a": 5, "b": 5}
 
 
-def test_split_refuses_a_class_with_one_row():
+def test_a_class_with_one_row_is_kept_in_training_and_said(caplog):
     rows = labelled({"a": 10, "b": 10, "lonely": 1})
+    with caplog.at_level("WARNING", logger="bertfit"):
+        splits = stratified_split(rows, FRACTIONS, seed=0)
+    assert (splits["train"]["label"] == "lonely").sum() == 1
+    assert "lonely" not in set(splits["validation"]["label"]) | set(splits["test"]["label"])
+    assert "1 class(es) have a single row" in caplog.text and "never validated or tested" in caplog.text
+
+
+def test_split_refuses_a_label_column_where_every_class_has_one_row():
+    rows = labelled({f"id-{i}": 1 for i in range(8)})
     expect_data_error(lambda: stratified_split(rows, FRACTIONS, seed=0),
-                      "['lonely'] have a single row", "add rows, drop those classes")
+                      "every class has a single row (8 classes", "is the label column an id?", "--label-col")
 
 
 @pytest.mark.parametrize("case", range(30))

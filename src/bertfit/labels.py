@@ -42,7 +42,17 @@ def normalise(values: pd.Series, column: str) -> pd.Series:
                 "bertfit classifies, it does not regress: pass a column of class names or whole numbers"
             )
         return values.map(lambda v: str(int(v)) if pd.notna(v) else v)
-    return values.map(lambda v: v.strip() if isinstance(v, str) else (str(v) if pd.notna(v) else v))
+    return values.map(_name)
+
+
+def _name(value: object) -> object:
+    """One label of a mixed column as a class name: 1, 1.0 and '1' are one class; a gap stays missing."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float | np.floating) and not isinstance(value, bool) and np.isfinite(value) \
+            and float(value).is_integer():
+        return str(int(value))
+    return str(value) if pd.notna(value) else value
 
 
 def is_multi_label(values: pd.Series) -> bool:
@@ -119,13 +129,19 @@ class LabelSet:
     def encode(self, labels: Sequence[str], where: str = "the data") -> np.ndarray:
         """Map names to ids; a name the model does not know is an error naming it."""
         lookup = self.label2id
-        unknown = sorted({label for label in labels if label not in lookup}, key=_sort_key)
+        unknown = self.unknown(labels)
         if unknown:
             raise DataError(
                 f"{where} has label(s) {unknown[:5]} that the training split does not have "
                 f"(known: {list(self.names)[:10]}); remove those rows or add them to the training data"
             )
         return np.array([lookup[label] for label in labels], dtype=np.int64)
+
+    def unknown(self, labels: Iterable[str] | Iterable[tuple[str, ...]], known: Iterable[str] | None = None
+                ) -> list[str]:
+        """The names among ``labels`` (names, or tuples of names) not in ``known`` (this set's classes), sorted."""
+        names = {name for label in labels for name in (label if isinstance(label, tuple) else (label,))}
+        return sorted(names - set(self.label2id if known is None else known), key=_sort_key)
 
     def balance(self, labels: Iterable[str] | Iterable[tuple[str, ...]]) -> dict[str, int]:
         """Rows per class (multi-label: rows holding the label), in id order, zeros included."""

@@ -132,6 +132,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          pair_col=pair_col, label_sep=args.label_sep or classifier.record.label_sep,
                          multi_label=classifier.multi_label)
     pairs = rows["text_pair"].tolist() if pair_col else None
+    unknown, column = classifier.labels.unknown(rows["label"]), rows.attrs.get("label_col")
+    if unknown and column != trained_with[1] and len(unknown) == len(classifier.labels.unknown(rows["label"], ())):
+        raise DataError(f"none of the labels in column {column!r} of {args.data} is one this "
+                        f"model knows (e.g. {unknown[:3]}; known: {list(classifier.labels.names)[:10]}); pass "
+                        "--label-col with the column of class names")
     metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size,
                                   progress=not args.quiet, pairs=pairs)
     metrics["labels"] = list(classifier.labels.names)

@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 TEXT_CANDIDATES = ("text", "sentence", "content", "review", "comment", "message", "body", "document",
                    "utterance", "question", "query", "url", "tweet")
 LABEL_CANDIDATES = ("label", "labels", "class", "category", "target", "intent", "y")
+# Names looked for only when no candidate above is a column, so a file that named its columns clearly
+# never becomes ambiguous because it also has, say, a title.
+FALLBACK_CANDIDATES = {
+    "text": ("title", "headline", "description", "abstract", "article", "summary", "post", "sms", "email"),
+    "label": ("sentiment", "polarity", "emotion", "topic", "tag", "genre", "stars", "rating"),
+}
 # Sentence-pair data sets name their two texts in a few common ways (GLUE, SNLI, Quora, ...).
 PAIR_CANDIDATES = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"),
                    ("question1", "question2"), ("text", "text_pair"))
@@ -77,10 +83,15 @@ def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], rol
     if given is not None:
         if given in columns:
             return given
-        near = [c for c in columns if c.lower() == given.lower()]
+        padded = [c for c in columns if c.strip() == given.strip()]  # ' label ' in a header written by hand
+        if len(padded) == 1:
+            return padded[0]
+        near = [c for c in columns if c.strip().lower() == given.strip().lower()]
         hint = f"pass {flag} {near[0]}" if near else f"pass {flag} with one of them"
         raise DataError(f"{role} column {given!r} not found; columns are {columns}; {hint}")
-    matches = [c for name in candidates for c in columns if c.lower() == name]  # 'text' and 'Text': ambiguous
+    matches = [c for name in candidates for c in columns if c.strip().lower() == name]  # 'text', 'Text': ambiguous
+    if not matches:
+        matches = [c for name in FALLBACK_CANDIDATES.get(role, ()) for c in columns if c.strip().lower() == name]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:

@@ -54,6 +54,7 @@ def load_labelled(
         raise nothing_left(origin, len(frame), dropped, text, label)
     if any(dropped.values()):
         log.info("dropped from %s: %s", origin, {k: v for k, v in dropped.items() if v})
+    rows.attrs["label_col"] = label  # which column the labels came from, for an error about them
     return rows
 
 

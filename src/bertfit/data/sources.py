@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,29 @@ def _delimiter(path: Path) -> str:
     named_twice = sorted({name for name in header if header.count(name) > 1})
     if named_twice:
         raise DataError(f"{path} names column(s) {named_twice} more than once; rename them so each is unique")
+    _check_first_row(path, sep, len(header))
     return sep
+
+
+def _check_first_row(path: Path, sep: str, columns: int) -> None:
+    """Refuse a first row with more fields than the header: pandas would shift every column of the file.
+
+    (It takes the first field of such a row for an index, so texts land in the label column and the
+    rest of the file is read wrongly without a word.) Later rows with too many fields are refused by
+    the parser itself (:func:`unreadable` says which line).
+    """
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        next(reader, None)
+        first = next(reader, None)
+    if first is not None and len(first) > columns:
+        raise DataError(_too_many_fields(path, 2, columns, len(first), sep))
+
+
+def _too_many_fields(path: str | Path, line: int, expected: int, seen: int, sep: str) -> str:
+    name = {"\t": "a tab", ",": "a comma", ";": "a semicolon"}.get(sep, repr(sep))
+    return (f"{path} line {line} has {seen} fields but the header names {expected}: a text holding {name} must be "
+            'in double quotes ("like, this"), as spreadsheet exports write it; quote that field or fix the line')
 
 
 def _check_separated_by(path: Path, header_line: str, sep: str) -> None:
@@ -118,8 +141,12 @@ def read_delimited(path: Path, chunksize: int | None = None) -> Any:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    records = []
     check_text_file(path)
+    if path.suffix.lower() == ".json":
+        whole = _read_json_document(path)
+        if whole is not None:
+            return whole
+    records = []
     with path.open(encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not JSON
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -139,6 +166,35 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     if not records:
         raise DataError(f"{path} has no JSON lines; each line must be an object with a text and a label")
     return pd.DataFrame.from_records(records)
+
+
+def _read_json_document(path: Path) -> pd.DataFrame | None:
+    """A .json file that is one JSON document: an array of records, or an object of columns; None for JSON lines.
+
+    The shapes pandas and Hugging Face write: ``to_json(orient="records")`` (an array of objects),
+    ``{"text": [...], "label": [...]}`` (lists of one length) and pandas' default ``{"text": {"0": ...}}``.
+    """
+    with path.open(encoding="utf-8-sig") as handle:
+        content = handle.read()
+    try:
+        document = json.loads(content)
+    except json.JSONDecodeError:
+        return None  # JSON lines (several documents), or broken: the line reader names the line
+    if isinstance(document, list):
+        bad = next((i for i, item in enumerate(document) if not isinstance(item, dict)), None)
+        if bad is not None:
+            raise DataError(f"{path} is a JSON array whose item {bad} is a {type(document[bad]).__name__}, not an "
+                            'object; it must hold records such as {"text": "...", "label": "..."}')
+        if not document:
+            raise DataError(f"{path} is an empty JSON array; it needs records with a text and a label")
+        return pd.DataFrame.from_records(document)
+    if isinstance(document, dict) and document and all(isinstance(v, list | dict) for v in document.values()):
+        lengths = {len(v) for v in document.values()}
+        if len(lengths) > 1:
+            raise DataError(f"{path} is a JSON object of columns of different lengths ({sorted(lengths)}); "
+                            "every column needs one value per row")
+        return pd.DataFrame(document)
+    return None  # one object of plain values: a single JSON line
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -228,6 +284,11 @@ def unreadable(source: str | Path, err: UnicodeDecodeError | pd.errors.ParserErr
             f"{where} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
             "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         )
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+    if fields:
+        expected, line, seen = map(int, fields.groups())
+        sep = "\t" if str(source).lower().endswith(".tsv") else ","
+        return DataError(_too_many_fields(source, line, expected, seen, sep))
     return DataError(f"cannot parse {source} as a table ({first_line(err)}); check its delimiter and quoting")
 
 

@@ -9,10 +9,14 @@ reads files or knows of models.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from bertfit.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def stratified_split(rows: pd.DataFrame, fractions: dict[str, float], seed: int) -> dict[str, pd.DataFrame]:
@@ -24,13 +28,16 @@ def stratified_split(rows: pd.DataFrame, fractions: dict[str, float], seed: int)
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("train", *fractions)}
     strata = _multi_label_strata(rows["label"]) if _is_tuples(rows["label"]) else rows["label"]
-    too_small = strata.value_counts()
-    too_small = too_small[too_small < 2]
-    if len(too_small):
+    sizes = strata.value_counts()
+    single = [str(name) for name in sizes[sizes < 2].index if name != "\x00rare"]
+    if single and len(single) == len(sizes):
         raise DataError(
-            f"class(es) {list(too_small.index)[:5]} have a single row, too few to split by class; "
-            "add rows, drop those classes, or provide your own train/validation/test files"
+            f"every class has a single row ({len(single)} classes, e.g. {single[:3]}), so nothing can be split by "
+            "class or learnt; is the label column an id? pass --label-col with the column of class names"
         )
+    if single:  # each goes to training whole: learnt, but never validated or tested
+        log.warning("%d class(es) have a single row (e.g. %s): kept in training, never validated or tested; "
+                    "add rows of them for the scores to cover them", len(single), single[:5])
     for _, index in sorted(pd.DataFrame({"s": strata.to_numpy()}).groupby("s").indices.items()):
         index = rng.permutation(index)
         start = 0

@@ -51,16 +51,14 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from timing import alternate, measured_on
+from timing import SHARED, alternate, measured_on, quiet, shared_missing
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
 DATASETS = ("phishing", "sms-spam", "trec", "banking77", "goemotions", "mrpc", "bbc-news")
 FIRST_SEED = 42
 # bertfit 0.1's TrainConfig defaults (src/bertfit/config.py), every training setting written out.
@@ -303,13 +301,10 @@ def main() -> int:
         parser.error(f"unknown recipe(s) {unknown}; choose from {', '.join(ALL_RECIPES)}")
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
-    if not SHARED.is_dir():
-        print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
+    if shared_missing():
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    quiet()
     logging.getLogger("bertfit").setLevel(logging.INFO)  # per-epoch lines on stderr
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     seeds = [FIRST_SEED + i for i in range(args.seeds)]
     print(f"{measured_on()}; seeds {', '.join(map(str, seeds))}\n", flush=True)
     extra = {"precision": args.precision} if args.precision else {}

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 import tempfile
 import time
@@ -40,10 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from timing import measured_on
+from timing import SHARED, measured_on, quiet, shared_missing
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
 DATASETS = ("trec", "banking77", "sms-spam")
 
 
@@ -181,17 +178,14 @@ def main() -> int:
     parser.add_argument("--keep", help="also save each method's out-of-fold probabilities, the noisy labels and the "
                                        "planted rows to this folder (.npz), to study the flagging rule offline")
     args = parser.parse_args()
-    if not SHARED.is_dir():
-        print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
+    if shared_missing():
         return 0
     try:
         import cleanlab  # noqa: F401
     except ImportError:
         print("skipped: the cleanlab reference is not installed (pip install cleanlab; bench-only, AGPL)")
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet()
     print(measured_on(), flush=True)
     rows = []
     for name in args.datasets.split(","):

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from timing import SHARED, quiet, shared_missing
+
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
 DATASETS = ("phishing", "banking77")
 
 
@@ -177,13 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="no training: time again the folders a --keep run left in each TEACHER_DIR given as "
                              "the --keep folder (for a quiet machine), and print the table")
     args = parser.parse_args(argv)
-    if not SHARED.is_dir():
-        print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
+    if shared_missing():
         return 0
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
-    for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_OFFLINE", "1"),
-                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
-        os.environ.setdefault(key, value)
+    quiet()
     layers = [int(n) for n in args.layers.split(",")]
     rows = []
     if args.remeasure:

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -43,10 +41,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from timing import measured_on
+from timing import SHARED, measured_on, quiet, shared_missing
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
 SIZES = {"trec": (8, 16, 32, 64), "sms-spam": (8, 16, 32, 64), "banking77": (8, 16)}
 RECIPES = ("tfidf", "finetune", "contrastive", "setfit")
 FIRST_SEED = 42
@@ -204,8 +201,7 @@ def main() -> int:
     if args.table:
         print(table(with_auto(saved(Path(args.table)))))
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet()
     names = [name.strip() for name in args.datasets.split(",") if name.strip()]
     recipes = [name.strip() for name in args.recipes.split(",") if name.strip()]
     unknown = [r for r in recipes if r not in RECIPES] + [n for n in names if n not in SIZES]
@@ -213,8 +209,7 @@ def main() -> int:
         print(f"error: unknown {unknown}; recipes: {', '.join(RECIPES)}; data sets: {', '.join(SIZES)}",
               file=sys.stderr)
         return 2
-    if not SHARED.is_dir():
-        print(f"skipped: no shared data sets at {SHARED} (set BERTFIT_SHARED)", file=sys.stderr)
+    if shared_missing():
         return 0
     if "setfit" in recipes:
         try:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -48,10 +47,9 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from timing import alternate, measured_on, spread, summary
+from timing import SHARED, alternate, measured_on, quiet, spread, summary
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
 DATASETS = ("phishing", "banking77")
 WARM_UP = 8  # texts in each path's untimed warm-up call
 TARGETS = {"fp32": 1.5, "int8": 2.0}  # bertfit's path over the fastest pipeline setting, ratio of median texts/s
@@ -321,10 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.batch_size < 1 or (args.rows is not None and args.rows < 1):
         parser.error("--repeats, --batch-size and --rows must be at least 1")
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet()
     print(measured_on())
     print(f"{versions()}; batch {args.batch_size}; {args.repeats} timed runs per path in alternating order "
           f"after one warm-up; texts/s: median and min-max")

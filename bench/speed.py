@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
-import os
 import statistics
 import sys
 import time
@@ -48,10 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from timing import alternate, measured_on, summary
+from timing import SHARED, alternate, measured_on, quiet, summary
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
 # Trainer's defaults for what the recipes leave unsaid (no warm-up, no weight decay), stated for both runs:
 # bertfit's own defaults (10% warm-up, 0.01 decay) would make B a different recipe.
 TRAINER_DEFAULTS = {"warmup_ratio": 0.0, "weight_decay": 0.0}
@@ -261,9 +258,7 @@ def main() -> int:
     if not (SHARED / args.dataset).is_dir():
         print(f"skipped: {SHARED / args.dataset} not found (set BERTFIT_SHARED to the folder holding datasets/)")
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet()
     import torch
 
     from bertfit.backends import cpu_has_bf16

@@ -10,22 +10,27 @@ touches every path alike:
 
 Figures are then reported as the median with the min-max beside it, and paths are compared by the
 ratio of their medians. ``measured_on()`` gives the git commit (``+dirty`` when the work tree has
-changes) and the CPU, so a table copied into the README can say where it came from. This module
-only orders and summarises; it runs and times nothing itself.
+changes) and the CPU, so a table copied into the README can say where it came from. ``SHARED``,
+``shared_missing()`` and ``quiet()`` are what every benchmark starts with: where the public data
+sets are (never in this repository), the line that skips without them, and logs kept to warnings.
+This module only orders and summarises; it runs and times nothing itself.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import statistics
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("BERTFIT_SHARED", REPO.parent / "shared")) / "datasets"
 # CPU features that decide how fast int8 and bf16 matmuls run, as /proc/cpuinfo names them
 FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
@@ -90,3 +95,19 @@ def machine() -> str:
 def measured_on() -> str:
     """One line for the top of a benchmark's output: commit and machine."""
     return f"commit {commit()}; machine: {machine()}"
+
+
+def shared_missing() -> bool:
+    """True, after printing the line that says the run is skipped, when the shared data sets are absent."""
+    if SHARED.is_dir():
+        return False
+    print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
+    return True
+
+
+def quiet() -> None:
+    """Warnings on stderr, one line each; offline, no download bars, transformers' errors only."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_OFFLINE", "1"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(key, value)

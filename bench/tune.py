@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -30,10 +28,9 @@ import time
 from pathlib import Path
 
 from accuracy import load
-from timing import measured_on
+from timing import measured_on, quiet, shared_missing
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("BERTFIT_SHARED", HERE.parent.parent / "shared")) / "datasets"
 DATASETS = ("trec", "banking77", "mrpc", "phishing")
 FIRST_SEED = 42
 
@@ -99,16 +96,14 @@ def main() -> int:
     parser.add_argument("--train-rows", type=int, help="a sample of this many training rows (random_state 0)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
-    if not SHARED.is_dir():
-        print(f"skipped: {SHARED} not found (set BERTFIT_SHARED to the folder holding datasets/)")
+    if shared_missing():
         return 0
     try:
         import optuna  # noqa: F401
     except ImportError:
         print("skipped: optuna is not installed (pip install 'bertfit[tune]')")
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet()
     print(measured_on(), flush=True)
     rows = [run(name, args.train_rows, args.default_seeds, args.runs) for name in args.datasets.split(",")]
     print(table(rows))

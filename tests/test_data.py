@@ -206,6 +206,17 @@ def test_find_columns_missing_flag_names_columns_and_near_miss(text_col, label_c
     expect_data_error(lambda: data.find_columns(frame_with("Text", "Label"), text_col, label_col), *fragments)
 
 
+@pytest.mark.parametrize(("columns", "expected"), [
+    (["sentence1", "sentence2", "label"], ("sentence1", "sentence2")),  # MRPC, RTE
+    (["premise", "hypothesis", "label"], ("premise", "hypothesis")),  # SNLI, MNLI
+    (["idx", "question", "sentence", "label"], ("question", "sentence")),  # QNLI
+    (["question", "passage", "answer"], ("question", "passage")),  # BoolQ
+    (["text", "label"], None),
+])
+def test_pair_columns_are_found_by_their_usual_names(columns, expected):
+    assert data.find_pair_columns(frame_with(*columns), None, None) == expected
+
+
 def test_find_columns_reads_past_spaces_around_header_names():
     frame = pd.DataFrame({" text ": ["a"], " Label": ["x"]})
     assert data.find_columns(frame, None, None) == (" text ", " Label")

@@ -37,9 +37,10 @@ FALLBACK_CANDIDATES = {
     "text": ("title", "headline", "description", "abstract", "article", "summary", "post", "sms", "email"),
     "label": ("sentiment", "polarity", "emotion", "topic", "tag", "genre", "stars", "rating"),
 }
-# Sentence-pair data sets name their two texts in a few common ways (GLUE, SNLI, Quora, ...).
+# Sentence-pair data sets name their two texts in a few common ways (GLUE, SNLI, Quora, QNLI, BoolQ, ...).
 PAIR_CANDIDATES = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"),
-                   ("question1", "question2"), ("text", "text_pair"))
+                   ("question1", "question2"), ("question", "sentence"), ("question", "passage"),
+                   ("text", "text_pair"))
 IMBALANCE_SHARE = 0.05  # a smallest class below this share of training rows gets a warning
 # Longer than any document worth classifying whole (a novel is ~500,000); a text this long is nearly
 # always an unclosed quote that swallowed the rest of the file.

@@ -415,6 +415,8 @@ CASES = [
                  id="predict-model-missing-weights"),
     pytest.param(Case("predict", predicts_with(newer_format), ("format 99", "newer"), ("pip install -U bertfit",)),
                  id="predict-model-newer-format"),
+    pytest.param(Case("predict", lambda folder, models: [models.tiny, "hello"], ("base model with no classification "
+                      "head", "classifier."), ("bertfit train DATA --model",)), id="predict-with-a-base-model"),
     pytest.param(Case("predict", lambda folder, models: [folder / "no-model", "hello"], ("not found",),
                       ("bertfit train",)), id="predict-model-not-found"),
     pytest.param(Case("predict", predicts("new.csv", "id,stars\n1,5\n2,3\n"),

@@ -29,6 +29,8 @@ from bertfit.errors import ModelLoadError, UsageError
 BACKENDS = ("auto", "torch", "onnx")
 ONNX_FILE = "model.onnx"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# A classification head's modules in transformers' models (BERT: classifier; DistilBERT: pre_classifier too).
+HEAD_MODULES = frozenset({"classifier", "pre_classifier", "score"})
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
@@ -85,10 +87,16 @@ class TorchBackend:
                 "copy the whole folder again or retrain"
             )
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+            model, loading = AutoModelForSequenceClassification.from_pretrained(str(folder), output_loading_info=True)
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except Exception as err:  # noqa: BLE001 - safetensors, tokenizers and json each raise their own kinds
             raise damaged(folder, err) from None
+        untrained = sorted(key for key in loading["missing_keys"] if key.split(".")[0] in HEAD_MODULES)
+        if untrained:  # transformers made a random head: its labels would be noise
+            raise ModelLoadError(
+                f"{folder} is a base model with no classification head (its weights lack {untrained[0]}), so its "
+                f"predictions would be random; train a classifier from it first: bertfit train DATA --model {folder}"
+            )
         if labels is not None and model.config.num_labels != len(labels):
             raise ModelLoadError(f"{folder}: the weights answer {model.config.num_labels} classes but bertfit.json "
                                  f"names {len(labels)} labels; the folder mixes two models: copy it again whole")

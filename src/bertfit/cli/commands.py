@@ -133,7 +133,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          multi_label=classifier.multi_label)
     pairs = rows["text_pair"].tolist() if pair_col else None
     unknown, column = classifier.labels.unknown(rows["label"]), rows.attrs.get("label_col")
-    if unknown and column != trained_with[1] and len(unknown) == len(classifier.labels.unknown(rows["label"], ())):
+    none_known = len(unknown) == len(classifier.labels.unknown(rows["label"], ()))
+    if unknown and none_known and trained_with[1] not in (None, column):  # a guessed column, not the model's
         raise DataError(f"none of the labels in column {column!r} of {args.data} is one this "
                         f"model knows (e.g. {unknown[:3]}; known: {list(classifier.labels.names)[:10]}); pass "
                         "--label-col with the column of class names")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from bertfit.backends import HEAD_MODULES
 from bertfit.data.cleaning import PreparedData
 from bertfit.encoding import encode
 from bertfit.errors import UsageError
@@ -113,7 +114,6 @@ class LengthBuckets(torch.utils.data.Sampler):
             yield from batch.tolist()
 
 
-HEAD_MODULES = {"classifier", "pre_classifier", "score"}  # a new classification head's modules in transformers' models
 
 
 class ClassifierTrainer(Trainer):

@@ -88,6 +88,12 @@ def test_json_documents_read_like_json_lines(tmp_path, content):
     assert data.read_table(path).to_dict("records") == [{"text": "hi", "label": "a"}, {"text": "yo", "label": "b"}]
 
 
+def test_a_first_text_longer_than_the_csv_modules_field_limit_is_read(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text(f"text,label\n{'word ' * 40_000},a\nshort,b\n", encoding="utf-8")
+    assert data.read_table(path)["label"].tolist() == ["a", "b"]
+
+
 def test_a_trailing_empty_field_on_every_row_is_not_a_shifted_column(tmp_path):
     path = tmp_path / "trailing.csv"
     path.write_text("text,label,\nhi,a,\nyo,b,\n", encoding="utf-8")

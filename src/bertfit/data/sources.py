@@ -104,8 +104,11 @@ def _check_first_row(path: Path, sep: str, columns: int) -> None:
     """
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter=sep)
-        next(reader, None)
-        first = next(reader, None)
+        try:
+            next(reader, None)
+            first = next(reader, None)
+        except csv.Error:  # a field past the csv module's size limit: pandas reads it, and judges the row
+            return
     if first is not None and len(first) > columns:
         raise DataError(_too_many_fields(path, 2, columns, len(first), sep))
 

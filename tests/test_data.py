@@ -415,6 +415,15 @@ def test_prepare_whole_float_labels_become_class_names(tmp_path):
     assert data.prepare(rows).labels.names == ("0", "1")
 
 
+def test_labels_differing_only_in_case_stay_apart_with_a_warning(caplog):
+    frame = pd.DataFrame({"text": [f"text {i}" for i in range(30)],
+                          "label": ["Spam", "spam", "ham"] * 10})
+    with caplog.at_level("WARNING", logger="bertfit"):
+        prepared = data.prepare(frame)
+    assert list(prepared.labels.names) == ["Spam", "ham", "spam"]
+    assert "differ only in case or spacing" in caplog.text and "'Spam' / 'spam'" in caplog.text
+
+
 def test_mixed_label_values_that_are_one_number_are_one_class():
     labels = normalise(pd.Series([1, "1", 1.0, np.float64(2.0), " 2 ", None], dtype=object), "label")
     assert labels.iloc[:5].tolist() == ["1", "1", "1", "2", "2"] and pd.isna(labels.iloc[5])

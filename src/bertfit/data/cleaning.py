@@ -259,6 +259,7 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
     for line in describe(report):
         log.info(line)
     _warn_if_imbalanced(report["class_balance"]["train"], len(cleaned["train"]))
+    _warn_if_names_differ_by_case(labels.names)
     return PreparedData(cleaned["train"], cleaned["validation"], cleaned["test"], labels,
                         text_col, label_col, report, pair_col, multi_label)
 
@@ -288,6 +289,18 @@ def _warn_if_imbalanced(balance: dict[str, int], rows: int) -> None:
     if count < IMBALANCE_SHARE * rows:
         log.warning("imbalanced classes: %r is %d of %d training rows (%.1f%%); watch macro F1 and recall, "
                     "and consider --class-weights balanced", name, count, rows, 100 * count / rows)
+
+
+def _warn_if_names_differ_by_case(names: list[str]) -> None:
+    """Labels that differ only in case or spacing ('Spam', 'spam') are two classes: say so, change nothing."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(" ".join(name.casefold().split()), []).append(name)
+    alike = [group for group in groups.values() if len(group) > 1]
+    if alike:
+        shown = "; ".join(" / ".join(map(repr, group)) for group in alike[:5])
+        log.warning("labels that differ only in case or spacing are separate classes: %s; if each group is one "
+                    "class, write its label one way in the data", shown)
 
 
 def describe(report: dict[str, Any]) -> list[str]:

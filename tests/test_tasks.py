@@ -137,6 +137,27 @@ def test_unknown_label_in_test_is_an_error(tmp_path):
         prepare(folder)
 
 
+def test_threshold_tuning_raises_micro_f1_above_each_labels_own_best_cut():
+    """A rare label's own-F1 cut is low and its false positives cost micro F1; the micro-F1 cuts avoid that."""
+    rng = np.random.default_rng(1)
+    y = np.zeros((1000, 2), dtype=int)
+    y[:, 0] = rng.random(1000) < 0.4  # common label, well separated
+    y[:, 1] = rng.random(1000) < 0.02  # rare label, its scores overlapping the negatives'
+    rare_negatives = np.where(rng.random(1000) < 0.9, rng.uniform(0, 0.2, 1000), rng.uniform(0.2, 0.4, 1000))
+    proba = np.stack([np.where(y[:, 0] == 1, rng.uniform(0.55, 1, 1000), rng.uniform(0, 0.45, 1000)),
+                      np.where(y[:, 1] == 1, rng.uniform(0.2, 0.4, 1000), rare_negatives)], axis=1)
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+    def own_f1(k: int, cut: float) -> float:
+        called = proba[:, k] >= cut
+        return 2 * (called & (y[:, k] == 1)).sum() / (called.sum() + y[:, k].sum())
+
+    own = np.array([max(grid, key=lambda cut: own_f1(k, cut)) for k in range(2)])  # as bertfit chose them before
+    tuned = tune_thresholds(y, proba)
+    assert tuned[1] > own[1]
+    assert multilabel_metrics(y, proba, tuned)["f1_micro"] > multilabel_metrics(y, proba, own)["f1_micro"]
+
+
 def test_threshold_tuning_finds_each_labels_best_cut():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, size=(400, 2))

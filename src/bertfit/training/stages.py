@@ -270,12 +270,12 @@ def split_targets(prepared: PreparedData, split: str) -> np.ndarray:
 
 
 def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.ndarray, config: TrainConfig) -> None:
-    """Multi-label: per-label thresholds with the best validation F1. Single-label: temperature scaling."""
+    """Multi-label: per-label thresholds with the best validation micro F1. Single-label: temperature scaling."""
     record = classifier.record
     if classifier.multi_label:
         thresholds = tune_thresholds(targets, classifier.probabilities(logits))
         record.thresholds = [float(t) for t in thresholds]
-        log.info("thresholds tuned on validation (F1 per label): %s",
+        log.info("thresholds tuned on validation (for micro F1): %s",
                  dict(zip(classifier.labels.names[:8], record.thresholds[:8], strict=False)))
     elif config.calibrate:
         temperature, before, after, fallback = choose_temperature(logits, targets)

@@ -49,8 +49,7 @@ def _name(value: object) -> object:
     """One label of a mixed column as a class name: 1, 1.0 and '1' are one class; a gap stays missing."""
     if isinstance(value, str):
         return value.strip()
-    if isinstance(value, float | np.floating) and not isinstance(value, bool) and np.isfinite(value) \
-            and float(value).is_integer():
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
         return str(int(value))
     return str(value) if pd.notna(value) else value
 
@@ -76,8 +75,7 @@ def normalise_multi(values: pd.Series, column: str, sep: str | None) -> pd.Serie
             if pd.isna(value):
                 return np.nan
             value = [value]
-        names = {str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip() for v in value
-                 if v is not None and not (isinstance(v, float) and np.isnan(v))}
+        names = {str(_name(v)).strip() for v in value if v is not None and not (isinstance(v, float) and np.isnan(v))}
         names.discard("")
         if not names:
             raise DataError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -275,13 +276,27 @@ def _read_json(file: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags as /proc/cpuinfo names them (empty where there is none to read)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return {flag for line in lines if line.startswith("flags") for flag in line.partition(":")[2].split()}
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has VNNI (AVX512-VNNI or AVX-VNNI) for int8 dot products.
+
+    Without it onnxruntime multiplies u8 x s8 with an instruction whose 16-bit sums can saturate,
+    which int8 weights at full range trip over; 7-bit weights (``reduce_range``) stay clear of it.
+    """
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni"}) or platform.machine().lower() not in ("x86_64", "amd64")
 
 
 def resolve_precision(requested: str) -> str:

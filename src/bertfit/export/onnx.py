@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.backends import ONNX_FILE, WEIGHT_FILES
+from bertfit.backends import ONNX_FILE, WEIGHT_FILES, cpu_has_vnni
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.environment import require, versions
 from bertfit.errors import BertfitError, UsageError
@@ -98,6 +98,8 @@ def export(
         record = {"format": "onnx", "quantize": quantize, "source": folder.resolve().name, "opset": opset,
                   "inputs": inputs, "outputs": ["logits"], "exporter": "torch.onnx.export (dynamo)",
                   "versions": versions("torch", "onnx", "onnxscript", "onnxruntime", machine=False)}
+        if quantize:
+            record["weight_bits"] = 8 if cpu_has_vnni() else 7  # 7: reduce_range, for x86 without VNNI
         _write_beside(classifier, folder, staging, record)
         check = compare(classifier, staging, rows, batch_size)
         record["check"] = check
@@ -196,6 +198,7 @@ def quantize_int8(path: Path, embeddings_4bit: bool = False) -> None:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    reduce_range = not cpu_has_vnni()  # x86 without VNNI: 7-bit weights, clear of u8 x s8 saturation
     fp32 = path.with_name("model.fp32.onnx")
     path.rename(fp32)
     for data in path.parent.glob(f"{ONNX_FILE}.data"):  # external weights travel with their graph
@@ -207,10 +210,11 @@ def quantize_int8(path: Path, embeddings_4bit: bool = False) -> None:
     root.setLevel(logging.ERROR)
     try:
         if embeddings_4bit:
-            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                             reduce_range=reduce_range)
             _embeddings_to_4bit(path)
         else:
-            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, reduce_range=reduce_range)
     except Exception as err:  # noqa: BLE001 - the quantizer raises many kinds; one line says which
         raise ExportError(f"onnxruntime could not quantize this model ({type(err).__name__}: {err}); "
                           "export without --quantize") from err

@@ -309,11 +309,13 @@ def test_a_client_that_leaves_before_its_answer_is_not_scored():
 
 
 def test_a_request_the_model_fails_on_fails_alone_not_its_batch():
-    classifier = fake_classifier(delay=0.5, fails_on="crash")
+    # The model is busy for 1 s a batch, long enough for the five to queue behind it even on a loaded machine
+    # (at 0.5 s a full test run on 2 cores once let them arrive one by one).
+    classifier = fake_classifier(delay=1.0, fails_on="crash")
     with LiveServer(create_app(classifier, ServeConfig(max_wait_ms=1, parallel_batches=1))) as live:  # one model, busy
         busy = threading.Thread(target=post, args=(live.url, {"texts": ["refund"]}))
         busy.start()
-        time.sleep(0.1)
+        time.sleep(0.2)
         bodies = [{"texts": [word]} for word in ("buy", "invoice", "crash", "quote", "error")]  # one batch, next
         answers = run_all([functools.partial(request, live.url, "/predict", json.dumps(b).encode()) for b in bodies],
                           clients=len(bodies))

@@ -424,6 +424,12 @@ def test_labels_differing_only_in_case_stay_apart_with_a_warning(caplog):
     assert "differ only in case or spacing" in caplog.text and "'Spam' / 'spam'" in caplog.text
 
 
+def test_a_list_inside_a_label_list_is_named_not_a_crash():  # found by hypothesis: {"label": [[]]}
+    from bertfit.labels import normalise_multi
+
+    assert normalise_multi(pd.Series([[[]], ["a", 1.0]], dtype=object), "label", None).tolist() == [("[]",), ("1", "a")]
+
+
 def test_mixed_label_values_that_are_one_number_are_one_class():
     labels = normalise(pd.Series([1, "1", 1.0, np.float64(2.0), " 2 ", None], dtype=object), "label")
     assert labels.iloc[:5].tolist() == ["1", "1", "1", "2", "2"] and pd.isna(labels.iloc[5])

@@ -49,6 +49,8 @@ def _name(value: object) -> object:
     """One label of a mixed column as a class name: 1, 1.0 and '1' are one class; a gap stays missing."""
     if isinstance(value, str):
         return value.strip()
+    if not pd.api.types.is_scalar(value):  # a list inside a list of labels: its text, as any other odd value
+        return str(value)
     if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
         return str(int(value))
     return str(value) if pd.notna(value) else value

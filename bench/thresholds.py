@@ -15,9 +15,8 @@ import sys
 
 import numpy as np
 
+from bertfit.metrics import THRESHOLD_GRID as GRID
 from timing import measured_on, quiet, shared_missing
-
-GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 
 def own_f1_cuts(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:

@@ -56,6 +56,11 @@ def _name(value: object) -> object:
     return str(value) if pd.notna(value) else value
 
 
+def label_names(labels: Iterable[str] | Iterable[tuple[str, ...]]) -> set[str]:
+    """Every class name in a column of names, or of tuples of names (multi-label)."""
+    return {name for label in labels for name in (label if isinstance(label, tuple) else (label,))}
+
+
 def is_multi_label(values: pd.Series) -> bool:
     """A label column is multi-label when its values are lists (JSON arrays, Parquet lists)."""
     return bool(values.map(lambda v: isinstance(v, list | tuple | np.ndarray)).any())
@@ -137,11 +142,9 @@ class LabelSet:
             )
         return np.array([lookup[label] for label in labels], dtype=np.int64)
 
-    def unknown(self, labels: Iterable[str] | Iterable[tuple[str, ...]], known: Iterable[str] | None = None
-                ) -> list[str]:
-        """The names among ``labels`` (names, or tuples of names) not in ``known`` (this set's classes), sorted."""
-        names = {name for label in labels for name in (label if isinstance(label, tuple) else (label,))}
-        return sorted(names - set(self.label2id if known is None else known), key=_sort_key)
+    def unknown(self, labels: Iterable[str] | Iterable[tuple[str, ...]]) -> list[str]:
+        """The names among ``labels`` (names, or tuples of names) that are not classes of this set, sorted."""
+        return sorted(label_names(labels) - set(self.label2id), key=_sort_key)
 
     def balance(self, labels: Iterable[str] | Iterable[tuple[str, ...]]) -> dict[str, int]:
         """Rows per class (multi-label: rows holding the label), in id order, zeros included."""

@@ -84,6 +84,9 @@ def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, thresholds: np.nda
     return result
 
 
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # the cuts a multi-label threshold is chosen from
+
+
 def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, grid: np.ndarray | None = None) -> np.ndarray:
     """Per-label probability cuts with the best micro F1 on these rows, the multi-label headline metric.
 
@@ -93,7 +96,7 @@ def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, grid: np.ndarray | No
     rows and sets their cuts low, and the false positives that buys cost micro F1: on goemotions it
     was 2-3 points lower on test (bench/accuracy.py; README, Accuracy).
     """
-    grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
+    grid = THRESHOLD_GRID if grid is None else grid
     y_true = np.asarray(y_true).astype(bool)
     proba = np.asarray(proba, dtype=np.float64)
     # per label and cut: true positives and predicted positives, (labels, grid); a label at a time keeps memory small

@@ -122,6 +122,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from bertfit.data.reading import load_labelled
+    from bertfit.labels import label_names
     from bertfit.model import TextClassifier
 
     _check_batch_size(args.batch_size)
@@ -133,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          multi_label=classifier.multi_label)
     pairs = rows["text_pair"].tolist() if pair_col else None
     unknown, column = classifier.labels.unknown(rows["label"]), rows.attrs.get("label_col")
-    none_known = len(unknown) == len(classifier.labels.unknown(rows["label"], ()))
+    none_known = len(unknown) == len(label_names(rows["label"]))
     if unknown and none_known and trained_with[1] not in (None, column):  # a guessed column, not the model's
         raise DataError(f"none of the labels in column {column!r} of {args.data} is one this "
                         f"model knows (e.g. {unknown[:3]}; known: {list(classifier.labels.names)[:10]}); pass "

@@ -47,7 +47,8 @@ def dataset_for(teacher_dir: Path) -> Path | None:
     from bertfit.data.reading import load_labelled
     from bertfit.folder import read_meta
 
-    wanted = {str(label) for label in (read_meta(teacher_dir) or {}).get("labels", [])}
+    meta = read_meta(teacher_dir)  # None for a plain Hugging Face folder
+    wanted = {str(label) for label in (meta.labels if meta else [])}
     for name in DATASETS:
         files = sorted((SHARED / name).glob("test.*"))
         if files and {str(label) for label in load_labelled(files[0], None, None)["label"]} == wanted:

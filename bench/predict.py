@@ -62,8 +62,8 @@ def rows_for(model_dir: Path, names: list[str], limit: int | None) -> list[tuple
     from bertfit.data.reading import load_labelled
     from bertfit.folder import read_meta
 
-    meta = read_meta(model_dir) or {}
-    wanted = {str(label) for label in meta.get("labels", [])}
+    meta = read_meta(model_dir)  # None for a plain Hugging Face folder
+    wanted = {str(label) for label in (meta.labels if meta else [])}
     found = []
     for name in names:
         folder = SHARED / name
@@ -77,9 +77,9 @@ def rows_for(model_dir: Path, names: list[str], limit: int | None) -> list[tuple
             continue
         found.append((name, files[0], rows))
     if not found and (model_dir / "test.jsonl").exists():
-        pair = meta.get("text_pair_col")
+        pair = meta.text_pair_col if meta else None
         rows = load_labelled(model_dir / "test.jsonl", "text", "label", pair_col="text_pair" if pair else None,
-                             multi_label=meta.get("task") == "multi_label")
+                             multi_label=meta is not None and meta.task == "multi_label")
         found.append((f"{model_dir.name} test.jsonl", model_dir / "test.jsonl", rows))
     out = []
     for name, file, rows in found:
@@ -191,11 +191,13 @@ def bench_model(model_dir: Path, names: list[str], limit: int | None, batch_size
 
 
 def bench_ray(model_dir: Path, names: list[str], limit: int | None, batch_size: int, repeats: int,
-              workdir: Path) -> list[dict]:
+              workdir: Path, at_least: int) -> list[dict]:
     """--engine ray: files of texts scored by `predict --engine ray` against plain predict on this machine.
 
     Both read the same four Parquet files and write one JSON-lines file per input with the same
     records; Ray runs already (a cluster users have): its start is not timed, its actors' start is.
+    A test split of fewer than ``at_least`` rows is repeated up to that many, so that the actors'
+    start (a few seconds, once per run) weighs as it would on a file of that size.
     """
     import pandas as pd
     import ray
@@ -210,6 +212,7 @@ def bench_ray(model_dir: Path, names: list[str], limit: int | None, batch_size: 
     for name, _, texts, _, pairs in rows_for(model_dir, names, limit):
         if pairs is not None:
             continue
+        texts = (texts * -(-at_least // len(texts)))[:max(at_least, len(texts))]
         inputs, outputs = workdir / f"ray-{name}-in", workdir / f"ray-{name}-out"
         inputs.mkdir()
         for part in range(4):
@@ -314,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch of the batched pipeline settings and of bertfit (default 64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path, alternating (default 3)")
     parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument("--ray-rows", type=int, default=4000,
+                        help="--engine ray: repeat a shorter test split up to this many rows (default 4000)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="ray: files scored by `predict --engine ray` against plain predict (pip install ray)")
     args = parser.parse_args(argv)
@@ -329,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bertfit-bench-ray-") as workdir:
             for model_dir in args.model_dirs:
                 results += bench_ray(Path(model_dir), args.datasets.split(","), args.rows, args.batch_size,
-                                     args.repeats, Path(workdir))
+                                     args.repeats, Path(workdir), args.ray_rows)
         print(ray_table(results) if results else "nothing was measured (see the messages above)")
         return 0
     with tempfile.TemporaryDirectory(prefix="bertfit-bench-predict-") as workdir:

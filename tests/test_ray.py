@@ -117,3 +117,17 @@ def test_cli_engine_ray_prints_one_json_summary(trained_dir, inputs, tmp_path, c
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == len(parts[0])
     code = main(["predict", str(trained_dir), "some text", "--engine", "ray", "--quiet"])
     assert code != 0 and "--engine ray scores files" in capsys.readouterr().err
+
+
+def test_a_file_without_rows_gets_an_empty_output_and_a_path_column_is_not_read_as_text(trained_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    # Ray Data names each row's file under "path": a column of that name in the data is shadowed by it.
+    pd.DataFrame({"path": ["/a/b", "/c"], "body": ["one text", "another"]}).to_parquet(folder / "a.parquet")
+    pd.DataFrame({"path": pd.Series([], dtype=str), "body": pd.Series([], dtype=str)}).to_parquet(folder / "b.parquet")
+    summary = predict_files(trained_dir, folder, tmp_path / "out", text_col="body")
+    assert summary["rows"] == 2 and (tmp_path / "out" / "b.jsonl").read_text() == ""
+    assert [r["text"] for r in _read(tmp_path / "out" / "a.jsonl")] == ["one text", "another"]
+    with pytest.raises(UsageError, match="cannot read a text column named 'path'"):
+        predict_files(trained_dir, folder, tmp_path / "out2", text_col="path")
+    assert not (tmp_path / "out2").exists()

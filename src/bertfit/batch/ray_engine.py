@@ -12,6 +12,7 @@ so the same texts give the same labels and probabilities as ``bertfit predict``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -22,13 +23,15 @@ import pandas as pd
 
 from bertfit.data.cleaning import TEXT_CANDIDATES, pick
 from bertfit.environment import require
-from bertfit.errors import DataError, UsageError
+from bertfit.errors import DataError, OutputError, UsageError
+from bertfit.folder import read_meta
 from bertfit.staging import check_file, staged_file
 
 log = logging.getLogger(__name__)
 
 READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".jsonl": "read_json", ".json": "read_json"}
 ID = "id"  # the row's position in its input file
+PATH = "path"  # Ray Data's column naming the input file of a row (include_paths)
 
 
 def input_files(pattern: str | Path | list) -> list[Path]:
@@ -70,7 +73,8 @@ class Scorer:
         texts = _strings(batch[self.text_col])
         pairs = _strings(batch[self.pair_col]) if self.pair_col else None
         records = self.classifier.predict_records(texts, self.batch_size, pairs=pairs, threshold=self.threshold)
-        return pd.DataFrame({"record": [json.dumps(r, ensure_ascii=False) for r in records]})
+        return pd.DataFrame({PATH: batch[PATH].to_numpy(),
+                             "record": [json.dumps(r, ensure_ascii=False) for r in records]})
 
 
 def _strings(column: pd.Series) -> list[str]:
@@ -78,37 +82,48 @@ def _strings(column: pd.Series) -> list[str]:
     return ["" if value is None or pd.isna(value) else str(value) for value in column]  # None, NaN, pd.NA
 
 
-def predict_dataset(model_dir: str | Path, source: str | Path, *, text_col: str | None = None,
+def predict_dataset(model_dir: str | Path, source: str | Path | list, *, text_col: str | None = None,
                     pair_col: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
                     batch_size: int = 64, backend: str = "auto", threshold: float | None = None) -> Any:
-    """One input file scored on Ray: a Dataset with one column, ``record`` (predict's JSON for each row).
+    """Input files scored on Ray: a Dataset with the columns ``path`` (the input file) and ``record``.
 
-    Ray must be running (``ray.init``). The dataset keeps the input's row order: this sets Ray Data's
-    ``preserve_order`` (the i-th record read is the i-th input row).
+    ``source``: one file, or a list of files of one format; ``record`` is predict's JSON for the row.
+    Ray must be running (``ray.init``). The dataset keeps the inputs' order, file by file and row by
+    row: this sets Ray Data's ``preserve_order``. One pool of actors serves every file.
     """
     import ray
 
-    from bertfit.model import TextClassifier
-
-    path = Path(source)
+    paths = [Path(p).resolve() for p in (source if isinstance(source, list | tuple) else [source])]
+    formats = {READERS[p.suffix.lower()] for p in paths}
+    if len(formats) > 1:
+        raise UsageError(f"predict_dataset reads files of one format at a time, got {sorted(formats)}")
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    dataset = getattr(ray.data, READERS[path.suffix.lower()])(str(path))
-    columns = list(dataset.schema().names)
-    meta = TextClassifier.from_pretrained(model_dir, backend=backend, threads=1)  # its columns, read here once
-    saved = meta.record.text_col if meta.record.text_col in columns else None
+    dataset = getattr(ray.data, formats.pop())([str(p) for p in paths], include_paths=True)
+    columns = [name for name in dataset.schema().names if name != PATH]
+    meta = read_meta(Path(model_dir))  # its columns (None: a plain Hugging Face folder); the actors load the model
+    if PATH in (text_col or (meta.text_col if meta is not None else None), pair_col):
+        raise UsageError(f"--engine ray cannot read a text column named {PATH!r}: Ray Data puts each row's file "
+                         f"name under that name; rename the column, or score the files with plain bertfit predict")
+    saved = meta.text_col if meta is not None and meta.text_col in columns else None
     text = pick(columns, text_col or saved, TEXT_CANDIDATES, "text")
-    pair = pair_col or meta.text_pair_col
+    pair = pair_col or (meta.text_pair_col if meta is not None else None)
     if pair is not None and pair not in columns:
-        raise DataError(f"{path} has no column {pair!r}, the second text of this sentence-pair model; columns are "
-                        f"{columns}; pass --text-pair-col")
-    pool = _pool_size(int(ray.cluster_resources().get("CPU", 1)), workers, cpus_per_worker)
-    return dataset.select_columns([text] + ([pair] if pair else [])).map_batches(
-        Scorer, fn_constructor_args=(str(model_dir), backend, cpus_per_worker, text, pair, batch_size, threshold),
-        batch_size=batch_size * 4, batch_format="pandas", concurrency=pool, num_cpus=cpus_per_worker)
+        raise DataError(f"{paths[0]} has no column {pair!r}, the second text of this sentence-pair model; columns "
+                        f"are {columns}; pass --text-pair-col")
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    pool = _pool_size(cpus, workers, cpus_per_worker)
+    # The CPU kept for listing and reading is idle most of the time: a pool the default size spreads its
+    # threads over it too (on 2 CPUs one actor of 2 threads, as plain predict runs; on 16, 15 of 1).
+    threads = max(cpus_per_worker, cpus // pool) if workers is None else cpus_per_worker
+    return dataset.select_columns([PATH, text] + ([pair] if pair else [])).map_batches(
+        Scorer, fn_constructor_args=(str(model_dir), backend, threads, text, pair, batch_size, threshold),
+        batch_size=batch_size * 4, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=pool),
+        num_cpus=cpus_per_worker)
 
 
 def _pool_size(cpus: int, workers: int | None, cpus_per_worker: int) -> int:
-    """Actors that fit beside one CPU kept for reading (actors holding every CPU starve the reads: a deadlock)."""
+    """Actors that fit beside one CPU kept for listing and reading the files (Ray Data starts the actors
+    first: actors holding every CPU leave none for its listing task, and the run waits for ever)."""
     most = max(1, (cpus - 1) // cpus_per_worker) if cpus > cpus_per_worker else 1
     if workers is not None and workers > most:
         log.warning("--workers %d: the cluster's %d CPUs hold %d actor(s) of %d CPU beside one CPU for reading; "
@@ -140,26 +155,72 @@ def predict_files(model_dir: str | Path, inputs: str | Path | list, output: str 
         raise UsageError(f"{len(done)} output file(s) exist already in {folder} (e.g. {targets[done[0]].name}); "
                          "pass --resume to skip their inputs, or --overwrite to score them again")
     todo = [path for path in files if overwrite or path not in done]
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     rows = 0
     try:
-        for path in todo:
-            if overwrite:
-                check_file(targets[path], overwrite=True)
-            position = 0
-            with staged_file(targets[path]) as sink:
-                scored = predict_dataset(model_dir, path, **settings)
-                for batch in scored.iter_batches(batch_format="pandas"):
-                    for record in batch["record"]:  # a JSON object: the row's id goes first
-                        sink.write(f'{{"{ID}": {position}, {record[1:]}\n')
-                        position += 1
-            rows += position
-            log.info("%s: %d rows scored into %s", path, position, targets[path])
+        for group in _by_format(todo):
+            rows += _write_outputs(predict_dataset(model_dir, group, **settings), group, targets, overwrite)
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # a run refused before its first output leaves no trace
+        raise
     finally:
         if started:
             ray.shutdown()
     return {"inputs": len(files), "scored": len(todo), "skipped": len(files) - len(todo), "rows": rows,
             "output": str(folder)}
+
+
+def _by_format(files: list[Path]) -> list[list[Path]]:
+    """The files in runs of one reader, in their order (one Ray dataset, so one actor pool, per run)."""
+    runs: list[list[Path]] = []
+    for path in files:
+        if runs and READERS[runs[-1][-1].suffix.lower()] == READERS[path.suffix.lower()]:
+            runs[-1].append(path)
+        else:
+            runs.append([path])
+    return runs
+
+
+def _write_outputs(scored: Any, files: list[Path], targets: dict[Path, Path], overwrite: bool) -> int:
+    """The scored rows, which come file by file in input order, into each file's output; rows written back.
+
+    Each output is staged and renamed when its file's last row is written, so an interruption
+    leaves the finished files whole and no part of the one in progress.
+    """
+    by_name = {str(path.resolve()): path for path in files}
+    rows, position, current, finished = 0, 0, None, set()
+    with contextlib.ExitStack() as stack:
+        sink = None
+        for batch in scored.iter_batches(batch_format="pandas"):
+            for name, record in zip(batch[PATH], batch["record"], strict=True):
+                if name != current:
+                    if sink is not None:
+                        stack.close()  # the previous file is whole: its output is renamed into place
+                        log.info("%s: %d rows scored into %s", by_name[current], position, targets[by_name[current]])
+                    if name in finished or name not in by_name:
+                        raise OutputError(f"Ray Data returned the rows of {name} out of order; "
+                                           "rerun with --resume to score the files not written")
+                    current, position = name, 0
+                    finished.add(name)
+                    if overwrite:
+                        check_file(targets[by_name[name]], overwrite=True)
+                    sink = stack.enter_context(staged_file(targets[by_name[name]]))
+                sink.write(f'{{"{ID}": {position}, {record[1:]}\n')  # a JSON object: the row's id goes first
+                position += 1
+                rows += 1
+        if sink is not None:
+            stack.close()
+            log.info("%s: %d rows scored into %s", by_name[current], position, targets[by_name[current]])
+    for name, path in by_name.items():  # a file without rows yields none: its output is empty, and whole
+        if name not in finished:
+            if overwrite:
+                check_file(targets[path], overwrite=True)
+            with staged_file(targets[path]):
+                pass
+            log.info("%s: no rows; %s is empty", path, targets[path])
+    return rows

@@ -81,10 +81,15 @@ def test_a_resumed_run_scores_only_what_is_missing_and_the_same(trained_dir, inp
 
 
 def test_predict_dataset_is_the_python_entry(trained_dir, inputs):
+    import bertfit
+
     folder, parts = inputs
+    assert bertfit.predict_dataset is predict_dataset
     dataset = predict_dataset(trained_dir, folder / "c.jsonl", text_col="body")
-    records = [json.loads(r["record"]) for r in dataset.take_all()]
+    rows = dataset.take_all()
+    records = [json.loads(r["record"]) for r in rows]
     assert [r["label"] for r in records] == [r["label"] for r in _expected(trained_dir, parts[2])]
+    assert {r["path"] for r in rows} == {str((folder / "c.jsonl").resolve())}
 
 
 def test_the_pool_leaves_a_cpu_for_reading():

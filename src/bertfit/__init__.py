@@ -24,6 +24,10 @@ def __getattr__(name: str):
         from bertfit.training import run as training
 
         return getattr(training, name)
+    if name in ("predict_dataset", "predict_files"):  # Ray (the ray extra)
+        from bertfit.batch import ray_engine
+
+        return getattr(ray_engine, name)
     if name == "prepare":
         from bertfit.data.cleaning import prepare
 
@@ -32,4 +36,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["BertfitError", "DataConfig", "DataError", "ModelLoadError", "OutputError", "TextClassifier",
-           "TrainConfig", "UsageError", "prepare", "train"]
+           "TrainConfig", "UsageError", "predict_dataset", "predict_files", "prepare", "train"]

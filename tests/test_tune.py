@@ -144,3 +144,72 @@ def test_cli_names_the_problem_in_one_line(tmp_path, data, capsys, monkeypatch):
     assert main(["tune", str(data), "--out", str(tmp_path / "t"), "--quiet"]) == 2
     assert "pip install 'bertfit[tune]'" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+def test_settings_that_cannot_finish_in_the_time_left_are_not_started():
+    import optuna
+
+    from bertfit.tuning.run import SKIPPED, TrialCount, expected_seconds
+
+    distributions = {"train_layers": optuna.distributions.CategoricalDistribution(["all", "pooler"]),
+                     "batch_size": optuna.distributions.CategoricalDistribution([8, 16]),
+                     "epochs": optuna.distributions.IntDistribution(2, 8)}
+    study = optuna.create_study(direction="maximize")
+    assert expected_seconds(study, {"train_layers": "all", "batch_size": 16, "epochs": 3}) is None  # nothing known
+    for params, per_epoch in (({"train_layers": "all", "batch_size": 16, "epochs": 3}, 40.0),
+                              ({"train_layers": "all", "batch_size": 8, "epochs": 2}, 55.0)):
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=0.9,
+                                                  user_attrs={"epoch_seconds": per_epoch}))
+    assert expected_seconds(study, {"train_layers": "all", "batch_size": 8, "epochs": 6}) == 330  # its own kind
+    assert expected_seconds(study, {"train_layers": "all", "batch_size": 32, "epochs": 5}) == 200  # the quickest
+    assert expected_seconds(study, {"train_layers": "pooler", "batch_size": 16, "epochs": 8}) is None
+
+    # A study of one trial that takes 100 s an epoch, with 30 s left: every later draw is skipped at once,
+    # and after SKIPS_BEFORE_STOP of them in a row the study stops instead of drawing for ever.
+    calls = []
+
+    def objective(trial):
+        chosen = {"train_layers": trial.suggest_categorical("train_layers", ["all"]),
+                  "batch_size": trial.suggest_categorical("batch_size", [16]),
+                  "epochs": trial.suggest_int("epochs", 2, 8)}
+        if trial.number == 0:
+            trial.set_user_attr("epoch_seconds", 100.0)
+            return 0.5
+        calls.append(chosen)
+        if expected_seconds(trial.study, chosen) > 30:
+            trial.set_user_attr("stopped", SKIPPED)
+            raise optuna.TrialPruned("skipped")
+        return 1.0
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=8, callbacks=[TrialCount(3)])
+    assert len(study.trials) == 8 and len(calls) == 7  # skipped trials do not count towards --trials
+    assert [t.user_attrs.get("stopped") for t in study.trials[1:]] == [SKIPPED] * 7
+
+
+def test_the_objective_skips_what_cannot_finish_and_stops_after_a_row_of_them():
+    import types
+
+    import optuna
+
+    from bertfit.tuning.run import SKIPPED, SKIPS_BEFORE_STOP, _objective
+
+    class Space:  # every draw trains all layers at batch 16 for 2 to 8 epochs
+        def suggest(self, trial):
+            return {"train_layers": trial.suggest_categorical("train_layers", ["all"]),
+                    "batch_size": trial.suggest_categorical("batch_size", [16]),
+                    "epochs": trial.suggest_int("epochs", 2, 8)}
+
+    study = optuna.create_study(direction="maximize")
+    distributions = {"train_layers": optuna.distributions.CategoricalDistribution(["all"]),
+                     "batch_size": optuna.distributions.CategoricalDistribution([16]),
+                     "epochs": optuna.distributions.IntDistribution(2, 8)}
+    study.add_trial(optuna.trial.create_trial(params={"train_layers": "all", "batch_size": 16, "epochs": 3},
+                                              distributions=distributions, value=0.5,
+                                              user_attrs={"epoch_seconds": 100.0}))
+    objective = _objective(optuna, types.SimpleNamespace(multi_label=False), None, Space(), None,
+                           time.monotonic() + 60)  # 60 s left: 2 epochs take 200
+    study.optimize(objective, n_trials=100)
+    skipped = study.trials[1:]
+    assert len(skipped) == SKIPS_BEFORE_STOP
+    assert all(t.state.name == "PRUNED" and t.user_attrs["stopped"] == SKIPPED for t in skipped)

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 DEFAULT_OUT = "bertfit-tuned"
 DEFAULT_STUDY = "bertfit"
 STARTUP_TRIALS = 3  # trials the pruner lets run to the end before it compares
+SKIPS_BEFORE_STOP = 20  # settings drawn in a row that cannot finish in the time left: the study stops there
+SKIPPED = "skipped"  # a trial's "stopped" when it was not started: it could not finish in the time left
 
 
 class TrialStopped(Exception):
@@ -140,14 +142,16 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
     if not has_default and not worker:  # the main process alone: workers starting at once would each add it
         study.enqueue_trial(space.default, user_attrs={"recipe": "default"})
     objective = _objective(optuna, prepared, train_config, space, target, deadline)
-    stop = [optuna.study.MaxTrialsCallback(trials, states=None)] if trials else []
+    stop = [TrialCount(trials)] if trials else []
     try:
         study.optimize(objective, timeout=seconds, callbacks=stop, gc_after_trial=True)
     except (KeyboardInterrupt, TrainingInterrupted):
         log.warning("interrupted: the study keeps its finished trials; the best so far is saved")
     record = study_record(optuna, study, space, url, seconds, time.monotonic() - started)
-    log.info("study %r: %d trials complete, %d pruned, %d failed; best validation %s (trial %s), default recipe %s",
+    log.info("study %r: %d trials complete, %d pruned, %d failed, %d not started (they would not have finished in "
+             "the time left); best validation %s (trial %s), default recipe %s",
              study_name, record["trials_complete"], record["trials_pruned"], record["trials_failed"],
+             record["trials_skipped"],
              record["best_validation"], record["best_trial"], record["default_validation"])
     if worker:
         return TuneResult(record, None)
@@ -209,8 +213,23 @@ def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, t
     encodings: dict[Any, Any] = {}
     metric = main_metric(prepared.multi_label)
 
+    skipped_in_a_row = 0
+
     def objective(trial: Any) -> float:
+        nonlocal skipped_in_a_row
         chosen = space.suggest(trial)
+        expected, left = expected_seconds(trial.study, chosen), deadline - time.monotonic()
+        if expected is not None and expected > left:
+            # A trial stopped at the budget gives nothing: one that cannot finish is not started, and the
+            # sampler, told it was pruned, moves away from settings that slow.
+            trial.set_user_attr("stopped", SKIPPED)
+            skipped_in_a_row += 1
+            if skipped_in_a_row >= SKIPS_BEFORE_STOP:
+                log.info("%d settings in a row would not finish in the %.0f s left: the study stops", skipped_in_a_row,
+                         left)
+                trial.study.stop()
+            raise optuna.TrialPruned(f"would take about {expected:.0f} s, {left:.0f} s left")
+        skipped_in_a_row = 0
         trial_config = replace(config, **chosen, baseline=False, report=False)
         begun = time.monotonic()
         try:
@@ -223,6 +242,7 @@ def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, t
         shutil.rmtree(fitted.checkpoints, ignore_errors=True)
         value = selection_score(fitted.best["validation"], metric)
         trial.set_user_attr("seconds", round(time.monotonic() - begun, 1))
+        trial.set_user_attr("epoch_seconds", round((time.monotonic() - begun) / max(1, len(fitted.history)), 2))
         trial.set_user_attr("epoch", fitted.best["epoch"])
         trial.set_user_attr("validation", fitted.best["validation"].get(metric))
         if value > _best_value(trial.study):
@@ -232,6 +252,30 @@ def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, t
         return value
 
     return objective
+
+
+def expected_seconds(study: Any, chosen: dict[str, Any]) -> float | None:
+    """A trial's seconds, from the finished trials' seconds per epoch: those that trained the same layers
+    at the same batch size and maximum length, else the same layers (the quickest of them, so that the
+    estimate errs low); None where no finished trial trained those layers (then the trial runs)."""
+    finished = [t for t in study.get_trials(deepcopy=False) if "epoch_seconds" in t.user_attrs]
+    alike = [t.user_attrs["epoch_seconds"] for t in finished
+             if all(t.params.get(key) == chosen.get(key) for key in ("train_layers", "batch_size", "max_length"))]
+    alike = alike or [t.user_attrs["epoch_seconds"] for t in finished
+                      if t.params.get("train_layers") == chosen["train_layers"]]
+    return min(alike) * chosen["epochs"] if alike else None
+
+
+class TrialCount:
+    """Stops the study once it holds ``n`` trials, in every state and from every process, the skipped
+    ones (never started) aside."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if sum(t.user_attrs.get("stopped") != SKIPPED for t in study.get_trials(deepcopy=False)) >= self.n:
+            study.stop()
 
 
 def _best_value(study: Any) -> float:
@@ -248,7 +292,7 @@ def study_record(optuna: Any, study: Any, space: Space, url: str, budget: float,
                "validation": t.user_attrs.get("validation"), "epoch": t.user_attrs.get("epoch"),
                "seconds": t.user_attrs.get("seconds"), "stopped": t.user_attrs.get("stopped"),
                "started": t.datetime_start.isoformat() if t.datetime_start else None,
-               "recipe": t.user_attrs.get("recipe")} for t in study.trials]
+               "recipe": t.user_attrs.get("recipe")} for t in study.trials if t.user_attrs.get("stopped") != SKIPPED]
     complete = [t for t in study.trials if t.state == state.COMPLETE]
     best = max(complete, key=lambda t: t.value) if complete else None
     default = next((t for t in complete if t.user_attrs.get("recipe") == "default"), None)
@@ -256,7 +300,9 @@ def study_record(optuna: Any, study: Any, space: Space, url: str, budget: float,
         "study_name": study.study_name, "storage": re.sub(r"//[^@/]*@", "//***@", url), "sampler": "TPE",
         "pruner": f"median (after {STARTUP_TRIALS} trials)", "budget_seconds": budget, "seconds": round(seconds, 1),
         "space": space.describe(), "trials": trials,
-        "trials_complete": len(complete), "trials_pruned": sum(t.state == state.PRUNED for t in study.trials),
+        "trials_complete": len(complete),
+        "trials_pruned": sum(t.state == state.PRUNED and t.user_attrs.get("stopped") != SKIPPED for t in study.trials),
+        "trials_skipped": sum(t.user_attrs.get("stopped") == SKIPPED for t in study.trials),
         "trials_failed": sum(t.state == state.FAIL for t in study.trials),
         "best_trial": best.number if best else None, "best_params": best.params if best else None,
         "best_validation": best.user_attrs.get("validation") if best else None,

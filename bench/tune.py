@@ -68,6 +68,7 @@ def run(name: str, rows: int | None, seeds: int, runs: float) -> dict:
             "tuned_minus_default": value - mean, "noise": inside and seeds > 1,
             "budget_seconds": round(budget), "tune_seconds": round(spent),
             "trials_complete": study["trials_complete"], "trials_pruned": study["trials_pruned"],
+            "trials_skipped": study.get("trials_skipped", 0),
             "best_params": study["best_params"], "best_validation": study["best_validation"],
             "default_validation": study["default_validation"]}
     print(json.dumps(row), file=sys.stderr, flush=True)
@@ -75,14 +76,15 @@ def run(name: str, rows: int | None, seeds: int, runs: float) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| data set | TF-IDF | default (mean, min-max) | tuned | tuned - default | trials (pruned) "
+    lines = ["| data set | TF-IDF | default (mean, min-max) | tuned | tuned - default | trials (pruned; not started) "
              "| budget s / spent s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         diff = f"{100 * r['tuned_minus_default']:+.1f} pt" + (" (noise)" if r["noise"] else "")
         lines.append(f"| {r['dataset']} | {r['tfidf']:.3f} | {r['default_mean']:.3f} ({r['default_min']:.3f}-"
                      f"{r['default_max']:.3f}) | {r['tuned']:.3f} | {diff} | {r['trials_complete']} "
-                     f"({r['trials_pruned']}) | {r['budget_seconds']} / {r['tune_seconds']} |")
+                     f"({r['trials_pruned']}; {r.get('trials_skipped', 0)}) | "
+                     f"{r['budget_seconds']} / {r['tune_seconds']} |")
     return "\n".join(lines)
 
 

@@ -12,7 +12,8 @@ as do the training (train(..., seed=...)) and the TF-IDF baseline; every data se
 fixed train/validation/test files, so there the split is the same and only the training varies
 (TF-IDF's solver is deterministic: its spread is 0). A --train-rows sample is drawn once
 (random_state 0) and is the same for every seed. Recipes run in mirrored order per seed (A B C,
-C B A, ...), so that a machine slowing down touches every recipe's seconds alike.
+C B A, ...), so that a machine slowing down touches every recipe's seconds alike, after an untimed
+warm-up of each transformer recipe (64 rows, one epoch): the first run in a process is slower.
 
     python bench/accuracy.py --goemotions-rows 1500   # every data set, the default recipes, 3 seeds (~10 h, 2 cores)
     python bench/accuracy.py --datasets phishing --recipes tfidf,plain,v0.1,default
@@ -200,7 +201,9 @@ def run(name: str, recipes: list[str], seeds: list[int], rows: int | None, epoch
         extra: dict) -> list[dict]:
     """Every recipe on one data set for every seed, in mirrored order; one summary row per recipe."""
     per_seed: dict[str, list[dict]] = {recipe: [] for recipe in recipes}
-    prepared, sizes = {}, {}
+    prepared = {seeds[0]: load(name, seeds[0], rows)}
+    sizes = {"train_rows": len(prepared[seeds[0]].train), "test_rows": len(prepared[seeds[0]].test)}
+    warm_up(recipes, prepared[seeds[0]], seeds[0], extra)
     for repeat, recipe in alternate(recipes, len(seeds)):
         seed = seeds[repeat]
         if seed not in prepared:
@@ -224,6 +227,29 @@ def run(name: str, recipes: list[str], seeds: list[int], rows: int | None, epoch
                          "auc": _mean_or_none([r["auc"] for r in runs]),
                          "f1_micro_at_0.5": spread_of(at_half) if at_half else None, "per_seed": runs})
     return rows_out
+
+
+def warm_up(recipes: list[str], prepared, seed: int, extra: dict) -> None:
+    """Every transformer recipe once, untimed, on 64 rows of each split for one epoch.
+
+    The first run in a process pays for first-call work (trec, seed 42: plain took 157.6 s as the
+    first run, 121.6 s as the last of seed 43), and the mirrored order evens that out only over an
+    even number of seeds. Best effort: a warm-up that fails is reported and the timed runs go on.
+    """
+    import dataclasses
+
+    small = dataclasses.replace(prepared, **{split: getattr(prepared, split).sample(
+        n=min(64, len(getattr(prepared, split))), random_state=0) for split in ("train", "validation", "test")})
+    for recipe in recipes:
+        if recipe == "tfidf":
+            continue
+        recipe_extra = {k: v for k, v in extra.items() if recipe != "plain" or k == "precision"}
+        if recipe != "plain":  # 64 rows would choose the few-shot method: warm the fine-tuning the runs time
+            recipe_extra.setdefault("method", "finetune")
+        try:
+            run_once(recipe, small, seed, 1, recipe_extra)
+        except Exception as err:  # noqa: BLE001 - the warm-up is not measured; the timed runs will show a real fault
+            print(f"warm-up of {recipe} failed ({err}); timing without it", file=sys.stderr)
 
 
 def spread_of(values: list[float]) -> dict:

@@ -209,13 +209,13 @@ def run(name: str, recipes: list[str], seeds: list[int], rows: int | None, epoch
         if seed not in prepared:
             prepared = {seed: load(name, seed, rows)}  # one seed's splits in memory at a time
             sizes = {"train_rows": len(prepared[seed].train), "test_rows": len(prepared[seed].test)}
-        recipe_extra = {k: v for k, v in extra.items() if recipe != "tfidf" and (recipe != "plain" or k == "precision")}
+        recipe_extra = settings_for(recipe, extra)
         measured = run_once(recipe, prepared[seed], seed, epochs if recipe != "tfidf" else None, recipe_extra)
         per_seed[recipe].append(measured)
         print(json.dumps({"dataset": name, "recipe": recipe, **measured}), file=sys.stderr, flush=True)
     rows_out = []
     for recipe, runs in per_seed.items():
-        settings = {k: v for k, v in extra.items() if recipe != "tfidf" and (recipe != "plain" or k == "precision")}
+        settings = settings_for(recipe, extra)
         if epochs and recipe != "tfidf":
             settings["epochs"] = epochs
         label = recipe + "".join(f" {k}={v}" for k, v in settings.items())
@@ -227,6 +227,11 @@ def run(name: str, recipes: list[str], seeds: list[int], rows: int | None, epoch
                          "auc": _mean_or_none([r["auc"] for r in runs]),
                          "f1_micro_at_0.5": spread_of(at_half) if at_half else None, "per_seed": runs})
     return rows_out
+
+
+def settings_for(recipe: str, extra: dict) -> dict:
+    """The --variant/--precision settings a recipe takes: none for TF-IDF, only the precision for plain."""
+    return {k: v for k, v in extra.items() if recipe != "tfidf" and (recipe != "plain" or k == "precision")}
 
 
 def warm_up(recipes: list[str], prepared, seed: int, extra: dict) -> None:
@@ -243,7 +248,7 @@ def warm_up(recipes: list[str], prepared, seed: int, extra: dict) -> None:
     for recipe in recipes:
         if recipe == "tfidf":
             continue
-        recipe_extra = {k: v for k, v in extra.items() if recipe != "plain" or k == "precision"}
+        recipe_extra = settings_for(recipe, extra)
         if recipe != "plain":  # 64 rows would choose the few-shot method: warm the fine-tuning the runs time
             recipe_extra.setdefault("method", "finetune")
         try:

@@ -197,34 +197,37 @@ def _write_outputs(scored: Any, files: list[Path], targets: dict[Path, Path], ov
     leaves the finished files whole and no part of the one in progress.
     """
     by_name = {str(path.resolve()): path for path in files}
-    rows, position, current, finished = 0, 0, None, set()
+    rows, position, current = 0, 0, None
     with contextlib.ExitStack() as stack:
-        sink = None
+
+        def start(name: str) -> Any:
+            if overwrite:
+                check_file(targets[by_name[name]], overwrite=True)
+            return stack.enter_context(staged_file(targets[by_name[name]]))
+
+        def finish(name: str) -> None:
+            stack.close()  # the file is whole: its output is renamed into place
+            log.info("%s: %d rows scored into %s", by_name[name], position, targets[by_name[name]])
+
+        finished: list[str] = []
         for batch in scored.iter_batches(batch_format="pandas"):
             for name, record in zip(batch[PATH], batch["record"], strict=True):
                 if name != current:
-                    if sink is not None:
-                        stack.close()  # the previous file is whole: its output is renamed into place
-                        log.info("%s: %d rows scored into %s", by_name[current], position, targets[by_name[current]])
+                    if current is not None:
+                        finish(current)
                     if name in finished or name not in by_name:
                         raise OutputError(f"Ray Data returned the rows of {name} out of order; "
                                            "rerun with --resume to score the files not written")
-                    current, position = name, 0
-                    finished.add(name)
-                    if overwrite:
-                        check_file(targets[by_name[name]], overwrite=True)
-                    sink = stack.enter_context(staged_file(targets[by_name[name]]))
+                    current, position, sink = name, 0, start(name)
+                    finished.append(name)
                 sink.write(f'{{"{ID}": {position}, {record[1:]}\n')  # a JSON object: the row's id goes first
                 position += 1
                 rows += 1
-        if sink is not None:
-            stack.close()
-            log.info("%s: %d rows scored into %s", by_name[current], position, targets[by_name[current]])
-    for name, path in by_name.items():  # a file without rows yields none: its output is empty, and whole
-        if name not in finished:
-            if overwrite:
-                check_file(targets[path], overwrite=True)
-            with staged_file(targets[path]):
-                pass
-            log.info("%s: no rows; %s is empty", path, targets[path])
+        if current is not None:
+            finish(current)
+        position = 0
+        for name in by_name:  # a file without rows yields none: its output is empty, and whole
+            if name not in finished:
+                start(name)
+                finish(name)
     return rows

@@ -241,8 +241,9 @@ def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, t
             raise optuna.TrialPruned(stopped.why) from None
         shutil.rmtree(fitted.checkpoints, ignore_errors=True)
         value = selection_score(fitted.best["validation"], metric)
-        trial.set_user_attr("seconds", round(time.monotonic() - begun, 1))
-        trial.set_user_attr("epoch_seconds", round((time.monotonic() - begun) / max(1, len(fitted.history)), 2))
+        seconds = time.monotonic() - begun
+        trial.set_user_attr("seconds", round(seconds, 1))
+        trial.set_user_attr("epoch_seconds", round(seconds / max(1, len(fitted.history)), 2))
         trial.set_user_attr("epoch", fitted.best["epoch"])
         trial.set_user_attr("validation", fitted.best["validation"].get(metric))
         if value > _best_value(trial.study):

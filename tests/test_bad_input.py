@@ -60,7 +60,7 @@ class Models:
 
 @dataclass(frozen=True)
 class Case:
-    command: str  # train | predict | evaluate | report | export | distill | compress
+    command: str  # train | predict | evaluate | report | export | distill | compress | tune
     setup: Callable[[Path, Models], list]  # writes its inputs under the folder; the arguments after the command
     problem: tuple[str, ...]  # the error line names what is wrong with these words ...
     fix: tuple[str, ...]  # ... and how to fix it with these
@@ -400,6 +400,17 @@ CASES = [
                       ("positive whole number",)), id="negative-batch-size"),
     pytest.param(Case("train", trains_good("--max-length", "100000"), ("above the model's limit of 64",),
                       ("--max-length 64",)), id="max-length-above-the-model"),
+    pytest.param(Case("train", trains_good("--max-length", "3"), ("--max-length 3", "2 special tokens"),
+                      ("--max-length 4 or more",)), id="max-length-leaving-no-text"),
+    pytest.param(Case("train", trains_good("--long-text", "head-tail", "--max-length", "3"), ("--max-length 3",),
+                      ("--max-length 4 or more",)), id="head-tail-without-room-for-a-tail"),
+    pytest.param(Case("train", trains_good("--seed", "-1"), ("--seed", "got -1"), ("from 0 to 4294967295",)),
+                 id="negative-seed"),
+    pytest.param(Case("train", trains_good("--seed", str(2**32)), ("--seed", f"got {2**32}"),
+                      ("from 0 to 4294967295",)), id="seed-past-32-bits"),
+    pytest.param(Case("tune", trains_good("--budget", "1m", "--storage", "nosuchdb://u:secret@host/x"),
+                      ("cannot open --storage nosuchdb://***@host/x",), ("postgresql://", "journal:PATH")),
+                 id="tune-storage-url-nothing-can-open"),
     pytest.param(Case("train", trains_good("--validation-fraction", "1.5"), ("--validation-fraction", "1.5"),
                       ("between 0 and 1",)), id="fraction-out-of-range"),
     # -- where the model goes -------------------------------------------------------------------------

@@ -279,9 +279,22 @@ def test_clean_strips_and_counts_every_kind_of_drop():
     })
     rows, dropped = data.clean(frame, "review", "stars")
     assert rows.to_dict("records") == [{"text": "hello", "label": "a"}, {"text": "bye", "label": "b"}]
-    assert dropped == {"missing_text": 1, "empty_text": 1, "missing_label": 2, "duplicate": 1,
+    assert dropped == {"repeated_header": 0, "missing_text": 1, "empty_text": 1, "missing_label": 2, "duplicate": 1,
                        "conflicting_label": 2}
     assert list(rows.index) == [0, 1]
+
+
+def test_clean_drops_the_header_repeated_inside_the_data_as_files_joined_by_cat_have_it(tmp_path):
+    path = tmp_path / "joined.csv"
+    part = "review,stars\nrefund my card,billing\napp crash,tech\n"
+    path.write_text(part + part.replace("card", "bill").replace("crash", "freezes"))  # cat a.csv b.csv
+    frame = pd.read_csv(path)
+    rows, dropped = data.clean(frame, "review", "stars")
+    assert "stars" not in set(rows["label"]) and len(rows) == 4
+    assert dropped["repeated_header"] == 1
+    # a text that happens to read like the column's name is data when its label is a label
+    rows, dropped = data.clean(pd.DataFrame({"review": ["review", "x"], "stars": ["a", "b"]}), "review", "stars")
+    assert len(rows) == 2 and dropped["repeated_header"] == 0
 
 
 def test_clean_judges_duplicates_ignoring_case_and_spacing():
@@ -314,8 +327,8 @@ def test_prepare_single_file_end_to_end(tmp_path, name):
     report = prepared.report
     assert {"rows_read", "dropped", "split", "rows", "class_balance"} <= set(report)
     assert report["rows_read"] == {"all": 62}
-    assert report["dropped"] == {"missing_text": 0, "empty_text": 1, "missing_label": 0, "duplicate": 1,
-                                 "conflicting_label": 0}
+    assert report["dropped"] == {"repeated_header": 0, "missing_text": 0, "empty_text": 1, "missing_label": 0,
+                                 "duplicate": 1, "conflicting_label": 0}
     assert report["rows"] == {"train": 42, "validation": 9, "test": 9}
     assert report["class_balance"]["validation"] == {"billing": 3, "sales": 3, "tech": 3}
     assert report["split"] == "split 70%/15%/15% by class, seed 42"

@@ -67,6 +67,7 @@ class DataConfig:
             value = getattr(self, name)
             if not 0 < value < 1:
                 found.append(f"--{_flag(name)} must be between 0 and 1 (exclusive), got {value}")
+        found += _seed_problems(self.seed)
         if self.validation_fraction + self.test_fraction >= 0.9:
             found.append(
                 "--validation-fraction plus --test-fraction must leave at least 10% for training, got "
@@ -152,6 +153,7 @@ class TrainConfig:
                 found.append(f"--{_flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 0):
             found.append(f"--stride must be 0 or a positive whole number, got {self.stride!r}")
+        found += _seed_problems(self.seed)
         if self.precision not in PRECISION_CHOICES:
             found.append(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
@@ -211,9 +213,18 @@ def report_destinations(value: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
+
+
+def _seed_problems(seed: int) -> list[str]:
+    if not 0 <= seed <= MAX_SEED:
+        return [f"--seed must be a whole number from 0 to {MAX_SEED}, got {seed}"]
+    return []
+
+
 def check(*configs: Any) -> None:
     """Raise one UsageError listing every problem in the given configs, or return quietly."""
-    found = [problem for config in configs for problem in config.problems()]
+    found = list(dict.fromkeys(problem for config in configs for problem in config.problems()))  # --seed: both
     if found:
         raise UsageError("; ".join(found))
 

@@ -159,6 +159,13 @@ def clean(
                 "such row(s); fill in both texts or drop those rows"
             )
     dropped = {}
+    # The header again inside the data: files joined with `cat a.csv b.csv > all.csv` repeat theirs
+    header = pd.Series(True, index=frame.index)
+    for column in (text_col, pair_col, label_col):
+        if column is not None:
+            header &= frame[column].map(lambda v, name=str(column): isinstance(v, str) and v.strip() == name)
+    rows = rows[~header]
+    dropped["repeated_header"] = int(header.sum())
     missing_text = rows["text"].isna()
     rows = rows[~missing_text]
     dropped["missing_text"] = int(missing_text.sum())

@@ -54,6 +54,7 @@ from bertfit.training.trainer import ClassifierTrainer, EncodedSplit, encode_spl
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model allows it
+MIN_TEXT_TOKENS = 2  # tokens of text a --max-length must leave beside the special tokens
 MULTI_LABEL_HEAD_LR_SCALE = 10.0
 
 
@@ -110,11 +111,17 @@ def starting_model(prepared: PreparedData, config: TrainConfig, start: Start | N
     return model, tokenizer
 
 
-def max_length_of(model: Any, tokenizer: Any, config: TrainConfig) -> int:
+def max_length_of(model: Any, tokenizer: Any, config: TrainConfig, pairs: bool = False) -> int:
+    """--max-length, or the default within the model's limit; refused where it leaves no room for the text."""
     limit = model_position_limit(model, tokenizer)
     if config.max_length is not None and config.max_length > limit:
         raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "
                          f"pass --max-length {limit} or less")
+    # head-tail keeps a head and a tail, a pair a token of each side: at least 2 tokens of text
+    least = tokenizer.num_special_tokens_to_add(pair=pairs) + MIN_TEXT_TOKENS
+    if config.max_length is not None and config.max_length < least:
+        raise UsageError(f"--max-length {config.max_length} leaves under {MIN_TEXT_TOKENS} tokens of text after "
+                         f"the model's {least - MIN_TEXT_TOKENS} special tokens; pass --max-length {least} or more")
     return config.max_length or min(DEFAULT_MAX_LENGTH, limit)
 
 

@@ -133,9 +133,10 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
         check_folder(target, overwrite or resume)  # a resumed study saves its winner again
     started = time.monotonic()
     deadline = started + seconds
+    database = None if _journal_file(url) else _database(optuna, url)  # a bad URL is refused before the data is read
     prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
     space = _space(prepared, train_config)
-    study = optuna.create_study(storage=_storage(optuna, url), study_name=study_name, direction="maximize",
+    study = optuna.create_study(storage=database or _journal(url), study_name=study_name, direction="maximize",
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=train_config.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS))
     has_default = any(t.user_attrs.get("recipe") == "default" for t in study.trials)  # waiting ones too
@@ -185,16 +186,39 @@ def _local_storage(target: Path, resume: bool, overwrite: bool, worker: bool) ->
     return f"journal:{journal}"
 
 
+def _journal_file(url: str) -> str | None:
+    """The path of a journal-file storage (``journal:PATH``, or a path ending in .journal); None for a database."""
+    return url[len("journal:"):] if url.startswith("journal:") else url if url.endswith(".journal") else None
+
+
 def _storage(optuna: Any, url: str) -> Any:
-    """A journal file (``journal:PATH``, or a path ending in .journal) or any URL Optuna's RDB storage takes."""
-    path = url[len("journal:"):] if url.startswith("journal:") else url if url.endswith(".journal") else None
-    if path is None:
-        return url
+    """The Optuna storage at ``url``: a journal file, or any database URL Optuna's RDB storage takes."""
+    return _journal(url) if _journal_file(url) else _database(optuna, url)
+
+
+def _journal(url: str) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(path))
+    path = Path(_journal_file(url))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _database(optuna: Any, url: str) -> Any:
+    """Optuna's RDB storage at ``url``, connected now; any failure to reach it is one line naming the URL."""
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as err:  # SQLAlchemy's errors, a driver not installed, a server not answering: all the URL's
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UsageError(f"cannot open --storage {_masked(url)}: {reason}; pass postgresql://USER:PASS@HOST/DB, "
+                         "mysql://USER:PASS@HOST/DB or sqlite:///PATH with the database's driver installed "
+                         "(pip install psycopg2-binary or pymysql), or journal:PATH for a file") from err
+
+
+def _masked(url: str) -> str:
+    """``url`` with its password hidden: what may be printed or recorded."""
+    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def _space(prepared: PreparedData, config: Any) -> Space:
@@ -298,7 +322,7 @@ def study_record(optuna: Any, study: Any, space: Space, url: str, budget: float,
     best = max(complete, key=lambda t: t.value) if complete else None
     default = next((t for t in complete if t.user_attrs.get("recipe") == "default"), None)
     return {
-        "study_name": study.study_name, "storage": re.sub(r"//[^@/]*@", "//***@", url), "sampler": "TPE",
+        "study_name": study.study_name, "storage": _masked(url), "sampler": "TPE",
         "pruner": f"median (after {STARTUP_TRIALS} trials)", "budget_seconds": budget, "seconds": round(seconds, 1),
         "space": space.describe(), "trials": trials,
         "trials_complete": len(complete),

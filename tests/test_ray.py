@@ -110,6 +110,12 @@ def test_bad_requests_fail_in_one_clear_line(trained_dir, inputs, tmp_path):
     pd.DataFrame({"zzz": ["a text"]}).to_parquet(odd / "odd.parquet", index=False)
     with pytest.raises(DataError, match="which column holds the text"):
         predict_files(trained_dir, odd, tmp_path / "out2")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    pd.DataFrame({"text": [["a", "text"], ["another"]]}).to_parquet(lists / "lists.parquet", index=False)
+    with pytest.raises(DataError, match="column 'text' of .*lists.parquet holds list<.*> values, not texts"):
+        predict_files(trained_dir, lists, tmp_path / "out3")  # plain predict refuses them too, not str(list)
+    assert not (tmp_path / "out3").exists()
 
 
 def test_cli_engine_ray_prints_one_json_summary(trained_dir, inputs, tmp_path, capsys):

@@ -114,6 +114,7 @@ def predict_dataset(model_dir: str | Path, source: str | Path | list, *, text_co
     if pair is not None and pair not in columns:
         raise DataError(f"{paths[0]} has no column {pair!r}, the second text of this sentence-pair model; columns "
                         f"are {columns}; pass --text-pair-col")
+    _refuse_non_text(dataset.schema(), [text] + ([pair] if pair else []), paths[0])
     cpus = int(ray.cluster_resources().get("CPU", 1))
     pool = _pool_size(cpus, workers, cpus_per_worker)
     # The CPU kept for listing and reading is idle most of the time: a pool the default size spreads its
@@ -123,6 +124,18 @@ def predict_dataset(model_dir: str | Path, source: str | Path | list, *, text_co
         Scorer, fn_constructor_args=(str(model_dir), backend, threads, text, pair, batch_size, threshold),
         batch_size=batch_size * SORTED_BATCHES, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=pool),
         num_cpus=cpus_per_worker)
+
+
+def _refuse_non_text(schema: Any, columns: list[str], path: Path) -> None:
+    """A text column typed as lists, records or bytes is refused here, before any actor starts (plain
+    predict refuses it too); texts and numbers are read as text."""
+    import pyarrow as pa
+
+    for name, kind in zip(schema.names, schema.types, strict=True):
+        if name in columns and isinstance(kind, pa.DataType) and (
+                pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+            raise DataError(f"column {name!r} of {path} holds {kind} values, not texts; pass --text-col with the "
+                            "column that holds the texts, or turn those cells into strings")
 
 
 def _pool_size(cpus: int, workers: int | None, cpus_per_worker: int) -> int:

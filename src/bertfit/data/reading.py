@@ -100,12 +100,27 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
                         raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "
                                         f"columns are {names}; pass --text-pair-col")
                     columns.append(pair_col)
-            values = [table[c].astype(str).tolist() for c in columns]
+            values = [_texts_of(table[c], c, path) for c in columns]
             yield from _chunks(values[0] if pair_col is None else zip(*values, strict=True), chunk_size)
     else:
         check_text_file(path)
         with path.open(encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of the first text
             yield from _chunks(_lines(handle, pair_col), chunk_size)
+
+
+def _texts_of(values: pd.Series, column: str, path: Path) -> list[str]:
+    """A column's cells as texts; a cell holding a list, a record or bytes is refused, as training refuses it.
+
+    Numbers are read as their text, as training reads a number among texts; a table's gaps are "" already.
+    """
+    odd = values.map(lambda v: not isinstance(v, str | int | float | bool))
+    if odd.any():
+        row = odd.idxmax()
+        kind = type(values[row]).__name__
+        kind = {"ndarray": "list", "tuple": "list", "dict": "record"}.get(kind, kind)
+        raise DataError(f"column {column!r} of {path} holds {kind} values (the first at row {row}), not texts; pass "
+                        "--text-col with the column that holds the texts, or turn those cells into strings")
+    return values.astype(str).tolist()
 
 
 def _stdin() -> Iterable[str]:

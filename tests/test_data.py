@@ -477,6 +477,25 @@ def test_prepare_hf_saved_dataset_dict_uses_its_splits(tmp_path):
     assert report["rows"] == {"train": 51, "test": 6, "validation": 9}
 
 
+def test_prepare_takes_dataset_objects_and_a_dict_of_split_frames_as_they_are(caplog):
+    datasets = pytest.importorskip("datasets")
+    train, test = labelled(THREE), labelled({"billing": 2, "tech": 2, "sales": 2}, prefix="t ")
+    report = data.prepare(datasets.Dataset.from_pandas(train)).report
+    assert report["rows"] == {"train": 42, "validation": 9, "test": 9}
+    assert report["source"] == "a Hugging Face Dataset"
+    both = datasets.DatasetDict({"train": datasets.Dataset.from_pandas(train),
+                                 "test": datasets.Dataset.from_pandas(test)})
+    assert data.prepare(both).report["rows"] == {"train": 51, "test": 6, "validation": 9}
+    with caplog.at_level("WARNING"):
+        report = data.prepare({"train": train, "dev": test, "notes": test}).report
+    assert report["rows"] == {"train": 51, "validation": 6, "test": 9}  # test carved from train
+    assert "['notes'] left out" in caplog.text
+    expect_data_error(lambda: data.prepare({"dev": test}), "no train split", "['dev']")
+    expect_data_error(lambda: data.prepare({"text": ["a"], "label": ["b"]}), "got a value of type dict",
+                      "pd.DataFrame(...)")
+    expect_data_error(lambda: data.prepare(17), "got a value of type int", "a file or folder path")
+
+
 def test_prepare_hf_unknown_name_offline_is_a_data_error(monkeypatch):
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

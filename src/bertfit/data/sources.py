@@ -8,6 +8,7 @@ columns, cleaning and splitting happen in ``data``; this module only reads.
 from __future__ import annotations
 
 import csv
+import logging
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import pandas as pd
 
 from bertfit.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 SPLIT_NAMES = {  # file stem -> split; the first name of each is the canonical one
@@ -209,13 +212,22 @@ def _read_parquet(path: Path) -> pd.DataFrame:
             from None
 
 
-def load_frames(source: str | Path | pd.DataFrame, need_train: bool = True) -> tuple[dict[str, pd.DataFrame], str]:
+def load_frames(source: Any, need_train: bool = True) -> tuple[dict[str, pd.DataFrame], str]:
     """Read a source into frames keyed by split ('all' when it is one unsplit table).
 
     ``need_train``: a folder must hold a train file (to train on); scoring takes any split.
     """
     if isinstance(source, pd.DataFrame):
         return {"all": source}, "DataFrame"
+    if _is_hf_dataset(source):
+        return _hf_frames(source, type(source).__name__, need_train), f"a Hugging Face {type(source).__name__}"
+    if isinstance(source, dict) and source and all(isinstance(v, pd.DataFrame) for v in source.values()):
+        return _split_frames(source, "the dict of DataFrames", need_train), "a dict of DataFrames"
+    if not isinstance(source, str | Path):
+        raise DataError(f"bertfit reads a file or folder path, 'hf:NAME', a pandas DataFrame, a dict of them by split "
+                        f"({{'train': ..., 'validation': ..., 'test': ...}}) or a Hugging Face Dataset or "
+                        f"DatasetDict; got a value of type {type(source).__name__}: pass one of those (pd.DataFrame(...) for "
+                        "columns in a dict or lists)")
     text = str(source)
     if text.startswith("hf:"):
         return _load_hf(text[3:]), text
@@ -267,16 +279,37 @@ def _load_hf(name: str) -> dict[str, pd.DataFrame]:
             f"cannot load Hugging Face dataset {name!r} ({type(err).__name__}: {first_line(err)}); "
             "if the hub is unreachable, load it where there is a network, save_to_disk(PATH), and pass hf:PATH"
         ) from None
-    if isinstance(loaded, datasets.DatasetDict):
-        frames = {}
-        for split, part in loaded.items():
-            canonical = SPLIT_NAMES.get(split.lower())
-            if canonical:
-                frames[canonical] = part.to_pandas()
-        if "train" not in frames:
-            raise DataError(f"Hugging Face dataset {name!r} has no train split (has {list(loaded)})")
-        return frames
+    return _hf_frames(loaded, f"Hugging Face dataset {name!r}")
+
+
+def _is_hf_dataset(source: Any) -> bool:
+    """A datasets.Dataset or DatasetDict, told without importing datasets (slow) for other sources."""
+    return type(source).__module__.split(".")[0] == "datasets" and type(source).__name__ in ("Dataset",
+                                                                                              "DatasetDict")
+
+
+def _hf_frames(loaded: Any, what: str, need_train: bool = True) -> dict[str, pd.DataFrame]:
+    if type(loaded).__name__ == "DatasetDict":
+        return _split_frames({split: part.to_pandas() for split, part in loaded.items()}, what, need_train)
     return {"all": loaded.to_pandas()}
+
+
+def _split_frames(parts: dict[str, pd.DataFrame], what: str, need_train: bool = True) -> dict[str, pd.DataFrame]:
+    """Named splits (train, validation/dev/valid/val, test) as bertfit's; other names are left out, said."""
+    frames = {}
+    for split, part in parts.items():
+        canonical = SPLIT_NAMES.get(str(split).lower())
+        if canonical in frames:
+            raise DataError(f"{what} has two {canonical} splits ({', '.join(map(str, parts))}); keep one")
+        if canonical:
+            frames[canonical] = part
+    if ("train" not in frames and need_train) or not frames:
+        raise DataError(f"{what} has no {'train' if need_train else 'train, validation or test'} split (has "
+                        f"{list(parts)}); name the splits train, validation and test")
+    ignored = [str(split) for split in parts if SPLIT_NAMES.get(str(split).lower()) is None]
+    if ignored:
+        log.warning("%s: split(s) %s left out: bertfit reads train, validation and test", what, ignored)
+    return frames
 
 
 def unreadable(source: str | Path, err: UnicodeDecodeError | pd.errors.ParserError) -> DataError:

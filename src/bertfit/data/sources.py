@@ -8,8 +8,8 @@ columns, cleaning and splitting happen in ``data``; this module only reads.
 from __future__ import annotations
 
 import csv
-import logging
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any

@@ -226,8 +226,8 @@ def load_frames(source: Any, need_train: bool = True) -> tuple[dict[str, pd.Data
     if not isinstance(source, str | Path):
         raise DataError(f"bertfit reads a file or folder path, 'hf:NAME', a pandas DataFrame, a dict of them by split "
                         f"({{'train': ..., 'validation': ..., 'test': ...}}) or a Hugging Face Dataset or "
-                        f"DatasetDict; got a value of type {type(source).__name__}: pass one of those (pd.DataFrame(...) for "
-                        "columns in a dict or lists)")
+                        f"DatasetDict; got a value of type {type(source).__name__}: pass one of those "
+                        "(pd.DataFrame(...) for columns in a dict or lists)")
     text = str(source)
     if text.startswith("hf:"):
         return _load_hf(text[3:]), text

@@ -220,7 +220,8 @@ def load_frames(source: Any, need_train: bool = True) -> tuple[dict[str, pd.Data
     if isinstance(source, pd.DataFrame):
         return {"all": source}, "DataFrame"
     if _is_hf_dataset(source):
-        return _hf_frames(source, type(source).__name__, need_train), f"a Hugging Face {type(source).__name__}"
+        what = f"a Hugging Face {type(source).__name__}"
+        return _hf_frames(source, what, need_train), what
     if isinstance(source, dict) and source and all(isinstance(v, pd.DataFrame) for v in source.values()):
         return _split_frames(source, "the dict of DataFrames", need_train), "a dict of DataFrames"
     if not isinstance(source, str | Path):

@@ -19,8 +19,10 @@ Paths, all on the same model and the same rows, in one process:
   pipeline, batch 64,        batches in the order given (on mixed lengths mostly padding)
     given order
   bertfit torch              bertfit's TextClassifier on PyTorch (it batches texts of similar length)
-  bertfit ONNX fp32          `bertfit export` to ONNX, run on onnxruntime
+  bertfit ONNX fp32          `bertfit export` to ONNX, run on onnxruntime (a BERT model's attention in
+                             onnxruntime's fused operators)
   bertfit ONNX int8          `bertfit export --quantize int8` (dynamic int8 weights)
+  ..., --no-fuse             the same two exported with plain ONNX operators (dynamo's graph)
 
 Every pipeline truncates at the model's max length, as bertfit does. The three pipeline settings are
 what a careful user would try; the speed-up column is over the fastest of them (by median), named in
@@ -172,9 +174,11 @@ def bench_model(model_dir: Path, names: list[str], limit: int | None, batch_size
                 paths[path], kinds[path] = predict, "pipeline"
         paths["bertfit torch"] = lambda t, p: torch_model.predict(t, batch_size, pairs=p)
         kinds["bertfit torch"] = "fp32"
-        for path, quantize in (("bertfit ONNX fp32", None), ("bertfit ONNX int8", "int8")):
-            out = workdir / f"{model_dir.name}-{name}-{quantize or 'fp32'}".replace(" ", "_")
-            exported = export(model_dir, out, quantize=quantize, data=check, max_drop=1.0, overwrite=True)
+        for path, quantize, fuse in (("bertfit ONNX fp32", None, True), ("bertfit ONNX int8", "int8", True),
+                                     ("bertfit ONNX fp32, --no-fuse", None, False),
+                                     ("bertfit ONNX int8, --no-fuse", "int8", False)):
+            out = workdir / f"{model_dir.name}-{name}-{quantize or 'fp32'}-{fuse}".replace(" ", "_")
+            exported = export(model_dir, out, quantize=quantize, data=check, max_drop=1.0, overwrite=True, fuse=fuse)
             size[path] = exported.size_after
             onnx_model = TextClassifier.from_pretrained(exported.model_dir, backend="onnx")
             paths[path] = lambda t, p, m=onnx_model: m.predict(t, batch_size, pairs=p)

@@ -26,7 +26,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from bertfit.export.onnx import export
 
     result = export(args.model_dir, args.out, format=args.format, quantize=args.quantize, data=args.data,
-                    max_drop=args.max_drop, overwrite=args.overwrite, batch_size=args.batch_size)
+                    max_drop=args.max_drop, overwrite=args.overwrite, batch_size=args.batch_size, fuse=args.fuse)
     check = result.check
     log.info("check on %d rows of %s: %s %.4f (PyTorch) vs %.4f (%s), drop %.4f (allowed %g); decisions agree "
              "on %.1f%%, largest logit difference %.2g", check["rows"], check["data"], check["metric"], check["torch"],

@@ -228,7 +228,10 @@ def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                         "in 4 bits, smaller still")
     export.add_argument("--out", help="folder to write (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-QUANTIZE)")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    export.add_argument("--data", help="labelled file to check the export on, instead of MODEL_DIR/test.jsonl")
+    export.add_argument("--data", help="labelled file to check the export on, instead of MODEL_DIR/validation.jsonl")
+    export.add_argument("--no-fuse", dest="fuse", action="store_false",
+                        help="plain ONNX operators only, for runtimes other than onnxruntime (default: a BERT "
+                             "model's attention, embeddings and layer norms in onnxruntime's fused operators)")
     export.add_argument("--max-drop", type=float, default=0.01, help="refuse when the main metric (accuracy; micro "
                         "F1 for multi-label) drops more than this below PyTorch's (default 0.01)")
     export.add_argument("--batch-size", type=int, default=64)

@@ -14,11 +14,15 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from bertfit.config import TrainConfig
 from bertfit.environment import install_line
 from bertfit.errors import ModelLoadError, UsageError
 from bertfit.hub import check_hub_name
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model allows it
+MIN_TEXT_TOKENS = 2  # tokens of text a --max-length must leave beside the special tokens
 
 
 def default_model_path() -> str:
@@ -166,3 +170,25 @@ def _lora(model: Any, rank: int, alpha: int) -> Any:
 def count_parameters(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def model_position_limit(model: Any, tokenizer: Any) -> int:
+    limit = tokenizer.model_max_length
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and (limit is None or limit > positions):
+        limit = positions
+    return int(limit)
+
+
+def max_length_of(model: Any, tokenizer: Any, config: TrainConfig, pairs: bool = False) -> int:
+    """--max-length, or the default within the model's limit; refused where it leaves no room for the text."""
+    limit = model_position_limit(model, tokenizer)
+    if config.max_length is not None and config.max_length > limit:
+        raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "
+                         f"pass --max-length {limit} or less")
+    # head-tail keeps a head and a tail, a pair a token of each side: at least 2 tokens of text
+    least = tokenizer.num_special_tokens_to_add(pair=pairs) + MIN_TEXT_TOKENS
+    if config.max_length is not None and config.max_length < least:
+        raise UsageError(f"--max-length {config.max_length} leaves under {MIN_TEXT_TOKENS} tokens of text after "
+                         f"the model's {least - MIN_TEXT_TOKENS} special tokens; pass --max-length {least} or more")
+    return config.max_length or min(DEFAULT_MAX_LENGTH, limit)

@@ -47,12 +47,17 @@ from bertfit.config import DataConfig, TrainConfig, to_dict
 from bertfit.data.cleaning import PreparedData
 from bertfit.errors import UsageError
 from bertfit.model import TextClassifier
-from bertfit.training.backbone import count_parameters, default_model_path, encoder_stack, load_base
+from bertfit.training.backbone import (
+    count_parameters,
+    default_model_path,
+    encoder_stack,
+    load_base,
+    max_length_of,
+)
 from bertfit.training.epochs import main_metric, quiet_progress
 from bertfit.training.stages import (
     Fitted,
     Run,
-    max_length_of,
     new_record,
     processes,
     schedule_settings,

@@ -36,7 +36,7 @@ from bertfit.hub import check_hub_name
 from bertfit.metrics import headline
 from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs
-from bertfit.training.backbone import count_parameters, freeze
+from bertfit.training.backbone import count_parameters, freeze, max_length_of
 from bertfit.training.baseline import baseline_record, compare_with_baseline
 from bertfit.training.checkpoints import check_stale
 from bertfit.training.contrastive import choose_method, fit_contrastive
@@ -48,7 +48,6 @@ from bertfit.training.stages import (
     build_trainer,
     decide_then_score,
     encode_splits,
-    max_length_of,
     new_record,
     split_targets,
     starting_model,

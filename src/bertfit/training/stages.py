@@ -1,6 +1,6 @@
 """The stages ``training.run.fit`` goes through, in its order, each a function a reader can take alone.
 
-:func:`starting_model`, :func:`max_length_of`, :func:`encode_splits`, :func:`build_trainer`,
+:func:`starting_model`, :func:`encode_splits`, :func:`build_trainer`,
 :func:`train_loop`, :func:`best_epoch`, :func:`trained_model`, :func:`new_record`,
 :func:`decide_then_score`, :func:`write_report`. :class:`Start` is where a run starts other than
 from the base checkpoint (distillation's student), :class:`Run` what the trainer stage set up,
@@ -26,7 +26,7 @@ from bertfit.calibration import choose_temperature, plain_softmax
 from bertfit.config import DataConfig, TrainConfig
 from bertfit.data.cleaning import PreparedData
 from bertfit.environment import TRAINING_PACKAGES, versions
-from bertfit.errors import TrainingInterrupted, UsageError
+from bertfit.errors import TrainingInterrupted
 from bertfit.metrics import expected_calibration_error, headline, multilabel_metrics, tune_thresholds
 from bertfit.model import TextClassifier
 from bertfit.record import Calibration, DataReport, LongText, ModelRecord, Task
@@ -53,8 +53,6 @@ from bertfit.training.trainer import ClassifierTrainer, EncodedSplit, encode_spl
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model allows it
-MIN_TEXT_TOKENS = 2  # tokens of text a --max-length must leave beside the special tokens
 MULTI_LABEL_HEAD_LR_SCALE = 10.0
 
 
@@ -109,20 +107,6 @@ def starting_model(prepared: PreparedData, config: TrainConfig, start: Start | N
     if prepared.multi_label:
         start_at_base_rates(model, split_targets(prepared, "train"))
     return model, tokenizer
-
-
-def max_length_of(model: Any, tokenizer: Any, config: TrainConfig, pairs: bool = False) -> int:
-    """--max-length, or the default within the model's limit; refused where it leaves no room for the text."""
-    limit = model_position_limit(model, tokenizer)
-    if config.max_length is not None and config.max_length > limit:
-        raise UsageError(f"--max-length {config.max_length} is above the model's limit of {limit} tokens; "
-                         f"pass --max-length {limit} or less")
-    # head-tail keeps a head and a tail, a pair a token of each side: at least 2 tokens of text
-    least = tokenizer.num_special_tokens_to_add(pair=pairs) + MIN_TEXT_TOKENS
-    if config.max_length is not None and config.max_length < least:
-        raise UsageError(f"--max-length {config.max_length} leaves under {MIN_TEXT_TOKENS} tokens of text after "
-                         f"the model's {least - MIN_TEXT_TOKENS} special tokens; pass --max-length {least} or more")
-    return config.max_length or min(DEFAULT_MAX_LENGTH, limit)
 
 
 def encode_splits(prepared: PreparedData, tokenizer: Any, targets: dict[str, np.ndarray], max_length: int,
@@ -361,14 +345,6 @@ def _training_args(config: TrainConfig, learning_rate: float, epochs: int, check
         metric_for_best_model="loss" if config.select_by == "loss" else "selection",
         greater_is_better=config.select_by != "loss",
     )
-
-
-def model_position_limit(model: Any, tokenizer: Any) -> int:
-    limit = tokenizer.model_max_length
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions and (limit is None or limit > positions):
-        limit = positions
-    return int(limit)
 
 
 def new_record(prepared: PreparedData, config: TrainConfig, data_config: DataConfig, start: Start | None, run: Run,

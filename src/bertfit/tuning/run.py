@@ -222,8 +222,8 @@ def _masked(url: str) -> str:
 
 
 def _space(prepared: PreparedData, config: Any) -> Space:
-    from bertfit.training.backbone import default_model_path, encoder_layers, load_base
-    from bertfit.training.stages import model_position_limit, processes
+    from bertfit.training.backbone import default_model_path, encoder_layers, load_base, model_position_limit
+    from bertfit.training.stages import processes
 
     model, tokenizer = load_base(config.model or default_model_path(), prepared.labels.names, prepared.multi_label)
     sample = prepared.train.sample(n=min(2000, len(prepared.train)), random_state=0)

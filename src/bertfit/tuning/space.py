@@ -16,9 +16,9 @@ import numpy as np
 
 from bertfit.config import TrainConfig
 from bertfit.data.cleaning import PreparedData
-from bertfit.training.backbone import default_learning_rate
+from bertfit.training.backbone import DEFAULT_MAX_LENGTH, default_learning_rate
 from bertfit.training.epochs import planned_epochs
-from bertfit.training.stages import DEFAULT_MAX_LENGTH, MULTI_LABEL_HEAD_LR_SCALE
+from bertfit.training.stages import MULTI_LABEL_HEAD_LR_SCALE
 
 EPOCHS = (2, 8)
 BATCH_SIZES = (8, 16, 32)

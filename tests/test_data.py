@@ -297,6 +297,14 @@ def test_clean_drops_the_header_repeated_inside_the_data_as_files_joined_by_cat_
     assert len(rows) == 2 and dropped["repeated_header"] == 0
 
 
+def test_clean_refuses_text_cells_holding_lists_or_records_among_texts():
+    frame = pd.DataFrame({"text": ["refund my card", ["app", "crash"], None, 7], "label": ["a", "b", "a", "b"]})
+    expect_data_error(lambda: data.clean(frame, "text", "label"), "column 'text' holds list values",
+                      "row 1", "--text-col")
+    frame.loc[1, "text"] = "app crash"  # gaps and numbers among texts are read as before
+    assert len(data.clean(frame, "text", "label")[0]) == 3
+
+
 def test_clean_judges_duplicates_ignoring_case_and_spacing():
     frame = pd.DataFrame({"text": ["Hello  World", "hello world", "HELLO WORLD", "other"],
                           "label": ["a", "a", "b", "b"]})

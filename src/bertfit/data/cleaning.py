@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bertfit.config import DataConfig
@@ -193,6 +194,7 @@ def clean(
 
 def _check_texts(values: pd.Series, column: str) -> None:
     """Refuse a text column that holds no text at all (numbers, records), or a text too long to be one."""
+    check_text_cells(values, column)
     present = values.dropna()
     if len(present) and not present.map(lambda v: isinstance(v, str)).any():
         kinds = sorted({type(v).__name__ for v in present.iloc[:100]})
@@ -206,6 +208,17 @@ def _check_texts(values: pd.Series, column: str) -> None:
             f"{MAX_TEXT_CHARS:,} bertfit reads as one text; that is usually an unclosed quote that ran on through "
             "the file: check the quoting before that row, or split it into smaller texts"
         )
+
+
+def check_text_cells(values: pd.Series, column: str, where: str = "") -> None:
+    """Refuse a text column with a cell holding a list, a record or bytes: its repr is no text the model knows."""
+    odd = values.map(lambda v: isinstance(v, list | tuple | dict | set | np.ndarray | bytes | bytearray))
+    if odd.any():
+        row = odd.idxmax()
+        kind = type(values[row]).__name__
+        kind = {"ndarray": "list", "tuple": "list", "dict": "record"}.get(kind, kind)
+        raise DataError(f"column {column!r}{where} holds {kind} values (the first at row {row}), not texts; pass "
+                        "--text-col with the column that holds the texts, or turn those cells into strings")
 
 
 def nothing_left(where: str, rows: int, dropped: dict[str, int], text_col: str, label_col: str) -> DataError:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from bertfit.data.cleaning import TEXT_CANDIDATES, clean, find_columns, nothing_left, pick
+from bertfit.data.cleaning import TEXT_CANDIDATES, check_text_cells, clean, find_columns, nothing_left, pick
 from bertfit.data.sources import check_text_file, load_frames, read_delimited, read_table, unreadable
 from bertfit.errors import DataError
 
@@ -109,17 +109,9 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
 
 
 def _texts_of(values: pd.Series, column: str, path: Path) -> list[str]:
-    """A column's cells as texts; a cell holding a list, a record or bytes is refused, as training refuses it.
-
-    Numbers are read as their text, as training reads a number among texts; a table's gaps are "" already.
-    """
-    odd = values.map(lambda v: not isinstance(v, str | int | float | bool))
-    if odd.any():
-        row = odd.idxmax()
-        kind = type(values[row]).__name__
-        kind = {"ndarray": "list", "tuple": "list", "dict": "record"}.get(kind, kind)
-        raise DataError(f"column {column!r} of {path} holds {kind} values (the first at row {row}), not texts; pass "
-                        "--text-col with the column that holds the texts, or turn those cells into strings")
+    """A column's cells as texts (numbers as their text; a table's gaps are "" already); a cell holding a
+    list, a record or bytes is refused, as training refuses it."""
+    check_text_cells(values, column, f" of {path}")
     return values.astype(str).tolist()
 
 

@@ -78,7 +78,7 @@ def test_a_second_run_resumes_or_is_refused(tmp_path, data, tiny_model_dir):
 def test_budget_stops_a_running_trial(tmp_path, data, tiny_model_dir):
     import optuna
 
-    from bertfit.tuning.run import _storage
+    from bertfit.tuning.run import _journal
 
     out = tmp_path / "tuned"
     started = time.monotonic()
@@ -86,7 +86,7 @@ def test_budget_stops_a_running_trial(tmp_path, data, tiny_model_dir):
         tune(data, out, budget="20s", model=str(tiny_model_dir), progress=False,
              **SETTINGS | {"epochs": 400, "patience": 0})
     assert time.monotonic() - started < 20 + 60
-    study = optuna.load_study(study_name="bertfit", storage=_storage(optuna, f"journal:{journal_path(out)}"))
+    study = optuna.load_study(study_name="bertfit", storage=_journal(f"journal:{journal_path(out)}"))
     assert [(t.state.name, t.user_attrs.get("stopped")) for t in study.trials] == [("PRUNED", "budget")]
     assert not out.exists()
 
@@ -104,9 +104,9 @@ def test_a_worker_and_the_main_process_share_one_study_and_lose_no_trial(tmp_pat
     assert all(process.returncode == 0 for process in processes), outputs
     import optuna
 
-    from bertfit.tuning.run import _storage
+    from bertfit.tuning.run import _journal
 
-    study = optuna.load_study(study_name="bertfit", storage=_storage(optuna, storage))
+    study = optuna.load_study(study_name="bertfit", storage=_journal(storage))
     numbers = [t.number for t in study.trials]
     assert sorted(numbers) == list(range(len(numbers))) and len(numbers) >= 6
     assert all(t.state.is_finished() for t in study.trials)  # none lost or left running

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 FORMATS = ("onnx",)
 EMBEDDING_BLOCK = 32  # values sharing one 4-bit scale, along the hidden axis
 EXTERNAL_DATA_BYTES = 1_500_000_000  # past this, weights go to model.onnx.data (one protobuf holds at most 2 GB)
+FUSED_EXPORTER = "torch.onnx.export (TorchScript, eager attention) + onnxruntime.transformers BERT fusion"
+FUSED_OPSET = 17  # the TorchScript exporter's; onnxruntime's fusion reads its LayerNormalization
 
 
 class ExportError(BertfitError, RuntimeError):
@@ -150,9 +152,6 @@ def check_rows(folder: Path, classifier: TextClassifier, data: str | Path | None
     return SplitRows(frame["text"].tolist(), frame["label"].tolist(), pairs, str(data))
 
 
-FUSED_EXPORTER = "torch.onnx.export (TorchScript, eager attention) + onnxruntime.transformers BERT fusion"
-
-
 def fused_export(classifier: TextClassifier, path: Path, embeddings: bool = True) -> dict[str, Any] | None:
     """A BERT model exported with its attention in onnxruntime's fused ``Attention`` operator; None otherwise.
 
@@ -167,7 +166,6 @@ def fused_export(classifier: TextClassifier, path: Path, embeddings: bool = True
     config = classifier.model.config
     if getattr(config, "model_type", None) != "bert":
         return None
-    import onnx
     import torch
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -206,12 +204,15 @@ def fused_export(classifier: TextClassifier, path: Path, embeddings: bool = True
             model.set_attn_implementation(previous)
         quiet.setLevel(level)
     log.info("exported %s with onnxruntime's fused operators: %s", path.name, counts)
-    opset = next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
-                  if o.domain in ("", "ai.onnx")), 0)
-    return {"opset": int(opset), "inputs": inputs, "operators": counts, "exporter": FUSED_EXPORTER}
+    return {"opset": _opset(path), "inputs": inputs, "operators": counts, "exporter": FUSED_EXPORTER}
 
 
-FUSED_OPSET = 17  # the TorchScript exporter's; onnxruntime's fusion reads its LayerNormalization
+def _opset(path: Path) -> int:
+    """The default-domain opset of the graph written at ``path``."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    return int(next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0))
 
 
 def _input_names(classifier: TextClassifier) -> list[str]:
@@ -245,7 +246,6 @@ def _logits(model: Any) -> Any:
 
 def to_onnx(classifier: TextClassifier, path: Path) -> tuple[int, list[str]]:
     """Write the classifier's logits as an ONNX graph with batch and sequence dynamic; returns (opset, inputs)."""
-    import onnx
     import torch
 
     model = classifier.model.float().eval()
@@ -270,9 +270,7 @@ def to_onnx(classifier: TextClassifier, path: Path) -> tuple[int, list[str]]:
                           "run again with --debug for the exporter's report") from err
     finally:
         quiet.setLevel(level)
-    graph = onnx.load(str(path), load_external_data=False)
-    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return int(opset), inputs
+    return _opset(path), inputs
 
 
 # Shape inference cannot type the outputs of onnxruntime's fused operators; the quantizer then needs telling.

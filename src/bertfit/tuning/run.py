@@ -191,11 +191,6 @@ def _journal_file(url: str) -> str | None:
     return url[len("journal:"):] if url.startswith("journal:") else url if url.endswith(".journal") else None
 
 
-def _storage(optuna: Any, url: str) -> Any:
-    """The Optuna storage at ``url``: a journal file, or any database URL Optuna's RDB storage takes."""
-    return _journal(url) if _journal_file(url) else _database(optuna, url)
-
-
 def _journal(url: str) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend

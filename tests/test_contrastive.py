@@ -54,6 +54,27 @@ def test_the_added_layer_gives_the_layer_normalised_mean_of_the_tokens(tiny_mode
     assert not any(p.requires_grad for p in model.base_model.pooler.parameters())
 
 
+def test_the_pairs_train_on_the_same_embedding_the_added_layer_gives(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from bertfit.training.contrastive import PooledBody, mean_pooling_layer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=3).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    batch = tokenizer(["invoice refund", "crash error bug install update login please help", "help"],
+                      padding=True, return_tensors="pt")
+    batch.pop("token_type_ids", None)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.base_model.encoder.layer[-1].output.dense.weight, std=0.5)  # not a trivial body
+        layer = mean_pooling_layer(model)
+        trained = PooledBody(model.base_model, layer).eval()(**batch)  # the added layer not run: the mean alone
+        append_mean_pooling(model, layer)
+        saved = model.base_model(**batch).pooler_output
+    assert trained.shape == saved.shape == (3, model.config.hidden_size)
+    assert torch.allclose(trained, saved, atol=1e-5)
+    assert (trained[0] - trained[1]).abs().max() > 1e-2  # distinct texts, distinct embeddings
+
+
 def test_pairs_are_balanced_labelled_by_the_rows_and_seeded():
     labels = np.array([0] * 5 + [1] * 3 + [2] * 1)
     pairs = sample_pairs(labels, iterations=4, seed=7)

@@ -76,6 +76,12 @@ def test_fewshot_bench_runs(shared, tmp_path):
     assert "trec" in done.stdout
 
 
+def test_pair_steps_bench_runs_every_way(shared):
+    done = bench("pair_steps.py", shared, "--dataset", "banking77", "--steps", "2", "--repeats", "1")
+    ways = [row[0] for row in table_rows(done.stdout)]
+    assert ways == ["layer+joint", "pooled+joint", "pooled+sides"]
+
+
 def test_tune_bench_runs(shared, tmp_path):
     pytest.importorskip("optuna")
     bench("tune.py", shared, "--datasets", "trec", "--default-seeds", "1", "--runs", "2", "--json",

@@ -347,7 +347,8 @@ def fit_contrastive(prepared: PreparedData, config: TrainConfig, *, data_config:
     log.info("contrastive: %d pairs of the %d training and validation rows per epoch, %d epoch(s), learning "
              "rate %g", len(pairs), len(texts), epochs, learning_rate)
     where = Path(tempfile.mkdtemp(prefix="bertfit-pairs-"))
-    trainer = PairTrainer(model=PooledBody(model.base_model, layer), args=_pair_args(config, learning_rate, epochs, where, progress),
+    trainer = PairTrainer(model=PooledBody(model.base_model, layer),
+                          args=_pair_args(config, learning_rate, epochs, where, progress),
                           train_dataset=PairDataset(encoded["input_ids"], pairs),
                           data_collator=PairCollator(tokenizer), callbacks=callbacks)
     quiet_progress(trainer)

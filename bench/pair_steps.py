@@ -64,12 +64,8 @@ def main() -> int:
         return 0
     quiet()
     from bertfit.training.backbone import default_model_path, load_base
-    from bertfit.training.contrastive import (
-        PooledBody,
-        append_mean_pooling,
-        mean_pooling_layer,
-        sample_pairs,
-    )
+    from bertfit.training.contrastive import sample_pairs
+    from bertfit.training.pooling import PooledBody, append_mean_pooling, mean_pooling_layer
     from fewshot import sample
 
     print(f"# {measured_on()}; torch threads {torch.get_num_threads()}", file=sys.stderr)

@@ -14,7 +14,8 @@ from bertfit.data.cleaning import prepare
 from bertfit.errors import UsageError
 from bertfit.model import TextClassifier
 from bertfit.training import contrastive
-from bertfit.training.contrastive import append_mean_pooling, choose_method, sample_pairs
+from bertfit.training.contrastive import choose_method, sample_pairs
+from bertfit.training.pooling import append_mean_pooling
 from bertfit.training.run import train
 from conftest import make_rows
 
@@ -57,7 +58,7 @@ def test_the_added_layer_gives_the_layer_normalised_mean_of_the_tokens(tiny_mode
 def test_the_pairs_train_on_the_same_embedding_the_added_layer_gives(tiny_model_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from bertfit.training.contrastive import PooledBody, mean_pooling_layer
+    from bertfit.training.pooling import PooledBody, mean_pooling_layer
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=3).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))

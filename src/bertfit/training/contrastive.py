@@ -5,15 +5,9 @@ folder so that ``predict``, ``export``, ``serve``, ``distill`` and ``transformer
 nothing new:
 
 1. The embedded body is a sentence encoder trained with *mean* pooling, while BERT's classification
-   head reads the first token. :func:`append_mean_pooling` adds one more encoder layer that turns
-   the first token into the layer-normalised mean of all tokens: its queries are zero, so every
-   score is equal and attention averages the (unmasked) tokens; its values pass the hidden states
-   through; the attention output is scaled by ``MEAN_SCALE`` so that the residual first token is
-   a rounding error beside the mean, and LayerNorm removes the scale; its feed-forward part adds
-   zero. The pooler then maps that vector to ``tanh(x / sqrt(hidden))``, about a unit vector.
-   The embedding used everywhere below is the model's own ``pooler_output``: what is trained is
-   what is saved (while the body trains, :func:`pooled_through` computes the same numbers from the
-   mean alone, without running the added layer over every token).
+   head reads the first token: :mod:`bertfit.training.pooling` adds a layer that makes the first
+   token the mean. The embedding used everywhere below is the model's own ``pooler_output``: what
+   is trained is what is saved.
 2. Pairs of training rows (:func:`sample_pairs`): for every row, ``PAIR_ITERATIONS`` times, one
    partner with its label (target 1) and one with another label (target 0), cut to
    :func:`pair_budget` (no more than there are distinct pairs, and MAX_PAIRS).
@@ -31,9 +25,7 @@ texts only; the threshold below which ``auto`` picks it comes from ``bench/fewsh
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import os
 import tempfile
 import time
@@ -48,14 +40,9 @@ from bertfit.config import DataConfig, TrainConfig, to_dict
 from bertfit.data.cleaning import PreparedData
 from bertfit.errors import UsageError
 from bertfit.model import TextClassifier
-from bertfit.training.backbone import (
-    count_parameters,
-    default_model_path,
-    encoder_stack,
-    load_base,
-    max_length_of,
-)
+from bertfit.training.backbone import count_parameters, default_model_path, load_base, max_length_of
 from bertfit.training.epochs import main_metric, quiet_progress
+from bertfit.training.pooling import PooledBody, append_mean_pooling, embed, mean_pooling_layer
 from bertfit.training.stages import (
     Fitted,
     Run,
@@ -71,7 +58,6 @@ FEW_SHOT_ROWS_PER_CLASS = 30  # auto: contrastive below this many training rows 
 PAIR_ITERATIONS = 20  # partners per row and epoch, each a positive and a negative: SetFit 0.x's num_iterations
 MAX_PAIRS = 12_000  # per epoch: the cost stays bounded when --method contrastive meets a large set
 LEARNING_RATE = 2e-5  # the body's, as SetFit's
-MEAN_SCALE = 1000.0  # the mean's weight against the residual first token in the added layer
 VALIDATION_NOTE = ("contrastive: the validation rows trained the model too (the method chooses nothing on them), "
                    "so its validation figures are in-sample and it is not calibrated; the test split is the estimate")
 
@@ -137,90 +123,6 @@ def _model_type(name: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The model
-
-
-def append_mean_pooling(model: Any, layer: Any = None) -> None:
-    """Add an encoder layer whose first-token output is the layer-normalised mean of the tokens below it.
-
-    See the module docstring; the layer (``layer``, or a new :func:`mean_pooling_layer`) and the pooler
-    are frozen. (batch, seq, hidden) in, the same out; only position 0 is read by the pooler.
-    """
-    parent, name = encoder_stack(model)
-    getattr(parent, name).append(mean_pooling_layer(model) if layer is None else layer)
-    model.config.num_hidden_layers = len(getattr(parent, name))
-
-
-def mean_pooling_layer(model: Any) -> Any:
-    """The layer :func:`append_mean_pooling` adds, not yet added; sets the pooler too. Both frozen."""
-    parent, name = encoder_stack(model)
-    layer = copy.deepcopy(getattr(parent, name)[-1])
-    hidden = model.config.hidden_size
-    identity = torch.eye(hidden)
-    with torch.no_grad():
-        for parameter in layer.parameters():
-            parameter.zero_()  # zero queries: uniform attention; zero feed-forward: adds nothing
-        layer.attention.self.value.weight.copy_(identity)
-        layer.attention.output.dense.weight.copy_(identity * MEAN_SCALE)
-        layer.attention.output.LayerNorm.weight.fill_(1.0)
-        layer.output.LayerNorm.weight.fill_(1.0)
-        pooler = model.base_model.pooler.dense
-        pooler.weight.copy_(identity / math.sqrt(hidden))  # tanh stays near-linear; norm about 1
-        pooler.bias.zero_()
-    for module in layer.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0  # an average over tokens, not a random subset of them
-    for parameter in [*layer.parameters(), *model.base_model.pooler.parameters()]:
-        parameter.requires_grad = False
-    return layer
-
-
-def pooled_through(layer: Any, pooler: Any, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """What the pooler outputs once ``layer`` is on top of ``hidden`` (batch, seq, width), at a fraction of the cost.
-
-    The layer's queries are zero, so its first token attends evenly to the unmasked tokens: its
-    attention reads their mean, and the rest of the layer works on that one vector. Running the
-    whole layer costs a seventh more per training step on a six-layer body (bench/fewshot.py's
-    timings against setfit, which pools outside the model); this is the same arithmetic on the
-    first token alone (tests/test_contrastive.py checks the two agree).
-    """
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-    attended = layer.attention.output.dense(layer.attention.self.value(mean))
-    first = layer.attention.output.LayerNorm(attended + hidden[:, 0])
-    out = layer.output.LayerNorm(layer.output.dense(layer.intermediate(first)) + first)
-    return pooler(out.unsqueeze(1))
-
-
-class PooledBody(torch.nn.Module):
-    """The body as it trains on pairs: its own layers, then :func:`pooled_through` the frozen added layer."""
-
-    def __init__(self, body: Any, layer: Any):
-        super().__init__()
-        self.body, self.layer = body, layer
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        return pooled_through(self.layer, self.body.pooler, hidden, attention_mask)
-
-
-def embed(body: Any, encoded: dict[str, list], tokenizer: Any, batch_size: int) -> np.ndarray:
-    """(texts, hidden) pooler outputs of tokenized texts, in eval mode, batches sorted by length."""
-    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-    out = np.zeros((len(order), body.config.hidden_size), dtype=np.float32)
-    was_training = body.training
-    body.eval()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            batch = tokenizer.pad({key: [values[i] for i in index] for key, values in encoded.items()},
-                                  return_tensors="pt")
-            out[index] = body(**batch).pooler_output.float().numpy()
-    body.train(was_training)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # Pairs and the body's training
 
 
@@ -282,8 +184,8 @@ class PairDataset(torch.utils.data.Dataset):
 class PairCollator:
     """Each side of a batch of pairs padded on its own (``a_input_ids``, ``b_attention_mask``, ...).
 
-    Padded together the two sides would share the longer one's length: on banking77's short
-    questions that is a quarter more tokens and about 15% more time per step.
+    Padded together the two sides would share the longer one's length: more tokens, more time per
+    step (``bench/pair_steps.py``).
     """
 
     def __init__(self, tokenizer: Any):

@@ -42,7 +42,11 @@ def joint(tokenizer, ids: list[list[int]], pairs: np.ndarray) -> list[dict]:
 
 
 def sides(tokenizer, ids: list[list[int]], pairs: np.ndarray) -> list[dict]:
-    return [tokenizer.pad([{"input_ids": ids[i]} for i in pairs[:, side]], return_tensors="pt") for side in (0, 1)]
+    """Each side padded on its own: bertfit's own collator."""
+    from bertfit.training.contrastive import PairCollator, pair_sides
+
+    return list(pair_sides(PairCollator(tokenizer)([{"a": ids[a], "b": ids[b], "similar": float(t)}
+                                                    for a, b, t in pairs])))
 
 
 def similarity(forward, batches: list[dict]) -> torch.Tensor:

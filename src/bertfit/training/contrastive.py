@@ -200,12 +200,17 @@ class PairCollator:
         return batch
 
 
+def pair_sides(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A :class:`PairCollator` batch as the body's inputs for side a and for side b."""
+    a, b = ({key[2:]: value for key, value in batch.items() if key.startswith(f"{side}_")} for side in "ab")
+    return a, b
+
+
 class PairTrainer(Trainer):
     """Trainer on pairs: the loss is the squared gap between the pair's cosine similarity and its target."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        a, b = ({key[2:]: value for key, value in inputs.items() if key.startswith(f"{side}_")} for side in "ab")
-        a, b = model(**a), model(**b)  # (batch, hidden) each: the pooler's output
+        a, b = (model(**side) for side in pair_sides(inputs))  # (batch, hidden) each: the pooler's output
         loss = torch.nn.functional.mse_loss(torch.cosine_similarity(a, b), inputs["similar"].to(a.dtype))
         return (loss, torch.cat([a, b])) if return_outputs else loss
 

@@ -28,7 +28,6 @@ from bertfit.training.backbone import encoder_stack
 MEAN_SCALE = 1000.0  # the mean's weight against the residual first token in the added layer
 
 
-
 def append_mean_pooling(model: Any, layer: Any = None) -> None:
     """Add an encoder layer whose first-token output is the layer-normalised mean of the tokens below it.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from bertfit.errors import OutputError, TrainingError, UsageError
@@ -184,3 +185,34 @@ def test_bf16_and_bucketing_train_and_predict_like_the_saved_model(tiny_model_di
     assert again["accuracy"] == result.test["accuracy"]
     assert again["loss"] == pytest.approx(result.test["loss"], rel=1e-3)
     assert len(result.history) == FAST["epochs"] and result.history[-1]["train_loss"] < 1.2
+
+
+@pytest.mark.parametrize("kind", ["plain", "window", "multi-label", "encode-once"])
+def test_the_kept_epochs_validation_logits_are_the_saved_models(tiny_model_dir, rows, kind, monkeypatch):
+    """Decisions after training read the logits training scored, which the kept weights reproduce."""
+    from bertfit.config import DataConfig, TrainConfig
+    from bertfit.data.cleaning import prepare
+    from bertfit.training.run import conclude, fit_model
+
+    frame, options = rows.copy(), {}
+    if kind == "window":
+        frame["text"] = frame["text"] + " " + frame["text"].str.repeat(3)
+        options = {"max_length": 12, "long_text": "window", "stride": 2}
+    elif kind == "multi-label":
+        frame["label"] = frame["label"] + frame.index.map(lambda i: "|urgent" if i % 3 == 0 else "")
+    elif kind == "encode-once":
+        options = {"train_layers": "1"}
+    data = DataConfig(label_sep="|" if kind == "multi-label" else None)
+    prepared = prepare(frame, data)
+    config = TrainConfig(model=str(tiny_model_dir), **{**FAST, "epochs": 3, "baseline": False, "report": False},
+                         **options)
+    fitted = fit_model(prepared, config, data_config=data, progress=False)
+    assert fitted.validation_logits is not None and len(fitted.history) == 3
+    texts = prepared.validation["text"].tolist()
+    np.testing.assert_allclose(fitted.validation_logits, fitted.classifier.logits(texts), atol=1e-4)
+    scored = []
+    real = TextClassifier.logits
+    monkeypatch.setattr(TextClassifier, "logits", lambda self, t, *a, **k: scored.append(len(t)) or real(self, t, *a,
+                                                                                                          **k))
+    conclude(fitted, prepared, config, None, progress=False)
+    assert scored == [len(prepared.test)]  # validation was not scored again, the test split once

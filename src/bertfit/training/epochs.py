@@ -1,7 +1,8 @@
 """What a run says per epoch: one log line, the history kept in ``bertfit.json``, and overfitting.
 
 - :class:`EpochLog`: one line per epoch (training loss, validation loss, headline metrics).
-- :func:`metrics_per_text`: Trainer's ``compute_metrics`` for validation, window logits pooled per text.
+- :func:`metrics_per_text`: Trainer's ``compute_metrics`` for validation, window logits pooled per text;
+  :class:`ValidationLogits` keeps each epoch's pooled logits, so the kept epoch's need not be scored again.
 - :func:`epoch_history`: Trainer's log records folded into one entry per epoch.
 - :func:`overfitting_note`: a plain sentence when validation loss rises while training loss falls.
 - :func:`planned_epochs`, :func:`selection_score`, :class:`SelectionScore`, :func:`cut_short_note`: how
@@ -172,13 +173,32 @@ def overfitting_note(history: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def metrics_per_text(owner: np.ndarray, multi_label: bool, how: str) -> Any:
+class ValidationLogits(TrainerCallback):
+    """Each epoch's validation logits, one row per text in the split's order (``metrics_per_text`` fills them).
+
+    The decisions fitted after training (temperature, thresholds) read the kept epoch's logits from
+    here instead of scoring validation once more with the same weights.
+    """
+
+    def __init__(self):
+        self.latest: np.ndarray | None = None
+        self.by_epoch: dict[int, np.ndarray] = {}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.latest is not None:
+            self.by_epoch[int(round(state.epoch or 0))] = self.latest
+            self.latest = None
+
+
+def metrics_per_text(owner: np.ndarray, multi_label: bool, how: str, keep: ValidationLogits | None = None) -> Any:
     """Trainer's compute_metrics for the validation split: window logits pooled per text, then scored."""
     n_texts = int(owner.max()) + 1 if len(owner) else 0
 
     def compute(prediction: Any) -> dict[str, Any]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         logits = pool(np.asarray(logits, dtype=np.float32), owner, n_texts, how)
+        if keep is not None:
+            keep.latest = logits
         first = np.unique(owner, return_index=True)[1]  # a text's target, from its first row
         y_true = np.asarray(prediction.label_ids)[first]
         if multi_label:

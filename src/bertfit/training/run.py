@@ -246,14 +246,15 @@ def fit_model(
                         too_long=too_long, resumed_after=resumed_after, train_seconds=train_seconds)
     record.metrics = {"validation": best["validation"]}
     return Fitted(TextClassifier(model, tokenizer, record), best, history, notes, train_seconds, targets,
-                  run.checkpoints)
+                  run.checkpoints, run.validation_logits.by_epoch.get(best["epoch"]))
 
 
 def conclude(fitted: Fitted, prepared: PreparedData, config: TrainConfig, target: Path | None, *,
              overwrite: bool = False, progress: bool = True, files: dict[str, str] | None = None) -> TrainResult:
     """Decisions on validation, the test split scored once, the baseline beside it; saved and reported."""
     classifier, best = fitted.classifier, fitted.best
-    test_logits, test_metrics = decide_then_score(classifier, prepared, fitted.targets, config, progress)
+    test_logits, test_metrics = decide_then_score(classifier, prepared, fitted.targets, config, progress,
+                                                  fitted.validation_logits)
     classifier.record.metrics = {"validation": best["validation"], "test": test_metrics}
     baseline = baseline_record(prepared, config.seed) if config.baseline else None
     if baseline is not None:

@@ -43,6 +43,7 @@ from bertfit.training.checkpoints import checkpoint_dir, prepare_folder, resumed
 from bertfit.training.epochs import (
     EpochLog,
     SelectionScore,
+    ValidationLogits,
     main_metric,
     metrics_per_text,
     planned_epochs,
@@ -85,6 +86,7 @@ class Fitted:
     train_seconds: float
     targets: dict[str, Any]  # per split, the labels as class ids or 0/1 rows
     checkpoints: Path  # the run's checkpoints: deleted once the model is saved (until then, --resume can use them)
+    validation_logits: np.ndarray | None = None  # the kept epoch's, per text, when this run scored it
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Run:
     metric: str  # the main validation metric
     learning_rate: float
     class_weights: torch.Tensor | None
+    validation_logits: ValidationLogits
 
 
 def starting_model(prepared: PreparedData, config: TrainConfig, start: Start | None) -> tuple[Any, Any]:
@@ -147,7 +150,8 @@ def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: d
     epochs = config.epochs or planned_epochs(len(train_set), config.batch_size, processes())
     learning_rate = config.learning_rate or default_learning_rate(model.config.hidden_size)
     metric = main_metric(prepared.multi_label)
-    callbacks = [EpochLog(), SelectionScore(metric), *(callbacks or [])]
+    kept_logits = ValidationLogits()
+    callbacks = [EpochLog(), SelectionScore(metric), kept_logits, *(callbacks or [])]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     bucket = config.bucket_by_length and frozen is None  # the cached top's rows are mostly length 1
@@ -164,12 +168,13 @@ def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: d
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer if collator is None else None,
-        compute_metrics=metrics_per_text(encoded["validation"].owner, prepared.multi_label, config.window_pool),
+        compute_metrics=metrics_per_text(encoded["validation"].owner, prepared.multi_label, config.window_pool,
+                                         kept_logits),
         callbacks=callbacks,
         **(start.trainer_settings if start else {}),
     )
     quiet_progress(trainer)
-    return Run(trainer, checkpoints, frozen, epochs, metric, learning_rate, class_weights)
+    return Run(trainer, checkpoints, frozen, epochs, metric, learning_rate, class_weights, kept_logits)
 
 
 def train_loop(trainer: Any, settings: dict[str, Any], prepared: PreparedData, checkpoints: Path,
@@ -212,10 +217,15 @@ def trained_model(run: Run, model: Any, config: TrainConfig) -> Any:
 
 
 def decide_then_score(classifier: TextClassifier, prepared: PreparedData, targets: dict[str, np.ndarray],
-                       config: TrainConfig, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """Decisions fitted on validation (thresholds, temperature), then the test split scored once."""
-    validation_logits = classifier.logits(prepared.validation["text"].tolist(), config.eval_batch_size,
-                                          pairs=prepared.pairs("validation"))
+                       config: TrainConfig, progress: bool,
+                       validation_logits: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decisions fitted on validation (thresholds, temperature), then the test split scored once.
+
+    ``validation_logits``: the kept epoch's, as training scored them; else validation is scored here.
+    """
+    if validation_logits is None or len(validation_logits) != len(prepared.validation):
+        validation_logits = classifier.logits(prepared.validation["text"].tolist(), config.eval_batch_size,
+                                              pairs=prepared.pairs("validation"))
     _fit_decisions(classifier, validation_logits, targets["validation"], config)
     # Scored by the same code path `bertfit predict` uses.
     test_logits = classifier.logits(prepared.test["text"].tolist(), config.eval_batch_size, progress,

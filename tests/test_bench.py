@@ -94,3 +94,11 @@ def test_predict_bench_runs(shared, trained_dir):
     pytest.importorskip("onnxruntime")
     done = bench("predict.py", shared, str(trained_dir), "--datasets", "banking77", "--repeats", "1")
     assert "pipeline" in done.stdout and "bertfit" in done.stdout
+
+
+def test_phases_bench_times_both_recipes(shared):
+    done = bench("phases.py", shared, "--dataset", "trec", "--repeats", "1")
+    rows = {row[0]: row for row in table_rows(done.stdout)}
+    assert set(rows) == {"plain", "default"} and "default / plain" in done.stdout
+    validation = rows["default"][4]  # the default scores validation after each epoch, plain does not
+    assert float(validation.split()[0]) > 0 and float(rows["plain"][4].split()[0]) == 0

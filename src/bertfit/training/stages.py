@@ -100,7 +100,7 @@ class Run:
     metric: str  # the main validation metric
     learning_rate: float
     class_weights: torch.Tensor | None
-    validation_logits: ValidationLogits
+    validation_logits: ValidationLogits = field(default_factory=ValidationLogits)  # filled by Trainer's evaluations
 
 
 def starting_model(prepared: PreparedData, config: TrainConfig, start: Start | None) -> tuple[Any, Any]:

@@ -436,6 +436,32 @@ def test_prepare_whole_float_labels_become_class_names(tmp_path):
     assert data.prepare(rows).labels.names == ("0", "1")
 
 
+def test_csv_cells_are_read_as_written_so_codes_keep_their_zeros(tmp_path):
+    rows = labelled({"billing": 10, "tech": 10, "sales": 10})
+    rows["label"] = rows["label"].map({"billing": "007", "tech": "07", "sales": "010"})
+    rows["text"] = [f"0{2100 + i}" for i in range(len(rows))]  # every text digits: zip codes, say
+    path = tmp_path / "codes.csv"
+    rows.to_csv(path, index=False)
+    prepared = data.prepare(path)
+    assert prepared.labels.names == ("007", "07", "010")
+    texts = pd.concat([prepared.train, prepared.validation, prepared.test])["text"]
+    assert sorted(texts) == sorted(rows["text"])
+
+
+def test_a_csv_of_numbers_with_fractions_as_labels_is_refused_as_a_float_column_is(tmp_path):
+    rows = labelled({"a": 10, "b": 10})
+    rows["label"] = ["0.5" if label == "a" else "2" for label in rows["label"]]
+    path = tmp_path / "scores.csv"
+    rows.to_csv(path, index=False)
+    expect_data_error(lambda: data.prepare(path), "numbers with fractions", "0.5", "it does not regress")
+
+
+def test_a_csv_id_column_of_digits_is_not_taken_for_the_text(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text("id,notes,label\n001,hello there,x\n002,good bye,y\n", encoding="utf-8")
+    assert data.find_columns(data.read_table(path), None, None) == ("notes", "label")
+
+
 def test_labels_differing_only_in_case_stay_apart_with_a_warning(caplog):
     frame = pd.DataFrame({"text": [f"text {i}" for i in range(30)],
                           "label": ["Spam", "spam", "ham"] * 10})
@@ -574,6 +600,12 @@ def write_texts(folder: Path, kind: str) -> Path:
         path.write_text("\n".join(TEXTS[:2]) + "\n" + "\r\n".join(TEXTS[2:]) + "\n", encoding="utf-8")
         return path
     return write_table(pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS}), folder / f"texts.{kind}")
+
+
+def test_iter_texts_reads_csv_texts_of_digits_as_written(tmp_path):
+    path = tmp_path / "codes.csv"
+    path.write_text("text\n007\n0120\n1.50\n", encoding="utf-8")
+    assert [text for chunk in reading.iter_texts(path) for text in chunk] == ["007", "0120", "1.50"]
 
 
 @pytest.mark.parametrize("kind", ["txt", "csv", "tsv", "jsonl", "parquet"])

@@ -142,3 +142,12 @@ def test_a_file_without_rows_gets_an_empty_output_and_a_path_column_is_not_read_
     with pytest.raises(UsageError, match="cannot read a text column named 'path'"):
         predict_files(trained_dir, folder, tmp_path / "out2", text_col="path")
     assert not (tmp_path / "out2").exists()
+
+
+def test_csv_texts_of_digits_are_scored_as_written(trained_dir, tmp_path):
+    path = tmp_path / "codes.csv"
+    path.write_text("body,n\n007,1\n0120,2\n42,3\n", encoding="utf-8")  # Ray's reader alone would read 7, 120, 42
+    records = [json.loads(row["record"]) for row in predict_dataset(trained_dir, path, text_col="body").take_all()]
+    assert [r["text"] for r in records] == ["007", "0120", "42"]
+    expected = TextClassifier.from_pretrained(trained_dir).predict_records(["007", "0120", "42"], 64)
+    assert [r["label"] for r in records] == [r["label"] for r in expected]

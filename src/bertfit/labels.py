@@ -8,6 +8,7 @@ kept as a sorted tuple. This module does not read files or choose columns.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,16 @@ import pandas as pd
 
 from bertfit.errors import DataError
 
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+WHOLE_FLOAT = re.compile(r"([+-]?\d+)\.0+")
+
 
 def normalise(values: pd.Series, column: str) -> pd.Series:
-    """Turn a label column into strings; whole-number floats become '3', other floats are refused."""
+    """Turn a label column into strings; whole-number floats become '3', other floats are refused.
+
+    Strings are kept as written ("007" stays "007"), except that "3.0" is "3"; a column of strings that
+    are all numbers, some with fractions, is refused as a float column is.
+    """
     if pd.api.types.is_bool_dtype(values):
         return values.astype(str)
     records = values[values.map(lambda v: isinstance(v, dict))]
@@ -42,13 +50,23 @@ def normalise(values: pd.Series, column: str) -> pd.Series:
                 "bertfit classifies, it does not regress: pass a column of class names or whole numbers"
             )
         return values.map(lambda v: str(int(v)) if pd.notna(v) else v)
+    written = values.dropna()
+    numbers = written[written.map(lambda v: isinstance(v, str) and NUMBER.fullmatch(v.strip()) is not None)]
+    if len(written) and len(numbers) == len(written):  # numbers as written in a CSV: fractions are refused too
+        fractional = numbers[numbers.map(lambda v: not float(v).is_integer())]
+        if len(fractional):
+            raise DataError(
+                f"label column {column!r} holds numbers with fractions (e.g. {fractional.iloc[0].strip()!r}); "
+                "bertfit classifies, it does not regress: pass a column of class names or whole numbers"
+            )
     return values.map(_name)
 
 
 def _name(value: object) -> object:
     """One label of a mixed column as a class name: 1, 1.0 and '1' are one class; a gap stays missing."""
     if isinstance(value, str):
-        return value.strip()
+        whole = WHOLE_FLOAT.fullmatch(value.strip())  # "3.0", as a CSV holds a float column with gaps
+        return str(int(whole.group(1))) if whole else value.strip()
     if not pd.api.types.is_scalar(value):  # a list inside a list of labels: its text, as any other odd value
         return str(value)
     if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():

@@ -13,6 +13,7 @@ so the same texts give the same labels and probabilities as ``bertfit predict``.
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import json
 import logging
@@ -102,7 +103,8 @@ def predict_dataset(model_dir: str | Path, source: str | Path | list, *, text_co
     if len(formats) > 1:
         raise UsageError(f"predict_dataset reads files of one format at a time, got {sorted(formats)}")
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    dataset = getattr(ray.data, formats.pop())([str(p) for p in paths], include_paths=True)
+    reader = formats.pop()
+    dataset = getattr(ray.data, reader)([str(p) for p in paths], include_paths=True, **_as_written(paths, reader))
     columns = [name for name in dataset.schema().names if name != PATH]
     meta = read_meta(Path(model_dir))  # its columns (None: a plain Hugging Face folder); the actors load the model
     if PATH in (text_col or (meta.text_col if meta is not None else None), pair_col):
@@ -124,6 +126,21 @@ def predict_dataset(model_dir: str | Path, source: str | Path | list, *, text_co
         Scorer, fn_constructor_args=(str(model_dir), backend, threads, text, pair, batch_size, threshold),
         batch_size=batch_size * SORTED_BATCHES, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=pool),
         num_cpus=cpus_per_worker)
+
+
+def _as_written(paths: list[Path], reader: str) -> dict[str, Any]:
+    """Ray's CSV reader types a column by its look (texts "007", "012" become 7, 12): read each as its strings,
+    as plain predict does."""
+    if reader != "read_csv":
+        return {}
+    import pyarrow as pa
+    from pyarrow import csv as arrow_csv
+
+    names: set[str] = set()
+    for path in paths:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            names.update(next(csv.reader(handle), []))
+    return {"convert_options": arrow_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))}
 
 
 def _refuse_non_text(schema: Any, columns: list[str], path: Path) -> None:

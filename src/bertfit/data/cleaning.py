@@ -23,7 +23,7 @@ from bertfit.config import DataConfig
 from bertfit.data.sources import load_frames, read_table
 from bertfit.data.splits import check_leaks, row_key, stratified_split
 from bertfit.errors import DataError
-from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi
+from bertfit.labels import NUMBER, LabelSet, is_multi_label, normalise, normalise_multi
 
 __all__ = ["PreparedData", "clean", "find_columns", "load_frames", "prepare", "read_table"]
 
@@ -99,10 +99,18 @@ def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], rol
     if len(matches) > 1:
         raise DataError(f"more than one column could be the {role}: {matches}; pass {flag} NAME")
     if role == "text" and frame is not None:  # one string column left is the text
-        strings = [c for c in columns if c in frame and pd.api.types.is_string_dtype(frame[c])]
+        strings = [c for c in columns if c in frame and _holds_words(frame[c])]
         if len(strings) == 1:
             return strings[0]
     raise DataError(f"cannot tell which column holds the {role}; columns are {columns}; pass {flag} NAME")
+
+
+def _holds_words(values: pd.Series) -> bool:
+    """A column of strings, not all of them numbers (a CSV's id column is read as strings too)."""
+    if not pd.api.types.is_string_dtype(values):
+        return False
+    written = values.dropna()
+    return not written.map(lambda v: isinstance(v, str) and NUMBER.fullmatch(v.strip()) is not None).all()
 
 
 # ---------------------------------------------------------------------------------------------

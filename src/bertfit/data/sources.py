@@ -137,9 +137,13 @@ def _check_separated_by(path: Path, header_line: str, sep: str) -> None:
 
 
 def read_delimited(path: Path, chunksize: int | None = None) -> Any:
+    """Every cell as written (``dtype=str``): a label "007" stays "007", not 7, and a text of digits stays text.
+
+    Only an empty cell is missing: "NA", "None" and "null" are texts or class names like any other.
+    """
     try:
-        return pd.read_csv(path, sep=_delimiter(path), encoding="utf-8", keep_default_na=False, na_values=[""],
-                           chunksize=chunksize)
+        return pd.read_csv(path, sep=_delimiter(path), encoding="utf-8", dtype=str, keep_default_na=False,
+                           na_values=[""], chunksize=chunksize)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} has no header row; it needs a header (e.g. text,label) and rows") from None
     except pd.errors.ParserError as err:

@@ -462,6 +462,23 @@ def test_a_csv_id_column_of_digits_is_not_taken_for_the_text(tmp_path):
     assert data.find_columns(data.read_table(path), None, None) == ("notes", "label")
 
 
+def test_a_dataframe_with_numbered_columns_is_read_by_their_names_and_the_user_s_frame_is_untouched():
+    frame = labelled({"a": 10, "b": 10})[["text", "label"]].set_axis([0, 1], axis=1)  # pd.read_csv(header=None)
+    prepared = data.prepare(frame, DataConfig(text_col="0", label_col="1"))
+    assert prepared.labels.names == ("a", "b") and list(frame.columns) == [0, 1]
+
+
+def test_a_dataframe_naming_a_column_twice_is_refused():
+    frame = labelled({"a": 10, "b": 10})[["text", "label", "label"]]
+    expect_data_error(lambda: data.prepare(frame), "column(s) ['label'] more than once", "rename them")
+    expect_data_error(lambda: data.prepare({"train": frame}), "train split", "more than once")
+
+
+def test_labels_held_as_utf8_bytes_are_their_text():
+    assert normalise(pd.Series([b"spam", "spam", bytearray(b"ham")]), "label").tolist() == ["spam", "spam", "ham"]
+    expect_data_error(lambda: normalise(pd.Series([b"\xff\xfe"]), "label"), "not UTF-8", "decode the label column")
+
+
 def test_labels_differing_only_in_case_stay_apart_with_a_warning(caplog):
     frame = pd.DataFrame({"text": [f"text {i}" for i in range(30)],
                           "label": ["Spam", "spam", "ham"] * 10})

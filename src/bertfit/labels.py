@@ -64,6 +64,12 @@ def normalise(values: pd.Series, column: str) -> pd.Series:
 
 def _name(value: object) -> object:
     """One label of a mixed column as a class name: 1, 1.0 and '1' are one class; a gap stays missing."""
+    if isinstance(value, bytes | bytearray):  # a Parquet binary column: its UTF-8 text, as b'spam' is 'spam'
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"a label holds bytes that are not UTF-8 text ({bytes(value)[:20]!r}); "
+                            "decode the label column into strings first") from None
     if isinstance(value, str):
         whole = WHOLE_FLOAT.fullmatch(value.strip())  # "3.0", as a CSV holds a float column with gaps
         return str(int(whole.group(1))) if whole else value.strip()

@@ -222,7 +222,7 @@ def load_frames(source: Any, need_train: bool = True) -> tuple[dict[str, pd.Data
     ``need_train``: a folder must hold a train file (to train on); scoring takes any split.
     """
     if isinstance(source, pd.DataFrame):
-        return {"all": source}, "DataFrame"
+        return {"all": _columns_by_name(source, "the DataFrame")}, "DataFrame"
     if _is_hf_dataset(source):
         what = f"a Hugging Face {type(source).__name__}"
         return _hf_frames(source, what, need_train), what
@@ -240,6 +240,15 @@ def load_frames(source: Any, need_train: bool = True) -> tuple[dict[str, pd.Data
     if path.is_dir():
         return _load_folder(path, need_train), str(path)
     return {"all": read_table(path)}, str(path)
+
+
+def _columns_by_name(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """A copy whose column names are strings (``--text-col 0`` finds column 0); a name held twice is refused."""
+    names = [str(c) for c in frame.columns]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(f"{what} has column(s) {twice} more than once; rename them so each is unique")
+    return frame.set_axis(names, axis=1)
 
 
 def _load_folder(folder: Path, need_train: bool = True) -> dict[str, pd.DataFrame]:
@@ -307,7 +316,7 @@ def _split_frames(parts: dict[str, pd.DataFrame], what: str, need_train: bool = 
         if canonical in frames:
             raise DataError(f"{what} has two {canonical} splits ({', '.join(map(str, parts))}); keep one")
         if canonical:
-            frames[canonical] = part
+            frames[canonical] = _columns_by_name(part, f"the {split} split of {what}")
     if ("train" not in frames and need_train) or not frames:
         raise DataError(f"{what} has no {'train' if need_train else 'train, validation or test'} split (has "
                         f"{list(parts)}); name the splits train, validation and test")

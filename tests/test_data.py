@@ -64,6 +64,16 @@ def test_semicolon_csv_is_detected_even_with_commas_in_texts(tmp_path):
                                        {"text": "one, two, three", "label": "b"}]
 
 
+@pytest.mark.parametrize("first", ["sep=;\n", "\ufeffsep=;\r\n"])
+def test_excel_s_sep_line_names_the_delimiter_and_is_not_the_header(tmp_path, first):
+    path = tmp_path / "export.csv"
+    path.write_text(first + "text;label\nrefund, please;billing\napp crash;tech\n", encoding="utf-8")
+    assert data.read_table(path).to_dict("records") == [{"text": "refund, please", "label": "billing"},
+                                                        {"text": "app crash", "label": "tech"}]
+    path.write_text("sep=;\ntext;label\nrefund;please;billing\n", encoding="utf-8")
+    expect_data_error(lambda: data.read_table(path), "line 3 has 3 fields")
+
+
 def test_csv_with_utf8_bom_reads_clean_column_names(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_bytes(b"\xef\xbb\xbftext,label\nhi,a\n")

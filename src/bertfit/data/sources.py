@@ -20,6 +20,7 @@ from bertfit.errors import DataError
 
 log = logging.getLogger(__name__)
 
+EXCEL_SEP = re.compile(r"sep=(.)\r?\n?")  # the first line Excel writes to name a CSV's delimiter
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 SPLIT_NAMES = {  # file stem -> split; the first name of each is the canonical one
     "train": "train",
@@ -80,12 +81,18 @@ def check_text_file(path: Path) -> None:
         raise DataError(f"{path} looks binary (NUL bytes), not a text table; pass a CSV/TSV/JSONL/Parquet file")
 
 
-def _delimiter(path: Path) -> str:
-    """The header's delimiter (tab for .tsv; ';' when a '.csv' uses it, as many spreadsheet exports do)."""
+def _delimiter(path: Path) -> tuple[str, int]:
+    """The header's delimiter (tab for .tsv; ';' when a '.csv' uses it, as many spreadsheet exports do), and
+    how many lines come before the header: 1 when Excel's ``sep=;`` line declares the delimiter, else 0."""
     check_text_file(path)
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         header_line = handle.readline()
-    if path.suffix.lower() == ".tsv":
+        declared = EXCEL_SEP.fullmatch(header_line)
+        if declared:
+            header_line = handle.readline()
+    if declared:
+        sep = declared.group(1)
+    elif path.suffix.lower() == ".tsv":
         sep = "\t"
     else:
         sep = ";" if header_line.count(";") > header_line.count(",") else ","
@@ -94,11 +101,12 @@ def _delimiter(path: Path) -> str:
     named_twice = sorted({name for name in header if header.count(name) > 1})
     if named_twice:
         raise DataError(f"{path} names column(s) {named_twice} more than once; rename them so each is unique")
-    _check_first_row(path, sep, len(header))
-    return sep
+    skip = 1 if declared else 0
+    _check_first_row(path, sep, len(header), skip)
+    return sep, skip
 
 
-def _check_first_row(path: Path, sep: str, columns: int) -> None:
+def _check_first_row(path: Path, sep: str, columns: int, skip: int) -> None:
     """Refuse a first row with more fields than the header: pandas would shift every column of the file.
 
     (It takes the first field of such a row for an index, so texts land in the label column and the
@@ -106,6 +114,8 @@ def _check_first_row(path: Path, sep: str, columns: int) -> None:
     the parser itself (:func:`unreadable` says which line).
     """
     with path.open(encoding="utf-8-sig", newline="") as handle:
+        for _ in range(skip):
+            handle.readline()
         reader = csv.reader(handle, delimiter=sep)
         try:
             next(reader, None)
@@ -113,7 +123,7 @@ def _check_first_row(path: Path, sep: str, columns: int) -> None:
         except csv.Error:  # a field past the csv module's size limit: pandas reads it, and judges the row
             return
     if first is not None and len(first) > columns:
-        raise DataError(_too_many_fields(path, 2, columns, len(first), sep))
+        raise DataError(_too_many_fields(path, 2 + skip, columns, len(first), sep))
 
 
 def _too_many_fields(path: str | Path, line: int, expected: int, seen: int, sep: str) -> str:
@@ -142,7 +152,8 @@ def read_delimited(path: Path, chunksize: int | None = None) -> Any:
     Only an empty cell is missing: "NA", "None" and "null" are texts or class names like any other.
     """
     try:
-        return pd.read_csv(path, sep=_delimiter(path), encoding="utf-8", dtype=str, keep_default_na=False,
+        sep, skip = _delimiter(path)
+        return pd.read_csv(path, sep=sep, skiprows=skip, encoding="utf-8", dtype=str, keep_default_na=False,
                            na_values=[""], chunksize=chunksize)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} has no header row; it needs a header (e.g. text,label) and rows") from None

@@ -198,6 +198,11 @@ def out_exists(folder: Path, models: Models) -> list:
     return train_args(write(folder, "tickets.csv", good_csv()), models, folder)
 
 
+def overwrite_other_files(folder: Path, models: Models) -> list:
+    write(folder / "model", "keep.txt", "precious")
+    return train_args(write(folder, "tickets.csv", good_csv()), models, folder) + ["--overwrite"]
+
+
 def out_is_a_file(folder: Path, models: Models) -> list:
     write(folder, "model", "not a folder")
     return train_args(write(folder, "tickets.csv", good_csv()), models, folder)
@@ -416,6 +421,8 @@ CASES = [
     # -- where the model goes -------------------------------------------------------------------------
     pytest.param(Case("train", out_exists, ("exists and is not empty",), ("--overwrite",)),
                  id="out-not-empty-without-overwrite"),
+    pytest.param(Case("train", overwrite_other_files, ("holds files bertfit did not write (keep.txt)",),
+                      ("pass a new --out",)), id="overwrite-a-folder-of-other-files"),
     pytest.param(Case("train", out_is_a_file, ("is a file",), ("folder path",)), id="out-is-a-file"),
     pytest.param(Case("train", out_under_a_file, ("tickets.csv", "is a file"), ("another --out",)),
                  id="out-inside-a-file"),

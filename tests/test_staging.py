@@ -31,6 +31,34 @@ def test_check_folder_refuses_a_file(tmp_path):
     assert target.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("marker", ["bertfit.json", "config.json", "model.onnx", "audit.csv"])
+def test_overwrite_replaces_an_earlier_output_but_never_a_folder_of_other_files(tmp_path, marker):
+    earlier = tmp_path / "model"
+    earlier.mkdir()
+    (earlier / marker).write_text("{}")
+    assert check_folder(earlier, overwrite=True) is None
+    home = tmp_path / "home"
+    (home / "src").mkdir(parents=True)
+    for name in ("notes.txt", "thesis.tex", "b.py", "a.py"):
+        (home / name).write_text("mine")
+    with pytest.raises(OutputError, match=r"holds files bertfit did not write \(a.py, b.py, notes.txt, ...\)"):
+        check_folder(home, overwrite=True)
+    assert sorted(p.name for p in home.iterdir()) == ["a.py", "b.py", "notes.txt", "src", "thesis.tex"]
+
+
+def test_the_current_folder_and_those_above_it_are_never_an_output(tmp_path, monkeypatch):
+    inside = tmp_path / "project" / "work"
+    inside.mkdir(parents=True)
+    (inside / "bertfit.json").write_text("{}")  # even an earlier model: replacing it would pull the floor away
+    monkeypatch.chdir(inside)
+    for out, where in ((Path("."), "is the current folder"), (Path(".."), "above the current folder"),
+                       (inside, "is the current folder")):
+        for overwrite in (False, True):
+            with pytest.raises(OutputError, match=where):
+                check_folder(out, overwrite=overwrite)
+    assert (inside / "bertfit.json").exists()
+
+
 def test_check_folder_refuses_an_unwritable_parent(tmp_path, monkeypatch):
     # Tests run as root, which ignores permission bits, so os.access stands in for chmod 0o500.
     seen = []

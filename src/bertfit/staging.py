@@ -5,7 +5,8 @@ Every command that writes a file or a folder goes through here, so that the same
 - an output may not be one of the command's own inputs, a link to one, or a folder holding one
   (:func:`refuse_inputs`): nothing a command read may change;
 - an existing output is replaced only when the user said ``--overwrite`` (:func:`check_folder`,
-  :func:`check_file`);
+  :func:`check_file`), and a folder only when it is an earlier bertfit output, never the current
+  folder or one above it;
 - the output is written beside its destination and renamed over it only when complete
   (:func:`staged_folder`, :func:`staged_file`): a crash, a full disk or Ctrl-C leaves the old
   output as it was and no half-written one;
@@ -58,13 +59,29 @@ def refuse_inputs(target: Path, flag: str, inputs: dict[str, str | Path | None])
                               f"would destroy it: pass another {flag}")
 
 
+# What every output folder bertfit writes holds at its top (a model, an export, an audit): --overwrite
+# replaces only such a folder, never one that is something else (a home folder, a project).
+OUTPUT_MARKERS = ("bertfit.json", "config.json", "model.onnx", "audit.csv")
+
+
 def check_folder(target: Path, overwrite: bool, flag: str = "--out") -> None:
     """Fail early (before any work) when a folder cannot be written at ``target``."""
     if target.exists() and not target.is_dir():
         raise OutputError(f"{flag} {target} is a file; pass a folder path")
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise OutputError(f"{flag} {target} exists and is not empty; pass --overwrite to replace it, or another "
-                          f"{flag}")
+    here, out = _resolved(Path.cwd()), _resolved(target)
+    if out == here or out in here.parents:
+        where = "the current folder" if out == here else "above the current folder"
+        raise OutputError(f"{flag} {target} is {where}, which replacing it would remove; pass a new folder, "
+                          f"e.g. {flag} model")
+    if target.exists() and any(target.iterdir()):
+        if not overwrite:
+            raise OutputError(f"{flag} {target} exists and is not empty; pass --overwrite to replace it, or another "
+                              f"{flag}")
+        if not any((target / marker).exists() for marker in OUTPUT_MARKERS):
+            held = sorted(path.name for path in target.iterdir())
+            raise OutputError(f"{flag} {target} holds files bertfit did not write ({', '.join(held[:3])}"
+                              f"{', ...' if len(held) > 3 else ''}); --overwrite replaces only an earlier bertfit "
+                              f"output (a model, an export or an audit), never other files: pass a new {flag}")
     _check_writable_parent(target, flag)
 
 

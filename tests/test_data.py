@@ -538,6 +538,43 @@ def test_prepare_hf_saved_dataset_dict_uses_its_splits(tmp_path):
     assert report["rows"] == {"train": 51, "test": 6, "validation": 9}
 
 
+def test_hf_class_labels_are_their_names_and_minus_one_is_no_label(tmp_path, caplog):
+    datasets = pytest.importorskip("datasets")
+    names = ["tech", "billing", "sales"]  # ClassLabel order, not bertfit's sorted one
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+
+    def part(rows, ids):
+        return datasets.Dataset.from_dict({"text": list(rows["text"]), "label": ids}, features=features)
+
+    train, test = labelled(THREE), labelled({"billing": 2, "tech": 2, "sales": 2}, prefix="t ")
+    ids = [names.index(label) for label in train["label"]]
+    ids[0] = -1  # a row without a label, as SNLI has a few hundred
+    dataset = datasets.DatasetDict({"train": part(train, ids), "test": part(test, [-1] * len(test))})  # GLUE's test
+    dataset.save_to_disk(str(tmp_path / "glue-like"))
+    with caplog.at_level("WARNING"):
+        prepared = data.prepare(f"hf:{tmp_path / 'glue-like'}")
+    assert prepared.labels.names == ("billing", "sales", "tech")
+    assert prepared.report["dropped"]["missing_label"] == 1
+    assert "['test'] left out: every row's label is -1" in caplog.text
+    assert prepared.report["rows"] == {"train": 41, "validation": 9, "test": 9}  # test carved from train
+    kept = pd.concat([prepared.train, prepared.validation, prepared.test])
+    given = train.iloc[1:]
+    assert sorted(zip(kept["text"], kept["label"], strict=True)) == sorted(zip(given["text"], given["label"],
+                                                                               strict=True))
+
+
+def test_hf_lists_of_class_labels_are_lists_of_names():
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "labels": datasets.Sequence(datasets.ClassLabel(names=["joy", "anger", "fear"]))})
+    ids = [[0], [1, 2], [2], [0, 1]] * 8
+    rows = datasets.Dataset.from_dict({"text": [f"text number {i}" for i in range(len(ids))], "labels": ids},
+                                      features=features)
+    prepared = data.prepare(rows)
+    assert prepared.multi_label and prepared.labels.names == ("anger", "fear", "joy")
+    assert ("anger", "fear") in set(prepared.train["label"])
+
+
 def test_prepare_takes_dataset_objects_and_a_dict_of_split_frames_as_they_are(caplog):
     datasets = pytest.importorskip("datasets")
     train, test = labelled(THREE), labelled({"billing": 2, "tech": 2, "sales": 2}, prefix="t ")

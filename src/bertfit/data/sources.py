@@ -314,9 +314,34 @@ def _is_hf_dataset(source: Any) -> bool:
 
 
 def _hf_frames(loaded: Any, what: str, need_train: bool = True) -> dict[str, pd.DataFrame]:
-    if type(loaded).__name__ == "DatasetDict":
-        return _split_frames({split: part.to_pandas() for split, part in loaded.items()}, what, need_train)
-    return {"all": loaded.to_pandas()}
+    if type(loaded).__name__ != "DatasetDict":
+        return {"all": _hf_frame(loaded)}
+    frames = {split: _hf_frame(part) for split, part in loaded.items()}
+    unlabelled = [split for split, frame in frames.items() if frame is None]
+    if unlabelled:
+        log.warning("%s: split(s) %s left out: every row's label is -1 (no label, as in a benchmark's hidden test "
+                    "set); bertfit carves what it needs from train", what, unlabelled)
+    return _split_frames({split: frame for split, frame in frames.items() if frame is not None}, what, need_train)
+
+
+def _hf_frame(part: Any) -> pd.DataFrame | None:
+    """One split with its ClassLabel ids as their names and -1 (the datasets library's "no label") missing;
+    None for a split in which a ClassLabel column holds -1 in every row (nothing to learn or score there)."""
+    frame = part.to_pandas()
+    for column, feature in part.features.items():
+        if type(feature).__name__ == "ClassLabel":
+            if len(frame) and (frame[column] < 0).all():
+                return None
+            frame[column] = [_class_name(feature.names, i) for i in frame[column]]
+        elif type(getattr(feature, "feature", None)).__name__ == "ClassLabel":  # List(ClassLabel): multi-label
+            names = feature.feature.names
+            frame[column] = [None if ids is None else [name for name in (_class_name(names, i) for i in ids) if name]
+                             for ids in frame[column]]
+    return frame
+
+
+def _class_name(names: list[str], index: Any) -> str | None:
+    return names[int(index)] if pd.notna(index) and 0 <= int(index) < len(names) else None
 
 
 def _split_frames(parts: dict[str, pd.DataFrame], what: str, need_train: bool = True) -> dict[str, pd.DataFrame]:

@@ -74,6 +74,13 @@ def test_excel_s_sep_line_names_the_delimiter_and_is_not_the_header(tmp_path, fi
     expect_data_error(lambda: data.read_table(path), "line 3 has 3 fields")
 
 
+def test_a_title_line_above_the_header_is_named_as_a_possible_cause(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("# exported by helpdesk\ntext,label\nrefund,billing\n", encoding="utf-8")
+    expect_data_error(lambda: data.read_table(path), "line 2 has 2 fields but the header names 1",
+                      "if the first line ('# exported by helpdesk') is a title or a comment", "delete it")
+
+
 def test_csv_with_utf8_bom_reads_clean_column_names(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_bytes(b"\xef\xbb\xbftext,label\nhi,a\n")

@@ -102,11 +102,11 @@ def _delimiter(path: Path) -> tuple[str, int]:
     if named_twice:
         raise DataError(f"{path} names column(s) {named_twice} more than once; rename them so each is unique")
     skip = 1 if declared else 0
-    _check_first_row(path, sep, len(header), skip)
+    _check_first_row(path, sep, header, skip)
     return sep, skip
 
 
-def _check_first_row(path: Path, sep: str, columns: int, skip: int) -> None:
+def _check_first_row(path: Path, sep: str, header: list[str], skip: int) -> None:
     """Refuse a first row with more fields than the header: pandas would shift every column of the file.
 
     (It takes the first field of such a row for an index, so texts land in the label column and the
@@ -122,8 +122,10 @@ def _check_first_row(path: Path, sep: str, columns: int, skip: int) -> None:
             first = next(reader, None)
         except csv.Error:  # a field past the csv module's size limit: pandas reads it, and judges the row
             return
-    if first is not None and len(first) > columns:
-        raise DataError(_too_many_fields(path, 2 + skip, columns, len(first), sep))
+    if first is not None and len(first) > len(header):
+        title = (f"; or, if the first line ({header[0][:60]!r}) is a title or a comment rather than the header, "
+                 "delete it") if len(header) == 1 else ""
+        raise DataError(_too_many_fields(path, 2 + skip, len(header), len(first), sep) + title)
 
 
 def _too_many_fields(path: str | Path, line: int, expected: int, seen: int, sep: str) -> str:

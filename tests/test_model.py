@@ -343,6 +343,10 @@ def test_save_with_overwrite_replaces_the_folder(classifier, tmp_path):
     target = tmp_path / "model"
     target.mkdir()
     (target / "notes.txt").write_text("old")
+    with pytest.raises(OutputError, match="holds files bertfit did not write"):  # not an earlier output
+        classifier.save_pretrained(target, overwrite=True)
+    assert {p.name for p in target.iterdir()} == {"notes.txt"}
+    (target / "bertfit.json").write_text("{}")  # an earlier model, with a note beside it
     classifier.save_pretrained(target, overwrite=True)
     names = {p.name for p in target.iterdir()}
     assert "notes.txt" not in names
@@ -403,9 +407,9 @@ def test_a_full_disk_while_saving_keeps_the_old_folder(classifier, tmp_path, mon
 def test_failed_overwrite_keeps_the_old_folder(classifier, tmp_path, monkeypatch):
     target = tmp_path / "model"
     target.mkdir()
-    (target / "notes.txt").write_text("old")
+    (target / "bertfit.json").write_text("old")  # an earlier model
     monkeypatch.setattr(classifier.tokenizer, "save_pretrained", _fail)
     with pytest.raises(RuntimeError, match="simulated"):
         classifier.save_pretrained(target, overwrite=True)
-    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert [p.name for p in target.iterdir()] == ["bertfit.json"] and (target / "bertfit.json").read_text() == "old"
     assert _leftovers(tmp_path, "model") == []

@@ -18,9 +18,10 @@ smaller class) is the labelled data; the full public test split is the test. Wha
              and the row says so.
 
 Printed: per data set, size and recipe, the test accuracy as mean ± sample std over the seeds with
-the min-max, and the wall seconds (mean; setfit: load, train, predict; bertfit: `train` without its
-baseline or report). Every run is also appended as one JSON line to --json as it finishes, so a run
-stopped half-way keeps what it measured. Recipes run in mirrored order per seed.
+the min-max, and the wall seconds (median over the seeds, so one run slowed by another job does not
+move it; setfit: load, train, predict; bertfit: `train` without its baseline or report). Every run
+is also appended as one JSON line to --json as it finishes, so a run stopped half-way keeps what it
+measured. Recipes run in mirrored order per seed.
 
     python bench/fewshot.py       # trec, sms-spam at 8-64 rows per class, banking77 at 8 and 16; 5 seeds
     python bench/fewshot.py --datasets trec --sizes 8,16 --seeds 3 --json fewshot.jsonl
@@ -166,7 +167,7 @@ def with_auto(rows: list[dict]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| data set | rows per class | recipe | test accuracy (mean ± std) | min-max | seconds (mean) | seeds |",
+    lines = ["| data set | rows per class | recipe | test accuracy (mean ± std) | min-max | seconds (median) | seeds |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     keys = []
     for row in rows:
@@ -182,7 +183,7 @@ def table(rows: list[dict]) -> str:
             picked = sorted({r["note"].split(" ")[1] for r in runs})
             name = f"auto (= {', '.join(picked)})"
         lines.append(f"| {dataset} | {size} | {name} | {statistics.mean(values):.3f} ± {std:.3f} | "
-                     f"{min(values):.3f}-{max(values):.3f} | {statistics.mean(r['seconds'] for r in runs):.0f} | "
+                     f"{min(values):.3f}-{max(values):.3f} | {statistics.median(r['seconds'] for r in runs):.0f} | "
                      f"{len(runs)} |")
     return "\n".join(lines)
 

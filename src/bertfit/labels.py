@@ -22,6 +22,11 @@ NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 WHOLE_FLOAT = re.compile(r"([+-]?\d+)\.0+")
 
 
+def written_number(value: object) -> bool:
+    """A string that reads as a number ("007", "-1.5", "2e3"): how a CSV read as written holds numbers."""
+    return isinstance(value, str) and NUMBER.fullmatch(value.strip()) is not None
+
+
 def normalise(values: pd.Series, column: str) -> pd.Series:
     """Turn a label column into strings; whole-number floats become '3', other floats are refused.
 
@@ -51,7 +56,7 @@ def normalise(values: pd.Series, column: str) -> pd.Series:
             )
         return values.map(lambda v: str(int(v)) if pd.notna(v) else v)
     written = values.dropna()
-    numbers = written[written.map(lambda v: isinstance(v, str) and NUMBER.fullmatch(v.strip()) is not None)]
+    numbers = written[written.map(written_number)]
     if len(written) and len(numbers) == len(written):  # numbers as written in a CSV: fractions are refused too
         fractional = numbers[numbers.map(lambda v: not float(v).is_integer())]
         if len(fractional):

@@ -23,7 +23,7 @@ from bertfit.config import DataConfig
 from bertfit.data.sources import load_frames, read_table
 from bertfit.data.splits import check_leaks, row_key, stratified_split
 from bertfit.errors import DataError
-from bertfit.labels import NUMBER, LabelSet, is_multi_label, normalise, normalise_multi
+from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi, written_number
 
 __all__ = ["PreparedData", "clean", "find_columns", "load_frames", "prepare", "read_table"]
 
@@ -109,8 +109,7 @@ def _holds_words(values: pd.Series) -> bool:
     """A column of strings, not all of them numbers (a CSV's id column is read as strings too)."""
     if not pd.api.types.is_string_dtype(values):
         return False
-    written = values.dropna()
-    return not written.map(lambda v: isinstance(v, str) and NUMBER.fullmatch(v.strip()) is not None).all()
+    return not values.dropna().map(written_number).all()
 
 
 # ---------------------------------------------------------------------------------------------

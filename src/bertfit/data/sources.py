@@ -98,9 +98,7 @@ def _delimiter(path: Path) -> tuple[str, int]:
         sep = ";" if header_line.count(";") > header_line.count(",") else ","
     _check_separated_by(path, header_line, sep)
     header = next(csv.reader([header_line], delimiter=sep), [])
-    named_twice = sorted({name for name in header if header.count(name) > 1})
-    if named_twice:
-        raise DataError(f"{path} names column(s) {named_twice} more than once; rename them so each is unique")
+    _refuse_names_twice(header, str(path))
     skip = 1 if declared else 0
     _check_first_row(path, sep, header, skip)
     return sep, skip
@@ -258,10 +256,14 @@ def load_frames(source: Any, need_train: bool = True) -> tuple[dict[str, pd.Data
 def _columns_by_name(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     """A copy whose column names are strings (``--text-col 0`` finds column 0); a name held twice is refused."""
     names = [str(c) for c in frame.columns]
+    _refuse_names_twice(names, what)
+    return frame.set_axis(names, axis=1)
+
+
+def _refuse_names_twice(names: list[str], what: str) -> None:
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
-        raise DataError(f"{what} has column(s) {twice} more than once; rename them so each is unique")
-    return frame.set_axis(names, axis=1)
+        raise DataError(f"{what} names column(s) {twice} more than once; rename them so each is unique")
 
 
 def _load_folder(folder: Path, need_train: bool = True) -> dict[str, pd.DataFrame]:

@@ -98,6 +98,7 @@ def test_jsonl_with_utf8_bom_reads_like_csv_does(tmp_path):
     '{"text": ["hi", "yo"], "label": ["a", "b"]}',  # a dict of lists (Dataset.to_dict())
     '{"text": {"0": "hi", "1": "yo"}, "label": {"0": "a", "1": "b"}}',  # pandas' to_json() default
     '\n  [{"text": "hi", "label": "a"},\n   {"text": "yo", "label": "b"}]\n',  # pretty-printed
+    '{"data": [{"text": "hi", "label": "a"}, {"text": "yo", "label": "b"}]}',  # records under one key
 ])
 def test_json_documents_read_like_json_lines(tmp_path, content):
     path = tmp_path / "export.json"
@@ -156,6 +157,8 @@ BAD_FILES = {
     "empty json array": ("empty.json", b"[]", ["is an empty JSON array"]),
     "json columns of two lengths": ("columns.json", b'{"text": ["a", "b"], "label": ["x"]}',
                                     ["columns of different lengths ([1, 2])"]),
+    "json of two tables": ("splits.json", b'{"train": [{"text": "a", "label": "x"}], "test": [{"text": "b", "label": "y"}]}',
+                           ["holds several tables ('train', 'test')", "write each to its own file"]),
     "not parquet": ("fake.parquet", b"text,label\na,b\n", ["cannot read", "as Parquet", "check the file"]),
 }
 

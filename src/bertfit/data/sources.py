@@ -193,7 +193,8 @@ def _read_json_document(path: Path) -> pd.DataFrame | None:
     """A .json file that is one JSON document: an array of records, or an object of columns; None for JSON lines.
 
     The shapes pandas and Hugging Face write: ``to_json(orient="records")`` (an array of objects),
-    ``{"text": [...], "label": [...]}`` (lists of one length) and pandas' default ``{"text": {"0": ...}}``.
+    ``{"text": [...], "label": [...]}`` (lists of one length) and pandas' default ``{"text": {"0": ...}}``;
+    also an array of records under one key (``{"data": [...]}``).
     """
     with path.open(encoding="utf-8-sig") as handle:
         content = handle.read()
@@ -209,6 +210,11 @@ def _read_json_document(path: Path) -> pd.DataFrame | None:
         if not document:
             raise DataError(f"{path} is an empty JSON array; it needs records with a text and a label")
         return pd.DataFrame.from_records(document)
+    if isinstance(document, dict) and document and all(map(_is_records, document.values())):
+        if len(document) > 1:
+            raise DataError(f"{path} holds several tables ({', '.join(map(repr, document))}); bertfit reads one per file: "
+                            "write each to its own file (train.jsonl, test.jsonl in one folder are read as splits)")
+        return pd.DataFrame.from_records(next(iter(document.values())))  # {"data": [records]}
     if isinstance(document, dict) and document and all(isinstance(v, list | dict) for v in document.values()):
         lengths = {len(v) for v in document.values()}
         if len(lengths) > 1:
@@ -216,6 +222,10 @@ def _read_json_document(path: Path) -> pd.DataFrame | None:
                             "every column needs one value per row")
         return pd.DataFrame(document)
     return None  # one object of plain values: a single JSON line
+
+
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

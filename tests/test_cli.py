@@ -329,6 +329,32 @@ def test_predict_output_file(trained_dir, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]  # no staging file left
 
 
+@pytest.mark.parametrize("name", ["predictions.csv", "predictions.tsv", "predictions.parquet"])
+def test_predict_output_as_the_table_its_suffix_names(trained_dir, tmp_path, capsys, name):
+    source = tmp_path / "new.csv"
+    source.write_text("id,text\n1,refund my card\n2,\n3,\"screen, broken\"\n", encoding="utf-8")
+    target = tmp_path / name
+    code, out, err = run(["predict", trained_dir, "--input", source, "--output", target, "--quiet"], capsys)
+    assert code == 0, err
+    table = (pd.read_parquet(target) if name.endswith(".parquet")
+             else pd.read_csv(target, sep="\t" if name.endswith(".tsv") else ",", keep_default_na=False))
+    assert table["text"].tolist() == ["refund my card", "", "screen, broken"]
+    assert table["empty"].astype(str).tolist() == ["False", "True", "False"]
+    classifier = TextClassifier.from_pretrained(trained_dir)
+    expected = classifier.predict_proba(["refund my card", "screen, broken"])
+    probabilities = table[[f"probability:{n}" for n in ["billing", "sales", "tech"]]].iloc[[0, 2]]
+    assert probabilities.astype(float).to_numpy() == pytest.approx(expected, abs=1e-5)
+    assert table["label"].iloc[[0, 2]].tolist() == classifier.predict(["refund my card", "screen, broken"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["new.csv", name])  # no staging file left
+
+
+def test_predict_output_in_a_format_it_cannot_write_exits_2_before_scoring(trained_dir, tmp_path, capsys):
+    code, out, err = run(["predict", trained_dir, "hello", "--output", tmp_path / "p.xlsx"], capsys)
+    assert code == 2
+    assert ".csv" in one_error_line(err) and ".xlsx" in one_error_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_predict_output_in_a_missing_folder_exits_2(trained_dir, tmp_path, capsys):
     code, out, err = run(["predict", trained_dir, "hello", "--output", tmp_path / "no" / "p.jsonl"], capsys)
     assert code == 2

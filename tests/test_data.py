@@ -157,7 +157,8 @@ BAD_FILES = {
     "empty json array": ("empty.json", b"[]", ["is an empty JSON array"]),
     "json columns of two lengths": ("columns.json", b'{"text": ["a", "b"], "label": ["x"]}',
                                     ["columns of different lengths ([1, 2])"]),
-    "json of two tables": ("splits.json", b'{"train": [{"text": "a", "label": "x"}], "test": [{"text": "b", "label": "y"}]}',
+    "json of two tables": ("splits.json",
+                           b'{"train": [{"text": "a", "label": "x"}], "test": [{"text": "b", "label": "y"}]}',
                            ["holds several tables ('train', 'test')", "write each to its own file"]),
     "not parquet": ("fake.parquet", b"text,label\na,b\n", ["cannot read", "as Parquet", "check the file"]),
 }

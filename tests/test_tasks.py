@@ -120,6 +120,18 @@ def test_multi_label_cli_evaluate_and_predict(multi_label_dir, tmp_path):
     assert isinstance(json.loads(done.stdout)["labels"], list)
 
 
+@pytest.mark.parametrize("name", ["labels.csv", "labels.parquet"])
+def test_multi_label_predict_output_table_keeps_each_rows_label_list(multi_label_dir, tmp_path, name):
+    folder, _ = multi_label_dir
+    texts = ["invoice refund crash", "screen login"]
+    done = run_cli("predict", str(folder), *texts, "--threshold", "0.3", "--output", str(tmp_path / name), "--quiet")
+    assert done.returncode == 0, done.stderr
+    table = pd.read_parquet(tmp_path / name) if name.endswith(".parquet") else pd.read_csv(tmp_path / name)
+    lists = [list(v) if name.endswith(".parquet") else json.loads(v) for v in table["labels"]]
+    expected = TextClassifier.from_pretrained(folder).predict_records(texts, threshold=0.3)
+    assert lists == [record["labels"] for record in expected]
+
+
 def test_empty_label_list_is_an_error_naming_the_row():
     frame = pd.DataFrame({"text": ["a", "b", "c"], "labels": [["x"], [], ["y"]]})
     with pytest.raises(DataError, match="empty label list at row 1"):

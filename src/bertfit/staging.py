@@ -141,18 +141,24 @@ def staged_folder(target: Path, flag: str = "--out") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def staged_file(target: Path, flag: str = "--output") -> Iterator[IO[str]]:
-    """A text file beside ``target`` to write (UTF-8); renamed over ``target`` when the block ends without error."""
+def staged_path(target: Path, flag: str = "--output") -> Iterator[Path]:
+    """A file name beside ``target`` for a writer to fill; renamed over ``target`` when the block ends without error."""
     staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
     try:
         try:
-            with staging.open("w", encoding="utf-8") as handle:
-                yield handle
+            yield staging
             os.replace(staging, target)
         except OSError as err:
             raise write_error(err, target, flag) from None
     finally:
         staging.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_file(target: Path, flag: str = "--output") -> Iterator[IO[str]]:
+    """A text file beside ``target`` to write (UTF-8); renamed over ``target`` when the block ends without error."""
+    with staged_path(target, flag) as staging, staging.open("w", encoding="utf-8") as handle:
+        yield handle
 
 
 def write_error(err: OSError, target: Path, flag: str) -> OSError:

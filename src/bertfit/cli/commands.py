@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bertfit.cli.output import check_suffix, record_sink
 from bertfit.cli.parser import demo_data_path, given
 from bertfit.config import DataConfig, ServeConfig, TrainConfig
 from bertfit.errors import DataError, UsageError
-from bertfit.staging import check_file, refuse_inputs, staged_file
+from bertfit.staging import check_file, refuse_inputs
 
 log = logging.getLogger("bertfit")
 
@@ -173,6 +174,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output is not None:  # checked before the model loads or anything is scored
         refuse_inputs(Path(args.output), "--output", {"the input file": args.input, "the model folder": args.model_dir})
         check_file(Path(args.output), args.overwrite)
+        check_suffix(Path(args.output))
     classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
     pair_col = args.text_pair_col or classifier.text_pair_col
     if pair_col and args.texts:
@@ -188,12 +190,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise DataError(f"no texts found in {where}; pipe in one text per line, or pass --input FILE or texts "
                         "as arguments")
     with contextlib.ExitStack() as stack:
-        sink = sys.stdout if args.output is None else stack.enter_context(staged_file(Path(args.output)))
+        write = stack.enter_context(record_sink(None if args.output is None else Path(args.output),
+                                                list(classifier.labels.names)))
         bar = stack.enter_context(progress_bar(unit=" texts", disable=args.quiet))
         for chunk in itertools.chain([first], chunks):
             texts, pairs = (list(chunk), None) if not pair_col else map(list, zip(*chunk, strict=True))
-            for record in classifier.predict_records(texts, args.batch_size, pairs=pairs, threshold=args.threshold):
-                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            write(list(classifier.predict_records(texts, args.batch_size, pairs=pairs, threshold=args.threshold)))
             bar.update(len(chunk))
     return 0
 

@@ -212,8 +212,9 @@ def _read_json_document(path: Path) -> pd.DataFrame | None:
         return pd.DataFrame.from_records(document)
     if isinstance(document, dict) and document and all(map(_is_records, document.values())):
         if len(document) > 1:
-            raise DataError(f"{path} holds several tables ({', '.join(map(repr, document))}); bertfit reads one per file: "
-                            "write each to its own file (train.jsonl, test.jsonl in one folder are read as splits)")
+            tables = ", ".join(map(repr, document))
+            raise DataError(f"{path} holds several tables ({tables}); bertfit reads one per file: write each to "
+                            "its own file (train.jsonl, test.jsonl in one folder are read as splits)")
         return pd.DataFrame.from_records(next(iter(document.values())))  # {"data": [records]}
     if isinstance(document, dict) and document and all(isinstance(v, list | dict) for v in document.values()):
         lengths = {len(v) for v in document.values()}

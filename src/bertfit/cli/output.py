@@ -1,0 +1,111 @@
+"""Where `bertfit predict --output FILE` writes its records: JSON lines, or the table its suffix names.
+
+A `.csv`, `.tsv` or `.parquet` name gets a table of one row per input text: the text (and its pair),
+the label (multi-label: ``labels``), the score, ``empty``, and one ``probability:<label>`` column per
+class. Any other suffix bertfit cannot write (`.xlsx`) is refused before the model loads, so a file
+is never written in a format its name does not say. The records themselves come from
+``TextClassifier.predict_records``; this module only lays them out and writes them through
+``staging`` (beside the destination, renamed into place when complete).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bertfit.errors import UsageError
+from bertfit.staging import staged_file, staged_path
+
+JSON_LINES = ("", ".jsonl", ".ndjson", ".json", ".txt")
+DELIMITERS = {".csv": ",", ".tsv": "\t"}
+TABLES = (*DELIMITERS, ".parquet")
+
+
+def check_suffix(path: Path) -> None:
+    """Refuse an ``--output`` whose suffix names a format predict does not write."""
+    suffix = path.suffix.lower()
+    if suffix not in JSON_LINES + TABLES:
+        raise UsageError(f"--output {path}: bertfit predict writes JSON lines (.jsonl), CSV (.csv), TSV (.tsv) or "
+                         f"Parquet (.parquet), not {suffix}; name the output with one of those suffixes")
+
+
+def flat(record: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """One record as a table row: the probabilities one column per class, `empty` always present."""
+    row = {key: value for key, value in record.items() if key not in ("probabilities", "empty")}
+    row["empty"] = bool(record.get("empty", False))
+    probabilities = record.get("probabilities") or {}
+    row.update({f"probability:{name}": probabilities.get(name) for name in names})
+    return row
+
+
+@contextlib.contextmanager
+def record_sink(path: Path | None, names: list[str]) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+    """A function that writes a batch of records to ``path`` (stdout when None), in the format its suffix names."""
+    suffix = path.suffix.lower() if path is not None else ""
+    if path is None or suffix in JSON_LINES:
+        with contextlib.ExitStack() as stack:
+            handle = sys.stdout if path is None else stack.enter_context(staged_file(path))
+            yield lambda records: handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    elif suffix in DELIMITERS:
+        with staged_file(path) as handle:
+            yield _delimited(handle, DELIMITERS[suffix], names)
+    else:
+        with staged_path(path) as staging, _parquet(staging, names) as write:
+            yield write
+
+
+def _delimited(handle: Any, delimiter: str, names: list[str]) -> Callable[[list[dict[str, Any]]], None]:
+    writer: csv.DictWriter | None = None
+
+    def write(records: list[dict[str, Any]]) -> None:
+        nonlocal writer
+        rows = [flat(record, names) for record in records]
+        for row in rows:
+            if isinstance(row.get("labels"), list):  # multi-label: one cell, read back with json.loads
+                row["labels"] = json.dumps(row["labels"], ensure_ascii=False)
+        if writer is None and rows:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=delimiter, lineterminator="\n")
+            writer.writeheader()
+        if writer is not None:
+            writer.writerows(rows)
+
+    return write
+
+
+@contextlib.contextmanager
+def _parquet(staging: Path, names: list[str]) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer: pq.ParquetWriter | None = None
+
+    def write(records: list[dict[str, Any]]) -> None:
+        nonlocal writer
+        rows = [flat(record, names) for record in records]
+        if not rows:
+            return
+        if writer is None:
+            schema = pa.schema([(key, _arrow_type(key)) for key in rows[0]])
+            writer = pq.ParquetWriter(str(staging), schema)
+        writer.write_table(pa.Table.from_pylist(rows, schema=writer.schema))
+
+    try:
+        yield write
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _arrow_type(key: str) -> Any:
+    import pyarrow as pa
+
+    if key == "labels":
+        return pa.list_(pa.string())
+    if key == "score" or key.startswith("probability:"):
+        return pa.float64()
+    return pa.bool_() if key == "empty" else pa.string()

@@ -72,13 +72,18 @@ def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
     if not unknown:
         return ""
     known = [option for action in parser._actions for option in action.option_strings]
+    owners: dict[str, list[str]] = {}  # flag -> the commands that take it
     command = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
     if command is not None:  # the flag was given to a command: its flags are the ones to match
-        known += [option for sub in command.choices.values() for action in sub._actions
-                  for option in action.option_strings]
-    guesses = [f"{flag} -> {match[0]}" for flag in unknown
+        for name, sub in command.choices.items():
+            for option in (option for action in sub._actions for option in action.option_strings):
+                owners.setdefault(option, []).append(name)
+        known += list(owners)
+    elsewhere = [f"{flag} belongs to bertfit {' / '.join(owners[flag])}" for flag in unknown if flag in owners]
+    guesses = [f"{flag} -> {match[0]}" for flag in unknown if flag not in owners
                if (match := difflib.get_close_matches(flag, sorted(set(known)), n=1, cutoff=0.6))]
-    return f"; did you mean {', '.join(guesses)}?" if guesses else ""
+    return (f" ({', '.join(elsewhere)}, not to this command)" if elsewhere else "") + \
+        (f"; did you mean {', '.join(guesses)}?" if guesses else "")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,6 +57,15 @@ def test_encode_unknown_label_names_it_and_the_known_ones():
     assert "remove those rows or add them to the training data" in message
 
 
+def test_an_unknown_label_that_is_a_known_one_in_other_case_or_spacing_is_named_so():
+    with pytest.raises(DataError) as info:
+        LabelSet(("billing", "tech support")).encode(["Billing", "tech  support", "other"], where="the holdout")
+    message = str(info.value)
+    assert "'Billing' is 'billing' written another way" in message
+    assert "'tech  support' is 'tech support' written another way" in message
+    assert "'other' is" not in message and "spell them as the training split does" in message
+
+
 def test_balance_counts_in_id_order_with_zeros():
     balance = LabelSet.fit(["10", "2", "1"]).balance(["10", "10", "1"])
     assert balance == {"1": 1, "2": 0, "10": 2}

@@ -165,9 +165,14 @@ class LabelSet:
         lookup = self.label2id
         unknown = self.unknown(labels)
         if unknown:
+            folded = {" ".join(name.split()).casefold(): name for name in self.names}
+            alike = [f"{name!r} is {folded[key]!r} written another way" for name in unknown[:5]
+                     if (key := " ".join(name.split()).casefold()) in folded]
             raise DataError(
                 f"{where} has label(s) {unknown[:5]} that the training split does not have "
-                f"(known: {list(self.names)[:10]}); remove those rows or add them to the training data"
+                f"(known: {list(self.names)[:10]}{'; ' if alike else ''}{', '.join(alike)}); "
+                "remove those rows or add them to the training data"
+                + ("; or spell them as the training split does" if alike else "")
             )
         return np.array([lookup[label] for label in labels], dtype=np.int64)
 

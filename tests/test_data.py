@@ -489,6 +489,15 @@ def test_a_dataframe_with_numbered_columns_is_read_by_their_names_and_the_user_s
     assert prepared.labels.names == ("a", "b") and list(frame.columns) == [0, 1]
 
 
+def test_a_dataframe_indexed_by_its_texts_reads_them_from_the_index():
+    frame = labelled({"a": 10, "b": 10}).set_index("text")
+    prepared = data.prepare(frame)
+    assert sorted(prepared.train["text"].tolist() + prepared.validation["text"].tolist()
+                  + prepared.test["text"].tolist()) == sorted(frame.index)
+    assert frame.index.name == "text"  # the user's frame is left as it was
+    assert list(data.prepare({"train": frame}).labels.names) == ["a", "b"]
+
+
 def test_a_dataframe_naming_a_column_twice_is_refused():
     frame = labelled({"a": 10, "b": 10})[["text", "label", "label"]]
     expect_data_error(lambda: data.prepare(frame), "column(s) ['label'] more than once", "rename them")

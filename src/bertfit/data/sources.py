@@ -265,7 +265,10 @@ def load_frames(source: Any, need_train: bool = True) -> tuple[dict[str, pd.Data
 
 
 def _columns_by_name(frame: pd.DataFrame, what: str) -> pd.DataFrame:
-    """A copy whose column names are strings (``--text-col 0`` finds column 0); a name held twice is refused."""
+    """A copy whose column names are strings (``--text-col 0`` finds column 0) and whose named index
+    (``set_index("text")``) is a column again; a name held twice is refused."""
+    named = [name for name in frame.index.names if name is not None and name not in frame.columns]
+    frame = frame.reset_index(level=named) if named else frame
     names = [str(c) for c in frame.columns]
     _refuse_names_twice(names, what)
     return frame.set_axis(names, axis=1)

@@ -260,6 +260,17 @@ def exports_over(folder: Path, models: Models) -> list:
     return [model, "--out", model, "--overwrite", "--quiet"]
 
 
+def exports_inside(folder: Path, models: Models) -> list:
+    model = Path(shutil.copytree(models.trained, folder / "model"))
+    return [model, "--out", model / "onnx", "--quiet"]
+
+
+def trains_inside_its_base_model(folder: Path, models: Models) -> list:
+    data = write(folder, "tickets.csv", good_csv())
+    base = Path(shutil.copytree(models.trained, folder / "base"))
+    return [data, "--model", base, "--out", base / "tuned", "--quiet"]
+
+
 def distills_into_the_teacher(folder: Path, models: Models) -> list:
     teacher = Path(shutil.copytree(models.trained, folder / "teacher"))
     data = write(folder, "tickets.csv", good_csv())
@@ -471,6 +482,10 @@ CASES = [
                       ("exists",), ("--overwrite",)), id="report-out-exists-without-overwrite"),
     pytest.param(Case("export", exports_over, ("is the model folder",), ("pass another --out",)),
                  id="export-over-its-model"),
+    pytest.param(Case("export", exports_inside, ("is inside the model folder",), ("pass a --out outside it",)),
+                 id="export-inside-its-model"),
+    pytest.param(Case("train", trains_inside_its_base_model, ("is inside the --model folder",),
+                      ("pass a --out outside it",)), id="train-out-inside-its-base-model"),
     pytest.param(Case("distill", distills_into_the_teacher, ("is the teacher folder",), ("pass another --out",)),
                  id="distill-over-its-teacher"),
     pytest.param(Case("compress", compresses_over_the_data, ("holds the data",), ("pass another --out",)),

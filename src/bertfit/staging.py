@@ -38,11 +38,12 @@ WRITE_FIXES = {
 }
 
 
-def refuse_inputs(target: Path, flag: str, inputs: dict[str, str | Path | None]) -> None:
+def refuse_inputs(target: Path, flag: str, inputs: dict[str, str | Path | None], sealed: tuple[str, ...] = ()) -> None:
     """Refuse an output that is one of the inputs (also through a link), or a folder that contains one.
 
     ``inputs`` maps what each input is ("the data", "the model folder") to its path; None and
-    names that are not local paths (hub names) are skipped.
+    names that are not local paths (hub names) are skipped. ``sealed`` names the inputs (model folders)
+    that an output may not go inside either: it would be copied, served and replaced with them.
     """
     out = _resolved(target)
     for role, given in inputs.items():
@@ -57,6 +58,9 @@ def refuse_inputs(target: Path, flag: str, inputs: dict[str, str | Path | None])
             how = "is" if same else "holds"
             raise OutputError(f"{flag} {target} {how} {role} {given}, which this command reads; writing there "
                               f"would destroy it: pass another {flag}")
+        if role in sealed and source in out.parents:
+            raise OutputError(f"{flag} {target} is inside {role} {given}; an output there would be copied, served and "
+                              f"replaced (--overwrite) with it: pass a {flag} outside it, e.g. beside it")
 
 
 # What every output folder bertfit writes holds at its top (a model, an export, an audit): --overwrite

@@ -127,7 +127,8 @@ def compress(
     teacher_folder = Path(teacher_dir)
     target = Path(out) if out is not None else teacher_folder.parent / f"{teacher_folder.name}-compressed"
     refuse_inputs(target, "--out", {"the teacher folder": teacher_folder, "the data": data if isinstance(
-        data, str | Path) else None, "the --student folder": student})
+        data, str | Path) else None, "the --student folder": student},
+                  sealed=("the teacher folder", "the --student folder"))
     check_folder(target, overwrite)
     teacher = TextClassifier.from_pretrained(teacher_folder, backend="torch")
     teacher_bytes = model_bytes(teacher_folder)

@@ -92,7 +92,8 @@ def export(
     started = time.perf_counter()
     folder = Path(model_dir)
     target = Path(out) if out is not None else folder.parent / f"{folder.name}-onnx{'-' + quantize if quantize else ''}"
-    refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data})
+    refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data},
+                  sealed=("the model folder",))
     check_folder(target, overwrite)
     classifier = TextClassifier.from_pretrained(folder, backend="torch")
     rows = check_rows(folder, classifier, data)

@@ -150,7 +150,8 @@ def distill(
     target = Path(out) if out is not None else None
     if target is not None:
         refuse_inputs(target, "--out", {"the teacher folder": teacher_dir, "the data": data if isinstance(
-            data, str | Path) else None, "the --student folder": student})
+            data, str | Path) else None, "the --student folder": student},
+                      sealed=("the teacher folder", "the --student folder"))
         check_folder(target, overwrite)
     check_hub_name(student, "--student")
     tracking = Tracking(config.report_to, target, "bertfit distill")  # a missing extra fails before any work

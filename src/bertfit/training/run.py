@@ -138,7 +138,8 @@ def train(
     if target is not None:
         refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
                                         "the --model folder": train_config.model,
-                                        "the --class-weights file": train_config.class_weights})
+                                        "the --class-weights file": train_config.class_weights},
+                      sealed=("the --model folder",))
         check_folder(target, overwrite)
         check_stale(target, resume, overwrite)
     check_hub_name(train_config.model)  # before the data is read: a model that cannot load fails in seconds

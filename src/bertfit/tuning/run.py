@@ -129,7 +129,7 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
     url = storage or _local_storage(target, resume, overwrite, worker)
     if not worker:
         refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
-                                        "the --model folder": train_config.model})
+                                        "the --model folder": train_config.model}, sealed=("the --model folder",))
         check_folder(target, overwrite or resume)  # a resumed study saves its winner again
     started = time.monotonic()
     deadline = started + seconds

@@ -498,6 +498,22 @@ def test_a_dataframe_indexed_by_its_texts_reads_them_from_the_index():
     assert list(data.prepare({"train": frame}).labels.names) == ["a", "b"]
 
 
+def test_a_csv_of_label_lists_written_by_to_csv_reads_as_multi_label(tmp_path):
+    frame = pd.DataFrame({"text": [f"ticket number {i} here" for i in range(30)],
+                          "labels": [["billing", "tech"], ["billing"], ["tech"]] * 10})
+    frame.to_csv(tmp_path / "tags.csv", index=False)  # writes "['billing', 'tech']"
+    prepared = data.prepare(tmp_path / "tags.csv")
+    assert prepared.multi_label and prepared.labels.names == ("billing", "tech")
+
+
+def test_labels_joined_in_one_cell_without_label_sep_are_warned_about(caplog):
+    frame = pd.DataFrame({"text": [f"text {i}" for i in range(30)], "label": ["x;y", "x", "y"] * 10})
+    with caplog.at_level("WARNING", logger="bertfit"):
+        prepared = data.prepare(frame)
+    assert prepared.labels.names == ("x", "x;y", "y")  # trained as given: a warning, no change
+    assert "'x;y' look like several labels joined by ';'" in caplog.text and "--label-sep ';'" in caplog.text
+
+
 def test_a_dataframe_naming_a_column_twice_is_refused():
     frame = labelled({"a": 10, "b": 10})[["text", "label", "label"]]
     expect_data_error(lambda: data.prepare(frame), "column(s) ['label'] more than once", "rename them")

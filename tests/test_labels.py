@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bertfit.errors import DataError
-from bertfit.labels import LabelSet, normalise
+from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi
 
 
 @pytest.mark.parametrize(
@@ -107,3 +107,20 @@ def test_normalise_fraction_example_is_a_plain_number():
     with pytest.raises(DataError) as info:
         normalise(pd.Series([0.0, 0.5]), "score")
     assert "(e.g. 0.5)" in str(info.value)
+
+
+@pytest.mark.parametrize("written", [['["x", "y"]', '["x"]', '["y"]'], ["['x', 'y']", "['x']", "['y']"]])
+def test_label_lists_written_as_text_are_lists(written):
+    values = pd.Series(written + [None])
+    assert is_multi_label(values)
+    assert normalise_multi(values, "labels", None).tolist()[:3] == [("x", "y"), ("x",), ("y",)]
+
+
+def test_a_column_of_names_with_one_bracketed_name_is_not_multi_label():
+    assert not is_multi_label(pd.Series(["[x]", "x", "y"]))
+    assert not is_multi_label(pd.Series(["[draft", "x]"]))
+
+
+def test_an_empty_list_written_as_text_is_an_empty_label_list():
+    with pytest.raises(DataError, match="empty label list at row 1"):
+        normalise_multi(pd.Series(["['x']", "[]"]), "labels", None)

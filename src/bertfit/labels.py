@@ -2,8 +2,8 @@
 
 Labels may be strings, whole numbers or booleans; they are kept as strings (the names a saved
 model reports) and sorted numerically when they are all numbers, else alphabetically. A
-multi-label row holds a list of names (a JSON array, or a string cut by ``--label-sep``); it is
-kept as a sorted tuple. This module does not read files or choose columns.
+multi-label row holds a list of names (a JSON array, a list written as text as ``to_csv`` writes it,
+or a string cut by ``--label-sep``); it is kept as a sorted tuple. This module does not read files or choose columns.
 """
 
 from __future__ import annotations
@@ -91,8 +91,31 @@ def label_names(labels: Iterable[str] | Iterable[tuple[str, ...]]) -> set[str]:
 
 
 def is_multi_label(values: pd.Series) -> bool:
-    """A label column is multi-label when its values are lists (JSON arrays, Parquet lists)."""
-    return bool(values.map(lambda v: isinstance(v, list | tuple | np.ndarray)).any())
+    """A label column is multi-label when its values are lists (JSON arrays, Parquet lists), or when every
+    label is a list written as text (``["a", "b"]`` or ``['a', 'b']``, as ``to_csv`` writes a column of lists)."""
+    if values.map(lambda v: isinstance(v, list | tuple | np.ndarray)).any():
+        return True
+    given = values[values.map(lambda v: isinstance(v, str) and v.strip() != "")]
+    return len(given) > 0 and len(given) == int(values.notna().sum()) and all(
+        _written_list(v) is not None for v in given)
+
+
+def _written_list(text: str) -> list | None:
+    """The list a label cell writes as text (JSON, or Python's repr of a list of names); None when it is not one."""
+    import ast
+    import json
+
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value):
+            return value
+    return None
 
 
 def normalise_multi(values: pd.Series, column: str, sep: str | None) -> pd.Series:
@@ -106,7 +129,8 @@ def normalise_multi(values: pd.Series, column: str, sep: str | None) -> pd.Serie
         if isinstance(value, str) and sep is not None:
             value = value.split(sep)
         elif isinstance(value, str):
-            value = [value]  # a single name in a column of lists
+            written = _written_list(value)  # a list written as text, or a single name in a column of lists
+            value = [value] if written is None else written
         elif not isinstance(value, list | tuple | np.ndarray):
             if pd.isna(value):
                 return np.nan

@@ -287,6 +287,8 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
         log.info(line)
     _warn_if_imbalanced(report["class_balance"]["train"], len(cleaned["train"]))
     _warn_if_names_differ_by_case(labels.names)
+    if not multi_label:
+        _warn_if_labels_look_joined(labels.names)
     return PreparedData(cleaned["train"], cleaned["validation"], cleaned["test"], labels,
                         text_col, label_col, report, pair_col, multi_label)
 
@@ -328,6 +330,18 @@ def _warn_if_names_differ_by_case(names: list[str]) -> None:
         shown = "; ".join(" / ".join(map(repr, group)) for group in alike[:5])
         log.warning("labels that differ only in case or spacing are separate classes: %s; if each group is one "
                     "class, write its label one way in the data", shown)
+
+
+def _warn_if_labels_look_joined(names: tuple[str, ...]) -> None:
+    """Single-label classes such as 'x;y' beside 'x' and 'y': most likely several labels joined in one cell."""
+    known = set(names)
+    for sep in (";", "|", ",", "/"):
+        joined = [name for name in names if sep in name and all(part.strip() in known for part in name.split(sep))]
+        if joined:
+            log.warning("label(s) %s look like several labels joined by %r (each part is a label too); they are "
+                        "trained as classes of their own: for multi-label data pass --label-sep '%s'",
+                        ", ".join(map(repr, joined[:3])), sep, sep)
+            return
 
 
 def describe(report: dict[str, Any]) -> list[str]:

@@ -514,6 +514,15 @@ def test_labels_joined_in_one_cell_without_label_sep_are_warned_about(caplog):
     assert "'x;y' look like several labels joined by ';'" in caplog.text and "--label-sep ';'" in caplog.text
 
 
+def test_a_second_column_of_sentences_left_out_is_named_in_the_log(caplog):
+    frame = labelled({"a": 10, "b": 10})
+    frame["title"] = [f"a title of {i} words" for i in range(len(frame))]
+    frame["code"] = [f"C-{i}" for i in range(len(frame))]  # one word per cell: not a text
+    with caplog.at_level("INFO", logger="bertfit"):
+        data.prepare(frame)
+    assert "text column(s) not used: 'title';" in caplog.text and "'code'" not in caplog.text
+
+
 def test_a_dataframe_naming_a_column_twice_is_refused():
     frame = labelled({"a": 10, "b": 10})[["text", "label", "label"]]
     expect_data_error(lambda: data.prepare(frame), "column(s) ['label'] more than once", "rename them")

@@ -112,6 +112,11 @@ def _holds_words(values: pd.Series) -> bool:
     return not values.dropna().map(written_number).all()
 
 
+def _holds_sentences(values: pd.Series) -> bool:
+    """Words with spaces between them in most cells: a text a user may have meant to train on."""
+    return _holds_words(values) and values.dropna().astype(str).str.strip().str.contains(" ").mean() > 0.5
+
+
 # ---------------------------------------------------------------------------------------------
 # Cleaning, splitting, leaks
 
@@ -285,6 +290,10 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
     }
     for line in describe(report):
         log.info(line)
+    unused = [c for c in first.columns if c not in (text_col, pair_col, label_col) and _holds_sentences(first[c])]
+    if unused:
+        log.info("text column(s) not used: %s; --text-col NAME trains on another, --text-pair-col NAME adds it as "
+                 "the second text of a pair", ", ".join(map(repr, unused[:5])))
     _warn_if_imbalanced(report["class_balance"]["train"], len(cleaned["train"]))
     _warn_if_names_differ_by_case(labels.names)
     if not multi_label:

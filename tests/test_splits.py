@@ -74,6 +74,21 @@ def test_split_refuses_a_label_column_where_every_class_has_one_row():
                       "every class has a single row (8 classes", "is the label column an id?", "--label-col")
 
 
+@pytest.mark.parametrize("per_class", [2, 3])
+def test_many_classes_of_two_or_three_rows_still_give_each_split_its_share(per_class):
+    rows = labelled({f"c{i}": per_class for i in range(100)})  # rounding each class's 15% gives 0 rows
+    splits = stratified_split(rows, FRACTIONS, seed=0)
+    assert len(splits["validation"]) == len(splits["test"]) == round(100 * per_class * 0.15)
+    assert set(splits["train"]["label"]) == set(rows["label"])  # every class still trains
+    assert splits["validation"]["label"].is_unique and splits["test"]["label"].is_unique
+
+
+def test_classes_large_enough_to_round_keep_their_per_class_split():
+    rows = labelled({"a": 20, "b": 40})
+    splits = stratified_split(rows, FRACTIONS, seed=0)
+    assert splits["validation"]["label"].value_counts().to_dict() == {"a": 3, "b": 6}
+
+
 @pytest.mark.parametrize("case", range(30))
 def test_split_invariants_hold_for_random_class_sizes_and_fractions(case):
     rng = np.random.default_rng(case)

@@ -303,6 +303,14 @@ def imbalanced_rows() -> pd.DataFrame:
     return pd.concat([rows[rows["label"] == "different"], same]).reset_index(drop=True)
 
 
+def test_many_even_classes_are_not_called_imbalanced(caplog):
+    rows = pd.DataFrame({"text": [f"row {i} of class {i % 40} here" for i in range(400)],
+                         "label": [f"c{i % 40}" for i in range(400)]})  # 40 classes of 10: each 2.5% of rows
+    with caplog.at_level(logging.WARNING, logger="bertfit"):
+        prepare(rows, DataConfig())
+    assert "imbalanced classes" not in caplog.text
+
+
 def test_balanced_class_weights_follow_inverse_frequency(caplog):
     with caplog.at_level(logging.WARNING, logger="bertfit"):
         prepared = prepare(imbalanced_rows(), DataConfig())

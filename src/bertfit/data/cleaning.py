@@ -42,7 +42,9 @@ FALLBACK_CANDIDATES = {
 PAIR_CANDIDATES = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"),
                    ("question1", "question2"), ("question", "sentence"), ("question", "passage"),
                    ("text", "text_pair"))
-IMBALANCE_SHARE = 0.05  # a smallest class below this share of training rows gets a warning
+# A smallest class below this share of training rows, and below half an even share (many classes are
+# each a small share without being imbalanced), gets a warning.
+IMBALANCE_SHARE = 0.05
 # Longer than any document worth classifying whole (a novel is ~500,000); a text this long is nearly
 # always an unclosed quote that swallowed the rest of the file.
 MAX_TEXT_CHARS = 1_000_000
@@ -324,7 +326,7 @@ def _split(cleaned: dict[str, pd.DataFrame], config: DataConfig, label_col: str
 
 def _warn_if_imbalanced(balance: dict[str, int], rows: int) -> None:
     name, count = min(balance.items(), key=lambda item: item[1])
-    if count < IMBALANCE_SHARE * rows:
+    if count < IMBALANCE_SHARE * rows and count < 0.5 * rows / len(balance):
         log.warning("imbalanced classes: %r is %d of %d training rows (%.1f%%); watch macro F1 and recall, "
                     "and consider --class-weights balanced", name, count, rows, 100 * count / rows)
 

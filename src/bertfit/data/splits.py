@@ -38,11 +38,12 @@ def stratified_split(rows: pd.DataFrame, fractions: dict[str, float], seed: int)
     if single:  # each goes to training whole: learnt, but never validated or tested
         log.warning("%d class(es) have a single row (e.g. %s): kept in training, never validated or tested; "
                     "add rows of them for the scores to cover them", len(single), single[:5])
-    for _, index in sorted(pd.DataFrame({"s": strata.to_numpy()}).groupby("s").indices.items()):
-        index = rng.permutation(index)
+    groups = [rng.permutation(index) for _, index in
+              sorted(pd.DataFrame({"s": strata.to_numpy()}).groupby("s").indices.items())]
+    counts = _counts(np.array([len(index) for index in groups]), fractions, rng)
+    for index, row in zip(groups, counts, strict=True):
         start = 0
-        for name, fraction in fractions.items():
-            count = min(int(round(len(index) * fraction)), len(index) - start - 1)
+        for name, count in zip(fractions, row, strict=True):
             parts[name].append(index[start:start + count])
             start += count
         parts["train"].append(index[start:])
@@ -50,6 +51,26 @@ def stratified_split(rows: pd.DataFrame, fractions: dict[str, float], seed: int)
         name: rows.iloc[rng.permutation(np.concatenate(chunks))].reset_index(drop=True)
         for name, chunks in parts.items()
     }
+
+
+def _counts(sizes: np.ndarray, fractions: dict[str, float], rng: np.random.Generator) -> np.ndarray:
+    """Rows of each class (row) for each held-out split (column): the class's share, rounded, training
+    keeping one row. When that leaves a split empty (many classes of two or three rows), the split's
+    rows are spread over the classes by largest remainder instead, so it still gets its share."""
+    counts = np.zeros((len(sizes), len(fractions)), dtype=int)
+    for j, fraction in enumerate(fractions.values()):
+        left = sizes - counts[:, :j].sum(axis=1) - 1  # what the class can still give, keeping one for training
+        counts[:, j] = np.minimum(np.round(sizes * fraction).astype(int), left)
+        if counts[:, j].sum() == 0:
+            wanted = min(int(round(sizes.sum() * fraction)), int(left.sum()))
+            exact = sizes * fraction
+            counts[:, j] = np.minimum(np.floor(exact).astype(int), left)
+            order = np.lexsort((rng.random(len(sizes)), -(exact - np.floor(exact))))  # largest remainder first
+            for i in order:
+                if counts[:, j].sum() >= wanted:
+                    break
+                counts[i, j] += int(counts[i, j] < left[i])
+    return counts
 
 
 def _is_tuples(labels: pd.Series) -> bool:

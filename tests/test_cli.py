@@ -283,6 +283,17 @@ def test_predict_from_a_text_per_line_file(trained_dir, tmp_path, capsys):
     scored_and_empty(json_lines(out), texts, trained_dir)
 
 
+def test_predict_from_a_gzipped_text_per_line_file(trained_dir, tmp_path, capsys):
+    import gzip
+
+    texts = ["refund my card payment", "", "the app crashed on login"]
+    source = tmp_path / "texts.txt.gz"
+    source.write_bytes(gzip.compress("\n".join(texts).encode("utf-8")))
+    code, out, err = run(["predict", trained_dir, "--input", source, "--quiet"], capsys)
+    assert code == 0, err
+    scored_and_empty(json_lines(out), texts, trained_dir)
+
+
 def test_predict_from_a_csv_with_empty_cells_keeps_every_row(trained_dir, tmp_path, capsys):
     source = tmp_path / "new.csv"
     source.write_bytes("\ufeffid,text\n1,refund my card\n2,\n3,the app crashed\n".encode("utf-8"))

@@ -5,8 +5,11 @@ Pure and fast: small tables written by each test under tmp_path; no model, no to
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
+import lzma
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,7 @@ def write_table(frame: pd.DataFrame, path: Path) -> Path:
         frame.to_csv(path, index=False, sep=";" if path.stem.endswith("semicolon") else ",")
     elif suffix == ".tsv":
         frame.to_csv(path, index=False, sep="\t")
-    elif suffix in (".jsonl", ".json"):
+    elif suffix in (".jsonl", ".json", ".ndjson"):
         frame.to_json(path, orient="records", lines=True, force_ascii=False)
     elif suffix == ".parquet":
         frame.to_parquet(path, index=False)
@@ -54,6 +57,32 @@ def test_read_table_round_trips(tmp_path, name):
     read = data.read_table(path)
     assert list(read.columns) == ["text", "label"]
     assert read.to_dict("records") == TABLE.to_dict("records")
+
+
+@pytest.mark.parametrize(("name", "compress"), [("t.csv.gz", gzip.compress), ("t.tsv.bz2", bz2.compress),
+                                              ("t.jsonl.xz", lzma.compress), ("t.parquet.gz", gzip.compress),
+                                              ("t.ndjson", None)])
+def test_compressed_tables_and_ndjson_read_like_plain_ones(tmp_path, name, compress):
+    inner = name.removesuffix(".gz").removesuffix(".bz2").removesuffix(".xz")
+    plain = write_table(TABLE, tmp_path / (f"plain-{inner}" if compress else name))
+    if compress:
+        (tmp_path / name).write_bytes(compress(plain.read_bytes()))
+    assert data.read_table(tmp_path / name).to_dict("records") == TABLE.to_dict("records")
+
+
+def test_a_folder_of_compressed_splits_reads_them_by_name(tmp_path):
+    (tmp_path / "train.csv.gz").write_bytes(gzip.compress(labelled({"a": 10, "b": 10}).to_csv(index=False).encode()))
+    write_table(labelled({"a": 3, "b": 3}, prefix="held out "), tmp_path / "test.csv")
+    prepared = data.prepare(tmp_path)
+    assert len(prepared.test) == 6 and len(prepared.train) + len(prepared.validation) == 20
+
+
+def test_a_broken_compressed_table_names_the_file_and_errors_inside_it_name_it_too(tmp_path):
+    (tmp_path / "cut.csv.gz").write_bytes(gzip.compress(b"text,label\na,b\n" * 50)[:40])
+    expect_data_error(lambda: data.read_table(tmp_path / "cut.csv.gz"), "cannot decompress", "cut.csv.gz")
+    (tmp_path / "ragged.csv.gz").write_bytes(gzip.compress(b"text,label\nhello, world,a\nc,d\n"))
+    message = expect_data_error(lambda: data.read_table(tmp_path / "ragged.csv.gz"), "line 2 has 3 fields")
+    assert str(tmp_path / "ragged.csv.gz") in message and "bertfit-" not in message  # not the temporary copy
 
 
 def test_semicolon_csv_is_detected_even_with_commas_in_texts(tmp_path):

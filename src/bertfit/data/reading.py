@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from bertfit.data.cleaning import TEXT_CANDIDATES, check_text_cells, clean, find_columns, nothing_left, pick
-from bertfit.data.sources import check_text_file, load_frames, read_delimited, read_table, unreadable
+from bertfit.data.sniff import check_text_file, compressed_table, decompressed
+from bertfit.data.sources import SUFFIXES, load_frames, read_delimited, read_table, unreadable
 from bertfit.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,12 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
                         "Parquet file with a text column)")
     if not path.is_file():
         raise DataError(f"input file not found: {path}; check the path")
+    if compressed_table(path, (*SUFFIXES, ".txt")):
+        with decompressed(path) as plain:
+            yield from _iter_texts(plain, text_col, chunk_size, pair_col)
+        return
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
+    if suffix in SUFFIXES:
         if path.stat().st_size == 0:
             raise DataError(f"{path} is empty; it needs a header row and texts")
         tables = (read_delimited(path, chunksize=chunk_size) if suffix in (".csv", ".tsv")

@@ -16,12 +16,13 @@ from typing import Any
 
 import pandas as pd
 
+from bertfit.data.sniff import check_text_file, compressed_table, decompressed
 from bertfit.errors import DataError
 
 log = logging.getLogger(__name__)
 
 EXCEL_SEP = re.compile(r"sep=(.)\r?\n?")  # the first line Excel writes to name a CSV's delimiter
-SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")  # also compressed: .gz, .bz2, .xz
 SPLIT_NAMES = {  # file stem -> split; the first name of each is the canonical one
     "train": "train",
     "training": "train",
@@ -44,41 +45,24 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass a file, or a folder holding train/validation/test files")
     suffix = path.suffix.lower()
+    if compressed_table(path, SUFFIXES):
+        with decompressed(path) as plain:
+            return read_table(plain)
     if suffix not in SUFFIXES:
         raise DataError(
-            f"unknown data format {suffix or '(no suffix)'!r} for {path}; use one of {', '.join(SUFFIXES)}"
+            f"unknown data format {suffix or '(no suffix)'!r} for {path}; use one of {', '.join(SUFFIXES)} "
+            "(or one of those compressed: .csv.gz, .jsonl.bz2, .parquet.xz)"
         )
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty; it needs a header row and labelled rows")
     try:
         if suffix in (".csv", ".tsv"):
             return read_delimited(path)
-        if suffix in (".jsonl", ".json"):
+        if suffix in (".jsonl", ".ndjson", ".json"):
             return _read_jsonl(path)
         return _read_parquet(path)
     except UnicodeDecodeError as err:
         raise unreadable(path, err) from None
-
-
-# The first bytes of files that are often passed by mistake: what they are, and what to do instead.
-NOT_TEXT = (
-    (b"\xff\xfe", "UTF-16 text (byte 0xff at offset 0 begins its byte-order mark, as Excel's 'Unicode text' "
-                  "writes)", "re-save it as UTF-8"),
-    (b"\xfe\xff", "UTF-16 text (byte 0xfe at offset 0 begins its byte-order mark)", "re-save it as UTF-8"),
-    (b"\x1f\x8b", "gzip-compressed", "gunzip it first"),
-    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one too)", "unzip it, or save the sheet as CSV"),
-)
-
-
-def check_text_file(path: Path) -> None:
-    """Refuse a compressed, UTF-16 or binary file by its first bytes, before any parser sees it."""
-    with path.open("rb") as handle:
-        head = handle.read(8192)
-    for magic, what, fix in NOT_TEXT:
-        if head.startswith(magic):
-            raise DataError(f"{path} is {what}, not UTF-8 text; {fix}")
-    if b"\x00" in head:
-        raise DataError(f"{path} looks binary (NUL bytes), not a text table; pass a CSV/TSV/JSONL/Parquet file")
 
 
 def _delimiter(path: Path) -> tuple[str, int]:
@@ -283,8 +267,9 @@ def _refuse_names_twice(names: list[str], what: str) -> None:
 def _load_folder(folder: Path, need_train: bool = True) -> dict[str, pd.DataFrame]:
     found: dict[str, Path] = {}
     for file in sorted(folder.iterdir()):
-        split = SPLIT_NAMES.get(file.stem.lower())
-        if split and file.suffix.lower() in SUFFIXES:
+        table = Path(file.stem) if compressed_table(file, SUFFIXES) else file  # train.csv.gz is train.csv
+        split = SPLIT_NAMES.get(table.stem.lower())
+        if split and table.suffix.lower() in SUFFIXES:
             if split in found:
                 raise DataError(f"{folder} has two {split} files ({found[split].name}, {file.name}); keep one")
             found[split] = file

@@ -478,6 +478,8 @@ CASES = [
                  id="train-out-is-its-base-model"),
     pytest.param(Case("report", report_over(lambda folder, model: model / "bertfit.json", "--overwrite"),
                       ("is the model's bertfit.json",), ("pass another --out",)), id="report-over-its-model"),
+    pytest.param(Case("report", report_over(lambda folder, model: folder / "report.pdf"),
+                      ("the report is an HTML page",), ("name it .html",)), id="report-out-not-html"),
     pytest.param(Case("report", report_over(lambda folder, model: write(folder, "old.html", "<p>old</p>")),
                       ("exists",), ("--overwrite",)), id="report-out-exists-without-overwrite"),
     pytest.param(Case("export", exports_over, ("is the model folder",), ("pass another --out",)),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.errors import DataError, ModelLoadError
+from bertfit.errors import DataError, ModelLoadError, UsageError
 from bertfit.folder import SPLIT_FILES, SplitRows, check_model_folder, read_meta, read_split
 from bertfit.model import TextClassifier
 from bertfit.record import DataReport, ModelRecord, Task
@@ -74,6 +74,9 @@ def write_report(model_dir: str | Path, out: str | Path | None = None, data: str
     target = Path(out) if out is not None else folder / "report.html"
     model_files = {f"the model's {path.name}": path for path in folder.iterdir() if path.name != "report.html"}
     refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data, **model_files})
+    if target.suffix.lower() not in (".html", ".htm"):  # an HTML page under a .pdf name opens as a broken PDF
+        raise UsageError(f"--out {target}: the report is an HTML page; name it .html (print it to PDF from a "
+                         "browser)")
     check_file(target, overwrite or out is None, "--out")
     record = read_meta(folder) or _plain_record(folder)
     rows, reason = load_test_rows(folder, record, data)

@@ -74,7 +74,7 @@ def write_report(model_dir: str | Path, out: str | Path | None = None, data: str
     target = Path(out) if out is not None else folder / "report.html"
     model_files = {f"the model's {path.name}": path for path in folder.iterdir() if path.name != "report.html"}
     refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data, **model_files})
-    if target.suffix.lower() not in (".html", ".htm"):  # an HTML page under a .pdf name opens as a broken PDF
+    if not target.is_dir() and target.suffix.lower() not in (".html", ".htm"):  # a .pdf would open as a broken PDF
         raise UsageError(f"--out {target}: the report is an HTML page; name it .html (print it to PDF from a "
                          "browser)")
     check_file(target, overwrite or out is None, "--out")

@@ -105,16 +105,14 @@ def audit_prepared(prepared: PreparedData, *, folds: int = 5, method: str = "bot
                          "read the report's most confident mistakes instead")
     started = time.perf_counter()
     model_path = model or default_model_path()
-    if method == "finetune":
-        evidence = _evidence(prepared, (), model_path, progress)
-        labelled, test_proba = finetuned_out_of_fold(prepared, evidence["frames"]["labelled"], evidence["labels"],
-                                                     folds, seed, model_path, progress)
-    else:
-        kinds = ("embed", "tfidf") if method == "both" else (method,)
-        evidence = _evidence(prepared, kinds, model_path, progress)
-        labelled, test_proba = out_of_fold({k: evidence[k]["labelled"] for k in kinds}, evidence["labels"],
-                                           {k: evidence[k]["test"] for k in kinds}, len(prepared.labels), folds,
-                                           seed)
+    kinds = ("embed", "tfidf") if method in ("both", "finetune") else (method,)
+    evidence = _evidence(prepared, kinds, model_path, progress)
+    labelled, test_proba = out_of_fold({k: evidence[k]["labelled"] for k in kinds}, evidence["labels"],
+                                       {k: evidence[k]["test"] for k in kinds}, len(prepared.labels), folds, seed)
+    if method == "finetune":  # the fine-tuned folds' probabilities, averaged with the cheap evidence's
+        tuned, tuned_test = finetuned_out_of_fold(prepared, evidence["frames"]["labelled"], evidence["labels"],
+                                                  folds, seed, model_path, progress)
+        labelled, test_proba = (labelled + tuned) / 2, (test_proba + tuned_test) / 2
     result = _judge(prepared, evidence, labelled, test_proba, method, folds)
     result.seconds = time.perf_counter() - started
     result.proba = labelled

@@ -211,6 +211,23 @@ def test_finetune_evidence_scores_every_row_out_of_fold(tmp_path, tiny_model_dir
     assert result.method == "finetune" and result.per_split["test"]["rows"] > 0
 
 
+def test_finetune_evidence_is_averaged_with_the_cheap_evidence(tmp_path, tiny_model_dir, monkeypatch):
+    from bertfit.auditing import run
+
+    rows, _ = _noisy_rows()
+    data = tmp_path / "data.csv"
+    rows.to_csv(data, index=False)
+    cheap = run.audit(data, None, method="both", model=str(tiny_model_dir), folds=2, progress=False).proba
+    onehot = np.eye(3)[np.arange(len(cheap)) % 3]
+
+    def tuned(prepared, labelled, labels, folds, seed, model_path, progress):
+        return onehot[:len(labelled)], np.full((len(prepared.test), 3), 1 / 3)
+
+    monkeypatch.setattr(run, "finetuned_out_of_fold", tuned)
+    both = run.audit(data, None, method="finetune", model=str(tiny_model_dir), folds=2, progress=False)
+    assert np.allclose(both.proba, (cheap + onehot) / 2)
+
+
 def test_finetune_folds_never_score_a_row_they_trained_on(monkeypatch):
     import pandas as pd
 

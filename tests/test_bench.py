@@ -68,6 +68,15 @@ def test_audit_bench_runs(shared):
     assert "bertfit audit (both)" in methods
 
 
+def test_audit_rules_bench_reads_what_the_audit_bench_kept(shared, tmp_path):
+    bench("audit.py", shared, "--datasets", "trec", "--shares", "0.1", "--kinds", "uniform", "--methods", "both",
+          "--keep", str(tmp_path))
+    kept = sorted(tmp_path.glob("*.npz"))
+    done = bench("audit_rules.py", shared, *map(str, kept))
+    rules = [row[1] for row in table_rows(done.stdout) if row[0] == ""]
+    assert {"bertfit", "elsewhere", "strict count"} <= set(rules)
+
+
 def test_fewshot_bench_runs(shared, tmp_path):
     done = bench("fewshot.py", shared, "--datasets", "trec", "--sizes", "8", "--recipes", "tfidf,finetune",
                  "--seeds", "1", "--json", str(tmp_path / "runs.jsonl"))

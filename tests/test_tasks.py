@@ -217,6 +217,17 @@ def test_pairs_predict_from_a_file_and_from_tab_separated_stdin(pair_dir, tmp_pa
     assert done.returncode == 2 and "sentence pairs" in done.stderr
 
 
+def test_pairs_predict_from_a_file_with_the_models_own_column_names(pair_dir, tmp_path):
+    folder, _ = pair_dir
+    source = tmp_path / "new.csv"
+    pd.DataFrame({"id": ["7", "8"], "text_a": ["refund invoice", "crash"], "text_b": ["bill charge", "buy demo"]}
+                 ).to_csv(source, index=False)
+    done = run_cli("predict", str(folder), "--input", str(source), "--quiet")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["text"], r["text_pair"]) for r in records] == [("refund invoice", "bill charge"), ("crash", "buy demo")]
+
+
 def test_a_pair_missing_one_side_is_an_error():
     frame = pd.DataFrame({"text_a": ["a b", "c d"], "text_b": ["e f", None], "label": ["x", "y"]})
     with pytest.raises(DataError, match="only one side"):

@@ -183,7 +183,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.threshold is not None and not classifier.multi_label:
         raise UsageError("--threshold applies to multi-label models; this one picks the most likely label")
     chunks = iter([args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8,
-                                                             pair_col=pair_col))
+                                                             pair_col=pair_col, saved_col=classifier.record.text_col))
     first = next(chunks, None)  # a file that cannot be read fails here, before a progress bar is drawn
     if first is None:
         where = "standard input (--input -)" if args.input == "-" else args.input

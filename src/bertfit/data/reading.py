@@ -61,20 +61,23 @@ def load_labelled(
 
 def iter_texts(
     source: str | Path, text_col: str | None = None, chunk_size: int = 512, pair_col: str | None = None,
+    saved_col: str | None = None,
 ) -> Iterator[list[str]] | Iterator[list[tuple[str, str]]]:
     """Texts to predict, in chunks, without holding a large file in memory.
 
     ``-`` is standard input, one text per line; .csv/.tsv/.jsonl/.parquet use the text column (given,
-    or the obvious one); any other file is one text per line. With ``pair_col`` (a sentence-pair
+    else the model's own ``saved_col`` when the file has it, else the obvious one); any other file is one
+    text per line. With ``pair_col`` (a sentence-pair
     model) each item is a (text, pair) tuple: from the two columns, or from a tab in each line.
     """
     try:
-        yield from _iter_texts(source, text_col, chunk_size, pair_col)
+        yield from _iter_texts(source, text_col, chunk_size, pair_col, saved_col)
     except (UnicodeDecodeError, pd.errors.ParserError) as err:
         raise unreadable(source, err) from None
 
 
-def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_col: str | None) -> Iterator[list]:
+def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_col: str | None,
+                saved_col: str | None = None) -> Iterator[list]:
     if str(source) == "-":
         yield from _chunks(_lines(_stdin(), pair_col), chunk_size)
         return
@@ -86,7 +89,7 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
         raise DataError(f"input file not found: {path}; check the path")
     if compressed_table(path, (*SUFFIXES, ".txt")):
         with decompressed(path) as plain:
-            yield from _iter_texts(plain, text_col, chunk_size, pair_col)
+            yield from _iter_texts(plain, text_col, chunk_size, pair_col, saved_col)
         return
     suffix = path.suffix.lower()
     if suffix in SUFFIXES:
@@ -99,7 +102,8 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
             table = table.astype(object).fillna("")  # a column of numbers and gaps takes "" too
             if columns is None:
                 names = [str(c) for c in table.columns]
-                columns = [pick(names, text_col, TEXT_CANDIDATES, "text", frame=table)]
+                given = text_col if text_col is not None or saved_col not in names else saved_col
+                columns = [pick(names, given, TEXT_CANDIDATES, "text", frame=table)]
                 if pair_col is not None:
                     if pair_col not in names:
                         raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "

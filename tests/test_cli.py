@@ -366,6 +366,14 @@ def test_predict_output_in_a_format_it_cannot_write_exits_2_before_scoring(train
     assert list(tmp_path.iterdir()) == []
 
 
+def test_predict_output_dash_is_standard_output(trained_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["predict", trained_dir, "refund my card", "--output", "-", "--quiet"], capsys)
+    assert code == 0, err
+    check_records(json_lines(out), ["refund my card"], trained_dir)
+    assert list(tmp_path.iterdir()) == []  # no file named "-"
+
+
 def test_predict_output_in_a_missing_folder_exits_2(trained_dir, tmp_path, capsys):
     code, out, err = run(["predict", trained_dir, "hello", "--output", tmp_path / "no" / "p.jsonl"], capsys)
     assert code == 2

@@ -162,6 +162,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.engine == "ray":
         return _predict_on_ray(args)
+    if args.output == "-":  # the Unix way to say standard output
+        args.output = None
     if args.resume or args.address or args.workers is not None:
         raise UsageError("--resume, --address and --workers go with --engine ray")
     if args.texts and args.input:
@@ -203,7 +205,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict_on_ray(args: argparse.Namespace) -> int:
     from bertfit.batch.ray_engine import predict_files
 
-    if args.texts or not args.input or args.input == "-" or not args.output:
+    if args.texts or not args.input or args.input == "-" or not args.output or args.output == "-":
         raise UsageError("--engine ray scores files: pass --input 'data/*.parquet' (a glob, a file or a folder) and "
                          "--output FOLDER, no texts as arguments and no stdin")
     _check_batch_size(args.batch_size)

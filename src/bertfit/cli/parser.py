@@ -146,7 +146,8 @@ def _add_predict_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     predict.add_argument("model_dir")
     predict.add_argument("texts", nargs="*", help="texts to label")
     predict.add_argument("--input", help="text-per-line file, CSV/TSV/JSONL/Parquet with a text column, or - for stdin")
-    predict.add_argument("--output", help="write JSON lines here instead of stdout")
+    predict.add_argument("--output", help="write here instead of stdout (- is stdout): JSON lines, or a table "
+                                            "for .csv, .tsv, .parquet")
     predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     _add_config_flags(predict, DataConfig, only=("text_col", "text_pair_col"))
     predict.add_argument("--batch-size", type=int, default=64)

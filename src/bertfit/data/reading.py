@@ -44,7 +44,7 @@ def load_labelled(
         raise DataError(f"{origin} has no test file and more than one other split ({', '.join(sorted(frames))}); "
                         "pass the file to score, e.g. DATA/validation.csv")
     frame = frames[split]
-    text_col, label_col = (given if given is not None or saved not in frame.columns else saved
+    text_col, label_col = (given_or_saved(given, saved, list(frame.columns))
                            for given, saved in zip((text_col, label_col), preferred, strict=True))
     text, label = find_columns(frame, text_col, label_col)
     if pair_col is not None and pair_col not in frame.columns:
@@ -57,6 +57,12 @@ def load_labelled(
         log.info("dropped from %s: %s", origin, {k: v for k, v in dropped.items() if v})
     rows.attrs["label_col"] = label  # which column the labels came from, for an error about them
     return rows
+
+
+def given_or_saved(given: str | None, saved: str | None, columns: list[str]) -> str | None:
+    """The column the user named, else the one the model was trained on when the table has it (else None:
+    find the obvious one)."""
+    return given if given is not None or saved not in columns else saved
 
 
 def iter_texts(
@@ -102,8 +108,8 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
             table = table.astype(object).fillna("")  # a column of numbers and gaps takes "" too
             if columns is None:
                 names = [str(c) for c in table.columns]
-                given = text_col if text_col is not None or saved_col not in names else saved_col
-                columns = [pick(names, given, TEXT_CANDIDATES, "text", frame=table)]
+                columns = [pick(names, given_or_saved(text_col, saved_col, names), TEXT_CANDIDATES, "text",
+                                frame=table)]
                 if pair_col is not None:
                     if pair_col not in names:
                         raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "

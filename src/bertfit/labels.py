@@ -8,6 +8,8 @@ or a string cut by ``--label-sep``); it is kept as a sorted tuple. This module d
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -102,9 +104,6 @@ def is_multi_label(values: pd.Series) -> bool:
 
 def _written_list(text: str) -> list | None:
     """The list a label cell writes as text (JSON, or Python's repr of a list of names); None when it is not one."""
-    import ast
-    import json
-
     text = text.strip()
     if not (text.startswith("[") and text.endswith("]")):
         return None

@@ -27,6 +27,7 @@ measured. Recipes run in mirrored order per seed.
     python bench/fewshot.py --datasets trec --sizes 8,16 --seeds 3 --json fewshot.jsonl
     python bench/fewshot.py --recipes tfidf,contrastive,setfit  # without fine-tuning
     python bench/fewshot.py --datasets trec,sms-spam --seeds 3 --setfit-sizes 8,16  # setfit's large epochs skipped
+    python bench/fewshot.py --sizes 32,64 --first-seed 45 --seeds 2 --json more.jsonl  # two more seeds
     python bench/fewshot.py --table fewshot.jsonl  # the table of a finished run, auto at today's threshold
 """
 
@@ -193,7 +194,9 @@ def main() -> int:
     parser.add_argument("--datasets", default=",".join(SIZES), help="comma-separated (default: %(default)s)")
     parser.add_argument("--sizes", help="rows per class, comma-separated (default: 8,16,32,64; banking77 8,16)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=5, help=f"this many seeds, {FIRST_SEED}, {FIRST_SEED + 1}, ...")
+    parser.add_argument("--seeds", type=int, default=5, help="this many seeds, counting up from --first-seed")
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
+                        help="the first seed (default: %(default)s); more seeds for a finished run: --first-seed 45")
     parser.add_argument("--setfit-sizes", help="run setfit only at these rows per class (default: every size)")
     parser.add_argument("--json", help="append every run to this JSON-lines file as it finishes")
     parser.add_argument("--table", metavar="JSONL", help="print the table of a finished run's --json file and exit; "
@@ -219,7 +222,7 @@ def main() -> int:
             print("skipped: setfit is not installed (a bench-only reference): pip install setfit", file=sys.stderr)
             return 0
     print(measured_on(), flush=True)
-    seeds = [FIRST_SEED + i for i in range(args.seeds)]
+    seeds = [args.first_seed + i for i in range(args.seeds)]
     rows = []
     out = open(args.json, "a") if args.json else None  # noqa: SIM115 - kept open for the whole run
     try:

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from bertfit.data.cleaning import TEXT_CANDIDATES, pick
+from bertfit.data.reading import given_or_saved
 from bertfit.environment import require
 from bertfit.errors import DataError, OutputError, UsageError
 from bertfit.folder import read_meta
@@ -110,8 +111,8 @@ def predict_dataset(model_dir: str | Path, source: str | Path | list, *, text_co
     if PATH in (text_col or (meta.text_col if meta is not None else None), pair_col):
         raise UsageError(f"--engine ray cannot read a text column named {PATH!r}: Ray Data puts each row's file "
                          f"name under that name; rename the column, or score the files with plain bertfit predict")
-    saved = meta.text_col if meta is not None and meta.text_col in columns else None
-    text = pick(columns, text_col or saved, TEXT_CANDIDATES, "text")
+    text = pick(columns, given_or_saved(text_col, meta.text_col if meta is not None else None, columns),
+                TEXT_CANDIDATES, "text")
     pair = pair_col or (meta.text_pair_col if meta is not None else None)
     if pair is not None and pair not in columns:
         raise DataError(f"{paths[0]} has no column {pair!r}, the second text of this sentence-pair model; columns "

@@ -302,6 +302,16 @@ def test_find_columns_without_a_label_lists_the_columns():
                       "pass --label-col NAME")
 
 
+def test_a_file_without_a_header_line_is_named_as_such(tmp_path):
+    path = tmp_path / "sms.tsv"  # label, then text, no names: the first row becomes the names
+    path.write_text("".join(f"{label}\tmessage number {i}\n" for i, label in enumerate(["ham", "spam"] * 6)))
+    frame = reading.read_table(path)
+    expect_data_error(lambda: data.find_columns(frame, None, None),
+                      "first line looks like a row of data", "'ham' is also a value", "add a header line")
+    named = pd.DataFrame({"label": ["ham", "spam"], "body": ["hello there", "win money"]})
+    assert data.find_columns(named, None, None) == ("body", "label")  # a real header is not taken for data
+
+
 def test_find_columns_same_column_for_both_is_refused():
     expect_data_error(lambda: data.find_columns(frame_with("text", "label"), "text", "text"),
                       "both 'text'", "pass different --text-col and --label-col")

@@ -59,7 +59,7 @@ def find_columns(frame: pd.DataFrame, text_col: str | None, label_col: str | Non
     columns = [str(c) for c in frame.columns]
     if text_col is not None and text_col == label_col:
         raise DataError(f"text and label columns are both {text_col!r}; pass different --text-col and --label-col")
-    label = pick(columns, label_col, LABEL_CANDIDATES, "label")
+    label = pick(columns, label_col, LABEL_CANDIDATES, "label", frame=frame)
     text = pick([c for c in columns if c != label], text_col, TEXT_CANDIDATES, "text", frame=frame)
     return text, label
 
@@ -104,7 +104,21 @@ def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], rol
         strings = [c for c in columns if c in frame and _holds_words(frame[c])]
         if len(strings) == 1:
             return strings[0]
+    if frame is not None and (first := _data_as_header(frame)):
+        raise DataError(f"cannot tell which column holds the {role}: the first line looks like a row of data, not "
+                        f"column names ({first!r} is also a value in its column); add a header line naming the "
+                        f"columns (for example label,text) as the file's first line")
     raise DataError(f"cannot tell which column holds the {role}; columns are {columns}; pass {flag} NAME")
+
+
+def _data_as_header(frame: pd.DataFrame) -> str | None:
+    """A column name that is also one of the column's values: a file without a header line, whose first row
+    was taken for the names."""
+    for name in frame.columns:
+        values = frame[name]
+        if pd.api.types.is_string_dtype(values) and str(name).strip() in set(values.dropna().astype(str).str.strip()):
+            return str(name)
+    return None
 
 
 def _holds_words(values: pd.Series) -> bool:

@@ -77,6 +77,31 @@ def test_a_folder_of_compressed_splits_reads_them_by_name(tmp_path):
     assert len(prepared.test) == 6 and len(prepared.train) + len(prepared.validation) == 20
 
 
+def test_fasttext_lines_train_as_labelled_rows_single_and_multi_label(tmp_path):
+    rows = labelled({"billing": 10, "tech": 10})
+    (tmp_path / "train.txt").write_text("".join(f"__label__{label}  {text}\n\n" for text, label in
+                                                zip(rows["text"], rows["label"], strict=True)))
+    prepared = data.prepare(tmp_path / "train.txt")
+    assert prepared.labels.names == ("billing", "tech") and not prepared.multi_label
+    assert sorted(pd.concat(prepared.splits().values())["text"]) == sorted(rows["text"])  # the text, no label word
+    (tmp_path / "multi.txt.gz").write_bytes(gzip.compress("".join(
+        f"__label__a __label__b text {i}\n" if i % 3 == 0 else f"__label__{'ab'[i % 2]} text {i}\n"
+        for i in range(60)).encode()))
+    read = data.read_table(tmp_path / "multi.txt.gz")
+    assert read["label"].tolist()[:3] == [["a", "b"], ["b"], ["a"]] and read["text"][0] == "text 0"
+    assert data.prepare(tmp_path / "multi.txt.gz").multi_label
+
+
+def test_a_txt_that_is_not_fasttext_is_refused_naming_the_format_and_the_table_suffix(tmp_path):
+    (tmp_path / "sms.txt").write_text("ham\tGo until jurong point\nspam\tWin a prize\n")
+    expect_data_error(lambda: data.read_table(tmp_path / "sms.txt"), "line 1 does not start with a '__label__'",
+                      "fastText", "name it .tsv")
+    (tmp_path / "notes.txt").write_text("__label__a fine\njust a sentence\n")
+    expect_data_error(lambda: data.read_table(tmp_path / "notes.txt"), "line 2", "put '__label__NAME ' before")
+    (tmp_path / "blank.txt").write_text("\n\n")
+    expect_data_error(lambda: data.read_table(tmp_path / "blank.txt"), "has no rows")
+
+
 def test_a_broken_compressed_table_names_the_file_and_errors_inside_it_name_it_too(tmp_path):
     (tmp_path / "cut.csv.gz").write_bytes(gzip.compress(b"text,label\na,b\n" * 50)[:40])
     expect_data_error(lambda: data.read_table(tmp_path / "cut.csv.gz"), "cannot decompress", "cut.csv.gz")

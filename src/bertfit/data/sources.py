@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from bertfit.data.fasttext import read_fasttext
 from bertfit.data.sniff import check_text_file, compressed_table, decompressed
 from bertfit.errors import DataError
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 EXCEL_SEP = re.compile(r"sep=(.)\r?\n?")  # the first line Excel writes to name a CSV's delimiter
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")  # also compressed: .gz, .bz2, .xz
+LABELLED = (*SUFFIXES, ".txt")  # .txt: fastText's labelled lines, for training and evaluation only
 SPLIT_NAMES = {  # file stem -> split; the first name of each is the canonical one
     "train": "train",
     "training": "train",
@@ -45,13 +47,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass a file, or a folder holding train/validation/test files")
     suffix = path.suffix.lower()
-    if compressed_table(path, SUFFIXES):
+    if compressed_table(path, LABELLED):
         with decompressed(path) as plain:
             return read_table(plain)
-    if suffix not in SUFFIXES:
+    if suffix not in LABELLED:
         raise DataError(
             f"unknown data format {suffix or '(no suffix)'!r} for {path}; use one of {', '.join(SUFFIXES)} "
-            "(or one of those compressed: .csv.gz, .jsonl.bz2, .parquet.xz)"
+            "(or one of those compressed: .csv.gz, .jsonl.bz2, .parquet.xz), or .txt in fastText's format"
         )
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty; it needs a header row and labelled rows")
@@ -60,6 +62,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return read_delimited(path)
         if suffix in (".jsonl", ".ndjson", ".json"):
             return _read_jsonl(path)
+        if suffix == ".txt":
+            return read_fasttext(path)
         return _read_parquet(path)
     except UnicodeDecodeError as err:
         raise unreadable(path, err) from None
@@ -267,9 +271,9 @@ def _refuse_names_twice(names: list[str], what: str) -> None:
 def _load_folder(folder: Path, need_train: bool = True) -> dict[str, pd.DataFrame]:
     found: dict[str, Path] = {}
     for file in sorted(folder.iterdir()):
-        table = Path(file.stem) if compressed_table(file, SUFFIXES) else file  # train.csv.gz is train.csv
+        table = Path(file.stem) if compressed_table(file, LABELLED) else file  # train.csv.gz is train.csv
         split = SPLIT_NAMES.get(table.stem.lower())
-        if split and table.suffix.lower() in SUFFIXES:
+        if split and table.suffix.lower() in LABELLED:
             if split in found:
                 raise DataError(f"{folder} has two {split} files ({found[split].name}, {file.name}); keep one")
             found[split] = file

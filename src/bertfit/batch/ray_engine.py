@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from bertfit.data.cleaning import TEXT_CANDIDATES, pick
+from bertfit.data.columns import TEXT_CANDIDATES, pick
 from bertfit.data.reading import given_or_saved
 from bertfit.environment import require
 from bertfit.errors import DataError, OutputError, UsageError

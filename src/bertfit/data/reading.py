@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from bertfit.data.cleaning import TEXT_CANDIDATES, check_text_cells, clean, find_columns, nothing_left, pick
+from bertfit.data.cleaning import check_text_cells, clean, nothing_left
+from bertfit.data.columns import TEXT_CANDIDATES, find_columns, pick
 from bertfit.data.sniff import check_text_file, compressed_table, decompressed
 from bertfit.data.sources import SUFFIXES, load_frames, read_delimited, read_table, unreadable
 from bertfit.errors import DataError

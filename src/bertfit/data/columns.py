@@ -1,0 +1,114 @@
+"""Which columns hold the texts and the labels: the ones named, else the one obvious candidate.
+
+A name given that is not a column, two candidates for one role, and a file whose first row of data
+was taken for its header are each refused with one line naming the fix. Nothing here changes a frame.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bertfit.errors import DataError
+from bertfit.labels import written_number
+
+TEXT_CANDIDATES = ("text", "sentence", "content", "review", "comment", "message", "body", "document",
+                   "utterance", "question", "query", "url", "tweet")
+LABEL_CANDIDATES = ("label", "labels", "class", "category", "target", "intent", "y")
+# Names looked for only when no candidate above is a column, so a file that named its columns clearly
+# never becomes ambiguous because it also has, say, a title.
+FALLBACK_CANDIDATES = {
+    "text": ("title", "headline", "description", "abstract", "article", "summary", "post", "sms", "email"),
+    "label": ("sentiment", "polarity", "emotion", "topic", "tag", "genre", "stars", "rating"),
+}
+# Sentence-pair data sets name their two texts in a few common ways (GLUE, SNLI, Quora, QNLI, BoolQ, ...).
+PAIR_CANDIDATES = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"),
+                   ("question1", "question2"), ("question", "sentence"), ("question", "passage"),
+                   ("text", "text_pair"))
+
+
+def find_columns(frame: pd.DataFrame, text_col: str | None, label_col: str | None) -> tuple[str, str]:
+    """The text and label columns: as given, else the one obvious candidate of each."""
+    columns = [str(c) for c in frame.columns]
+    if text_col is not None and text_col == label_col:
+        raise DataError(f"text and label columns are both {text_col!r}; pass different --text-col and --label-col")
+    label = pick(columns, label_col, LABEL_CANDIDATES, "label", frame=frame)
+    text = pick([c for c in columns if c != label], text_col, TEXT_CANDIDATES, "text", frame=frame)
+    return text, label
+
+
+def find_pair_columns(frame: pd.DataFrame, text_col: str | None, pair_col: str | None) -> tuple[str, str] | None:
+    """(first, second) text columns of a sentence-pair table: as given, else a known naming; None: single texts."""
+    columns = [str(c) for c in frame.columns]
+    if pair_col is not None:
+        if pair_col not in columns:
+            raise DataError(f"text pair column {pair_col!r} not found; columns are {columns}; "
+                            "pass --text-pair-col with one of them")
+        if text_col is None:
+            raise DataError("--text-pair-col needs --text-col too (the first text of each pair)")
+        return text_col, pair_col
+    if text_col is None:
+        found = [pair for pair in PAIR_CANDIDATES if all(name in columns for name in pair)]
+        if len(found) == 1 and found[0] != ("text", "text_pair") or found == [("text", "text_pair")]:
+            return found[0]
+    return None
+
+
+def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], role: str,
+          frame: pd.DataFrame | None = None) -> str:
+    flag = f"--{role}-col"
+    if given is not None:
+        if given in columns:
+            return given
+        padded = [c for c in columns if c.strip() == given.strip()]  # ' label ' in a header written by hand
+        if len(padded) == 1:
+            return padded[0]
+        near = [c for c in columns if c.strip().lower() == given.strip().lower()]
+        hint = f"pass {flag} {near[0]}" if near else f"pass {flag} with one of them"
+        raise DataError(f"{role} column {given!r} not found; columns are {columns}; {hint}")
+    matches = [c for name in candidates for c in columns if c.strip().lower() == name]  # 'text', 'Text': ambiguous
+    if not matches:
+        matches = [c for name in FALLBACK_CANDIDATES.get(role, ()) for c in columns if c.strip().lower() == name]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise DataError(f"more than one column could be the {role}: {matches}; pass {flag} NAME")
+    if role == "text" and frame is not None:  # one string column left is the text
+        strings = [c for c in columns if c in frame and _holds_words(frame[c])]
+        if len(strings) == 1 and _reads_like_a_text(strings[0]):  # the first text taken for the header: lost
+            raise DataError(f"the one column of texts is named {strings[0][:60]!r}, which reads like a text, not a "
+                            f"column name: the file may have no header line; add one (text) as its first line, or "
+                            f"pass --text-col with that name if it is one")
+        if len(strings) == 1:
+            return strings[0]
+    if frame is not None and (first := _data_as_header(frame)):
+        raise DataError(f"cannot tell which column holds the {role}: the first line looks like a row of data, not "
+                        f"column names ({first!r} is also a value in its column); add a header line naming the "
+                        f"columns (for example label,text) as the file's first line")
+    raise DataError(f"cannot tell which column holds the {role}; columns are {columns}; pass {flag} NAME")
+
+
+def _data_as_header(frame: pd.DataFrame) -> str | None:
+    """A column name that is also one of the column's values: a file without a header line, whose first row
+    was taken for the names."""
+    for name in frame.columns:
+        values = frame[name]
+        if pd.api.types.is_string_dtype(values) and str(name).strip() in set(values.dropna().astype(str).str.strip()):
+            return str(name)
+    return None
+
+
+def _reads_like_a_text(name: str) -> bool:
+    """A header cell such as 'The app crashed again!': four words or more, or a sentence's closing mark."""
+    return len(name.split()) >= 4 or name.rstrip()[-1:] in (".", "!", "?")
+
+
+def _holds_words(values: pd.Series) -> bool:
+    """A column of strings, not all of them numbers (a CSV's id column is read as strings too)."""
+    if not pd.api.types.is_string_dtype(values):
+        return False
+    return not values.dropna().map(written_number).all()
+
+
+def holds_sentences(values: pd.Series) -> bool:
+    """Words with spaces between them in most cells: a text a user may have meant to train on."""
+    return _holds_words(values) and values.dropna().astype(str).str.strip().str.contains(" ").mean() > 0.5

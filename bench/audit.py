@@ -194,6 +194,8 @@ def main() -> int:
     if _cleanlab() is None:
         print("cleanlab is not installed (pip install cleanlab; a bench-only reference, AGPL): its rows are left "
               "out", file=sys.stderr)
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
     quiet()
     print(measured_on(), flush=True)
     rows = []

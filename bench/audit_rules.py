@@ -5,9 +5,12 @@ planted. The same probabilities go through several rules that decide which rows 
 difference between two lines is the rule alone:
 
   bertfit            the rule `bertfit audit` flags by (bertfit.auditing.confident.find_suspects): as many
-                     rows as the calibrated confident joint counts off its diagonal, lowest self-confidence
-                     first, unless their own label still wins (here on the training rows alone; the audit
-                     judges train and validation together, so its counts differ by a few rows)
+                     rows as confident.error_count estimates (from four classes, the mean of the calibrated
+                     joint's off-diagonal and the rows confidently elsewhere; under four, the first alone),
+                     lowest self-confidence first, unless their own label still wins (here on the training
+                     rows alone; the audit judges train and validation together, so its counts differ by a
+                     few rows)
+  calibrated count   the rule before: as many rows as the calibrated joint counts off its diagonal
   elsewhere          every row confidently in another class (its probability there reaches that class's
                      threshold) that its own label does not win
   strict count       as many rows as are confidently elsewhere AND under their own class's threshold,
@@ -49,7 +52,11 @@ def rules(proba: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     below = elsewhere & (own < thresholds(proba, labels)[labels])
     strict = np.zeros(len(labels), dtype=bool)
     strict[np.argsort(own, kind="stable")[:int(below.sum())]] = True
-    out = {"bertfit": find_suspects(proba, labels).flagged, "elsewhere": elsewhere, "strict count": strict & ~wins}
+    found = find_suspects(proba, labels)
+    calibrated = np.zeros(len(labels), dtype=bool)
+    calibrated[np.argsort(own, kind="stable")[:int(found.joint.sum() - np.trace(found.joint))]] = True
+    out = {"bertfit": found.flagged, "calibrated count": calibrated & ~wins, "elsewhere": elsewhere,
+           "strict count": strict & ~wins}
     try:
         from cleanlab.filter import find_label_issues
     except ImportError:

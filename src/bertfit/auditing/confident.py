@@ -6,16 +6,15 @@ and the given labels (class ids). Each class gets a threshold, the mean probabil
 over the rows labelled with it; a row *confidently* belongs to every class whose probability
 reaches that class's threshold, and to the likeliest of those when there are several. Counting
 (given label, confident class) pairs and calibrating each label's row to its count gives the
-confident joint, an estimate of how many rows of each given label belong to each class. Its
-off-diagonal sum is the number of errors; that many rows are flagged, those whose given label is
-least likely (lowest self-confidence), unless their own label still wins. From the same
-out-of-fold probabilities with 10% of the training labels flipped (bench/audit.py --keep), F1:
+confident joint, an estimate of how many rows of each given label belong to each class.
 
-    rule                                           sms-spam  banking77  trec   trec (finetune)
-    this one                                       0.922     0.926      0.800  0.823
-    as many as rows confidently elsewhere          0.844     0.884      0.846  0.855
-    each cell pruned by its pair's margin          0.896     0.820      0.779  0.808
-    (the last is cleanlab's default, prune_by_noise_rate)
+How many labels are wrong is bracketed by two counts: the calibrated joint's off-diagonal, which
+also counts clean rows of classes a model confuses, and the rows confidently in another class that
+their own label does not win, which misses errors the models are unsure of. With four classes or
+more the estimate is the mean of the two; with fewer, the calibrated count (the uncalibrated one
+runs short there, as cleanlab's documentation also warns for its own). That many rows are flagged,
+those whose given label is least likely (lowest self-confidence), unless their own label still
+wins. bench/audit_rules.py sets the rules side by side.
 
 Pure numpy; no model, no data reading.
 """
@@ -94,7 +93,7 @@ def normalised_margin(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def find_suspects(proba: np.ndarray, labels: np.ndarray) -> Suspects:
-    """Flag as many rows as the confident joint counts off its diagonal: those whose given label is least likely."""
+    """Flag as many rows as :func:`error_count` estimates are wrong: those whose given label is least likely."""
     proba = np.asarray(proba, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     rows = np.arange(len(labels))
@@ -108,10 +107,19 @@ def find_suspects(proba: np.ndarray, labels: np.ndarray) -> Suspects:
     suggested = np.where(elsewhere, confident, suggested)
     own = proba[rows, labels]
     flagged = np.zeros(len(labels), dtype=bool)
-    errors = int(joint.sum() - np.trace(joint))  # the calibrated joint's estimate of how many labels are wrong
-    flagged[np.argsort(own, kind="stable")[:errors]] = True
+    flagged[np.argsort(own, kind="stable")[:error_count(joint, elsewhere & (margin < 0))]] = True
     flagged &= margin < 0  # a row its own label still wins is not called wrong
     return Suspects(flagged, suggested, 1 - own, joint)
+
+
+def error_count(joint: np.ndarray, elsewhere: np.ndarray) -> int:
+    """How many given labels are wrong: the calibrated joint's off-diagonal (an overcount where clean classes
+    are confusable) and the rows confidently elsewhere (an undercount where the models are unsure), averaged;
+    the calibrated count alone under four classes."""
+    calibrated = float(joint.sum() - np.trace(joint))
+    if joint.shape[0] < 4:
+        return int(calibrated)
+    return int(round((calibrated + float(elsewhere.sum())) / 2))
 
 
 def error_rate_interval(flagged: int, rows: int, z: float = 1.96) -> tuple[float, float, float]:

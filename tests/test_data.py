@@ -337,7 +337,7 @@ def test_a_file_without_a_header_line_is_named_as_such(tmp_path):
     assert data.find_columns(named, None, None) == ("body", "label")  # a real header is not taken for data
 
 
-def test_a_one_column_file_whose_name_reads_like_a_text_is_refused_not_scored_without_its_first_row(tmp_path):
+def test_a_one_column_file_to_predict_named_like_a_text_is_refused_not_scored_without_its_first_row(tmp_path):
     path = tmp_path / "texts.csv"
     path.write_text("The app crashed again!\nrefund my card please\nwhere is my parcel\n")
     expect_data_error(lambda: list(reading.iter_texts(path)), "reads like a text", "no header line", "--text-col")
@@ -345,6 +345,8 @@ def test_a_one_column_file_whose_name_reads_like_a_text_is_refused_not_scored_wi
         ["refund my card please", "where is my parcel"]]  # named: the user says it is the header
     path.write_text("customer comment\nrefund my card please\n")
     assert list(reading.iter_texts(path)) == [["refund my card please"]]
+    survey = pd.DataFrame({"What did you think of the product?": ["great", "awful"], "label": ["pos", "neg"]})
+    assert data.find_columns(survey, None, None) == ("What did you think of the product?", "label")  # trains
 
 
 def test_find_columns_same_column_for_both_is_refused():

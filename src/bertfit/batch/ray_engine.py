@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from bertfit.data.columns import TEXT_CANDIDATES, pick
+from bertfit.data.columns import TEXT_CANDIDATES, pick, refuse_a_text_as_header
 from bertfit.data.reading import given_or_saved
 from bertfit.environment import require
 from bertfit.errors import DataError, OutputError, UsageError
@@ -111,8 +111,9 @@ def predict_dataset(model_dir: str | Path, source: str | Path | list, *, text_co
     if PATH in (text_col or (meta.text_col if meta is not None else None), pair_col):
         raise UsageError(f"--engine ray cannot read a text column named {PATH!r}: Ray Data puts each row's file "
                          f"name under that name; rename the column, or score the files with plain bertfit predict")
-    text = pick(columns, given_or_saved(text_col, meta.text_col if meta is not None else None, columns),
-                TEXT_CANDIDATES, "text")
+    named = given_or_saved(text_col, meta.text_col if meta is not None else None, columns)
+    text = pick(columns, named, TEXT_CANDIDATES, "text")
+    refuse_a_text_as_header(columns, named, str(paths[0]))
     pair = pair_col or (meta.text_pair_col if meta is not None else None)
     if pair is not None and pair not in columns:
         raise DataError(f"{paths[0]} has no column {pair!r}, the second text of this sentence-pair model; columns "

@@ -74,10 +74,6 @@ def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], rol
         raise DataError(f"more than one column could be the {role}: {matches}; pass {flag} NAME")
     if role == "text" and frame is not None:  # one string column left is the text
         strings = [c for c in columns if c in frame and _holds_words(frame[c])]
-        if len(strings) == 1 and _reads_like_a_text(strings[0]):  # the first text taken for the header: lost
-            raise DataError(f"the one column of texts is named {strings[0][:60]!r}, which reads like a text, not a "
-                            f"column name: the file may have no header line; add one (text) as its first line, or "
-                            f"pass --text-col with that name if it is one")
         if len(strings) == 1:
             return strings[0]
     if frame is not None and (first := _data_as_header(frame)):
@@ -97,9 +93,15 @@ def _data_as_header(frame: pd.DataFrame) -> str | None:
     return None
 
 
-def _reads_like_a_text(name: str) -> bool:
-    """A header cell such as 'The app crashed again!': four words or more, or a sentence's closing mark."""
-    return len(name.split()) >= 4 or name.rstrip()[-1:] in (".", "!", "?")
+def refuse_a_text_as_header(columns: list[str], named: str | None, where: str) -> None:
+    """Texts to predict in one column found by itself whose name reads like a text ('The app crashed again!':
+    four words or more, or a sentence's closing mark): the file may lack its header line, and that first text
+    would go unscored. (A survey's question header reads so too, hence the way out in the message.)"""
+    name = columns[0] if len(columns) == 1 else ""
+    if named is None and (len(name.split()) >= 4 or name.rstrip()[-1:] in (".", "!", "?")):
+        raise DataError(f"{where}'s one column is named {name[:60]!r}, which reads like a text: if the file has no "
+                        "header line, that text would go unscored; add a header line (text), or pass --text-col "
+                        "with that name if it is the column's name")
 
 
 def _holds_words(values: pd.Series) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bertfit.auditing.confident import confident_joint, error_rate_interval, find_suspects, thresholds
@@ -183,6 +184,50 @@ def test_train_drop_suspects_trains_without_them_and_reports_the_audit(tmp_path,
     page = (out / "report.html").read_text(encoding="utf-8")
     assert 'id="audit"' in page and "--drop-suspects" in page
     assert data.read_bytes() == rows.to_csv(index=False).encode()
+
+
+def test_relabel_suspects_gives_the_strongest_train_rows_the_suggested_label_and_keeps_every_class():
+    from bertfit.auditing.run import AuditResult
+    from bertfit.auditing.screen import RELABELLED_KEY, with_suggested_labels
+    from bertfit.data.cleaning import PreparedData
+    from bertfit.labels import LabelSet
+
+    train = pd.DataFrame({"text": [f"t{i}" for i in range(7)], "label": ["a", "a", "a", "a", "b", "b", "b"]})
+    other = pd.DataFrame({"text": ["v"], "label": ["a"]})
+    labels = LabelSet(("a", "b"))
+    prepared = PreparedData(train, other, other, labels, "text", "label",
+                            report={"rows": {"train": 7}, "class_balance": {"train": labels.balance(train["label"])}})
+    rows = [{"split": "train", "row": 0, "score": 0.9, "reason": "label", "suggested_label": "b"},
+            {"split": "train", "row": 4, "score": 0.8, "reason": "label", "suggested_label": "a"},
+            {"split": "train", "row": 5, "score": 0.7, "reason": "label", "suggested_label": "a"},
+            {"split": "validation", "row": 0, "score": 1.0, "reason": "label", "suggested_label": "b"}]
+    fixed, count = with_suggested_labels(prepared, AuditResult(rows, {}, {}, "tfidf", 5, 0.0), None)
+    # every row stays; b keeps 2 of its given rows, so row 5 keeps its label; validation is not touched
+    assert count == 2 and fixed.train["label"].tolist() == ["b", "a", "a", "a", "a", "b", "b"]
+    assert fixed.train["text"].tolist() == train["text"].tolist() and fixed.validation is other
+    assert fixed.report[RELABELLED_KEY] == 2 and fixed.report["class_balance"]["train"] == {"a": 4, "b": 3}
+    assert train["label"].tolist() == ["a", "a", "a", "a", "b", "b", "b"]  # the input is not changed
+
+
+def test_train_relabel_suspects_runs_and_says_so_and_refuses_with_drop(tmp_path, tiny_model_dir, capsys):
+    from bertfit.cli import main
+
+    rows, _ = _noisy_rows()
+    data = tmp_path / "data.csv"
+    rows.to_csv(data, index=False)
+    out = tmp_path / "model"
+    base = ["train", str(data), "--model", str(tiny_model_dir), "--epochs", "1", "--max-length", "16",
+            "--audit-method", "tfidf", "--out", str(out), "--quiet"]
+    assert main([*base, "--relabel-suspects", "auto", "--drop-suspects", "auto"]) == 2
+    assert "pass one" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--relabel-suspects", "some"]) == 2
+    assert "--relabel-suspects takes" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--relabel-suspects", "auto"]) == 0
+    summary = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    record = json.loads((out / "bertfit.json").read_text(encoding="utf-8"))
+    assert summary["relabelled"] > 0 and "dropped" not in summary
+    assert record["data"]["rows"]["train"] == summary["per_split"]["train"]["rows"]  # every row kept
+    assert "--relabel-suspects" in (out / "report.html").read_text(encoding="utf-8")
 
 
 def test_train_audit_refuses_before_training(tmp_path, tiny_model_dir, capsys):

@@ -58,11 +58,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = demo_data_path()
         log.info("no DATA given: training on the embedded demo set (IT support tickets by tier), %s", data)
     screen = None
-    if args.audit or args.drop_suspects is not None:
+    if args.audit or args.drop_suspects is not None or args.relabel_suspects is not None:
         from bertfit.auditing.screen import audit_screen
 
         screen = audit_screen(folds=args.audit_folds, method=args.audit_method, drop=args.drop_suspects,
-                              seed=settings.get("seed", DataConfig().seed), progress=not args.quiet)
+                              relabel=args.relabel_suspects, seed=settings.get("seed", DataConfig().seed),
+                              progress=not args.quiet)
     result = train(data, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
                    screen=screen, **settings)
     if result is None:

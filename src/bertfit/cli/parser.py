@@ -125,6 +125,9 @@ def _add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     audit.add_argument("--drop-suspects", metavar="K|auto",
                        help="audit, then train without the K strongest suspects among the training rows (auto: "
                             "every flagged one); validation and test are never touched")
+    audit.add_argument("--relabel-suspects", metavar="K|auto",
+                       help="audit, then give the K strongest suspects among the training rows the audit's "
+                            "suggested label (auto: every flagged one); validation and test are never touched")
     audit.add_argument("--audit-folds", type=int, default=5, help="folds for the audit (default 5)")
     audit.add_argument("--audit-method", choices=("embed", "tfidf", "both", "finetune"), default="both",
                        help="the audit's evidence (default both)")

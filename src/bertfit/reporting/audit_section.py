@@ -2,7 +2,7 @@
 
 Both read the audit's summary, a plain dict (``audit.json`` in a model folder): the method, the
 estimated label-error rate per split, the (given, suggested) counts, the strongest suspects, and
-how many training rows ``--drop-suspects`` left out.
+how many training rows ``--drop-suspects`` left out or ``--relabel-suspects`` relabelled.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ def audit_page(summary: dict[str, Any]) -> str:
 
 
 def audit_body(summary: dict[str, Any]) -> str:
-    dropped = summary.get("dropped")
+    dropped, relabelled = summary.get("dropped"), summary.get("relabelled")
     parts = [
         f"<p>Evidence: {escape(str(summary.get('method')))}, {summary.get('folds')} folds, out of fold (the test "
         "rows by models fitted on train and validation). A flagged row is one whose given label the "
         "evidence confidently disagrees with (confident learning); read the suspects before you act.</p>",
         facts(([("training rows left out (--drop-suspects)", dropped)] if dropped is not None else [])
+              + ([("training rows given the suggested label (--relabel-suspects)", relabelled)]
+                 if relabelled is not None else [])
               + [("near-duplicates labelled apart (rows)", summary.get("near_duplicate_rows")),
                  ("outliers for their label", summary.get("outliers")),
                  ("seconds", summary.get("seconds"))]),

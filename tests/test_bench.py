@@ -77,6 +77,15 @@ def test_audit_rules_bench_reads_what_the_audit_bench_kept(shared, tmp_path):
     assert {"bertfit", "elsewhere", "strict count"} <= set(rules)
 
 
+def test_retrain_kept_bench_retrains_on_a_kept_audit_dropped_and_relabelled(shared, tmp_path):
+    bench("audit.py", shared, "--datasets", "trec", "--shares", "0.1", "--kinds", "uniform", "--methods", "tfidf",
+          "--keep", str(tmp_path))
+    kept = sorted(tmp_path.glob("*.npz"))
+    done = bench("retrain_kept.py", shared, str(kept[0]), "--dataset", "trec")
+    assert "flagged" in done.stdout
+    assert "relabel: test accuracy" in done.stdout and "drop: test accuracy" in done.stdout
+
+
 def test_fewshot_bench_runs(shared, tmp_path):
     done = bench("fewshot.py", shared, "--datasets", "trec", "--sizes", "8", "--recipes", "tfidf,finetune",
                  "--seeds", "1", "--json", str(tmp_path / "runs.jsonl"))

@@ -227,6 +227,7 @@ def test_train_relabel_suspects_runs_and_says_so_and_refuses_with_drop(tmp_path,
     record = json.loads((out / "bertfit.json").read_text(encoding="utf-8"))
     assert summary["relabelled"] > 0 and "dropped" not in summary
     assert record["data"]["rows"]["train"] == summary["per_split"]["train"]["rows"]  # every row kept
+    assert record["data"]["relabelled_suspects"] == summary["relabelled"]
     assert "--relabel-suspects" in (out / "report.html").read_text(encoding="utf-8")
 
 

@@ -177,7 +177,7 @@ def run_once(recipe: str, prepared, seed: int, epochs: int | None, extra: dict) 
     from bertfit.training.run import train
 
     started = time.perf_counter()
-    best, calibration = None, {}
+    best, calibration, curve = None, {}, None
     if recipe == "tfidf":
         metrics = fit_and_score(prepared, seed=seed)
     elif recipe == "plain":
@@ -188,13 +188,15 @@ def run_once(recipe: str, prepared, seed: int, epochs: int | None, extra: dict) 
         result = train(prepared, out=None, progress=False, baseline=False, seed=seed, **settings)
         metrics, best = result.test, f"{result.best_epoch}/{len(result.history)}"
         calibration = result.classifier.meta.get("calibration") or {}
+        main = "accuracy" if "accuracy" in metrics else "f1_micro"
+        curve = [round(h["validation"][main], 4) for h in result.history]  # the main metric per epoch
     seconds = time.perf_counter() - started
     main = "accuracy" if "accuracy" in metrics else "f1_micro"
     fixed = metrics.get("at_threshold_0.5")
     return {"seed": seed, "metric": main, "value": metrics[main], "f1_macro": metrics["f1_macro"],
             "auc": metrics["auc"], "seconds": round(seconds, 1), "best_epoch": best,
             "ece_before": calibration.get("test_ece_before"), "ece": metrics.get("ece"),
-            "f1_micro_at_0.5": fixed["f1_micro"] if fixed else None}
+            "f1_micro_at_0.5": fixed["f1_micro"] if fixed else None, "validation_curve": curve}
 
 
 def run(name: str, recipes: list[str], seeds: list[int], rows: int | None, epochs: int | None,

@@ -128,8 +128,9 @@ def _training(record: ModelRecord) -> str:
     if record.study:
         lines.append(f"- settings chosen by `bertfit tune`: {record.study.get('trials_complete', '?')} trials")
     lines += [f"- layers trained: {train.get('train_layers', '?')}; learning rate {_number(record.learning_rate)}; "
-              f"batch {train.get('batch_size', '?')}; at most {record.epochs_planned} epochs, epoch "
-              f"{record.best_epoch} kept",
+              f"batch {train.get('batch_size', '?')}; {record.epochs_planned} epochs planned"
+              + (f", {record.epochs_added} more while validation still improved" if record.epochs_added else "")
+              + f", epoch {record.best_epoch} kept",
               f"- texts cut at {record.max_length} tokens ({record.long_text.mode})",
               f"- training time: {_number(record.train_seconds, 1)} s; seed {train.get('seed', '?')}",
               "- every setting: `bertfit.json` (`settings`); the curves and mistakes: `report.html`"]

@@ -144,6 +144,7 @@ class ModelRecord:
     total_parameters: int | None = None
     learning_rate: float | None = None
     epochs_planned: int | None = None
+    epochs_added: int = 0  # trained past the plan while validation still improved (training.extend)
     class_weights: list[float] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     resumed_after_epoch: int | None = None

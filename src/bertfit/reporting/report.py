@@ -184,11 +184,19 @@ def _training(record: ModelRecord) -> str:
     if "pairs_per_epoch" in method:
         chosen.append(("contrastive pairs per epoch", method["pairs_per_epoch"]))
     parts.append(facts([*chosen, ("best epoch (restored)", record.best_epoch),
-                         ("epochs run", f"{len(history)} of {record.epochs_planned} planned" if history and
-                          record.epochs_planned else len(history) if history else None),
+                         ("epochs run", epochs_run(record, len(history))),
                          ("training seconds", record.train_seconds)]))
     parts += [f'<p class="note">{escape(str(note))}</p>' for note in record.notes]
     return section("training", "Training", "".join(parts))
+
+
+def epochs_run(record: Any, run: int) -> str | int | None:
+    """``6 of 6 planned``, ``8: 6 planned, 2 more while validation still improved``, or the count alone."""
+    if not run or not record.epochs_planned:
+        return run or None
+    if record.epochs_added:
+        return f"{run}: {record.epochs_planned} planned, {record.epochs_added} more while validation still improved"
+    return f"{run} of {record.epochs_planned} planned"
 
 
 def _test(record: ModelRecord, analysis: TestAnalysis | None, test_note: str) -> str:

@@ -31,6 +31,7 @@ class EpochLog(TrainerCallback):
     """One log line per epoch: training loss, validation loss and the headline metrics."""
 
     train_loss: float | None = None
+    epoch_offset = 0  # epochs before this Trainer.train call (a run extended past its plan, training.extend)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -43,7 +44,7 @@ class EpochLog(TrainerCallback):
         name = "accuracy" if "eval_accuracy" in metrics else "f1_micro"
         log.info(
             "epoch %d/%d: train loss %s, validation loss %.4f, %s %.3f, F1 macro %.3f, AUC %s",
-            round(state.epoch or 0), args.num_train_epochs,
+            round(state.epoch or 0) + self.epoch_offset, args.num_train_epochs + self.epoch_offset,
             f"{self.train_loss:.4f}" if self.train_loss is not None else "n/a",
             metrics["eval_loss"], name.replace("_", " "), metrics[f"eval_{name}"], metrics["eval_f1_macro"],
             f"{auc:.3f}" if auc is not None else "n/a",
@@ -144,8 +145,11 @@ class SelectionScore(TrainerCallback):
                 {"loss": metrics["eval_loss"], self.metric: metrics[f"eval_{self.metric}"]}, self.metric)
 
 
-def cut_short_note(history: list[dict[str, Any]], metric: str, planned: int) -> str | None:
-    """A plain sentence when the best epoch was the last one planned and the metric still rose at it."""
+def cut_short_note(history: list[dict[str, Any]], metric: str, planned: int, faster_head: bool = True) -> str | None:
+    """A plain sentence when the best epoch was the last one planned and the metric still rose at it.
+
+    ``faster_head``: also suggest a faster head (not when the head already trains faster than the body).
+    """
     if len(history) < 2 or len(history) < planned:
         return None
     last, before = history[-1]["validation"][metric], history[-2]["validation"][metric]
@@ -153,8 +157,8 @@ def cut_short_note(history: list[dict[str, Any]], metric: str, planned: int) -> 
     if last < best or last - before < 0.005:
         return None
     return (f"still improving: validation {metric.replace('_', ' ')} rose from {before:.3f} to {last:.3f} at the "
-            f"last of {planned} epochs; more epochs (--epochs {planned + 3}) or a faster head "
-            "(--head-lr-scale 10) may score higher")
+            f"last of {planned} epochs; more epochs (--epochs {planned + 3})"
+            + (" or a faster head (--head-lr-scale 10)" if faster_head else "") + " may score higher")
 
 
 def overfitting_note(history: list[dict[str, Any]]) -> str | None:
@@ -183,10 +187,11 @@ class ValidationLogits(TrainerCallback):
     def __init__(self):
         self.latest: np.ndarray | None = None
         self.by_epoch: dict[int, np.ndarray] = {}
+        self.epoch_offset = 0  # epochs before this Trainer.train call (training.extend)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.latest is not None:
-            self.by_epoch[int(round(state.epoch or 0))] = self.latest
+            self.by_epoch[int(round(state.epoch or 0)) + self.epoch_offset] = self.latest
             self.latest = None
 
 

@@ -41,6 +41,7 @@ from bertfit.training.baseline import baseline_record, compare_with_baseline
 from bertfit.training.checkpoints import check_stale
 from bertfit.training.contrastive import choose_method, fit_contrastive
 from bertfit.training.epochs import cut_short_note, epoch_history, overfitting_note
+from bertfit.training.extend import extend_while_improving
 from bertfit.training.stages import (
     Fitted,
     Start,
@@ -48,6 +49,7 @@ from bertfit.training.stages import (
     build_trainer,
     decide_then_score,
     encode_splits,
+    head_lr_scale,
     new_record,
     split_targets,
     starting_model,
@@ -231,7 +233,8 @@ def fit_model(
     run = build_trainer(model, tokenizer, prepared, encoded, config, target, progress, start, callbacks,
                         frozen_outputs)
     settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
-    resumed_after = train_loop(run.trainer, settings, prepared, run.checkpoints, resume)
+    resumed_after = train_loop(run.trainer, settings, prepared, run.checkpoints, resume, then=lambda: (
+        extend_while_improving(run.trainer, config, run.epochs, run.metric, run.checkpoints)))
     train_seconds = time.perf_counter() - started
     if not run.trainer.is_world_process_zero():
         return None
@@ -239,7 +242,9 @@ def fit_model(
     history = epoch_history(run.trainer.state.log_history)
     best = best_epoch(history, config, run.metric)
     model = trained_model(run, model, config)
-    notes = [note for note in (overfitting_note(history), cut_short_note(history, run.metric, run.epochs)) if note]
+    ran = max(run.epochs, len(history))  # the plan, or more when the run was extended past it
+    cut_short = cut_short_note(history, run.metric, ran, faster_head=head_lr_scale(config, prepared.multi_label) == 1)
+    notes = [note for note in (overfitting_note(history), cut_short) if note]
     for note in notes:
         log.warning("%s", note)
     record = new_record(prepared, config, data_config or DataConfig(), start, run, history, best, notes,

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,11 @@ def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: d
 
 
 def train_loop(trainer: Any, settings: dict[str, Any], prepared: PreparedData, checkpoints: Path,
-           resume: bool) -> int | None:
-    """Trainer's loop, resumed when asked; a failed run leaves no checkpoints. Returns the epoch resumed after."""
+               resume: bool, then: Callable[[], Any] | None = None) -> int | None:
+    """Trainer's loop, resumed when asked, then ``then`` (more epochs); a failed run leaves no checkpoints.
+
+    Returns the epoch resumed after.
+    """
     main = trainer.is_world_process_zero()
     # Outside the try: a resume refused for other settings must not delete the checkpoints it found.
     record = run_record(settings, prepared.splits(), trainer.args.world_size)
@@ -187,6 +191,8 @@ def train_loop(trainer: Any, settings: dict[str, Any], prepared: PreparedData, c
     resumed_after = resumed_epoch(resume_from) if resume_from else None  # read now: Trainer rotates it away
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if then is not None:
+            then()
         # Every process loads the best epoch from the checkpoints before the main one deletes them.
         trainer.accelerator.wait_for_everyone()
     except BaseException as err:
@@ -378,6 +384,7 @@ def new_record(prepared: PreparedData, config: TrainConfig, data_config: DataCon
         total_parameters=parameters[1],
         learning_rate=run.learning_rate,
         epochs_planned=run.epochs,
+        epochs_added=len(history) - run.epochs if len(history) > run.epochs else 0,
         class_weights=run.class_weights.tolist() if run.class_weights is not None else None,
         settings=settings,
         resumed_after_epoch=resumed_after,  # None: trained from the beginning in one go

@@ -310,7 +310,9 @@ def main() -> int:
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated (default: all)")
     parser.add_argument("--recipes", default="tfidf,plain,v0.1,default,pooler",
                         help=f"comma-separated, of {', '.join(ALL_RECIPES)}")
-    parser.add_argument("--seeds", type=int, default=3, help=f"this many seeds, {FIRST_SEED}, {FIRST_SEED + 1}, ...")
+    parser.add_argument("--seeds", type=int, default=3, help="this many seeds, counting up from --first-seed")
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
+                        help="the first seed (default: %(default)s); a chosen seed alone: --first-seed 44 --seeds 1")
     parser.add_argument("--quick", action="store_true", help="600 training rows, 2 epochs: a smoke run")
     parser.add_argument("--json", help="also write the rows (with every seed's figures) to this JSON file")
     parser.add_argument("--precision", help="bertfit's --precision for the transformer recipes (plain: its bf16)")
@@ -338,7 +340,7 @@ def main() -> int:
         return 0
     quiet()
     logging.getLogger("bertfit").setLevel(logging.INFO)  # per-epoch lines on stderr
-    seeds = [FIRST_SEED + i for i in range(args.seeds)]
+    seeds = [args.first_seed + i for i in range(args.seeds)]
     print(f"{measured_on()}; seeds {', '.join(map(str, seeds))}\n", flush=True)
     extra = {"precision": args.precision} if args.precision else {}
     if args.bucket:

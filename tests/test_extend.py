@@ -39,11 +39,13 @@ class ScriptedTrainer:
     def __init__(self, planned: list[float], later: list[float]):
         self.model = torch.nn.Linear(1, 1, bias=False)
         self.later = list(later)
-        self.args = SimpleNamespace(num_train_epochs=len(planned), output_dir="out", seed=1, data_seed=1, world_size=1)
+        self.args = SimpleNamespace(num_train_epochs=len(planned), output_dir="out", seed=1, data_seed=1, world_size=1,
+                                    learning_rate=1.0)
         self.callback_handler = SimpleNamespace(callbacks=[SelectionScore("accuracy")])
         self.optimizer = self.lr_scheduler = "used"
         self.state = SimpleNamespace(log_history=[])
         self.rounds: list[int] = []
+        self.rates: list[float] = []
         self._epochs(list(planned))
 
     def add_callback(self, callback):
@@ -55,6 +57,7 @@ class ScriptedTrainer:
     def train(self):
         assert self.optimizer is None and self.lr_scheduler is None  # each round starts a fresh schedule
         self.rounds.append(self.args.num_train_epochs)
+        self.rates.append(self.args.learning_rate)
         self.state = SimpleNamespace(log_history=[])
         self._epochs(self.later, self.args.num_train_epochs)
 
@@ -89,6 +92,8 @@ def test_goes_on_while_it_improves_then_keeps_the_best_epoch():
     trainer = ScriptedTrainer([0.5, 0.6, 0.7, 0.75], [0.8, 0.85, 0.84, 0.9])
     assert _extend(trainer, 4) == 3  # round of 2 (0.8, 0.85: still rising), then 0.84 stops the next round
     assert trainer.rounds == [2, 2]
+    # each round decays from the rate a plan of all its epochs would have had there; the plan's rate is restored
+    assert trainer.rates == [pytest.approx(2 / 6), pytest.approx(2 / 8)] and trainer.args.learning_rate == 1.0
     epochs = [int(r["epoch"]) for r in trainer.state.log_history]
     assert epochs == [1, 2, 3, 4, 5, 6, 7]  # the extra epochs numbered on from the plan's
     assert trainer.kept() == 0.85

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from bertfit.data.columns import TEXT_CANDIDATES, pick, refuse_a_text_as_header
+from bertfit.data.columns import predict_text_column
 from bertfit.data.reading import given_or_saved
 from bertfit.environment import require
 from bertfit.errors import DataError, OutputError, UsageError
@@ -112,8 +112,7 @@ def predict_dataset(model_dir: str | Path, source: str | Path | list, *, text_co
         raise UsageError(f"--engine ray cannot read a text column named {PATH!r}: Ray Data puts each row's file "
                          f"name under that name; rename the column, or score the files with plain bertfit predict")
     named = given_or_saved(text_col, meta.text_col if meta is not None else None, columns)
-    text = pick(columns, named, TEXT_CANDIDATES, "text")
-    refuse_a_text_as_header(columns, named, str(paths[0]))
+    text = predict_text_column(columns, named, str(paths[0]))
     pair = pair_col or (meta.text_pair_col if meta is not None else None)
     if pair is not None and pair not in columns:
         raise DataError(f"{paths[0]} has no column {pair!r}, the second text of this sentence-pair model; columns "

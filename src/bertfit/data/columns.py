@@ -1,7 +1,8 @@
 """Which columns hold the texts and the labels: the ones named, else the one obvious candidate.
 
 A name given that is not a column, two candidates for one role, and a file whose first row of data
-was taken for its header are each refused with one line naming the fix. Nothing here changes a frame.
+was taken for its header are each refused with one line naming the fix; so is, for prediction
+(:func:`predict_text_column`), a lone column whose name reads like a text. Nothing here changes a frame.
 """
 
 from __future__ import annotations
@@ -93,7 +94,14 @@ def _data_as_header(frame: pd.DataFrame) -> str | None:
     return None
 
 
-def refuse_a_text_as_header(columns: list[str], named: str | None, where: str) -> None:
+def predict_text_column(columns: list[str], named: str | None, where: str, frame: pd.DataFrame | None = None) -> str:
+    """The column of texts to predict: the one named, else found by name or content, never a text taken for a header."""
+    text = pick(columns, named, TEXT_CANDIDATES, "text", frame=frame)
+    _refuse_a_text_as_header(columns, named, where)
+    return text
+
+
+def _refuse_a_text_as_header(columns: list[str], named: str | None, where: str) -> None:
     """Texts to predict in one column found by itself whose name reads like a text ('The app crashed again!':
     four words or more, or a sentence's closing mark): the file may lack its header line, and that first text
     would go unscored. (A survey's question header reads so too, hence the way out in the message.)"""

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from bertfit.data.cleaning import check_text_cells, clean, nothing_left
-from bertfit.data.columns import TEXT_CANDIDATES, find_columns, pick, refuse_a_text_as_header
+from bertfit.data.columns import find_columns, predict_text_column
 from bertfit.data.sniff import check_text_file, compressed_table, decompressed
 from bertfit.data.sources import SUFFIXES, load_frames, read_delimited, read_table, unreadable
 from bertfit.errors import DataError
@@ -110,8 +110,7 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
             if columns is None:
                 names = [str(c) for c in table.columns]
                 named = given_or_saved(text_col, saved_col, names)
-                columns = [pick(names, named, TEXT_CANDIDATES, "text", frame=table)]
-                refuse_a_text_as_header(names, named, str(path))
+                columns = [predict_text_column(names, named, str(path), frame=table)]
                 if pair_col is not None:
                     if pair_col not in names:
                         raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "

@@ -3,9 +3,11 @@
 A planned run (no ``--epochs``) decays its learning rate to nothing over the planned epochs. When
 the last of them is the best so far and lifted the main validation metric by at least
 ``MIN_GAIN``, the model was still learning when the plan ran out. Training then goes on in rounds:
-each a fresh schedule (the same peak rate, warm-up and linear decay) over ``round_epochs(planned)``
-epochs, stopped at the first epoch that does not beat the best one so far, another round only
-while the last epoch still rose by ``MIN_GAIN``, and never more extra epochs than were planned.
+each a fresh schedule over ``round_epochs(planned)`` epochs (a short warm-up for the fresh optimizer,
+then linear decay to zero from about the rate a plan that long would have had there, the peak times
+the round's share of all epochs so far: a restart at the full peak shakes the model out of where
+the plan left it), stopped at the first epoch that does not beat the best one so far; another
+round only while the last epoch still rose by ``MIN_GAIN``, and never more extra epochs than planned.
 The best epoch over the whole run is kept: when no extra epoch beat the plan's best, the plan's
 weights are put back, so an extension costs time, never the score on validation.
 
@@ -16,6 +18,7 @@ Runs given ``--epochs``, chosen by loss (``--select-by loss``), under several pr
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +105,11 @@ def extend_while_improving(trainer: Any, config: TrainConfig, planned: int, metr
 def _one_round(trainer: Any, stop: StopUnlessBetter, epochs: int, done: int, seed: int, folder: Path) -> list[dict]:
     """One more schedule of ``epochs`` epochs from the current weights; its log records (epochs from 1)."""
     args = trainer.args
-    saved = args.num_train_epochs, args.output_dir, args.seed, args.data_seed
-    # Another seed per round, so the extra epochs do not replay the first epochs' batch order.
+    shutil.rmtree(folder, ignore_errors=True)  # a round a hard kill cut off, before --resume came back to it
+    saved = args.num_train_epochs, args.output_dir, args.seed, args.data_seed, args.learning_rate
+    # The rate a plan of done + epochs would have had at this point, decaying to zero again; another seed
+    # per round, so that the extra epochs do not replay the first epochs' batch order.
+    args.learning_rate = args.learning_rate * epochs / (done + epochs)
     args.num_train_epochs, args.output_dir, args.seed, args.data_seed = epochs, str(folder), seed + done, seed + done
     trainer.optimizer, trainer.lr_scheduler = None, None  # a fresh optimizer and schedule
     shifted = [c for c in trainer.callback_handler.callbacks if hasattr(c, "epoch_offset")]
@@ -116,5 +122,5 @@ def _one_round(trainer: Any, stop: StopUnlessBetter, epochs: int, done: int, see
         trainer.remove_callback(stop)
         for callback in shifted:
             callback.epoch_offset = 0
-        args.num_train_epochs, args.output_dir, args.seed, args.data_seed = saved
+        args.num_train_epochs, args.output_dir, args.seed, args.data_seed, args.learning_rate = saved
     return list(trainer.state.log_history)

@@ -120,3 +120,20 @@ def test_phases_bench_times_both_recipes(shared):
     assert set(rows) == {"plain", "default"} and "default / plain" in done.stdout
     validation = rows["default"][4]  # the default scores validation after each epoch, plain does not
     assert float(validation.split()[0]) > 0 and float(rows["plain"][4].split()[0]) == 0
+
+
+def test_epoch_choice_bench_scores_every_rule_from_one_run(shared, tmp_path):
+    folder = shared / "datasets" / "multi"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = make_rows(per_class=30, seed=5)
+    rows["labels"] = [[label, "urgent"] if i % 3 == 0 else [label] for i, label in enumerate(rows["label"])]
+    rows = rows.drop(columns="label")
+    for split, part in (("train", rows.iloc[:60]), ("validation", rows.iloc[60:75]), ("test", rows.iloc[75:])):
+        part.to_json(folder / f"{split}.jsonl", orient="records", lines=True)
+    out = tmp_path / "epochs.json"
+    done = bench("epoch_choice.py", shared, "--dataset", "multi", "--rows", "60", "--seeds", "42", "--json", str(out))
+    assert [row[0] for row in table_rows(done.stdout)] == ["at 0.5", "shared cut", "tuned cuts", "loss", "(best test)"]
+    run = json.loads(out.read_text())[0]
+    best_test = max(epoch["test"] for epoch in run["epochs"])
+    assert run["chosen"]["(best test)"]["test"] == best_test
+    assert all(pick["test"] <= best_test for pick in run["chosen"].values())

@@ -20,8 +20,11 @@ def _history(values):
     return [{"epoch": i + 1, "validation": {"accuracy": v, "loss": 1 - v}} for i, v in enumerate(values)]
 
 
-def test_still_rising_needs_the_last_epoch_best_and_a_point_gained():
+def test_still_rising_needs_the_last_epoch_best_a_point_gained_and_a_lower_loss():
     assert still_rising(_history([0.5, 0.6, 0.7]), "accuracy")
+    overfit = _history([0.5, 0.6, 0.7])
+    overfit[-1]["validation"]["loss"] = 0.9  # the metric jumped while validation loss climbed
+    assert not still_rising(overfit, "accuracy")
     assert not still_rising(_history([0.5, 0.7, 0.705]), "accuracy")  # best, but levelled off
     assert not still_rising(_history([0.5, 0.8, 0.79]), "accuracy")  # the best came earlier
     assert not still_rising(_history([0.5, 0.8, 0.6, 0.7]), "accuracy")  # rising again, still under the best

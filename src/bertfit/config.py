@@ -89,8 +89,8 @@ class TrainConfig:
     epochs: int | None = setting(None, "the most epochs; the learning rate decays over them",
                                  shown="by data size: enough for ~500 steps, 3 to 6")
     more_epochs: bool = setting(True, "when the planned epochs end with validation still rising by a point or "
-                                      "more, train on in short rounds while it improves (at most twice the plan; "
-                                      "not with --epochs)")
+                                      "more and its loss falling, train on in short rounds while it improves "
+                                      "(at most twice the plan; not with --epochs)")
     patience: int = setting(2, "epochs without a better validation score before stopping; 0 = off")
     select_by: str = setting("metric", "metric | loss: the epoch kept has the best validation accuracy (micro F1 "
                                        "for multi-label; the lower loss breaks ties), or the lowest validation loss")

@@ -1,13 +1,13 @@
 """More epochs for a run that ends its plan still improving: :func:`extend_while_improving`.
 
 A planned run (no ``--epochs``) decays its learning rate to nothing over the planned epochs. When
-the last of them is the best so far and lifted the main validation metric by at least
-``MIN_GAIN``, the model was still learning when the plan ran out. Training then goes on in rounds:
+the last of them is the best so far, lifted the main validation metric by at least ``MIN_GAIN``
+and lowered the validation loss, the model was still learning when the plan ran out. Training then goes on in rounds:
 each a fresh schedule over ``round_epochs(planned)`` epochs (a short warm-up for the fresh optimizer,
 then linear decay to zero from about the rate a plan that long would have had there, the peak times
 the round's share of all epochs so far: a restart at the full peak shakes the model out of where
 the plan left it), stopped at the first epoch that does not beat the best one so far; another
-round only while the last epoch still rose by ``MIN_GAIN``, and never more extra epochs than planned.
+round only while the last epoch still rose so, and never more extra epochs than planned.
 The best epoch over the whole run is kept: when no extra epoch beat the plan's best, the plan's
 weights are put back, so an extension costs time, never the score on validation.
 
@@ -39,12 +39,16 @@ def round_epochs(planned: int) -> int:
 
 
 def still_rising(history: list[dict[str, Any]], metric: str) -> bool:
-    """The last epoch is the best by the selection score and lifted the main metric by MIN_GAIN or more."""
+    """Still learning: the last epoch is the best, lifted the main metric by MIN_GAIN or more, and lowered the loss.
+
+    A metric that jumps while validation loss climbs is a model past its fit whose decisions drift
+    (a small validation split shows it as a point or two either way), not one the plan cut short.
+    """
     if len(history) < 2:
         return False
     scores = [selection_score(h["validation"], metric) for h in history]
-    last, before = history[-1]["validation"][metric], history[-2]["validation"][metric]
-    return scores[-1] >= max(scores) and last - before >= MIN_GAIN
+    last, before = history[-1]["validation"], history[-2]["validation"]
+    return scores[-1] >= max(scores) and last[metric] - before[metric] >= MIN_GAIN and last["loss"] < before["loss"]
 
 
 class StopUnlessBetter(TrainerCallback):

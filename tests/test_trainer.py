@@ -68,5 +68,7 @@ def test_the_head_learns_faster_by_default_for_multi_label_only():
 
     assert head_lr_scale(TrainConfig(), multi_label=True) == MULTI_LABEL_HEAD_LR_SCALE > 1
     assert head_lr_scale(TrainConfig(), multi_label=False) == 1.0
+    assert head_lr_scale(TrainConfig(), multi_label=False, classes=77) == MULTI_LABEL_HEAD_LR_SCALE  # many classes
+    assert head_lr_scale(TrainConfig(head_lr_scale=1.0), multi_label=False, classes=77) == 1.0
     assert head_lr_scale(TrainConfig(head_lr_scale=3.0), multi_label=True) == 3.0  # the flag wins
     assert head_lr_scale(TrainConfig(head_lr_scale=3.0), multi_label=False) == 3.0

@@ -87,8 +87,8 @@ def extend_while_improving(trainer: Any, config: TrainConfig, planned: int, metr
     while added < planned:
         done = planned + added
         epochs = min(round_epochs(planned), planned - added)
-        log.info("still improving at epoch %d (validation %s %.3f): training up to %d more epochs while it improves",
-                 done, metric.replace("_", " "), history[-1]["validation"][metric], epochs)
+        log.info("still improving at epoch %d (validation %s %.3f): training up to %d more epoch%s while it improves",
+                 done, metric.replace("_", " "), history[-1]["validation"][metric], epochs, "s" if epochs > 1 else "")
         stop = StopUnlessBetter(best)
         round_logs = _one_round(trainer, stop, epochs, done, config.seed, checkpoints / f"more-{done}")
         logs += [{**record, "epoch": record["epoch"] + done} for record in round_logs if "epoch" in record]

@@ -243,7 +243,8 @@ def fit_model(
     best = best_epoch(history, config, run.metric)
     model = trained_model(run, model, config)
     ran = max(run.epochs, len(history))  # the plan, or more when the run was extended past it
-    cut_short = cut_short_note(history, run.metric, ran, faster_head=head_lr_scale(config, prepared.multi_label) == 1)
+    scale = head_lr_scale(config, prepared.multi_label, len(prepared.labels.names))
+    cut_short = cut_short_note(history, run.metric, ran, faster_head=scale == 1)
     notes = [note for note in (overfitting_note(history), cut_short) if note]
     for note in notes:
         log.warning("%s", note)

@@ -55,7 +55,8 @@ from bertfit.training.trainer import ClassifierTrainer, EncodedSplit, encode_spl
 
 log = logging.getLogger(__name__)
 
-MULTI_LABEL_HEAD_LR_SCALE = 10.0
+MULTI_LABEL_HEAD_LR_SCALE = 10.0  # also a single-label head's, from MANY_CLASSES classes
+MANY_CLASSES = 20
 
 
 @dataclass
@@ -162,7 +163,7 @@ def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: d
         bucket_lengths=[len(ids) for ids in train_set.encoded["input_ids"]] if bucket else None,
         multi_label=prepared.multi_label,
         class_weights=class_weights,
-        head_lr_scale=head_lr_scale(config, prepared.multi_label),
+        head_lr_scale=head_lr_scale(config, prepared.multi_label, len(prepared.labels.names)),
         model=trained,
         args=_training_args(config, learning_rate, epochs, checkpoints, progress),
         data_collator=collator or DataCollatorWithPadding(tokenizer),
@@ -256,16 +257,19 @@ def write_report(folder: Path, test_proba: np.ndarray) -> None:
         log.warning("report.html not written (%s); try: bertfit report %s", str(err).splitlines()[0], folder)
 
 
-def head_lr_scale(config: TrainConfig, multi_label: bool) -> float:
-    """The head's learning rate over the body's: --head-lr-scale, else MULTI_LABEL_HEAD_LR_SCALE for multi-label.
+def head_lr_scale(config: TrainConfig, multi_label: bool, classes: int = 2) -> float:
+    """The head's learning rate over the body's: --head-lr-scale, else MULTI_LABEL_HEAD_LR_SCALE for multi-label
+    and for MANY_CLASSES classes or more, else 1.
 
     A multi-label head starts at the labels' base rates and learns each label from a per-label
     sigmoid, whose gradients are small for rare labels: at the body's rate it was still catching up
-    when training ended. A single-label head learns fast enough at the body's rate (bench/accuracy.py).
+    when training ended. So was a single-label head over many classes, each class's row of weights
+    moved by its own few rows. A head over a few classes learns fast enough at the body's rate
+    (bench/accuracy.py).
     """
     if config.head_lr_scale is not None:
         return config.head_lr_scale
-    return MULTI_LABEL_HEAD_LR_SCALE if multi_label else 1.0
+    return MULTI_LABEL_HEAD_LR_SCALE if multi_label or classes >= MANY_CLASSES else 1.0
 
 
 def split_targets(prepared: PreparedData, split: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from bertfit.config import TrainConfig
 from bertfit.data.cleaning import PreparedData
 from bertfit.training.backbone import DEFAULT_MAX_LENGTH, default_learning_rate
 from bertfit.training.epochs import planned_epochs
-from bertfit.training.stages import MULTI_LABEL_HEAD_LR_SCALE
+from bertfit.training.stages import head_lr_scale
 
 EPOCHS = (2, 8)
 BATCH_SIZES = (8, 16, 32)
@@ -43,7 +43,7 @@ class Space:
             "warmup_ratio": config.warmup_ratio,
             "weight_decay": config.weight_decay,
             "train_layers": "all",
-            "head_lr_scale": config.head_lr_scale or (MULTI_LABEL_HEAD_LR_SCALE if prepared.multi_label else 1.0),
+            "head_lr_scale": head_lr_scale(config, prepared.multi_label, len(prepared.labels.names)),
         } | ({"max_length": default_length} if len(self.lengths) > 1 else {})
         # every range holds the defaults (the first trial), also where the user's flags moved them
         self.epochs = (min(EPOCHS[0], self.default["epochs"]), max(EPOCHS[1], self.default["epochs"]))

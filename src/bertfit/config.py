@@ -98,7 +98,7 @@ class TrainConfig:
                                                                            "5e-5 for base")
     head_lr_scale: float | None = setting(None, "the new classification head's learning rate, as a multiple of "
                                                "--learning-rate (applied when the body trains too)",
-                                          shown="10 for multi-label, 1 otherwise")
+                                          shown="10 for multi-label and for 20 classes or more, 1 otherwise")
     batch_size: int = setting(16, "training batch size")
     eval_batch_size: int = setting(64, "evaluation batch size")
     max_length: int | None = setting(None, "tokens kept per text; longer texts are handled by --long-text and "

@@ -64,7 +64,7 @@ def test_head_lr_scale_raises_only_the_new_head(tiny_model_dir, tmp_path):
 
 def test_the_head_learns_faster_by_default_for_multi_label_only():
     from bertfit.config import TrainConfig
-    from bertfit.training.stages import MULTI_LABEL_HEAD_LR_SCALE, head_lr_scale
+    from bertfit.training.trainer import MULTI_LABEL_HEAD_LR_SCALE, head_lr_scale
 
     assert head_lr_scale(TrainConfig(), multi_label=True) == MULTI_LABEL_HEAD_LR_SCALE > 1
     assert head_lr_scale(TrainConfig(), multi_label=False) == 1.0

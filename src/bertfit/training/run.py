@@ -49,7 +49,6 @@ from bertfit.training.stages import (
     build_trainer,
     decide_then_score,
     encode_splits,
-    head_lr_scale,
     new_record,
     split_targets,
     starting_model,
@@ -58,6 +57,7 @@ from bertfit.training.stages import (
     write_report,
 )
 from bertfit.training.tracking import Tracking
+from bertfit.training.trainer import head_lr_scale
 
 log = logging.getLogger(__name__)
 

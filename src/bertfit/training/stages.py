@@ -51,12 +51,16 @@ from bertfit.training.epochs import (
     quiet_progress,
     selection_score,
 )
-from bertfit.training.trainer import ClassifierTrainer, EncodedSplit, encode_split, resolve_class_weights
+from bertfit.training.trainer import (
+    ClassifierTrainer,
+    EncodedSplit,
+    encode_split,
+    head_lr_scale,
+    resolve_class_weights,
+)
 
 log = logging.getLogger(__name__)
 
-MULTI_LABEL_HEAD_LR_SCALE = 10.0  # also a single-label head's, from MANY_CLASSES classes
-MANY_CLASSES = 20
 
 
 @dataclass
@@ -255,21 +259,6 @@ def write_report(folder: Path, test_proba: np.ndarray) -> None:
         write_report(folder, test_proba=test_proba)  # the test split as just scored; it logs where it wrote
     except Exception as err:  # noqa: BLE001 - the model is saved; a failed picture must not fail the run
         log.warning("report.html not written (%s); try: bertfit report %s", str(err).splitlines()[0], folder)
-
-
-def head_lr_scale(config: TrainConfig, multi_label: bool, classes: int = 2) -> float:
-    """The head's learning rate over the body's: --head-lr-scale, else MULTI_LABEL_HEAD_LR_SCALE for multi-label
-    and for MANY_CLASSES classes or more, else 1.
-
-    A multi-label head starts at the labels' base rates and learns each label from a per-label
-    sigmoid, whose gradients are small for rare labels: at the body's rate it was still catching up
-    when training ended. So was a single-label head over many classes, each class's row of weights
-    moved by its own few rows. A head over a few classes learns fast enough at the body's rate
-    (bench/accuracy.py).
-    """
-    if config.head_lr_scale is not None:
-        return config.head_lr_scale
-    return MULTI_LABEL_HEAD_LR_SCALE if multi_label or classes >= MANY_CLASSES else 1.0
 
 
 def split_targets(prepared: PreparedData, split: str) -> np.ndarray:

@@ -5,6 +5,7 @@
 - :class:`ClassifierTrainer`: Trainer with one loss for every path (class-weighted cross-entropy,
   per-label binary cross-entropy) and evaluation in dataset order; ``distill`` subclasses it.
 - :func:`resolve_class_weights`: ``--class-weights`` into the loss's weights.
+- :func:`head_lr_scale`: the new head's learning rate over the body's (10x for multi-label and many classes).
 
 It does not load models, freeze them or decide what to train (``backbone``, ``training``).
 """
@@ -23,12 +24,16 @@ from torch import nn
 from transformers import Trainer
 
 from bertfit.backends import HEAD_MODULES
+from bertfit.config import TrainConfig
 from bertfit.data.cleaning import PreparedData
 from bertfit.encoding import encode
 from bertfit.errors import UsageError
 from bertfit.training.cached import target
 
 log = logging.getLogger(__name__)
+
+MULTI_LABEL_HEAD_LR_SCALE = 10.0  # also a single-label head's, from MANY_CLASSES classes
+MANY_CLASSES = 20
 
 
 class EncodedSplit:
@@ -176,6 +181,21 @@ class ClassifierTrainer(Trainer):
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         return torch.utils.data.SequentialSampler(eval_dataset)
+
+
+def head_lr_scale(config: TrainConfig, multi_label: bool, classes: int = 2) -> float:
+    """The head's learning rate over the body's: --head-lr-scale, else MULTI_LABEL_HEAD_LR_SCALE for multi-label
+    and for MANY_CLASSES classes or more, else 1.
+
+    A multi-label head starts at the labels' base rates and learns each label from a per-label
+    sigmoid, whose gradients are small for rare labels: at the body's rate it was still catching up
+    when training ended. So was a single-label head over many classes, each class's row of weights
+    moved by its own few rows. A head over a few classes learns fast enough at the body's rate
+    (bench/accuracy.py).
+    """
+    if config.head_lr_scale is not None:
+        return config.head_lr_scale
+    return MULTI_LABEL_HEAD_LR_SCALE if multi_label or classes >= MANY_CLASSES else 1.0
 
 
 def resolve_class_weights(spec: str, prepared: PreparedData) -> torch.Tensor | None:

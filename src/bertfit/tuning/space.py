@@ -18,7 +18,7 @@ from bertfit.config import TrainConfig
 from bertfit.data.cleaning import PreparedData
 from bertfit.training.backbone import DEFAULT_MAX_LENGTH, default_learning_rate
 from bertfit.training.epochs import planned_epochs
-from bertfit.training.stages import head_lr_scale
+from bertfit.training.trainer import head_lr_scale
 
 EPOCHS = (2, 8)
 BATCH_SIZES = (8, 16, 32)

@@ -2,12 +2,13 @@
 
 A planned run (no ``--epochs``) decays its learning rate to nothing over the planned epochs. When
 the last of them is the best so far, lifted the main validation metric by at least ``MIN_GAIN``
-and lowered the validation loss, the model was still learning when the plan ran out. Training then goes on in rounds:
-each a fresh schedule over ``round_epochs(planned)`` epochs (a short warm-up for the fresh optimizer,
-then linear decay to zero from about the rate a plan that long would have had there, the peak times
-the round's share of all epochs so far: a restart at the full peak shakes the model out of where
-the plan left it), stopped at the first epoch that does not beat the best one so far; another
-round only while the last epoch still rose so, and never more extra epochs than planned.
+and lowered the validation loss, the model was still learning when the plan ran out. Training
+then goes on in rounds of ``round_epochs(planned)`` epochs, each a fresh schedule: a short warm-up
+for the fresh optimizer, then linear decay to zero from about the rate a plan that long would have
+had there (the peak times the round's share of all epochs so far; a restart at the full peak
+shakes the model out of where the plan left it). A round stops at the first epoch that does not
+beat the best one so far; another follows only while the last epoch still rose so, and never
+more extra epochs than were planned.
 The best epoch over the whole run is kept: when no extra epoch beat the plan's best, the plan's
 weights are put back, so an extension costs time, never the score on validation.
 
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
-from transformers.integrations import MLflowCallback, TensorBoardCallback
 
 from bertfit.config import TrainConfig
 from bertfit.training.epochs import epoch_history, selection_score
@@ -77,9 +77,11 @@ def extend_while_improving(trainer: Any, config: TrainConfig, planned: int, metr
     if (config.epochs is not None or config.select_by == "loss" or not config.more_epochs
             or trainer.args.world_size > 1 or len(history) < planned or not still_rising(history, metric)):
         return 0
+    from transformers.integrations import MLflowCallback, TensorBoardCallback  # only when extending: a slow import
+
     logs = list(trainer.state.log_history)
     best = max(selection_score(h["validation"], metric) for h in history)
-    kept = {name: tensor.detach().clone() for name, tensor in trainer.model.state_dict().items()}
+    kept = _copy_of_weights(trainer.model)
     trackers = [c for c in trainer.callback_handler.callbacks if isinstance(c, TensorBoardCallback | MLflowCallback)]
     for tracker in trackers:  # their step counters restart with each round; the history keeps the extra epochs
         trainer.remove_callback(tracker)
@@ -96,7 +98,7 @@ def extend_while_improving(trainer: Any, config: TrainConfig, planned: int, metr
         added = len(history) - planned
         if stop.best > best:
             best = stop.best
-            kept = {name: tensor.detach().clone() for name, tensor in trainer.model.state_dict().items()}
+            kept = _copy_of_weights(trainer.model)
         if stop.stopped or not still_rising(history, metric):
             break
     trainer.model.load_state_dict(kept)  # the best epoch over the whole run
@@ -104,6 +106,10 @@ def extend_while_improving(trainer: Any, config: TrainConfig, planned: int, metr
     for tracker in trackers:
         trainer.add_callback(tracker)
     return added
+
+
+def _copy_of_weights(model: Any) -> dict[str, Any]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
 def _one_round(trainer: Any, stop: StopUnlessBetter, epochs: int, done: int, seed: int, folder: Path) -> list[dict]:

@@ -155,13 +155,23 @@ def audited(data: Path, method: str, noisy: np.ndarray,
     return row, flagged, own, suggested
 
 
+def trained_on(train_rows, prepared, place: Path, seed: int) -> tuple[float, float]:
+    """The default recipe trained on these training rows with the data set's own validation and test splits
+    (written as CSV files into ``place``): its test accuracy and wall seconds."""
+    from bertfit.training.run import train
+
+    for split, part in (("train", train_rows), ("validation", prepared.validation), ("test", prepared.test)):
+        part.to_csv(place / f"{split}.csv", index=False)
+    started = time.perf_counter()
+    result = train(place, None, progress=False, baseline=False, report=False, seed=seed, overwrite=True)
+    return result.test["accuracy"], time.perf_counter() - started
+
+
 def retrained(noisy_train, flagged: np.ndarray, suggested: dict[int, str], prepared, folder: str, seed: int,
               trained: dict) -> dict:
     """Test accuracy of the default recipe on noisy, cleaned (flagged rows dropped), relabelled (flagged rows given
     the suggested label, as --relabel-suspects auto) and clean training data; ``trained`` keeps the noisy and
     clean runs (and the noisy run's seconds) for the next method."""
-    from bertfit.training.run import train
-
     relabelled = noisy_train["label"].tolist()
     for i, label in suggested.items():
         relabelled[i] = label
@@ -170,13 +180,9 @@ def retrained(noisy_train, flagged: np.ndarray, suggested: dict[int, str], prepa
     for which, frame in runs.items():
         place = Path(folder) / which
         place.mkdir(exist_ok=True)
-        for split, part in (("train", frame), ("validation", prepared.validation), ("test", prepared.test)):
-            part.to_csv(place / f"{split}.csv", index=False)
-        started = time.perf_counter()
-        result = train(place, None, progress=False, baseline=False, report=False, seed=seed, overwrite=True)
-        trained[which] = result.test["accuracy"]
+        trained[which], seconds = trained_on(frame, prepared, place, seed)
         if which == "noisy":
-            trained["train_seconds"] = time.perf_counter() - started
+            trained["train_seconds"] = seconds
     gap = trained["clean"] - trained["noisy"]
 
     def recovered(which: str) -> float | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from audit import trained_on  # noqa: E402
 from bertfit.auditing.confident import find_suspects  # noqa: E402
 from timing import SHARED, measured_on, quiet, shared_missing  # noqa: E402
 
@@ -37,8 +37,6 @@ def main() -> int:
         return 0
     from bertfit.config import DataConfig
     from bertfit.data import prepare
-    from bertfit.training.run import train
-
     quiet()
     print(measured_on(), flush=True)
     prepared = prepare(SHARED / args.dataset, DataConfig(drop_leaks=True, seed=42))
@@ -59,12 +57,8 @@ def main() -> int:
               "relabel": prepared.train.assign(label=[names[i] for i in fixed])}
     for mode in args.modes.split(","):
         with tempfile.TemporaryDirectory() as folder:
-            for split, part in (("train", frames[mode]), ("validation", prepared.validation), ("test", prepared.test)):
-                part.to_csv(Path(folder) / f"{split}.csv", index=False)
-            started = time.perf_counter()
-            result = train(folder, None, progress=False, baseline=False, report=False, seed=42, overwrite=True)
-            print(f"{mode}: test accuracy {result.test['accuracy']:.4f} ({time.perf_counter() - started:.0f} s)",
-                  flush=True)
+            accuracy, seconds = trained_on(frames[mode], prepared, Path(folder), seed=42)
+            print(f"{mode}: test accuracy {accuracy:.4f} ({seconds:.0f} s)", flush=True)
     return 0
 
 

@@ -90,11 +90,9 @@ def with_suggested_labels(prepared: PreparedData, result: AuditResult, most: int
     chosen = _strongest(prepared, result, most)
     if not chosen:
         return prepared, 0
-    suggested = {row["row"]: row["suggested_label"] for row in result.rows
-                 if row["split"] == "train" and row["reason"] == "label"}
     labels = prepared.train["label"].tolist()
-    for i in chosen:
-        labels[i] = suggested[i]
+    for row in chosen:
+        labels[row["row"]] = row["suggested_label"]
     train = prepared.train.assign(label=labels)
     report = dict(prepared.report)
     report[RELABELLED_KEY] = len(chosen)
@@ -102,21 +100,22 @@ def with_suggested_labels(prepared: PreparedData, result: AuditResult, most: int
     return replace(prepared, train=train, report=report), len(chosen)
 
 
-def _strongest(prepared: PreparedData, result: AuditResult, most: int | None) -> list[int]:
-    """The flagged training rows to act on, strongest first, while each given label keeps KEEP_PER_CLASS rows."""
+def _strongest(prepared: PreparedData, result: AuditResult, most: int | None) -> list[dict[str, Any]]:
+    """The flagged training rows (the audit's rows) to act on, strongest first, while each given label keeps
+    KEEP_PER_CLASS rows."""
     suspects = [row for row in result.rows if row["split"] == "train" and row["reason"] == "label"]
     suspects.sort(key=lambda row: -row["score"])
     train = prepared.train
     labels = train["label"].tolist()
     left = {name: labels.count(name) for name in set(labels)}
-    chosen: list[int] = []
+    chosen: list[dict[str, Any]] = []
     for row in suspects:
         if most is not None and len(chosen) >= most:
             break
         given = labels[row["row"]]
         if left[given] > KEEP_PER_CLASS:
             left[given] -= 1
-            chosen.append(row["row"])
+            chosen.append(row)
     return chosen
 
 
@@ -127,7 +126,7 @@ def without_suspects(prepared: PreparedData, result: AuditResult, most: int | No
         return prepared, 0
     train = prepared.train
     keep = np.ones(len(train), dtype=bool)
-    keep[chosen] = False
+    keep[[row["row"] for row in chosen]] = False
     kept = train[keep].reset_index(drop=True)
     report = dict(prepared.report)
     report["dropped"] = {**report.get("dropped", {}), DROPPED_KEY: len(chosen)}

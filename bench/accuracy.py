@@ -177,7 +177,7 @@ def run_once(recipe: str, prepared, seed: int, epochs: int | None, extra: dict) 
     from bertfit.training.run import train
 
     started = time.perf_counter()
-    best, calibration, curve = None, {}, None
+    best, calibration, history = None, {}, None
     if recipe == "tfidf":
         metrics = fit_and_score(prepared, seed=seed)
     elif recipe == "plain":
@@ -187,11 +187,10 @@ def run_once(recipe: str, prepared, seed: int, epochs: int | None, extra: dict) 
         settings = {**RECIPES[recipe], **extra, **({"epochs": epochs} if epochs else {})}
         result = train(prepared, out=None, progress=False, baseline=False, seed=seed, **settings)
         metrics, best = result.test, f"{result.best_epoch}/{len(result.history)}"
-        calibration = result.classifier.meta.get("calibration") or {}
-        main = "accuracy" if "accuracy" in metrics else "f1_micro"
-        curve = [round(h["validation"][main], 4) for h in result.history]  # the main metric per epoch
+        calibration, history = result.classifier.meta.get("calibration") or {}, result.history
     seconds = time.perf_counter() - started
     main = "accuracy" if "accuracy" in metrics else "f1_micro"
+    curve = [round(h["validation"][main], 4) for h in history] if history else None  # the main metric per epoch
     fixed = metrics.get("at_threshold_0.5")
     return {"seed": seed, "metric": main, "value": metrics[main], "f1_macro": metrics["f1_macro"],
             "auc": metrics["auc"], "seconds": round(seconds, 1), "best_epoch": best,

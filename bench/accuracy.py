@@ -31,8 +31,8 @@ Recipes:
   v0.1     bertfit 0.1's defaults written out (so that a later change of a default does not move this row):
            all layers, up to 10 epochs, patience 2, warm-up 0.1, weight decay 0.01, batch 16, eval batch 64,
            lr by model width, max length 256 (or the model's limit), truncate, calibrated, no bucketing
-  default  `bertfit train` defaults as they are today: all layers, lr by model width, up to 10 epochs,
-           early stopping
+  default  `bertfit train` defaults as they are today: all layers, lr by model width, 3-6 epochs planned
+           by size, the epoch kept by the main validation metric, more epochs while still learning
   weighted default plus --class-weights balanced
   pooler   the seed tutorial's recipe: base frozen but the pooler, lr 2e-4, batch 8, 10 epochs
 

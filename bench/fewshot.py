@@ -80,7 +80,9 @@ def run_setfit(rows: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
     capped = pairs > MAX_PAIRS
     model = SetFitModel.from_pretrained(default_model_path())
     with tempfile.TemporaryDirectory(prefix="bench-setfit-") as scratch:  # its checkpoints and logs, not in the repo
-        args = TrainingArguments(output_dir=scratch, logging_dir=scratch, seed=seed,
+        # report_to="none": with a tracker installed (bertfit's tracking extra brings mlflow) setfit's default
+        # "all" would log every run to it, a cost that is not the recipe's, and leave mlflow.db in the cwd
+        args = TrainingArguments(output_dir=scratch, logging_dir=scratch, seed=seed, report_to="none",
                                  **({"max_steps": MAX_PAIRS // 16} if capped else {}))
         trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_pandas(rows[["text", "label"]]))
         trainer.train()

@@ -62,13 +62,13 @@ def test_head_lr_scale_raises_only_the_new_head(tiny_model_dir, tmp_path):
     assert [lr for lr in lrs.values() if lr is not None] == [pytest.approx(1e-4)] * 2  # the head's weight, bias
 
 
-def test_the_head_learns_faster_by_default_for_multi_label_only():
+def test_the_head_learns_faster_by_default_for_multi_label_and_many_classes_only():
     from bertfit.config import TrainConfig
-    from bertfit.training.trainer import MULTI_LABEL_HEAD_LR_SCALE, head_lr_scale
+    from bertfit.training.trainer import FAST_HEAD_LR_SCALE, head_lr_scale
 
-    assert head_lr_scale(TrainConfig(), multi_label=True) == MULTI_LABEL_HEAD_LR_SCALE > 1
+    assert head_lr_scale(TrainConfig(), multi_label=True) == FAST_HEAD_LR_SCALE > 1
     assert head_lr_scale(TrainConfig(), multi_label=False) == 1.0
-    assert head_lr_scale(TrainConfig(), multi_label=False, classes=77) == MULTI_LABEL_HEAD_LR_SCALE  # many classes
+    assert head_lr_scale(TrainConfig(), multi_label=False, classes=77) == FAST_HEAD_LR_SCALE  # many classes
     assert head_lr_scale(TrainConfig(head_lr_scale=1.0), multi_label=False, classes=77) == 1.0
     assert head_lr_scale(TrainConfig(head_lr_scale=3.0), multi_label=True) == 3.0  # the flag wins
     assert head_lr_scale(TrainConfig(head_lr_scale=3.0), multi_label=False) == 3.0

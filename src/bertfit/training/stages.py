@@ -62,7 +62,6 @@ from bertfit.training.trainer import (
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Start:
     """Where a run starts other than from the base checkpoint (``distill`` passes its student this way).

@@ -32,7 +32,7 @@ from bertfit.training.cached import target
 
 log = logging.getLogger(__name__)
 
-MULTI_LABEL_HEAD_LR_SCALE = 10.0  # also a single-label head's, from MANY_CLASSES classes
+FAST_HEAD_LR_SCALE = 10.0  # a multi-label head's, and a single-label one's from MANY_CLASSES classes
 MANY_CLASSES = 20
 
 
@@ -184,7 +184,7 @@ class ClassifierTrainer(Trainer):
 
 
 def head_lr_scale(config: TrainConfig, multi_label: bool, classes: int = 2) -> float:
-    """The head's learning rate over the body's: --head-lr-scale, else MULTI_LABEL_HEAD_LR_SCALE for multi-label
+    """The head's learning rate over the body's: --head-lr-scale, else FAST_HEAD_LR_SCALE for multi-label
     and for MANY_CLASSES classes or more, else 1.
 
     A multi-label head starts at the labels' base rates and learns each label from a per-label
@@ -195,7 +195,7 @@ def head_lr_scale(config: TrainConfig, multi_label: bool, classes: int = 2) -> f
     """
     if config.head_lr_scale is not None:
         return config.head_lr_scale
-    return MULTI_LABEL_HEAD_LR_SCALE if multi_label or classes >= MANY_CLASSES else 1.0
+    return FAST_HEAD_LR_SCALE if multi_label or classes >= MANY_CLASSES else 1.0
 
 
 def resolve_class_weights(spec: str, prepared: PreparedData) -> torch.Tensor | None:

@@ -69,6 +69,7 @@ def run(name: str, rows: int | None, seeds: int, runs: float) -> dict:
             "budget_seconds": round(budget), "tune_seconds": round(spent),
             "trials_complete": study["trials_complete"], "trials_pruned": study["trials_pruned"],
             "trials_skipped": study.get("trials_skipped", 0),
+            "best_trial": study["best_trial"], "top_trial": study.get("top_trial"), "margin": study.get("margin"),
             "best_params": study["best_params"], "best_validation": study["best_validation"],
             "default_validation": study["default_validation"]}
     print(json.dumps(row), file=sys.stderr, flush=True)

@@ -46,15 +46,18 @@ def test_tune_saves_the_winner_as_trained_with_its_study(tmp_path, data, tiny_mo
     assert record["study"]["trials_complete"] + record["study"]["trials_pruned"] == 4
     trials = record["study"]["trials"]
     assert trials[0]["recipe"] == "default" and trials[0]["params"]["train_layers"] == "all"
-    best = max((t for t in trials if t["state"] == "complete"), key=lambda t: t["value"])
-    assert study["best_trial"] == best["number"] and record["study"]["best_params"] == best["params"]
+    top = max((t for t in trials if t["state"] == "complete"), key=lambda t: t["value"])
+    best = next(t for t in trials if t["number"] == study["best_trial"])
+    assert study["top_trial"] == top["number"] and record["study"]["best_params"] == best["params"]
+    if best is not top:  # the default kept: the top trial led it by no more than the margin
+        assert best is trials[0] and top["value"] - best["value"] <= study["margin"]
     # the saved model is the winner as trained: same validation score, its settings, test scored once
     assert record["metrics"]["validation"]["accuracy"] == pytest.approx(best["validation"])
     assert record["settings"]["train"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
     assert record["metrics"]["test"]["rows"] > 0 and record["baseline"]["test"]["accuracy"] is not None
     assert not trials_dir(out).exists() and journal_path(out).is_file()
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert 'id="study"' in page and "default recipe" in page
+    assert 'id="study"' in page and "default recipe" in page and "one standard error" in page
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"settings chosen by `bertfit tune`: {record['study']['trials_complete']} trials" in card
     assert TextClassifier.from_pretrained(out).predict(["printer toner empty"])[0] in record["labels"]
@@ -149,7 +152,8 @@ def test_cli_names_the_problem_in_one_line(tmp_path, data, capsys, monkeypatch):
 def test_settings_that_cannot_finish_in_the_time_left_are_not_started():
     import optuna
 
-    from bertfit.tuning.run import SKIPPED, TrialCount, expected_seconds
+    from bertfit.tuning.choice import expected_seconds
+    from bertfit.tuning.run import SKIPPED, TrialCount
 
     distributions = {"train_layers": optuna.distributions.CategoricalDistribution(["all", "pooler"]),
                      "batch_size": optuna.distributions.CategoricalDistribution([8, 16]),
@@ -213,3 +217,21 @@ def test_the_objective_skips_what_cannot_finish_and_stops_after_a_row_of_them():
     skipped = study.trials[1:]
     assert len(skipped) == SKIPS_BEFORE_STOP
     assert all(t.state.name == "PRUNED" and t.user_attrs["stopped"] == SKIPPED for t in skipped)
+
+
+def test_a_searched_trial_wins_only_by_more_than_the_default_s_standard_error():
+    from types import SimpleNamespace
+
+    from bertfit.tuning.choice import winner
+
+    def trial(number, score):
+        return SimpleNamespace(number=number, value=score, user_attrs={"validation": score})
+
+    default = trial(0, 0.96)
+    margin = (0.96 * 0.04 / 600) ** 0.5  # 0.008
+    assert winner(trial(5, 0.965), default, 600) == (default, pytest.approx(margin))  # a 3-row lead: noise
+    assert winner(trial(5, 0.97), default, 600)[0].number == 5  # a 6-row lead clears it
+    assert winner(trial(5, 0.97), default, 100)[0] is default  # the same lead on 100 rows does not
+    assert winner(default, default, 600) == (default, None)
+    assert winner(trial(5, 0.5), None, 600)[0].number == 5  # no default finished: the best
+    assert winner(None, None, 600) == (None, None)

@@ -13,8 +13,11 @@ def study_section(study: dict[str, Any]) -> str:
     parts = [
         facts([("trials complete / pruned or stopped / failed",
                 f"{study.get('trials_complete')} / {study.get('trials_pruned')} / {study.get('trials_failed')}"),
-               ("best trial", study.get("best_trial")), ("its validation score", study.get("best_validation")),
+               ("winner (its model saved)", study.get("best_trial")),
+               ("its validation score", study.get("best_validation")),
                ("the default recipe's validation score (trial 0)", study.get("default_validation")),
+               ("trial best on validation; the lead over the default a searched trial must exceed to win",
+                f"{study.get('top_trial')}; {study.get('margin')} (one standard error of the default's score)"),
                ("search seconds (budget)", f"{study.get('seconds')} ({study.get('budget_seconds')})"),
                ("sampler, pruner", f"{study.get('sampler')}, {study.get('pruner')}"),
                ("storage, study", f"{study.get('storage')}, {study.get('study_name')}")]),

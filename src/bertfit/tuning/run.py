@@ -4,9 +4,11 @@ The data is read, cleaned and split once, and each maximum length tokenized once
 trial. A trial trains on train and is judged on validation alone (the kept epoch's score, as
 ``train`` keeps it); after each epoch it reports to the study, whose median pruner stops trials
 that trail the others at the same epoch. The first trial is the default recipe. A trial that
-beats the study's best so far saves its model beside ``--out``; at the end the winner's model, as
-trained (not retrained), gets its decisions on validation, its test split scored once and the
-baseline, and is saved as an ordinary bertfit folder whose bertfit.json and report hold the study.
+beats the study's best so far, and the default recipe's trial, save their models beside ``--out``;
+the winner is the best on validation unless the default scored within one standard error of it
+(``choice.winner``). Its model, as trained (not retrained), gets its decisions on validation, its
+test split scored once and the baseline, and is saved as an ordinary bertfit folder whose
+bertfit.json and report hold the study.
 
 The study lives in Optuna storage: by default a journal file beside ``--out`` (``--resume``
 continues it); ``--storage URL`` (PostgreSQL, MySQL, or a journal file on a shared disk) lets
@@ -39,6 +41,7 @@ from bertfit.training.epochs import main_metric, selection_score
 from bertfit.training.run import Fitted, TrainResult, conclude, fit_model, split_settings
 from bertfit.training.stages import split_targets
 from bertfit.training.tracking import Tracking
+from bertfit.tuning.choice import expected_seconds, winner
 from bertfit.tuning.space import Space
 
 log = logging.getLogger(__name__)
@@ -148,7 +151,7 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
         study.optimize(objective, timeout=seconds, callbacks=stop, gc_after_trial=True)
     except (KeyboardInterrupt, TrainingInterrupted):
         log.warning("interrupted: the study keeps its finished trials; the best so far is saved")
-    record = study_record(optuna, study, space, url, seconds, time.monotonic() - started)
+    record = study_record(optuna, study, space, url, seconds, time.monotonic() - started, len(prepared.validation))
     log.info("study %r: %d trials complete, %d pruned, %d failed, %d not started (they would not have finished in "
              "the time left); best validation %s (trial %s), default recipe %s",
              study_name, record["trials_complete"], record["trials_pruned"], record["trials_failed"],
@@ -265,25 +268,13 @@ def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, t
         trial.set_user_attr("epoch_seconds", round(seconds / max(1, len(fitted.history)), 2))
         trial.set_user_attr("epoch", fitted.best["epoch"])
         trial.set_user_attr("validation", fitted.best["validation"].get(metric))
-        if value > _best_value(trial.study):
+        if value > _best_value(trial.study) or trial.user_attrs.get("recipe") == "default":  # the winner may be either
             fitted.classifier.save_pretrained(trials_dir(target) / str(trial.number), overwrite=True)
         log.info("trial %d: validation %s %.4f in %.0f s (%s)", trial.number, metric,
                  fitted.best["validation"].get(metric), time.monotonic() - begun, chosen)
         return value
 
     return objective
-
-
-def expected_seconds(study: Any, chosen: dict[str, Any]) -> float | None:
-    """A trial's seconds, from the finished trials' seconds per epoch: those that trained the same layers
-    at the same batch size and maximum length, else the same layers (the quickest of them, so that the
-    estimate errs low); None where no finished trial trained those layers (then the trial runs)."""
-    finished = [t for t in study.get_trials(deepcopy=False) if "epoch_seconds" in t.user_attrs]
-    alike = [t.user_attrs["epoch_seconds"] for t in finished
-             if all(t.params.get(key) == chosen.get(key) for key in ("train_layers", "batch_size", "max_length"))]
-    alike = alike or [t.user_attrs["epoch_seconds"] for t in finished
-                      if t.params.get("train_layers") == chosen["train_layers"]]
-    return min(alike) * chosen["epochs"] if alike else None
 
 
 class TrialCount:
@@ -305,8 +296,10 @@ def _best_value(study: Any) -> float:
         return float("-inf")
 
 
-def study_record(optuna: Any, study: Any, space: Space, url: str, budget: float, seconds: float) -> dict[str, Any]:
-    """The study as bertfit.json keeps it: every trial, the winner, the default recipe's score, importances."""
+def study_record(optuna: Any, study: Any, space: Space, url: str, budget: float, seconds: float,
+                 validation_rows: int) -> dict[str, Any]:
+    """The study as bertfit.json keeps it: every trial, the winner (see ``winner``), the default recipe's score,
+    importances."""
     state = optuna.trial.TrialState
     trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
                "validation": t.user_attrs.get("validation"), "epoch": t.user_attrs.get("epoch"),
@@ -314,8 +307,9 @@ def study_record(optuna: Any, study: Any, space: Space, url: str, budget: float,
                "started": t.datetime_start.isoformat() if t.datetime_start else None,
                "recipe": t.user_attrs.get("recipe")} for t in study.trials if t.user_attrs.get("stopped") != SKIPPED]
     complete = [t for t in study.trials if t.state == state.COMPLETE]
-    best = max(complete, key=lambda t: t.value) if complete else None
+    top = max(complete, key=lambda t: t.value) if complete else None
     default = next((t for t in complete if t.user_attrs.get("recipe") == "default"), None)
+    best, margin = winner(top, default, validation_rows)
     return {
         "study_name": study.study_name, "storage": _masked(url), "sampler": "TPE",
         "pruner": f"median (after {STARTUP_TRIALS} trials)", "budget_seconds": budget, "seconds": round(seconds, 1),
@@ -327,6 +321,7 @@ def study_record(optuna: Any, study: Any, space: Space, url: str, budget: float,
         "best_trial": best.number if best else None, "best_params": best.params if best else None,
         "best_validation": best.user_attrs.get("validation") if best else None,
         "default_validation": default.user_attrs.get("validation") if default else None,
+        "top_trial": top.number if top else None, "margin": round(margin, 4) if margin is not None else None,
         "importances": _importances(optuna, study) if len(complete) >= 3 else None,
     }
 
@@ -341,8 +336,12 @@ def _importances(optuna: Any, study: Any) -> dict[str, float] | None:
 
 def _save_winner(study: Any, prepared: PreparedData, config: Any, space: Space, target: Path,
                  record: dict[str, Any], overwrite: bool, progress: bool) -> TrainResult:
-    """The best trial's model, as trained: decisions on validation, test scored once, saved with the study."""
-    best = study.best_trial
+    """The winner's model, as trained: decisions on validation, test scored once, saved with the study."""
+    best = next(t for t in study.trials if t.number == record["best_trial"])
+    if best.number != record["top_trial"]:
+        log.info("trial %d led the default recipe (trial %d) on validation by under one standard error of its "
+                 "score (%.4f on %d rows): the default recipe's model is kept", record["top_trial"], best.number,
+                 record["margin"], len(prepared.validation))
     winner_config = replace(config, **_settings_of(best.params, space))
     folder = _trial_model(target, best.number)
     if folder is not None:

@@ -339,7 +339,7 @@ def _save_winner(study: Any, prepared: PreparedData, config: Any, space: Space, 
     """The winner's model, as trained: decisions on validation, test scored once, saved with the study."""
     best = next(t for t in study.trials if t.number == record["best_trial"])
     if best.number != record["top_trial"]:
-        log.info("trial %d led the default recipe (trial %d) on validation by under one standard error of its "
+        log.info("trial %d led the default recipe (trial %d) on validation by no more than one standard error of its "
                  "score (%.4f on %d rows): the default recipe's model is kept", record["top_trial"], best.number,
                  record["margin"], len(prepared.validation))
     winner_config = replace(config, **_settings_of(best.params, space))

@@ -103,9 +103,16 @@ def encoder_stack(model: Any) -> tuple[Any, str]:
     raise UsageError(f"cannot find the encoder layers of {type(model).__name__}; use --train-layers all or head")
 
 
-def freeze(model: Any, spec: str, lora_r: int = 8, lora_alpha: int = 16) -> Any:
-    """Set requires_grad by spec; returns the model to train (a peft model for 'lora')."""
+def freeze(model: Any, spec: str, lora_r: int = 8, lora_alpha: int = 16, train_embeddings: bool = True) -> Any:
+    """Set requires_grad by spec; returns the model to train (a peft model for 'lora').
+
+    ``train_embeddings`` False keeps the word-embedding table as pretrained under 'all': its gradient and
+    optimizer update are a fixed cost per step, however few tokens the batch holds, and rows of words
+    that training never sees stay where the rest of the table expects them.
+    """
     if spec == "all":
+        if not train_embeddings:
+            model.get_input_embeddings().weight.requires_grad = False
         return model
     if spec == "lora":
         return _lora(model, lora_r, lora_alpha)

@@ -215,7 +215,7 @@ def fit_model(
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
     model, tokenizer = starting_model(prepared, config, start)
     max_length = max_length_of(model, tokenizer, config, pairs=prepared.text_pair_col is not None)
-    model = freeze(model, config.train_layers, config.lora_r, config.lora_alpha)
+    model = freeze(model, config.train_layers, config.lora_r, config.lora_alpha, config.train_embeddings)
     trainable, total = count_parameters(model)
     log.info("training %s of %s parameters (%.1f%%), --train-layers %s",
              f"{trainable:,}", f"{total:,}", 100 * trainable / total, config.train_layers)

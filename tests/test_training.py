@@ -42,6 +42,25 @@ def test_freeze_trains_exactly_the_named_parts(tiny_model_dir, spec, expect_trai
         assert not any(name.startswith(prefix) for name in trained), (spec, prefix)
 
 
+def test_all_without_train_embeddings_keeps_only_the_word_table(tiny_model_dir):
+    model, _ = load_base(str(tiny_model_dir), LABELS)
+    everything = trainable_names(model)
+    trained = trainable_names(freeze(model, "all", train_embeddings=False))
+    assert everything - trained == {"bert.embeddings.word_embeddings.weight"}
+
+
+@pytest.mark.parametrize("train_embeddings", [False, True])
+def test_the_word_table_is_saved_as_pretrained_unless_trained(tiny_model_dir, data_csv, tmp_path, train_embeddings):
+    torch = pytest.importorskip("torch")
+    base, _ = load_base(str(tiny_model_dir), LABELS)
+    before = base.get_input_embeddings().weight.detach().clone()
+    result = train(data_csv, tmp_path / "m", model=str(tiny_model_dir), progress=False,
+                   train_embeddings=train_embeddings, **FAST)
+    after = result.classifier.model.get_input_embeddings().weight.detach()
+    assert torch.equal(before, after) is not train_embeddings
+    assert result.classifier.meta["settings"]["train"]["train_embeddings"] is train_embeddings
+
+
 def test_freeze_counts_grow_with_more_layers(tiny_model_dir):
     counts = []
     for spec in ("head", "pooler", "1", "2", "all"):

@@ -150,7 +150,7 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
     try:
         study.optimize(objective, timeout=seconds, callbacks=stop, gc_after_trial=True)
     except (KeyboardInterrupt, TrainingInterrupted):
-        log.warning("interrupted: the study keeps its finished trials; the best so far is saved")
+        log.warning("interrupted: the study keeps its finished trials; the winner among them is saved")
     record = study_record(optuna, study, space, url, seconds, time.monotonic() - started, len(prepared.validation))
     log.info("study %r: %d trials complete, %d pruned, %d failed, %d not started (they would not have finished in "
              "the time left); best validation %s (trial %s), default recipe %s",

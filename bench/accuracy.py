@@ -70,7 +70,6 @@ V0_1 = {
     "max_length": 256,  # v0.1's default (the embedded model allows 512)
     "long_text": "truncate", "calibrate": True, "precision": "fp32", "class_weights": "none", "encode_once": True,
     "select_by": "loss", "head_lr_scale": 1.0,  # v0.1 kept the epoch with the lowest validation loss
-    "train_embeddings": True,  # v0.1 trained every weight
 }
 RECIPES = {
     "default": {},

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -94,8 +97,26 @@ def test_budget_stops_a_running_trial(tmp_path, data, tiny_model_dir):
     assert not out.exists()
 
 
-def test_a_worker_and_the_main_process_share_one_study_and_lose_no_trial(tmp_path, data, tiny_model_dir):
-    storage = f"journal:{tmp_path / 'shared.journal'}"
+@pytest.fixture(scope="module")
+def postgresql():
+    """A real PostgreSQL server (pgserver's wheel) for the length of this module; skipped where none starts."""
+    pgserver = pytest.importorskip("pgserver", reason="pgserver (a PostgreSQL server in a wheel) is not installed")
+    pytest.importorskip("psycopg", reason="psycopg, SQLAlchemy's PostgreSQL driver, is not installed")
+    folder = Path(tempfile.mkdtemp(prefix="bertfit-pg-"))  # not under pytest's 0700 folder: root runs it as a user
+    try:
+        server = pgserver.get_server(folder / "data", cleanup_mode="delete")
+    except Exception as err:  # no binaries for this platform, no user to run it as, a port or socket refused
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"PostgreSQL did not start: {type(err).__name__}: {err}")
+    yield server.get_uri()
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_a_worker_and_the_main_process_share_one_study_and_lose_no_trial(tmp_path, data, tiny_model_dir, request,
+                                                                           kind):
+    storage = f"journal:{tmp_path / 'shared.journal'}" if kind == "journal" else request.getfixturevalue(kind)
     out = tmp_path / "tuned"
     command = [sys.executable, "-m", "bertfit", "tune", str(data), "--model", str(tiny_model_dir), "--storage",
                storage, "--trials", "6", "--budget", "5m", "--learning-rate", "1e-3", "--max-length", "16",
@@ -104,12 +125,13 @@ def test_a_worker_and_the_main_process_share_one_study_and_lose_no_trial(tmp_pat
     processes = [subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for extra in ([], ["--worker"])]
     outputs = [process.communicate(timeout=600) for process in processes]
-    assert all(process.returncode == 0 for process in processes), outputs
+    assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
     import optuna
 
     from bertfit.tuning.run import _journal
 
-    study = optuna.load_study(study_name="bertfit", storage=_journal(storage))
+    opened = _journal(storage) if storage.startswith("journal:") else storage
+    study = optuna.load_study(study_name="bertfit", storage=opened)
     numbers = [t.number for t in study.trials]
     assert sorted(numbers) == list(range(len(numbers))) and len(numbers) >= 6
     assert all(t.state.is_finished() for t in study.trials)  # none lost or left running
@@ -235,3 +257,31 @@ def test_a_searched_trial_wins_only_by_more_than_the_default_s_standard_error():
     assert winner(default, default, 600) == (default, None)
     assert winner(trial(5, 0.5), None, 600)[0].number == 5  # no default finished: the best
     assert winner(None, None, 600) == (None, None)
+
+
+def test_opening_a_new_database_retries_the_catalogue_race_and_nothing_else(monkeypatch):
+    from types import SimpleNamespace
+
+    from bertfit.tuning import run
+
+    monkeypatch.setattr(run.time, "sleep", lambda seconds: None)
+    calls = []
+
+    def storage(failures: list[str]):
+        def open_(url):
+            calls.append(url)
+            if failures:
+                raise RuntimeError(failures.pop(0))
+            return "storage"
+        return SimpleNamespace(storages=SimpleNamespace(RDBStorage=open_))
+
+    race = 'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'
+    assert run._database(storage([race, race]), "postgresql://u:secret@db/optuna") == "storage" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(UsageError, match=r"cannot open --storage postgresql://\*\*\*@db/optuna: connection refused"):
+        run._database(storage(["connection refused"]), "postgresql://u:secret@db/optuna")
+    assert len(calls) == 1  # a server that does not answer is not waited for
+    calls.clear()
+    with pytest.raises(UsageError, match="already exists"):
+        run._database(storage(['relation "studies" already exists'] * 9), "postgresql://u:secret@db/optuna")
+    assert len(calls) == 5

@@ -203,15 +203,28 @@ def _journal(url: str) -> Any:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def _database(optuna: Any, url: str) -> Any:
-    """Optuna's RDB storage at ``url``, connected now; any failure to reach it is one line naming the URL."""
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as err:  # SQLAlchemy's errors, a driver not installed, a server not answering: all the URL's
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UsageError(f"cannot open --storage {_masked(url)}: {reason}; pass postgresql://USER:PASS@HOST/DB, "
-                         "mysql://USER:PASS@HOST/DB or sqlite:///PATH with the database's driver installed "
-                         "(pip install psycopg2-binary or pymysql), or journal:PATH for a file") from err
+def _database(optuna: Any, url: str, attempts: int = 5) -> Any:
+    """Optuna's RDB storage at ``url``, connected now; any failure to reach it is one line naming the URL.
+
+    Workers started together on a new database all create its tables; PostgreSQL's CREATE ... IF NOT
+    EXISTS is not atomic, so all but one can fail on a duplicate in its catalogue. Those retry after a
+    moment, when the tables are there; any other failure does not.
+    """
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as err:  # SQLAlchemy's errors, a driver not installed, a server not answering
+            raced = re.search(r"duplicate key|already exists", str(err), flags=re.I) is not None
+            if not raced or attempt == attempts - 1:
+                _unreachable(url, err)
+            time.sleep(0.5 + np.random.default_rng().random())
+
+
+def _unreachable(url: str, err: Exception) -> None:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    raise UsageError(f"cannot open --storage {_masked(url)}: {reason}; pass postgresql://USER:PASS@HOST/DB "
+                     "(pip install 'psycopg[binary]'), mysql+pymysql://USER:PASS@HOST/DB (pip install pymysql) "
+                     "or sqlite:///PATH, or journal:PATH for a file") from err
 
 
 def _masked(url: str) -> str:

@@ -51,7 +51,8 @@ def test_all_without_train_embeddings_keeps_only_the_word_table(tiny_model_dir):
 
 @pytest.mark.parametrize("train_embeddings", [False, True])
 def test_the_word_table_is_saved_as_pretrained_unless_trained(tiny_model_dir, data_csv, tmp_path, train_embeddings):
-    torch = pytest.importorskip("torch")
+    import torch
+
     base, _ = load_base(str(tiny_model_dir), LABELS)
     before = base.get_input_embeddings().weight.detach().clone()
     result = train(data_csv, tmp_path / "m", model=str(tiny_model_dir), progress=False,

@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from transformers import TrainerCallback
@@ -220,7 +220,8 @@ def _database(optuna: Any, url: str, attempts: int = 5) -> Any:
             time.sleep(0.5 + np.random.default_rng().random())
 
 
-def _unreachable(url: str, err: Exception) -> None:
+def _unreachable(url: str, err: Exception) -> NoReturn:
+    """The storage could not be opened: one line naming the URL (its password hidden) and what to pass."""
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
     raise UsageError(f"cannot open --storage {_masked(url)}: {reason}; pass postgresql://USER:PASS@HOST/DB "
                      "(pip install 'psycopg[binary]'), mysql+pymysql://USER:PASS@HOST/DB (pip install pymysql) "

@@ -137,3 +137,14 @@ def test_epoch_choice_bench_scores_every_rule_from_one_run(shared, tmp_path):
     best_test = max(epoch["test"] for epoch in run["epochs"])
     assert run["chosen"]["(best test)"]["test"] == best_test
     assert all(pick["test"] <= best_test for pick in run["chosen"].values())
+
+
+def test_blend_bench_weighs_model_and_baseline_by_the_beat_both_rule(shared):
+    done = bench("blend.py", shared, "--datasets", "trec", "--seeds", "1")
+    assert [row[0] for row in table_rows(done.stdout)] == ["trec"]
+    run = json.loads(next(line for line in done.stderr.splitlines() if line.startswith("{")))
+    valid = run["validation"]
+    if run["weight"] == 1.0:  # the model alone: the blend is it
+        assert run["blend"] == run["model"] and valid["blend"] == valid["model"]
+    else:  # a blend is taken only where it beats both on validation
+        assert 0.0 < run["weight"] < 1.0 and valid["blend"] > max(valid["model"], valid["baseline"])

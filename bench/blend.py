@@ -1,0 +1,152 @@
+"""Would averaging the default model's probabilities with the TF-IDF baseline's beat both? Measured after the fact.
+
+A lever the default recipe does not pull yet: weigh the fine-tuned model's calibrated probabilities
+against the TF-IDF + logistic regression baseline's, p = w * model + (1 - w) * baseline, with w
+chosen on the validation split (a grid of 0 to 1 in steps of 0.05; for multi-label the per-label
+thresholds are tuned again on validation for every w). The blend is taken only where its best
+validation score beats both w = 1 (the model alone) and w = 0 (the baseline alone); otherwise the
+model stands alone, as it would in bertfit. The test split then scores the model, the baseline and
+the chosen blend, so the three sit side by side from one training per seed.
+
+Per seed: the default recipe trains once (as `bench/accuracy.py` runs it), its model scores the
+validation and test splits, and the baseline fits on the training split. Printed: per data set, the
+test metric of each (mean +- std over the seeds, min-max), the chosen weights, and how many seeds
+took the blend. The seconds are the default's training and the blend's extra cost (the baseline's
+fit and its scoring of validation and test; the model's scores are what bertfit has already).
+
+    python bench/blend.py --datasets phishing,sms-spam,trec
+    python bench/blend.py --datasets goemotions --goemotions-rows 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from accuracy import load, warm_up
+from timing import SHARED, measured_on, quiet, shared_missing
+
+WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)  # the model's weight; 1 - w is the baseline's
+
+
+def split_probabilities(classifier, prepared) -> dict[str, np.ndarray]:
+    """The trained model's probabilities (calibrated softmax or per-label sigmoid) on validation and test."""
+    out = {}
+    for split in ("validation", "test"):
+        frame = getattr(prepared, split)
+        pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+        out[split] = classifier.predict_proba(frame["text"].tolist(), pairs=pairs)
+    return out
+
+
+def baseline_probabilities(prepared, seed: int) -> dict[str, np.ndarray]:
+    """The TF-IDF baseline fitted on train, its probabilities on validation and test in label-id order."""
+    from bertfit.training.baseline import joined_texts, tfidf_logreg
+
+    labels = prepared.labels
+    if prepared.multi_label:
+        model = tfidf_logreg(seed, multi_label=True).fit(
+            joined_texts(prepared.train), labels.encode_multi(prepared.train["label"].tolist()))
+        return {split: model.predict_proba(joined_texts(getattr(prepared, split))) for split in ("validation", "test")}
+    model = tfidf_logreg(seed).fit(joined_texts(prepared.train), labels.encode(prepared.train["label"].tolist()))
+    out = {}
+    for split in ("validation", "test"):
+        texts = joined_texts(getattr(prepared, split))
+        proba = np.zeros((len(texts), len(labels)))
+        proba[:, model[-1].classes_] = model.predict_proba(texts)
+        out[split] = proba
+    return out
+
+
+def truths(prepared) -> dict[str, np.ndarray]:
+    labels = prepared.labels
+    encode = labels.encode_multi if prepared.multi_label else labels.encode
+    return {split: encode(getattr(prepared, split)["label"].tolist()) for split in ("validation", "test")}
+
+
+def scored(p_val, p_test, y, multi_label: bool) -> tuple[float, float]:
+    """Validation and test headline metric of one set of probabilities (multi-label: thresholds from validation)."""
+    from bertfit.metrics import classification_metrics, multilabel_metrics, tune_thresholds
+
+    if multi_label:
+        cuts = tune_thresholds(y["validation"], p_val)
+        return (multilabel_metrics(y["validation"], p_val, cuts)["f1_micro"],
+                multilabel_metrics(y["test"], p_test, cuts)["f1_micro"])
+    return (classification_metrics(y["validation"], p_val)["accuracy"],
+            classification_metrics(y["test"], p_test)["accuracy"])
+
+
+def blend(model: dict, baseline: dict, y: dict, multi_label: bool) -> dict:
+    """Every weight's validation score; the weight taken (by the beat-both rule) and the three test scores."""
+    curve = {}
+    for w in WEIGHTS:
+        curve[float(w)] = scored(w * model["validation"] + (1 - w) * baseline["validation"],
+                                 w * model["test"] + (1 - w) * baseline["test"], y, multi_label)
+    alone, linear = curve[1.0], curve[0.0]
+    best = max(curve, key=lambda w: (curve[w][0], w))  # ties: the larger model weight
+    taken = best if curve[best][0] > max(alone[0], linear[0]) else 1.0
+    return {"weight": taken, "model": alone[1], "baseline": linear[1], "blend": curve[taken][1],
+            "validation": {"model": alone[0], "baseline": linear[0], "blend": curve[taken][0]}}
+
+
+def one_seed(name: str, prepared, seed: int) -> dict:
+    from bertfit.training.run import train
+
+    started = time.perf_counter()
+    result = train(prepared, out=None, progress=False, baseline=False, seed=seed)
+    trained = time.perf_counter() - started
+    model = split_probabilities(result.classifier, prepared)
+    started = time.perf_counter()
+    linear = baseline_probabilities(prepared, seed)
+    extra = time.perf_counter() - started
+    figures = blend(model, linear, truths(prepared), prepared.multi_label)
+    return {"dataset": name, "seed": seed, "best_epoch": f"{result.best_epoch}/{len(result.history)}",
+            "train_seconds": round(trained, 1), "baseline_seconds": round(extra, 1), **figures}
+
+
+def spread(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} +- {sd:.4f} ({min(values):.4f}-{max(values):.4f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--datasets", default="phishing,sms-spam,trec,bbc-news")
+    parser.add_argument("--seeds", type=int, default=3, help="this many seeds from 42")
+    parser.add_argument("--train-rows", type=int, help="a sample of this many training rows (the same every seed)")
+    parser.add_argument("--goemotions-rows", type=int, help="goemotions only: a sample of this many training rows")
+    args = parser.parse_args()
+    if shared_missing():
+        return 0
+    quiet()
+    print(f"{measured_on()}; data: {SHARED}")
+    print("| data set | seeds | model alone | TF-IDF | blend (by the beat-both rule) | weights taken | "
+          "blend taken | training s | blend's extra s |")
+    print("| --- " * 9 + "|")
+    for name in args.datasets.split(","):
+        rows = args.goemotions_rows if name == "goemotions" and args.goemotions_rows else args.train_rows
+        runs = []
+        for seed in range(42, 42 + args.seeds):
+            prepared = load(name, seed, rows)
+            if not runs:
+                warm_up(["default"], prepared, seed, {})
+            runs.append(one_seed(name, prepared, seed))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        taken = sum(r["weight"] < 1.0 for r in runs)
+        print(f"| {name} | {len(runs)} | {spread([r['model'] for r in runs])} | "
+              f"{spread([r['baseline'] for r in runs])} | {spread([r['blend'] for r in runs])} | "
+              f"{', '.join(str(r['weight']) for r in runs)} | {taken} of {len(runs)} | "
+              f"{statistics.median(r['train_seconds'] for r in runs):.0f} | "
+              f"{statistics.median(r['baseline_seconds'] for r in runs):.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

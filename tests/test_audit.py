@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -114,6 +115,21 @@ def test_audit_cli_refuses_what_it_should(tmp_path, tiny_model_dir, capsys):
     assert main(["audit", str(multi), "--out", str(tmp_path / "m"), "--quiet"]) == 2
     assert "single-label" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_audit_out_may_not_be_or_be_inside_its_model_folder(tmp_path, tiny_model_dir, capsys):
+    from bertfit.cli import main
+
+    rows, _ = _noisy_rows()
+    data = tmp_path / "data.csv"
+    rows.to_csv(data, index=False)
+    base = shutil.copytree(tiny_model_dir, tmp_path / "base")
+    before = sorted(p.name for p in base.iterdir())
+    for out, message in ((base, "is the --model folder"), (base / "audit", "is inside the --model folder")):
+        assert main(["audit", str(data), "--model", str(base), "--method", "embed", "--folds", "2", "--out", str(out),
+                     "--overwrite", "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in base.iterdir()) == before
 
 
 # ---------------------------------------------------------------------------------------------

@@ -153,6 +153,18 @@ def parquet_with_records_for_labels(folder: Path, models: Models) -> list:
     return train_args(parquet(folder, frame), models, folder)
 
 
+def parquet_with_texts_in_an_unnamed_index(folder: Path, models: Models) -> list:
+    frame = ROWS.set_index("text")
+    frame.index.name = None  # named, it is read back as a column
+    return train_args(parquet(folder, frame), models, folder)
+
+
+def fifo(folder: Path, name: str) -> Path:
+    path = folder / name
+    os.mkfifo(path)  # never opened: a reader would wait for a writer
+    return path
+
+
 def model_without_weights(folder: Path, models: Models) -> list:
     model = folder / "base"
     shutil.copytree(models.tiny, model)
@@ -307,6 +319,9 @@ def evaluates(content: str) -> Callable[[Path, Models], list]:
 
 
 LATIN1 = "text,label\ncafé crème refund,billing\n".encode("latin-1")
+DEEP = '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n"  # past Python's recursion limit
+LONE_SURROGATE = '{"text": "bad \\ud800 x", "label": "billing"}\n'  # the escape, as a file holds it
+HAS_FIFO = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
 UTF16 = ("\ufeff" + good_csv()).encode("utf-16-le")
 GZIP = gzip.compress(good_csv().encode())
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -349,11 +364,44 @@ CASES = [
                       ("fix or delete that line",)), id="jsonl-broken-line"),
     pytest.param(Case("train", trains("tickets.jsonl", '["refund my card", "billing"]\n'),
                       ("line 1", "JSON list"), ('{"text"',)), id="jsonl-line-not-an-object"),
-    pytest.param(Case("train", parquet_with_numbers_for_text, ("'text'", "int64"), ("--text-col",)),
+    pytest.param(Case("train", parquet_with_numbers_for_text, ("'text'", "int values", "e.g. 0)"), ("--text-col",)),
                  id="parquet-numbers-as-text"),
     pytest.param(Case("train", parquet_with_records_for_labels, ("'label'", "objects"), ("class names",)),
                  id="parquet-records-as-labels"),
+    pytest.param(Case("train", trains("tickets.jsonl", jsonl(records()) + DEEP), (f"line {len(ROWS) + 1}",
+                                                                             "too deeply"),
+                      ("fix or delete that line",)), id="jsonl-nested-past-the-recursion-limit"),
+    pytest.param(Case("predict", predicts("new.jsonl", DEEP), ("new.jsonl line 1", "too deeply"),
+                      ("fix or delete that line",)), id="predict-jsonl-nested-past-the-recursion-limit"),
+    pytest.param(Case("train", trains("tickets.jsonl", jsonl(records()) + '{"text": "hi", "label": ' + "9" * 5000
+                                      + "}\n"), (f"line {len(ROWS) + 1}", "digits"), ("in quotes",)),
+                 id="jsonl-label-of-5000-digits"),
+    pytest.param(Case("train", trains("tickets.jsonl", jsonl(records()) + LONE_SURROGATE),
+                      (f"line {len(ROWS) + 1}", "lone surrogate"), ("whole characters",)), id="jsonl-lone-surrogate"),
+    pytest.param(Case("predict", predicts("new.jsonl", LONE_SURROGATE), ("new.jsonl line 1", "lone surrogate"),
+                      ("whole characters",)), id="predict-jsonl-lone-surrogate"),
+    pytest.param(Case("train", trains("tickets.csv", jsonl(records())), ("tickets.csv", "holds JSON lines"),
+                      ("rename it to .jsonl",)), id="csv-holding-json-lines"),
+    pytest.param(Case("predict", predicts("new.csv", '{"text": "refund"}\n{"text": "app crash"}\n'),
+                      ("new.csv", "holds JSON lines"), ("rename it to .jsonl",)), id="predict-csv-holding-json-lines"),
+    pytest.param(Case("train", trains("tickets.csv", good_csv(ROWS.assign(text=[str(1000 + i) for i in
+                                                                             range(len(ROWS))]))),
+                      ("text column 'text' holds numbers", "'1000'", "ids"), ("--text-col",)),
+                 id="csv-text-column-of-ids"),
+    pytest.param(Case("train", trains("tickets.jsonl", jsonl([{**r, "text": 1000 + i} for i, r in
+                                                              enumerate(records())])),
+                      ("text column 'text' holds int values", "e.g. 1000)"), ("--text-col",)),
+                 id="jsonl-text-column-of-ids"),
+    pytest.param(Case("train", parquet_with_texts_in_an_unnamed_index, ("the table's index",),
+                      ("reset_index()", "index=False")), id="parquet-texts-in-the-index"),
+    pytest.param(Case("train", lambda folder, models: train_args(fifo(folder, "tickets.csv"), models, folder),
+                      ("tickets.csv is a pipe", "not a regular file"), ("save the data to a file with a suffix",)),
+                 id="train-data-from-a-pipe", marks=HAS_FIFO),
     # -- the labels --------------------------------------------------------------------------------
+    pytest.param(Case("train", trains("tickets.jsonl", jsonl([{"text": r["text"], "labels": [[r["label"], "urgent"]]}
+                                                              for r in records()])),
+                      ("label column 'labels'", "list inside a list", "row 0"), ("flat list of class names",)),
+                 id="multi-label-lists-inside-lists"),
     pytest.param(Case("train", trains("tickets.csv", with_labels([""] * len(ROWS))),
                       ("24 rows", "24 with no label in 'label'"), ("--label-col",)), id="nan-labels"),
     pytest.param(Case("train", trains("tickets.jsonl", jsonl(records(ROWS)).replace('"label": "billing"',
@@ -388,6 +436,11 @@ CASES = [
                       ("only one side", "'text_b'"), ("fill in both",)), id="sentence-pair-missing-a-side"),
     pytest.param(Case("train", trains_good("--label-col", "stars"), ("'stars' not found", "['text', 'label']"),
                       ("--label-col",)), id="label-column-not-found"),
+    pytest.param(Case("train", trains_good("--text-col", "label"), ("--text-col 'label' is the label column",),
+                      ("pass --label-col too",)), id="text-column-is-the-label-column"),
+    pytest.param(Case("train", trains_good("--label-col", "text"), ("single row", f"{len(ROWS) - 3} of the "
+                                                                    f"{len(ROWS)} rows", "repeated texts"),
+                      ("columns swapped", "--label-col", "--text-col")), id="text-and-label-columns-swapped"),
     # -- the model and the flags -------------------------------------------------------------------------
     pytest.param(Case("train", model_without_weights, ("no weights",), ("copy the whole folder",)),
                  id="model-folder-missing-weights"),
@@ -457,6 +510,14 @@ CASES = [
                       ("holds record values", "row 1"), ("--text-col",)), id="predict-text-cells-holding-records"),
     pytest.param(Case("predict", predicts(None), ("no texts", "standard input"), ("--input FILE",), stdin=""),
                  id="predict-empty-stdin"),
+    pytest.param(Case("predict", predicts("new.csv", "refund my card\nthe app crashed\nbuy seats\n"),
+                      ("one column", "'refund my card'", "taken as the header"),
+                      ("add a header line", ".txt file", "--text-col")), id="predict-csv-without-a-header-line"),
+    pytest.param(Case("predict", lambda folder, models: [models.trained, "--input", fifo(folder, "texts")],
+                      ("is a pipe", "not a regular file"), ("--input -",)), id="predict-input-is-a-pipe",
+                 marks=HAS_FIFO),
+    pytest.param(Case("predict", lambda folder, models: [models.trained, "--input", os.devnull],
+                      ("is a device", "not a regular file"), ("--input -",)), id="predict-input-is-a-device"),
     pytest.param(Case("predict", predicts("new.txt", "caf\xe9\n".encode("latin-1")), ("not UTF-8",),
                       ("re-save it as UTF-8",)), id="predict-input-invalid-utf8"),
     pytest.param(Case("predict", lambda folder, models: [models.trained, "--input", folder / "nope.csv"],
@@ -610,6 +671,34 @@ def test_bad_input_is_refused_with_one_line_and_nothing_written(case, tmp_path, 
     assert code == 2, line
     assert out == ""
     assert tree(tmp_path) == before  # no output folder, no staging, no checkpoints, no partial file
+
+
+# -- texts with nothing to see ----------------------------------------------------------------------
+
+INVISIBLE = ["\u200b", "\x01\x02", "\u200e \u202e", "\ufeff\u2060"]  # zero-width, controls, bidi marks
+
+
+def test_texts_of_invisible_characters_are_empty_to_predict_score_and_serve(trained_dir, tmp_path, capsys,
+                                                                            monkeypatch):
+    from types import SimpleNamespace
+
+    from bertfit.config import ServeConfig
+    from bertfit.model import TextClassifier
+    from bertfit.serving.app import check_request
+
+    source = tmp_path / "new.jsonl"
+    source.write_text(jsonl([{"text": text} for text in [*INVISIBLE, "😀", "refund my card"]]), encoding="utf-8")
+    with cli_state_kept(monkeypatch):
+        assert main(["predict", str(trained_dir), "--input", str(source), "--quiet"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [record.get("empty", False) for record in printed] == [True] * len(INVISIBLE) + [False, False]
+    assert printed[-2]["label"] is not None  # emoji are text
+    classifier = TextClassifier.from_pretrained(trained_dir)
+    with pytest.raises(BertfitError, match="text 1 is empty"):
+        classifier.logits(["refund", "\u200b\u200e"])
+    problem = check_request(SimpleNamespace(text_pair_col=None), ServeConfig(), ["ok", "\u200b"], None, None)
+    assert problem is not None and "text 1 is empty (invisible characters only)" in problem
+    assert check_request(SimpleNamespace(text_pair_col=None), ServeConfig(), ["😀"], None, None) is None
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -510,3 +513,86 @@ def test_version(capsys):
         main(["--version"])
     assert caught.value.code == 0
     assert capsys.readouterr().out.strip() == f"bertfit {bertfit.__version__}"
+
+
+# -- where outputs may go, and what a failed write says -------------------------------------------
+
+
+def test_predict_output_inside_the_model_folder_is_refused(trained_dir, tmp_path, capsys):
+    model = Path(shutil.copytree(trained_dir, tmp_path / "model"))
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    for name, extra in (("bertfit.json", ["--overwrite"]), ("new.jsonl", []), ("sub/x.csv", [])):
+        code, out, err = run(["predict", model, "refund my card", "--output", model / name, "--quiet", *extra], capsys)
+        assert code == 2 and out == ""
+        assert "is inside the model folder" in one_error_line(err) and "beside it" in err
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
+def test_predict_output_that_is_a_fifo_is_refused_before_the_model_loads(trained_dir, tmp_path, capsys, monkeypatch):
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(TextClassifier, "from_pretrained", _must_not_train)
+    code, _, err = run(["predict", trained_dir, "hello", "--output", fifo, "--overwrite", "--quiet"], capsys)
+    assert code == 2
+    assert "is a FIFO (named pipe), not a file" in one_error_line(err) and "standard output" in err
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_predict_output_json_is_one_json_array(trained_dir, tmp_path, capsys):
+    target = tmp_path / "predictions.json"
+    texts = ["refund my card", "screen is broken", "buy a plan"]
+    code, _, err = run(["predict", trained_dir, *texts, "--output", target, "--quiet"], capsys)
+    assert code == 0, err
+    check_records(json.loads(target.read_text(encoding="utf-8")), texts, trained_dir)
+
+
+@pytest.mark.parametrize("argv", [["--quiet", "--", "-5 stars is bad", "--epochs"],
+                                  ["--", "-5 stars is bad", "--epochs"],
+                                  ["--batch-size", "8", "--", "-5 stars is bad", "--epochs"]])
+def test_everything_after_a_double_dash_is_a_text(argv):
+    args = cli.build_parser().parse_args(["predict", "model", *argv])
+    assert args.model_dir == "model" and args.texts == ["-5 stars is bad", "--epochs"]
+
+
+def test_a_newline_in_a_path_keeps_the_error_one_line(trained_dir, tmp_path, capsys):
+    for flag in ("--output", "--input"):
+        code, _, err = run(["predict", trained_dir, *(["hi"] if flag == "--output" else []), flag,
+                            tmp_path / "no\ndir" / "x.jsonl", "--quiet"], capsys)
+        assert code == 2
+        assert "no\\ndir" in one_error_line(err)
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 9664 vs 9556"),  # torch.save's
+])
+def test_a_full_disk_anywhere_while_training_names_the_output(data_csv, tmp_path, capsys, monkeypatch, failure):
+    def full(*args, **kwargs):
+        raise failure  # e.g. while the Trainer saves a checkpoint beside --out
+
+    monkeypatch.setattr(training, "train", full)
+    code, out, err = run(["train", data_csv, "--out", tmp_path / "m", "--quiet"], capsys)
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert line.startswith(f"error: cannot write {tmp_path / 'm'} (") and "nothing was changed there" in line
+    monkeypatch.setattr(training, "train", lambda *a, **k: _raise(OSError(errno.EIO, "Input/output error")))
+    code, _, err = run(["train", data_csv, "--out", tmp_path / "m", "--quiet"], capsys)
+    assert code == 1 and "Input/output error" in one_error_line(err) and "nothing was saved" not in err
+
+
+def _raise(err: Exception) -> None:
+    raise err
+
+
+def test_a_summary_line_that_cannot_be_written_says_what_was_saved(trained_dir, tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    target = tmp_path / "r.html"
+    with open("/dev/full", "w") as full:  # every write fails as on a full disk
+        done = subprocess.run([sys.executable, "-m", "bertfit", "report", str(trained_dir), "--out", str(target),
+                               "--quiet"], stdout=full, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert "cannot write to standard output" in line and f"the report {target} was saved" in line
+    assert target.read_text(encoding="utf-8").startswith("<!doctype html>")

@@ -125,3 +125,43 @@ def test_serve_config_problems_are_reported_together():
         check(ServeConfig(max_batch=0, max_wait_ms=-1))
     with pytest.raises(UsageError, match="--threads must be int"):
         check(ServeConfig(threads="2"))
+
+
+@pytest.mark.parametrize("content, shown", [
+    ('{"billing": "x", "tech": 2}', "'billing': \"x\""),
+    ('{"billing": 1, "sales": Infinity}', "'sales': Infinity"),
+    ('{"billing": NaN}', "'billing': NaN"),
+    ('{"billing": 1e999}', "'billing': Infinity"),
+    ('{"billing": true}', "'billing': true"),
+    ('{"billing": 0}', "'billing': 0"),
+    ('{"billing": -2}', "'billing': -2"),
+    ('{"billing": null}', "'billing': null"),
+    ('{"billing": [2]}', "'billing': [2]"),
+    ('{"billing": ' + "9" * 400 + "}", "'billing': 999"),
+])
+def test_class_weights_must_be_finite_positive_numbers(tmp_path, content, shown):
+    """Checked with the other flags (before data or model are read), naming the label and its value."""
+    file = tmp_path / "cw.json"
+    file.write_text(content)
+    with pytest.raises(UsageError) as info:
+        check(TrainConfig(class_weights=str(file), epochs=0))
+    message = str(info.value)
+    assert "--epochs" in message and "every weight must be a finite number above 0" in message, message
+    assert shown in message and "\n" not in message
+
+
+@pytest.mark.parametrize("content, fragment", [("[1, 2]", "one JSON object"), ("{", "not valid JSON"),
+                                               (None, "no such file")])
+def test_class_weights_files_that_are_not_a_mapping(tmp_path, content, fragment):
+    file = tmp_path / "cw.json"
+    if content is not None:
+        file.write_text(content)
+    (problem,) = problems(class_weights=str(file))
+    assert problem.startswith("--class-weights") and fragment in problem
+
+
+@pytest.mark.parametrize("spec", ["none", "balanced"])
+def test_class_weights_words_and_good_files_are_fine(tmp_path, spec):
+    file = tmp_path / "cw.json"
+    file.write_text('{"billing": 2, "tech": 0.5, "sales": 1e300}')
+    assert problems(class_weights=spec) == [] and problems(class_weights=str(file)) == []

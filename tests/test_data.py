@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,19 @@ BAD_FILES = {
                            b'{"train": [{"text": "a", "label": "x"}], "test": [{"text": "b", "label": "y"}]}',
                            ["holds several tables ('train', 'test')", "write each to its own file"]),
     "not parquet": ("fake.parquet", b"text,label\na,b\n", ["cannot read", "as Parquet", "check the file"]),
+    "jsonl nested too deeply": ("deep.jsonl", b'{"text": "a", "label": "x"}\n{"text": ' + b"[" * 100_000
+                                + b"]" * 100_000 + b"}\n", ["deep.jsonl line 2", "too deeply", "fix or delete"]),
+    "json nested too deeply": ("deep.json", b"[" * 100_000 + b"]" * 100_000, ["deep.json", "too deeply"]),
+    "jsonl number too long": ("long.jsonl", b'{"text": "a", "label": ' + b"9" * 5000 + b"}\n",
+                              ["long.jsonl line 1", "digits", "in quotes"]),
+    "jsonl lone surrogate": ("half.jsonl", b'{"text": "ok", "label": "x"}\n{"text": "a \\ud800 b", "label": "x"}\n',
+                             ["half.jsonl line 2", "lone surrogate", "whole characters"]),
+    "jsonl lone surrogate in a key": ("key.jsonl", b'{"\\uDC80": "a", "label": "x"}\n', ["line 1", "lone surrogate"]),
+    "json lines named csv": ("lines.csv", b'{"text": "a", "label": "x"}\n', ["holds JSON lines",
+                                                                          "rename it to .jsonl"]),
+    "json array named tsv": ("array.tsv", b'[{"text": "a", "label": "x"}]\n', ["holds a JSON document",
+                                                                            "rename it to .json"]),
+    "json document named csv": ("pretty.csv", b'[\n  {"text": "a", "label": "x"}\n]\n', ["rename it to .json"]),
 }
 
 
@@ -227,6 +241,31 @@ def test_read_table_errors_are_one_line_and_name_a_fix(tmp_path, case):
     elif content is not None:
         path.write_bytes(content)
     expect_data_error(lambda: data.read_table(path), *fragments)
+
+
+def test_a_whole_surrogate_pair_in_json_is_one_character_and_reads(tmp_path):
+    path = tmp_path / "smile.jsonl"
+    path.write_text('{"text": "smile \\ud83d\\ude00", "label": "x"}\n', encoding="utf-8")
+    assert data.read_table(path)["text"].tolist() == ["smile \U0001f600"]
+
+
+@pytest.mark.parametrize("column", ["text", "label"])
+def test_a_lone_surrogate_from_python_is_refused_naming_the_row(column):
+    rows = labelled(THREE).astype(object)  # an Arrow string column cannot hold one
+    rows.loc[5, column] = "half \ud800 a character"
+    expect_data_error(lambda: data.prepare(rows), f"column {column!r}", "lone surrogate at row 5", "whole characters")
+    if column == "text":
+        expect_data_error(lambda: data.check_text_cells(rows["text"], "text", " of new.csv"), "row 5")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_or_a_device_is_named_as_such_not_as_missing(tmp_path):
+    pipe = tmp_path / "data.csv"
+    os.mkfifo(pipe)  # never opened: that would wait for a writer
+    expect_data_error(lambda: data.read_table(pipe), "is a pipe, not a regular file", "with a suffix")
+    expect_data_error(lambda: list(reading.iter_texts(pipe)), "is a pipe", "--input -")
+    expect_data_error(lambda: list(reading.iter_texts(os.devnull)), "is a device", "--input -")
+    expect_data_error(lambda: list(reading.iter_texts(tmp_path / "nope.txt")), "input file not found")
 
 
 def test_errors_are_value_errors_with_exit_code_2(tmp_path):
@@ -349,6 +388,40 @@ def test_a_one_column_file_to_predict_named_like_a_text_is_refused_not_scored_wi
     assert data.find_columns(survey, None, None) == ("What did you think of the product?", "label")  # trains
 
 
+@pytest.mark.parametrize("header", ["text", "Text", "sentence", "review text", "Review Text", "tweet_text",
+                                    "customer comment", "customerComment", "Messages", "text_a"])
+def test_a_one_column_csv_to_predict_keeps_a_header_that_names_a_column(tmp_path, header):
+    path = tmp_path / "texts.csv"
+    path.write_text(f"{header}\nrefund my card please\nwhere is my parcel\n")
+    assert list(reading.iter_texts(path)) == [["refund my card please", "where is my parcel"]]
+
+
+@pytest.mark.parametrize("first", ["refund my card", "buy seats", "hello", "crashed", "Kündigung"])
+def test_a_one_column_csv_whose_first_line_is_no_column_name_is_refused(tmp_path, first):
+    path = tmp_path / "texts.csv"
+    path.write_text(f"{first}\nthe app crashed\nbuy seats for the team\n", encoding="utf-8")
+    expect_data_error(lambda: list(reading.iter_texts(path)), f"{first!r}", "taken as the header",
+                      "add a header line", ".txt file", "--text-col")
+    assert list(reading.iter_texts(path, text_col=first)) == [["the app crashed", "buy seats for the team"]]
+    jsonl = tmp_path / "texts.jsonl"  # a JSON key is a name, never a text taken for one
+    jsonl.write_text(json.dumps({first: "the app crashed"}) + "\n", encoding="utf-8")
+    assert list(reading.iter_texts(jsonl)) == [["the app crashed"]]
+
+
+def test_text_col_naming_the_label_column_says_so_and_names_label_col():
+    expect_data_error(lambda: data.find_columns(frame_with("text", "label"), "label", None),
+                      "--text-col 'label' is the label column", "pass --label-col too", "['text', 'label']")
+    assert data.find_columns(frame_with("text", "label", "category"), "label", None) == ("label", "category")
+    assert data.find_columns(frame_with("text", "label"), "label", "text") == ("label", "text")
+
+
+def test_columns_swapped_name_the_rows_dropped_as_repeated_texts_not_only_single_rows():
+    rows = labelled(THREE)  # 60 texts of three classes: as labels, every one its own class
+    expect_data_error(lambda: data.prepare(rows, DataConfig(text_col="label", label_col="text")),
+                      "every class has a single row", "57 of the 60 rows", "repeated texts", "columns swapped",
+                      "--label-col", "--text-col")
+
+
 def test_find_columns_same_column_for_both_is_refused():
     expect_data_error(lambda: data.find_columns(frame_with("text", "label"), "text", "text"),
                       "both 'text'", "pass different --text-col and --label-col")
@@ -400,6 +473,56 @@ def test_clean_refuses_text_cells_holding_lists_or_records_among_texts():
                       "row 1", "--text-col")
     frame.loc[1, "text"] = "app crash"  # gaps and numbers among texts are read as before
     assert len(data.clean(frame, "text", "label")[0]) == 3
+
+
+def test_texts_of_only_invisible_characters_are_dropped_as_empty_and_emoji_kept():
+    from bertfit.encoding import is_blank
+
+    invisible = ["\u200b", "\x01\x02", "\u200e", "\u202e \u200f", "\ufeff", "\u2028", " \t"]
+    assert all(map(is_blank, invisible)) and not any(map(is_blank, ["😀", "👍🏽", "a\u200b", "é", "\u0301"]))
+    frame = pd.DataFrame({"text": ["refund", *invisible, "😀😀"], "label": ["a"] * (len(invisible) + 2)})
+    rows, dropped = data.clean(frame, "text", "label")
+    assert rows["text"].tolist() == ["refund", "😀😀"]
+    assert dropped["empty_text"] == len(invisible)
+    pairs = pd.DataFrame({"text_a": ["x", "y"], "text_b": ["\u200b", "z"], "label": ["a", "b"]})
+    expect_data_error(lambda: data.clean(pairs, "text_a", "label", "text_b"), "row 0 has only one side")
+
+
+@pytest.mark.parametrize("name", ["ids.csv", "ids.tsv", "ids.jsonl", "ids.parquet"])
+def test_a_text_column_of_numbers_is_refused_alike_from_every_format(tmp_path, name):
+    rows = labelled(THREE).assign(text=lambda frame: [1000 + i for i in range(len(frame))])
+    path = write_table(rows, tmp_path / name)
+    message = expect_data_error(lambda: data.prepare(path), "text column 'text' holds", "1000", "ids", "--text-col")
+    assert "np." not in message
+    rows = rows.astype({"text": str})
+    rows.loc[0, "text"] = "refund my card"  # some texts among ids: read as texts, as before
+    assert len(data.prepare(write_table(rows, path)).train) > 0
+
+
+def test_a_list_inside_a_list_of_labels_is_refused_naming_the_row(tmp_path):
+    rows = labelled(THREE).assign(label=lambda frame: [[label] for label in frame["label"]])
+    rows.at[4, "label"] = [["billing", "urgent"]]
+    expect_data_error(lambda: data.prepare(rows), "label column 'label'", "list inside a list", "row 4",
+                      "flat list")
+    rows.at[4, "label"] = [{"name": "billing"}]
+    expect_data_error(lambda: data.prepare(write_table(rows, tmp_path / "nested.jsonl")), "row 4")
+
+
+def test_a_label_that_is_a_number_too_long_to_read_is_refused_naming_the_row(tmp_path):
+    rows = labelled(THREE)
+    rows.loc[3, "label"] = "9" * 5000 + ".0"
+    expect_data_error(lambda: data.prepare(write_table(rows, tmp_path / "long.csv")), "label column 'label'",
+                      "5,002 characters", "row 3", "--label-col")
+
+
+def test_a_parquet_file_indexed_by_its_texts_reads_them_from_the_index(tmp_path):
+    rows = labelled(THREE)
+    path = tmp_path / "indexed.parquet"
+    rows.set_index("text").to_parquet(path)
+    assert sorted(data.read_table(path)["text"]) == sorted(rows["text"])
+    rows.set_index("text").rename_axis(None).to_parquet(path)  # no name: no column to give it back to
+    expect_data_error(lambda: data.prepare(path), "the table's index", "reset_index()", "index=False")
+    expect_data_error(lambda: list(reading.iter_texts(path)), "the table's index")  # not the labels scored
 
 
 def test_clean_judges_duplicates_ignoring_case_and_spacing():
@@ -536,7 +659,7 @@ def test_prepare_whole_float_labels_become_class_names(tmp_path):
 def test_csv_cells_are_read_as_written_so_codes_keep_their_zeros(tmp_path):
     rows = labelled({"billing": 10, "tech": 10, "sales": 10})
     rows["label"] = rows["label"].map({"billing": "007", "tech": "07", "sales": "010"})
-    rows["text"] = [f"0{2100 + i}" for i in range(len(rows))]  # every text digits: zip codes, say
+    rows["text"] = [f"zip 0{2100 + i}" for i in range(len(rows))]  # (texts of digits alone are refused: ids)
     path = tmp_path / "codes.csv"
     rows.to_csv(path, index=False)
     prepared = data.prepare(path)

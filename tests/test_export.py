@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ pytest.importorskip("onnxscript", reason="pip install 'bertfit[onnx]' for the ex
 from bertfit.backends import LightTokenizer, resolve_backend  # noqa: E402
 from bertfit.cli import main  # noqa: E402
 from bertfit.encoding import encode  # noqa: E402
-from bertfit.errors import ModelLoadError, UsageError  # noqa: E402
+from bertfit.errors import ModelLoadError, OutputError, UsageError  # noqa: E402
 from bertfit.export import onnx as export  # noqa: E402
 from bertfit.model import TextClassifier  # noqa: E402
 from bertfit.training.run import train  # noqa: E402
@@ -92,6 +93,22 @@ def test_a_fusion_that_fails_falls_back_to_the_plain_export(trained_dir, tmp_pat
     meta = json.loads((result.model_dir / "bertfit.json").read_text())["export"]
     assert meta["fused_operators"] is None and "dynamo" in meta["exporter"]
     assert result.check["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_full_disk_while_exporting_names_the_output_not_the_exporter(trained_dir, tmp_path, monkeypatch, fuse):
+    import torch
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    with pytest.raises(OutputError) as caught:
+        export.export(trained_dir, tmp_path / "onnx", fuse=fuse)
+    message = str(caught.value)
+    assert message.startswith(f"cannot write {tmp_path / 'onnx'} (No space left on device)"), message
+    assert "torch.onnx" not in message and caught.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_onnx_predicts_as_torch_does(onnx_dir, trained_dir):

@@ -248,6 +248,17 @@ def _damage(folder: Path, how: str) -> None:
     elif how == "labels_mismatch":
         meta = json.loads((folder / "bertfit.json").read_text())
         (folder / "bertfit.json").write_text(json.dumps({**meta, "labels": [*meta["labels"], "extra"]}))
+    elif how in ("max_length_negative", "temperature_zero", "threshold_dict", "stride_too_long"):  # hand edits
+        meta = json.loads((folder / "bertfit.json").read_text())
+        if how == "max_length_negative":
+            meta["max_length"] = -5
+        elif how == "temperature_zero":
+            meta["calibration"] = {**(meta.get("calibration") or {}), "temperature": 0}
+        elif how == "threshold_dict":
+            meta.update(task="multi_label", thresholds={"billing": 2})
+        else:
+            meta["long_text"] = {"mode": "window", "stride": 1000, "pool": "mean"}
+        (folder / "bertfit.json").write_text(json.dumps(meta))
     elif how == "data_folder":
         shutil.rmtree(folder)
         folder.mkdir()
@@ -268,6 +279,10 @@ def _damage(folder: Path, how: str) -> None:
         ("no_labels", ["'labels'", "damaged"]),
         ("labels_mismatch", ["3 classes", "4 labels", "copy it again"]),
         ("data_folder", ["holds data", "train.csv", "model folder comes first"]),
+        ("max_length_negative", ["damaged or incomplete", "max_length is -5", "copy the whole folder"]),
+        ("temperature_zero", ["damaged or incomplete", "calibration.temperature is 0", "copy the whole folder"]),
+        ("threshold_dict", ["damaged or incomplete", "thresholds is {'billing': 2}", "copy the whole folder"]),
+        ("stride_too_long", ["damaged or incomplete", "long_text.stride is 1000", "copy the whole folder"]),
     ],
 )
 def test_from_pretrained_errors_are_one_line_with_the_fix(model_copy, how, expected):

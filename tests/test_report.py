@@ -21,7 +21,7 @@ import pytest
 from bertfit.cli import build_parser, main
 from bertfit.data.cleaning import prepare
 from bertfit.data.reading import load_labelled
-from bertfit.errors import DataError, OutputError
+from bertfit.errors import DataError, ModelLoadError, OutputError
 from bertfit.model import TextClassifier
 from bertfit.record import ModelRecord
 from bertfit.reporting import report
@@ -214,8 +214,31 @@ def test_report_without_test_rows_says_why(trained_dir, tmp_path):
 
 
 def test_report_of_a_plain_hugging_face_folder(tiny_model_dir, tmp_path):
-    page = write_report(tiny_model_dir, tmp_path / "r.html").read_text()
-    assert "Training history: not recorded." in page and "2: LABEL_0, LABEL_1" in page
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path / "hf"  # a classifier saved by transformers alone: labels in config.json, no bertfit.json
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=2,
+                                                               id2label={0: "ham", 1: "spam"})
+    model.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(folder))
+    page = write_report(folder, tmp_path / "r.html").read_text()
+    assert "Training history: not recorded." in page and "2: ham, spam" in page
+
+
+def test_report_of_a_base_model_is_refused_as_predict_refuses_it(tiny_model_dir, tmp_path):
+    with pytest.raises(ModelLoadError, match="is a base model with no classification head"):
+        write_report(tiny_model_dir, tmp_path / "r.html")
+    assert list(tmp_path.iterdir()) == []  # no page of made-up LABEL_0, LABEL_1
+
+
+def test_report_inside_the_model_folder_is_its_own_report_html_or_nothing(trained_dir, tmp_path):
+    folder = shutil.copytree(trained_dir, tmp_path / "model")
+    before = sorted(p.name for p in folder.iterdir())
+    for out in (folder / "other.html", folder / "sub" / "r.html", folder / "bertfit.json"):
+        with pytest.raises(OutputError, match="inside the model folder|is the model's bertfit.json"):
+            write_report(folder, out, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert write_report(folder, folder / "report.html", overwrite=True) == folder / "report.html"
 
 
 class FakeClassifier:

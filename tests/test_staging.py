@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bertfit.errors import OutputError
-from bertfit.staging import check_file, check_folder, refuse_inputs, staged_file, staged_folder
+from bertfit.errors import DataError, OutputError
+from bertfit.staging import check_file, check_folder, refuse_inputs, shown, staged_file, staged_folder, write_failure
 
 # -- check_folder -----------------------------------------------------------------------------------
 
@@ -94,13 +94,22 @@ def test_an_output_may_not_be_an_input_a_link_to_one_or_a_folder_holding_one(tmp
     assert data.read_text() == "text,label\n"
 
 
-def test_outputs_beside_or_inside_an_input_folder_are_fine(tmp_path):
+def test_outputs_beside_an_input_folder_are_fine_and_inside_one_are_refused(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    for out in (tmp_path / "other", model / "report.html", model / "onnx"):
-        refuse_inputs(out, "--out", {"the model folder": model, "a hub name": "org/name", "none": None,
-                                     "stdin": "-"})
+    inputs = {"the model folder": model, "a hub name": "org/name", "none": None, "stdin": "-"}
+    refuse_inputs(tmp_path / "other", "--out", inputs)
+    refuse_inputs(model / "report.html", "--out", inputs, allowed=(model / "report.html",))
+    for out in (model / "report.html", model / "onnx", model / "config.json", model / "sub" / "deeper.jsonl"):
+        for sealed in ((), ("the model folder",)):
+            with pytest.raises(OutputError, match="is inside the model folder") as caught:
+                refuse_inputs(out, "--out", inputs, sealed=sealed)
+            assert "beside it" in str(caught.value)
+    (tmp_path / "data").mkdir()  # a folder of splits is an input too: nothing is written into it
+    with pytest.raises(OutputError, match="is inside the data"):
+        refuse_inputs(tmp_path / "data" / "model", "--out", {"the data": tmp_path / "data"})
+    assert sorted(p.name for p in model.iterdir()) == ["config.json"]
 
 
 # -- check_file ------------------------------------------------------------------------------------
@@ -117,6 +126,33 @@ def test_an_existing_file_is_replaced_only_with_overwrite(tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         check_file(tmp_path / "missing" / "out.jsonl", overwrite=False)
     assert target.read_text() == "keep"
+
+
+def test_a_fifo_or_a_device_is_never_an_output(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        for overwrite in (False, True):
+            with pytest.raises(OutputError, match="is a FIFO \\(named pipe\\), not a file: give a file path, or "
+                                                  "leave out --output to print to standard output"):
+                check_file(target, overwrite, instead="print to standard output")
+            with pytest.raises(OutputError, match="is a FIFO \\(named pipe\\), not a folder"):
+                check_folder(target, overwrite)
+    # Paths in /dev name devices whatever they resolve to (/dev/stdout may point at a file); only checked here.
+    for device in ("/dev/stdout", "/dev/null", "/dev/bertfit-no-such-device"):
+        with pytest.raises(OutputError, match="is a device, not a file"):
+            check_file(Path(device), overwrite=True)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and link.is_symlink()
+
+
+def test_a_path_with_a_newline_keeps_the_message_one_line(tmp_path):
+    odd = tmp_path / "no\ndir" / "x.jsonl"
+    with pytest.raises(OutputError) as caught:
+        check_file(odd, overwrite=False)
+    assert "\n" not in str(caught.value) and repr(str(odd.parent)) in str(caught.value)
+    assert shown(tmp_path / "plain é.jsonl") == str(tmp_path / "plain é.jsonl")  # printable: as it is
 
 
 # -- staged writing ----------------------------------------------------------------------------------
@@ -169,3 +205,25 @@ def test_staged_files_get_the_umask_permissions_not_0600(tmp_path):
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "model").rglob("*")}
     assert modes == {"model.safetensors": 0o644, "sub": 0o755}
+
+
+def test_a_full_disk_is_found_under_the_writers_own_errors(tmp_path):
+    target = tmp_path / "model"
+    wrapped = RuntimeError("the exporter failed")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    torch_zip = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 9664 vs 9556")
+    rust = Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+    for err in (wrapped, torch_zip, rust, OSError(errno.EROFS, "Read-only file system")):
+        said, fix = write_failure(err, target)
+        assert fix in ("free some space, or write elsewhere", "the filesystem is read-only: write elsewhere"), said
+    with pytest.raises(OutputError, match=r"cannot write .*model \(PyTorch could not finish writing"):
+        with staged_folder(target):
+            raise torch_zip
+    assert list(tmp_path.iterdir()) == []
+    # No rights counts only at the output: an input that cannot be read is another problem.
+    denied = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "data.csv"))
+    assert write_failure(denied, target) is None
+    assert write_failure(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".model.tmp-1")), target)
+    explained = DataError("the data is bad")
+    explained.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert write_failure(explained, target) is None and write_failure(KeyError("x"), target) is None

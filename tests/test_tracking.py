@@ -113,3 +113,69 @@ def test_tune_tracks_each_trial_s_score_and_the_winner(tmp_path, tiny_model_dir)
     scored = [t for t in result.study["trials"] if t["value"] is not None]
     assert [e.step for e in events.Scalars("trial_validation")] == [t["number"] for t in scored]
     assert events.Scalars("test/accuracy")[0].value == pytest.approx(result.trained.test["accuracy"])
+
+
+@pytest.mark.parametrize("report_to", ["tensorboard", "mlflow"])
+@pytest.mark.parametrize("refused", [{"train_layers": "5"}, {"max_length": 100000}, {"max_length": 3},
+                                     {"class_weights": "missing.json"}])
+def test_a_run_refused_before_training_leaves_no_tracking_files(tmp_path, tiny_model_dir, monkeypatch, report_to,
+                                                                 refused, caplog):
+    if report_to == "mlflow":
+        pytest.importorskip("sqlalchemy", reason="MLflow's local store needs the whole mlflow package")
+    monkeypatch.chdir(tmp_path)  # MLflow's default store is ./mlflow.db
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(UsageError):
+        train(make_rows(), tmp_path / "model", model=str(tiny_model_dir), report_to=report_to, progress=False,
+              **{**SETTINGS, **refused})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert "mlflow" not in caplog.text.lower()
+
+
+def test_a_run_refused_after_its_trackers_opened_removes_only_what_it_wrote(tmp_path, tiny_model_dir, monkeypatch):
+    from bertfit.errors import OutputError
+
+    def refused(*args, **kwargs):
+        raise OutputError("the output appeared meanwhile")
+
+    monkeypatch.setattr("bertfit.training.run.decide_then_score", refused)
+    with pytest.raises(OutputError, match="meanwhile"):
+        train(make_rows(), tmp_path / "model", model=str(tiny_model_dir), report_to="tensorboard", progress=False,
+              **SETTINGS)
+    assert not (tmp_path / "model.tensorboard").exists()  # the event folder it made, and the folder above it
+    earlier = tmp_path / "model.tensorboard" / "run-earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "events.out.tfevents.1").write_text("an earlier run's")
+    with pytest.raises(OutputError, match="meanwhile"):  # --overwrite: past the first run's checkpoints
+        train(make_rows(), tmp_path / "model", model=str(tiny_model_dir), report_to="tensorboard", progress=False,
+              overwrite=True, **SETTINGS)
+    assert [p.name for p in (tmp_path / "model.tensorboard").iterdir()] == ["run-earlier"]
+
+
+def test_a_refused_mlflow_run_is_deleted_and_a_store_it_made_removed(tmp_path, tiny_model_dir, monkeypatch):
+    pytest.importorskip("sqlalchemy", reason="MLflow's local store needs the whole mlflow package")
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    from bertfit.errors import OutputError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("bertfit.training.run.decide_then_score",
+                        lambda *a, **k: (_ for _ in ()).throw(OutputError("the output appeared meanwhile")))
+    uri = f"sqlite:///{tmp_path / 'kept' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'new.db'}")
+    with pytest.raises(OutputError, match="meanwhile"):
+        train(make_rows(), tmp_path / "model", model=str(tiny_model_dir), report_to="mlflow", progress=False,
+              **SETTINGS)
+    assert not (tmp_path / "new.db").exists()
+    (tmp_path / "kept").mkdir()
+    client = MlflowClient(uri)
+    client.create_experiment("bertfit")  # a store that was there before the run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(OutputError, match="meanwhile"):  # --overwrite: past the first run's checkpoints
+        train(make_rows(), tmp_path / "model", model=str(tiny_model_dir), report_to="mlflow", progress=False,
+              overwrite=True, **SETTINGS)
+    assert (tmp_path / "kept" / "mlflow.db").exists()
+    experiment = client.get_experiment_by_name("bertfit").experiment_id
+    assert client.search_runs([experiment]) == []  # the refused run is deleted
+    (run,) = client.search_runs([experiment], run_view_type=ViewType.ALL)
+    assert run.info.lifecycle_stage == "deleted"

@@ -236,3 +236,30 @@ def test_the_kept_epochs_validation_logits_are_the_saved_models(tiny_model_dir, 
                                                                                                           **k))
     conclude(fitted, prepared, config, None, progress=False)
     assert scored == [len(prepared.test)]  # validation was not scored again, the test split once
+
+
+@pytest.mark.parametrize("train_layers", ["all", "head"])
+def test_batch_sizes_beyond_the_rows_train_as_one_batch(tiny_model_dir, data_csv, train_layers):
+    """A batch size the checks accept never fails for its size alone: batches stop at the split's rows."""
+    huge = 10**12
+    result = train(data_csv, None, model=str(tiny_model_dir), progress=False, train_layers=train_layers,
+                   **{**FAST, "epochs": 1, "batch_size": huge, "eval_batch_size": huge})
+    assert len(result.history) == 1 and math.isfinite(result.validation["loss"])
+    assert result.classifier.meta["settings"]["train"]["eval_batch_size"] == huge  # recorded as asked
+
+
+def test_class_weights_far_apart_are_refused_before_the_model_loads(tiny_model_dir, data_csv, tmp_path, monkeypatch):
+    weights = tmp_path / "cw.json"
+    weights.write_text(json.dumps({"billing": 1e308}))  # the labels not named weigh 1
+    monkeypatch.setattr("bertfit.training.stages.load_base", lambda *a, **k: pytest.fail("the model loaded"))
+    with pytest.raises(UsageError, match=r"'billing' weighs 1e\+308 and .* only the ratios count"):
+        train(data_csv, None, model=str(tiny_model_dir), class_weights=str(weights), progress=False, **FAST)
+
+
+def test_huge_class_weights_are_scaled_and_train_to_finite_losses(tiny_model_dir, data_csv, tmp_path):
+    weights = tmp_path / "cw.json"
+    weights.write_text(json.dumps({"billing": 1e308, "sales": 1e308, "tech": 5e307}))
+    result = train(data_csv, tmp_path / "m", model=str(tiny_model_dir), class_weights=str(weights), progress=False,
+                   **{**FAST, "epochs": 1})
+    assert math.isfinite(result.history[0]["train_loss"]) and math.isfinite(result.validation["loss"])
+    assert result.classifier.meta["class_weights"] == pytest.approx([1.0, 1.0, 0.5])  # the same ratios

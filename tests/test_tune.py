@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("optuna")
 
 from bertfit.errors import UsageError  # noqa: E402
-from bertfit.tuning.run import journal_path, parse_budget, trials_dir, tune  # noqa: E402
+from bertfit.tuning.run import parse_budget, tune  # noqa: E402
+from bertfit.tuning.storage import journal_path, open_journal, trials_dir  # noqa: E402
 
 # The tiny test model learns at about 1e-3; the space spans a fifth to three times the rate given.
 SETTINGS = {"learning_rate": 1e-3, "max_length": 16}
@@ -84,15 +85,13 @@ def test_a_second_run_resumes_or_is_refused(tmp_path, data, tiny_model_dir):
 def test_budget_stops_a_running_trial(tmp_path, data, tiny_model_dir):
     import optuna
 
-    from bertfit.tuning.run import _journal
-
     out = tmp_path / "tuned"
     started = time.monotonic()
     with pytest.raises(UsageError, match="no trial finished within --budget 20s"):
         tune(data, out, budget="20s", model=str(tiny_model_dir), progress=False,
              **SETTINGS | {"epochs": 400, "patience": 0})
     assert time.monotonic() - started < 20 + 60
-    study = optuna.load_study(study_name="bertfit", storage=_journal(f"journal:{journal_path(out)}"))
+    study = optuna.load_study(study_name="bertfit", storage=open_journal(f"journal:{journal_path(out)}"))
     assert [(t.state.name, t.user_attrs.get("stopped")) for t in study.trials] == [("PRUNED", "budget")]
     assert not out.exists()
 
@@ -128,9 +127,7 @@ def test_a_worker_and_the_main_process_share_one_study_and_lose_no_trial(tmp_pat
     assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
     import optuna
 
-    from bertfit.tuning.run import _journal
-
-    opened = _journal(storage) if storage.startswith("journal:") else storage
+    opened = open_journal(storage) if storage.startswith("journal:") else storage
     study = optuna.load_study(study_name="bertfit", storage=opened)
     numbers = [t.number for t in study.trials]
     assert sorted(numbers) == list(range(len(numbers))) and len(numbers) >= 6
@@ -262,9 +259,9 @@ def test_a_searched_trial_wins_only_by_more_than_the_default_s_standard_error():
 def test_opening_a_new_database_retries_the_catalogue_race_and_nothing_else(monkeypatch):
     from types import SimpleNamespace
 
-    from bertfit.tuning import run
+    from bertfit.tuning import storage as opening
 
-    monkeypatch.setattr(run.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(opening.time, "sleep", lambda seconds: None)
     calls = []
 
     def storage(failures: list[str]):
@@ -276,12 +273,55 @@ def test_opening_a_new_database_retries_the_catalogue_race_and_nothing_else(monk
         return SimpleNamespace(storages=SimpleNamespace(RDBStorage=open_))
 
     race = 'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'
-    assert run._database(storage([race, race]), "postgresql://u:secret@db/optuna") == "storage" and len(calls) == 3
+    assert opening.database(storage([race, race]), "postgresql://u:secret@db/optuna") == "storage" and len(calls) == 3
     calls.clear()
     with pytest.raises(UsageError, match=r"cannot open --storage postgresql://\*\*\*@db/optuna: connection refused"):
-        run._database(storage(["connection refused"]), "postgresql://u:secret@db/optuna")
+        opening.database(storage(["connection refused"]), "postgresql://u:secret@db/optuna")
     assert len(calls) == 1  # a server that does not answer is not waited for
     calls.clear()
     with pytest.raises(UsageError, match="already exists"):
-        run._database(storage(['relation "studies" already exists'] * 9), "postgresql://u:secret@db/optuna")
+        opening.database(storage(['relation "studies" already exists'] * 9), "postgresql://u:secret@db/optuna")
     assert len(calls) == 5
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("data", "is the data"),
+    ("model", "is inside the --model folder"),
+    ("folder", "it is a folder"),
+    ("jsonl", "it is not an Optuna journal"),
+    ("json", "it is not an Optuna journal"),
+    ("text", "it is not an Optuna journal"),
+    ("under a file", "is a file, not a folder"),
+])
+def test_a_journal_that_is_an_input_or_no_journal_is_refused_before_the_data_is_read(
+        tmp_path, data, tiny_model_dir, monkeypatch, capsys, where, expected):
+    from bertfit.cli import main
+
+    copied = tmp_path / "tickets.csv"
+    shutil.copy(data, copied)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    other = {"jsonl": ('{"text": "a", "label": "b"}\n', "rows.jsonl"), "json": ('{\n  "x": 1\n}\n', "c.json"),
+             "text": ("hello\n", "notes.txt")}
+    if where in other:
+        content, name = other[where]
+        (tmp_path / name).write_text(content)
+    journal = {"data": copied, "model": model / "config.json", "folder": tmp_path,
+               "under a file": copied / "study.journal"}.get(where) or tmp_path / other[where][1]
+    before = {path: path.read_bytes() for path in [copied, *model.iterdir(), *tmp_path.glob("*.*")] if path.is_file()}
+    monkeypatch.setattr("bertfit.tuning.run.prepare", lambda *a, **k: pytest.fail("the data was read"))
+    code = main(["tune", str(copied), "--model", str(model), "--storage", f"journal:{journal}", "--budget", "20s",
+                 "--trials", "1", "--out", str(tmp_path / "tuned"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+    assert "unexpected" not in err
+    assert {path: path.read_bytes() for path in before} == before  # nothing the command read has changed
+    assert not (tmp_path / "tuned").exists() and not list(tmp_path.glob("*.lock"))
+
+
+def test_a_damaged_journal_found_when_opened_is_one_line(tmp_path):
+    journal = tmp_path / "study.journal"
+    journal.write_text('{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}\n'
+                       '{"text": "a row of data appended", "label": "b"}\n')
+    with pytest.raises(UsageError, match=r"cannot open --storage journal:.*study.journal: it is not a readable Optuna"):
+        open_journal(f"journal:{journal}")

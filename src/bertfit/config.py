@@ -3,15 +3,19 @@
 Each field carries its flag's help (:func:`setting`); the CLI builds its flags from these fields
 (``--learning-rate`` is ``learning_rate``), so a setting's meaning and default are written once.
 The settings actually used are written into the saved model's ``bertfit.json``. This module
-checks values only; it does not read data or load models.
+checks values only (a ``--class-weights`` file is read, as part of the value); it does not read
+data or load models.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bertfit.backends import cores
@@ -170,10 +174,11 @@ class TrainConfig:
             found.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             found.append(f"--weight-decay must not be negative, got {self.weight_decay}")
-        try:
-            report_destinations(self.report_to)
-        except UsageError as err:
-            found.append(str(err))
+        for read, value in ((report_destinations, self.report_to), (read_class_weights, self.class_weights)):
+            try:
+                read(value)
+            except UsageError as err:
+                found.append(str(err))
         return found
 
 
@@ -217,6 +222,46 @@ def report_destinations(value: str | None) -> list[str]:
         raise UsageError(f"--report-to takes none, or one or more of {', '.join(REPORT_TO_CHOICES)} separated by "
                          f"commas; got {value!r}")
     return list(dict.fromkeys(names))
+
+
+CLASS_WEIGHT_WORDS = ("none", "balanced")  # --class-weights besides a file
+
+
+def read_class_weights(spec: str) -> dict[str, float] | None:
+    """A ``--class-weights`` FILE as {label: weight}, each weight a finite number above 0; None for none / balanced.
+
+    The file's labels are checked against the data when it is read (``training.trainer``).
+    """
+    if spec in CLASS_WEIGHT_WORDS:
+        return None
+    file = Path(spec)
+    if not file.is_file():
+        raise UsageError(f"--class-weights must be none, balanced or a JSON file of {{label: weight}}; "
+                         f"{spec!r} is neither (no such file)")
+    try:
+        given = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"--class-weights file {file} is not valid JSON ({err}); write {{\"label\": weight}}") \
+            from None
+    if not isinstance(given, dict):
+        raise UsageError(f"--class-weights file {file} must hold one JSON object {{label: weight}}, got "
+                         f"{json.dumps(given)[:80]}")
+    bad = {label: weight for label, weight in given.items() if not _positive_real(weight)}
+    if bad:
+        shown = ", ".join(f"{label!r}: {json.dumps(weight)[:40]}" for label, weight in list(bad.items())[:5])
+        raise UsageError(f"--class-weights file {file}: every weight must be a finite number above 0; got {shown}; "
+                         f"write e.g. {{\"{next(iter(bad))}\": 2.0}}")
+    return {label: float(weight) for label, weight in given.items()}
+
+
+def _positive_real(value: Any) -> bool:
+    """A number (not a bool) that is finite and above 0; integers too large for a float are not finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:
+        return False
 
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit

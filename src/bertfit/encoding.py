@@ -9,11 +9,13 @@ Long texts, by ``--long-text``:
   and a text's prediction pools its windows' logits (mean or max).
 
 Each input row remembers which text it came from (``owner``), so logits can be pooled back to one
-row per text. This module needs a fast tokenizer and numpy; it does not import torch.
+row per text. What counts as no text at all (:func:`is_blank`) is decided here too, once, for
+training, prediction and the server. This module needs a fast tokenizer and numpy; it does not import torch.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,8 @@ LONG_TEXT_CHOICES = ("truncate", "head-tail", "window")
 POOL_CHOICES = ("mean", "max")
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 HEAD_SHARE = 0.25  # of the token budget kept from the start in head-tail mode
+# Unicode categories with nothing to see: controls, format marks (zero-width, bidi), separators.
+INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
 
 
 @dataclass
@@ -116,3 +120,9 @@ def pool(logits: np.ndarray, owner: np.ndarray, n_texts: int, how: str = "mean")
         np.add.at(out, owner, logits)
         out /= np.bincount(owner, minlength=n_texts)[:, None]
     return out.astype(np.float32)
+
+
+def is_blank(text: str) -> bool:
+    """A text with nothing to classify: only whitespace, control characters and invisible marks (a zero-width
+    space, bidi marks). Training drops these as empty and prediction marks them so; emoji are text."""
+    return all(char.isspace() or unicodedata.category(char) in INVISIBLE for char in text)

@@ -1,6 +1,7 @@
 """The files of a saved model folder besides the weights: ``bertfit.json``, its model card, the kept splits.
 
-``bertfit.json`` is read (checked for a format this bertfit can read and for its labels) and written
+``bertfit.json`` is read (checked for a format this bertfit can read, its labels, and the values
+prediction reads, against the model's limits in its config and tokenizer files) and written
 here, with ``README.md`` (the model card, built by ``card``) beside it; ``validation.jsonl`` and
 ``test.jsonl`` (the splits ``bertfit train`` keeps beside the model: validation for later decisions
 such as the export's check, test for reports) are read and written here; and a path given where a
@@ -103,8 +104,7 @@ def read_meta(folder: Path) -> ModelRecord | None:
         raise ModelLoadError(f"{file} is not valid JSON ({err}); the folder is damaged: retrain or restore it") \
             from None
     if not isinstance(meta, dict) or not isinstance(meta.get("format_version"), int):
-        raise ModelLoadError(f"{file} is not a bertfit.json (no format_version); the folder is damaged: "
-                             "retrain or restore it")
+        raise damaged_meta(folder, "no format_version")
     version = meta["format_version"]
     if version > FORMAT_VERSION:
         raise ModelLoadError(
@@ -114,13 +114,53 @@ def read_meta(folder: Path) -> ModelRecord | None:
     labels = meta.get("labels")
     if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(n, str) for n in labels)
             or len(set(labels)) != len(labels)):
-        raise ModelLoadError(f"{file} has no valid 'labels' (a list of two or more distinct names); the folder is "
-                             "damaged: retrain or restore it")
+        raise damaged_meta(folder, "no valid 'labels': a list of two or more distinct names")
     try:
-        return ModelRecord.from_dict(meta)
+        record = ModelRecord.from_dict(meta)
     except (TypeError, ValueError) as err:
-        raise ModelLoadError(f"{file} has a field this bertfit cannot read ({err}); the folder is damaged: retrain "
-                             "or restore it") from None
+        raise damaged_meta(folder, f"a field this bertfit cannot read: {err}") from None
+    problems = record.problems(_position_limit(folder), _special_tokens(folder))
+    if problems:
+        raise damaged_meta(folder, "; ".join(problems[:3]))
+    return record
+
+
+def damaged_meta(folder: Path, why: str) -> ModelLoadError:
+    """The one-line error for a bertfit.json that is there but cannot be used as it is."""
+    return ModelLoadError(f"cannot load the model in {folder}: {META_FILE} is damaged or incomplete ({why}); copy the "
+                          "whole folder again, or retrain")
+
+
+def _position_limit(folder: Path) -> int | None:
+    """The most tokens the model takes, as its config and tokenizer config say (None where neither says)."""
+    said = [_json_object(folder / "config.json").get("max_position_embeddings"),
+            _json_object(folder / "tokenizer_config.json").get("model_max_length")]
+    # tokenizers without a limit say a huge sentinel (1e30): no limit
+    return min((n for n in said if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 10**9), default=None)
+
+
+def _special_tokens(folder: Path) -> tuple[int, int]:
+    """Tokens the tokenizer adds to a single text and to a pair, from tokenizer.json's post-processor (0: unknown)."""
+    processor = _json_object(folder / "tokenizer.json").get("post_processor")
+    steps = processor.get("processors", [processor]) if isinstance(processor, dict) else []
+    counts = [0, 0]
+    for step in steps if isinstance(steps, list) else []:
+        kind = step.get("type") if isinstance(step, dict) else None
+        for index, side in enumerate(("single", "pair")):
+            if kind == "TemplateProcessing" and isinstance(step.get(side), list):
+                counts[index] += sum(isinstance(piece, dict) and "SpecialToken" in piece for piece in step[side])
+            elif kind in ("BertProcessing", "RobertaProcessing"):
+                counts[index] += {"single": 2, "pair": 3 if kind == "BertProcessing" else 4}[side]
+    return counts[0], counts[1]
+
+
+def _json_object(file: Path) -> dict[str, Any]:
+    """A JSON file's object, or {} where it is missing, unreadable or not an object (the loader says why later)."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def write_meta(folder: Path, record: ModelRecord) -> None:

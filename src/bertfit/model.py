@@ -22,7 +22,7 @@ import numpy as np
 
 from bertfit.backends import OnnxBackend, TorchBackend, resolve_backend
 from bertfit.calibration import calibrated
-from bertfit.encoding import INPUT_KEYS, encode, pool
+from bertfit.encoding import INPUT_KEYS, encode, is_blank, pool
 from bertfit.errors import DataError, ModelLoadError, UsageError
 from bertfit.folder import META_FILE, check_model_folder, read_meta, write_meta
 from bertfit.labels import LabelSet
@@ -162,9 +162,9 @@ class TextClassifier:
             raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
         texts, _ = checked_texts(texts)
         pairs = self._check_pairs(texts, pairs)
-        empty = next((i for i, text in enumerate(texts) if not text.strip()), None)
+        empty = next((i for i, text in enumerate(texts) if is_blank(text)), None)
         if empty is None and pairs is not None:
-            empty = next((i for i, pair in enumerate(pairs) if not pair.strip()), None)
+            empty = next((i for i, pair in enumerate(pairs) if is_blank(pair)), None)
         if empty is not None:
             raise DataError(f"text {empty} is empty; a model trained on texts has nothing to say about none: drop "
                             "empty texts, or use predict_records, which marks them")
@@ -230,12 +230,13 @@ class TextClassifier:
         """One dict per text (what `bertfit predict` prints): text, label and score, probabilities by label.
 
         Multi-label: ``labels`` (those at or over their threshold; ``threshold`` overrides them all)
-        instead of label and score. An empty text (or pair) is not scored: its record has ``"empty": true``
-        and null label, score and probabilities, so every text keeps its place.
+        instead of label and score. An empty text or pair (:func:`~bertfit.encoding.is_blank`: invisible characters
+        count as none) is not scored: its record has ``"empty": true`` and null label, score and probabilities, so
+        every text keeps its place.
         """
         texts, pairs, single = one_or_many(texts, pairs)
         pairs = self._check_pairs(texts, pairs)
-        blank = [not text.strip() or (pairs is not None and not pairs[i].strip()) for i, text in enumerate(texts)]
+        blank = [is_blank(text) or (pairs is not None and is_blank(pairs[i])) for i, text in enumerate(texts)]
         scored = [i for i, empty in enumerate(blank) if not empty]
         logits = self.logits([texts[i] for i in scored], batch_size,
                              pairs=[pairs[i] for i in scored] if pairs is not None else None)

@@ -5,19 +5,30 @@
 fields take their defaults, and keys it does not know are kept in ``extra`` and written back by
 ``to_dict``, so loading and saving a folder from a newer minor release loses nothing. Free-form
 parts (settings, metrics, history, the baseline, distillation, export) stay plain dicts: they are
-shown and compared, never branched on.
+shown and compared, never branched on. :meth:`ModelRecord.problems` lists the values prediction
+reads that are out of kind or range (a hand-edited or damaged file); reading the files that say
+the model's limits is left to ``folder``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from bertfit.encoding import LONG_TEXT_CHOICES, POOL_CHOICES
 
 # Of bertfit.json; raise it when a field changes meaning, and keep reading older ones.
 # 2: task (multi-label), text_pair_col, long_text, thresholds, calibration, baseline.
 FORMAT_VERSION = 2
+
+MIN_TEXT_TOKENS = 2  # tokens of text a max_length leaves beside the special tokens (as training requires)
+# A saved temperature outside this range is no fit's (calibration keeps T within 0.05 to 20), and at
+# its far ends logits / T overflow to infinities whose softmax is NaN.
+TEMPERATURE_RANGE = (1e-3, 1e3)
+SAVED_PRECISIONS = ("fp32", "bf16")
 
 
 class Task(str, enum.Enum):
@@ -182,9 +193,86 @@ class ModelRecord:
             known[name] = known.get(name) or []
         return cls(**known, extra=extra)
 
+    def problems(self, position_limit: int | None = None, special_tokens: tuple[int, int] = (0, 0)) -> list[str]:
+        """What prediction would trip over, each as "FIELD is VALUE; it must be ...": empty for a sound record.
+
+        ``position_limit``: the most tokens the model takes (None: unknown); ``special_tokens``: the
+        tokens its tokenizer adds to a single text and to a pair (0 where unknown).
+        """
+        found = [f"{name} is {_shown(getattr(self, name))}; it must be text or null"
+                 for name in ("text_col", "text_pair_col", "label_col", "label_sep")
+                 if not isinstance(getattr(self, name), str | None)]
+        found += [f"{name} is {_shown(getattr(self, name))}; it must be a JSON object"
+                  for name in ("settings", "metrics", "versions") if not isinstance(getattr(self, name), dict)]
+        found += [f"{name} is {_shown(getattr(self, name))}; it must be a list"
+                  for name in ("history", "notes") if not isinstance(getattr(self, name), list)]
+        if self.precision not in SAVED_PRECISIONS:
+            found.append(f"precision is {_shown(self.precision)}; it must be one of {', '.join(SAVED_PRECISIONS)}")
+        specials = special_tokens[1 if self.text_pair_col is not None else 0]
+        least, most = specials + MIN_TEXT_TOKENS, position_limit
+        room = None  # a window's tokens of text, when max_length is sound
+        if not _whole(self.max_length) or self.max_length < least or most is not None and self.max_length > most:
+            limit = f" to {most}, the model's limit" if most is not None else " or more"
+            found.append(f"max_length is {_shown(self.max_length)}; it must be a whole number from {least}{limit}")
+        else:
+            room = self.max_length - special_tokens[0]
+        return found + self._long_text_problems(room) + self._decision_problems()
+
+    def _long_text_problems(self, room: int | None) -> list[str]:
+        long_text, found = self.long_text, []
+        if long_text.mode not in LONG_TEXT_CHOICES:
+            found.append(f"long_text.mode is {_shown(long_text.mode)}; it must be one of "
+                         f"{', '.join(LONG_TEXT_CHOICES)}")
+        elif long_text.mode != "truncate" and self.text_pair_col is not None:
+            found.append(f"long_text.mode is {long_text.mode!r} on a sentence-pair model; pairs are truncated")
+        if long_text.pool not in POOL_CHOICES:
+            found.append(f"long_text.pool is {_shown(long_text.pool)}; it must be one of {', '.join(POOL_CHOICES)}")
+        if long_text.stride is not None and not (_whole(long_text.stride) and long_text.stride >= 0):
+            found.append(f"long_text.stride is {_shown(long_text.stride)}; it must be a whole number, 0 or more")
+        elif long_text.mode == "window" and long_text.stride is not None and room is not None \
+                and long_text.stride >= room:  # in the other modes the stride is recorded, never read
+            found.append(f"long_text.stride is {long_text.stride}; with max_length {self.max_length} it must be "
+                         f"below {room}")
+        return found
+
+    def _decision_problems(self) -> list[str]:
+        found = []
+        thresholds = self.thresholds
+        if thresholds is not None and (not isinstance(thresholds, list) or len(thresholds) != len(self.labels)
+                                       or not all(_number(t) and 0 <= t <= 1 for t in thresholds)):
+            found.append(f"thresholds is {_shown(thresholds)}; it must be a list of {len(self.labels)} numbers "
+                         "from 0 to 1, one per label")
+        if self.calibration is not None:
+            low, high = TEMPERATURE_RANGE
+            temperature = self.calibration.temperature
+            if not (_number(temperature) and low <= temperature <= high):
+                found.append(f"calibration.temperature is {_shown(temperature)}; it must be a number from {low:g} "
+                             f"to {high:g}")
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extra"}
         for name in ("calibration", "backend", "export", "thresholds", "baseline", "study", "method"):
             if values[name] is None:
                 del values[name]  # absent, as bertfit has always written them
         return {**values, **self.extra}
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    """A finite real number (a bool is not one; an integer too large for a float is not finite)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it in bertfit.json, cut short."""
+    text = repr(value) if not isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

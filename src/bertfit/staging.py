@@ -2,14 +2,17 @@
 
 Every command that writes a file or a folder goes through here, so that the same rules hold for all:
 
-- an output may not be one of the command's own inputs, a link to one, or a folder holding one
-  (:func:`refuse_inputs`): nothing a command read may change;
+- an output may not be one of the command's own inputs, a link to one, a folder holding one, or
+  inside an input folder (:func:`refuse_inputs`): nothing a command read may change;
+- an output may not be a device, a FIFO or a socket (``/dev/null``, ``/dev/stdout``): writing a file
+  in its place would replace it (:func:`check_file`, :func:`check_folder`);
 - an existing output is replaced only when the user said ``--overwrite`` (:func:`check_folder`,
   :func:`check_file`), and a folder only when it is an earlier bertfit output, never the current
   folder or one above it;
 - the output is written beside its destination and renamed over it only when complete
   (:func:`staged_folder`, :func:`staged_file`): a crash, a full disk or Ctrl-C leaves the old
-  output as it was and no half-written one;
+  output as it was and no half-written one, and a write the disk refused anywhere in it is named as
+  such (:func:`write_failure`);
 - saved files get the permissions the process's umask gives (:func:`share_like_umask`); some
   writers (safetensors) create theirs readable by their owner alone.
 
@@ -22,9 +25,10 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from bertfit.errors import BertfitError, OutputError
 
@@ -38,29 +42,40 @@ WRITE_FIXES = {
 }
 
 
-def refuse_inputs(target: Path, flag: str, inputs: dict[str, str | Path | None], sealed: tuple[str, ...] = ()) -> None:
-    """Refuse an output that is one of the inputs (also through a link), or a folder that contains one.
+def refuse_inputs(target: Path, flag: str, inputs: dict[str, str | Path | None], sealed: tuple[str, ...] = (),
+                  allowed: tuple[Path, ...] = ()) -> None:
+    """Refuse an output that is one of the inputs (also through a link), a folder that contains one, or a
+    path inside an input folder.
 
     ``inputs`` maps what each input is ("the data", "the model folder") to its path; None and
-    names that are not local paths (hub names) are skipped. ``sealed`` names the inputs (model folders)
-    that an output may not go inside either: it would be copied, served and replaced with them.
+    names that are not local paths (hub names) are skipped. ``sealed`` names the inputs that are model
+    folders, for the message: an output inside one would be copied, served and replaced with it.
+    ``allowed``: outputs that may go inside an input folder all the same (a model folder's own report.html).
     """
     out = _resolved(target)
-    for role, given in inputs.items():
-        if given is None or str(given) == "-" or str(given).startswith("hf:") and not Path(str(given)[3:]).exists():
-            continue
-        path = Path(str(given)[3:] if str(given).startswith("hf:") else given)
-        if not path.exists():
-            continue
+    exceptions = {_resolved(path) for path in allowed}
+    present = {role: (given, path) for role, given in inputs.items() if (path := _local(given)) is not None}
+    for role, (given, path) in present.items():  # first: an output that would replace an input
         source = _resolved(path)
         same = out == source or (target.exists() and _same_file(target, path))
         if same or out in source.parents:
             how = "is" if same else "holds"
-            raise OutputError(f"{flag} {target} {how} {role} {given}, which this command reads; writing there "
-                              f"would destroy it: pass another {flag}")
-        if role in sealed and source in out.parents:
-            raise OutputError(f"{flag} {target} is inside {role} {given}; an output there would be copied, served and "
-                              f"replaced (--overwrite) with it: pass a {flag} outside it, e.g. beside it")
+            raise OutputError(f"{flag} {shown(target)} {how} {role} {shown(given)}, which this command reads; "
+                              f"writing there would destroy it: pass another {flag}")
+    for role, (given, path) in present.items():  # then: an output that would go inside an input folder
+        if path.is_dir() and _resolved(path) in out.parents and out not in exceptions:
+            why = ("would be copied, served and replaced (--overwrite) with it" if role in sealed
+                   else "would change a folder this command reads")
+            raise OutputError(f"{flag} {shown(target)} is inside {role} {shown(given)}; an output there {why}: "
+                              f"pass a {flag} outside it, e.g. beside it")
+
+
+def _local(given: str | Path | None) -> Path | None:
+    """The local path an input names, when it exists; None for None, stdin (-) and hub names."""
+    if given is None or str(given) == "-":
+        return None
+    path = Path(str(given)[3:] if str(given).startswith("hf:") else given)
+    return path if path.exists() else None
 
 
 # What every output folder bertfit writes holds at its top (a model, an export, an audit): --overwrite
@@ -70,35 +85,69 @@ OUTPUT_MARKERS = ("bertfit.json", "config.json", "model.onnx", "audit.csv")
 
 def check_folder(target: Path, overwrite: bool, flag: str = "--out") -> None:
     """Fail early (before any work) when a folder cannot be written at ``target``."""
+    kind = _special(target)
+    if kind is not None:
+        raise OutputError(f"{flag} {shown(target)} is {kind}, not a folder: pass a folder path")
     if target.exists() and not target.is_dir():
-        raise OutputError(f"{flag} {target} is a file; pass a folder path")
+        raise OutputError(f"{flag} {shown(target)} is a file; pass a folder path")
     here, out = _resolved(Path.cwd()), _resolved(target)
     if out == here or out in here.parents:
         where = "the current folder" if out == here else "above the current folder"
-        raise OutputError(f"{flag} {target} is {where}, which replacing it would remove; pass a new folder, "
+        raise OutputError(f"{flag} {shown(target)} is {where}, which replacing it would remove; pass a new folder, "
                           f"e.g. {flag} model")
     if target.exists() and any(target.iterdir()):
         if not overwrite:
-            raise OutputError(f"{flag} {target} exists and is not empty; pass --overwrite to replace it, or another "
-                              f"{flag}")
+            raise OutputError(f"{flag} {shown(target)} exists and is not empty; pass --overwrite to replace it, "
+                              f"or another {flag}")
         if not any((target / marker).exists() for marker in OUTPUT_MARKERS):
             held = sorted(path.name for path in target.iterdir())
-            raise OutputError(f"{flag} {target} holds files bertfit did not write ({', '.join(held[:3])}"
+            raise OutputError(f"{flag} {shown(target)} holds files bertfit did not write ({', '.join(held[:3])}"
                               f"{', ...' if len(held) > 3 else ''}); --overwrite replaces only an earlier bertfit "
                               f"output (a model, an export or an audit), never other files: pass a new {flag}")
     _check_writable_parent(target, flag)
 
 
-def check_file(target: Path, overwrite: bool, flag: str = "--output") -> None:
-    """Fail early when a file cannot be written at ``target``: a folder, an existing file (without
-    ``overwrite``), or a place that cannot be written."""
+def check_file(target: Path, overwrite: bool, flag: str = "--output", instead: str = "") -> None:
+    """Fail early when a file cannot be written at ``target``: a folder, a device or FIFO, an existing file
+    (without ``overwrite``), or a place that cannot be written. ``instead``: what leaving out ``flag`` does
+    ("print to standard output"), offered as the other fix for a device."""
+    kind = _special(target)
+    if kind is not None:
+        other = f", or leave out {flag} to {instead}" if instead else ""
+        raise OutputError(f"{flag} {shown(target)} is {kind}, not a file: give a file path{other}")
     if target.is_dir():
-        raise OutputError(f"{flag} {target} is a folder; pass a file path such as {target / 'out.jsonl'}")
+        raise OutputError(f"{flag} {shown(target)} is a folder; pass a file path such as {shown(target / 'out.jsonl')}")
     if target.exists() and not overwrite:
-        raise OutputError(f"{flag} {target} exists; pass --overwrite to replace it, or another {flag}")
+        raise OutputError(f"{flag} {shown(target)} exists; pass --overwrite to replace it, or another {flag}")
     if not target.parent.is_dir() and target.parent != Path(""):
-        raise OutputError(f"{flag} {target}: folder {target.parent} does not exist; create it or pass another {flag}")
+        raise OutputError(f"{flag} {shown(target)}: folder {shown(target.parent)} does not exist; create it or "
+                          f"pass another {flag}")
     _check_writable_parent(target, flag)
+
+
+def _special(target: Path) -> str | None:
+    """What ``target`` is when it is neither a regular file, a folder nor missing ("a device", "a FIFO"),
+    links followed. A name in /dev itself or in /proc counts as a device whatever it points to:
+    ``/dev/stdout`` may lead to a file, which renaming over the name would not write but replace."""
+    where = os.path.abspath(target)
+    if where.startswith("/proc/") or os.path.dirname(where) in ("/dev", "/dev/fd"):  # not /dev/shm/...
+        return "a device"
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return None
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    return "a socket" if stat.S_ISSOCK(mode) else None
+
+
+def shown(path: str | Path) -> str:
+    """A path as error lines show it: as it is, or quoted with escapes when it holds a newline or another
+    control character, so that the message stays one line."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
 
 
 def _check_writable_parent(target: Path, flag: str) -> None:
@@ -106,9 +155,9 @@ def _check_writable_parent(target: Path, flag: str) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise OutputError(f"{flag} {target} is inside {probe}, which is a file; pass another {flag}")
+        raise OutputError(f"{flag} {shown(target)} is inside {shown(probe)}, which is a file; pass another {flag}")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {probe} (permission denied); pass a {flag} you can write to")
+        raise OutputError(f"cannot write to {shown(probe)} (permission denied); pass a {flag} you can write to")
 
 
 STAGING_PREFIX = "."
@@ -136,8 +185,11 @@ def staged_folder(target: Path, flag: str = "--out") -> Iterator[Path]:
             staging.mkdir(parents=True)
             yield staging
             share_like_umask(staging)
-        except OSError as err:
-            raise write_error(err, target, flag) from None
+        except Exception as err:  # noqa: BLE001 - a write the disk refused is named; anything else goes on as it is
+            error = write_error(err, target, flag)
+            if error is err:
+                raise
+            raise error from None
         _replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -152,8 +204,11 @@ def staged_path(target: Path, flag: str = "--output") -> Iterator[Path]:
         try:
             yield staging
             os.replace(staging, target)
-        except OSError as err:
-            raise write_error(err, target, flag) from None
+        except Exception as err:  # noqa: BLE001 - a write the disk refused is named; anything else goes on as it is
+            error = write_error(err, target, flag)
+            if error is err:
+                raise
+            raise error from None
     finally:
         staging.unlink(missing_ok=True)
 
@@ -165,13 +220,57 @@ def staged_file(target: Path, flag: str = "--output") -> Iterator[IO[str]]:
         yield handle
 
 
-def write_error(err: OSError, target: Path, flag: str) -> OSError:
-    """The one-line error for a write the OS refused (no room, no rights), naming the output and the fix;
+def write_error(err: BaseException, target: Path, flag: str = "--out") -> BaseException:
+    """The one-line error for a write the disk refused (no room, no rights), naming the output and the fix;
     any other error (a bertfit error, a missing input) is returned as it is."""
-    if isinstance(err, BertfitError) or err.errno not in WRITE_FIXES:
+    failure = write_failure(err, target)
+    if failure is None:
         return err
-    return OutputError(f"cannot write {target} ({err.strerror or err}); nothing was changed there: "
-                       f"{WRITE_FIXES[err.errno]}")
+    said, fix = failure
+    return OutputError(f"cannot write {shown(target)} ({said}); nothing was changed there: {fix}")
+
+
+# What writers that raise no OSError say when the disk refuses: PyTorch's zip writer (torch.save).
+TORCH_WRITE_SIGNS = ("inline_container.cc", "PytorchStreamWriter failed writing", "iostream error")
+
+
+def write_failure(err: BaseException, target: Path | None = None) -> tuple[str, str] | None:
+    """(what was said, the fix) when ``err`` is a write the disk refused, found anywhere in its chain of
+    causes (exporters and serializers wrap the OS's error in their own); None for anything else.
+
+    No room, no quota and a read-only filesystem count wherever they happen; no rights (EACCES,
+    EPERM) only at ``target`` or its staging beside it (or naming no file), since an input that cannot
+    be read says the same.
+    A bertfit error is explained already: it and what it wraps are left alone.
+    """
+    seen: BaseException | None = err
+    for _ in range(8):  # a chain is short; the bound guards against a cycle
+        if seen is None or isinstance(seen, BertfitError):
+            return None
+        if isinstance(seen, OSError) and seen.errno in WRITE_FIXES and (
+                seen.errno not in (errno.EACCES, errno.EPERM) or _at_output(seen.filename, target)):
+            return seen.strerror or str(seen), WRITE_FIXES[seen.errno]
+        text = str(seen)
+        for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            if os.strerror(code) in text:  # safetensors: 'IoError(Os { code: 28, ... "No space left on device" })'
+                return os.strerror(code), WRITE_FIXES[code]
+        if any(sign in text for sign in TORCH_WRITE_SIGNS):
+            return "PyTorch could not finish writing a file; the disk is probably full", WRITE_FIXES[errno.ENOSPC]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _at_output(filename: Any, target: Path | None) -> bool:
+    """Whether ``filename`` is ``target``, inside it, or beside it under its staging names (``.NAME...``);
+    an error naming no file counts as the output's when there is one."""
+    if target is None:
+        return False
+    if not isinstance(filename, str | Path):
+        return filename is None
+    path, out = _resolved(Path(filename)), _resolved(target)
+    if path == out or out in path.parents:
+        return True
+    return out.parent in path.parents and path.relative_to(out.parent).parts[0].startswith(f".{out.name}")
 
 
 def share_like_umask(folder: Path) -> None:

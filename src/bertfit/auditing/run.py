@@ -71,7 +71,8 @@ def audit(data: Any, out: str | Path | None = "audit", *, folds: int = 5, method
     check(data_config)
     target = Path(out) if out is not None else None
     if target is not None:
-        refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None})
+        refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
+                                        "the --model folder": model}, sealed=("the --model folder",))
         check_folder(target, overwrite)
     started = time.perf_counter()
     prepared = prepare(data, data_config)

@@ -3,8 +3,10 @@
 ``parser`` builds the command line (flags are the config fields with dashes), ``commands`` runs
 each command; here is ``main``: logging, and every failure turned into one line. Human progress
 goes to stderr, results for machines (JSON, JSON lines) to stdout. A user error prints one line
-``error: ...`` and exits 2, a runtime failure exits 1, and ``--debug`` shows the traceback. The
-work itself is done by the library.
+``error: ...`` and exits 2, a runtime failure exits 1, and ``--debug`` shows the traceback. A
+write the disk refused (no room, no rights), wherever it happened, is a user error naming the
+output; one to standard output says what was saved all the same. The work itself is done by the
+library.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertfit.cli import commands
+from bertfit.cli.output import StdoutError
 from bertfit.cli.parser import build_parser, demo_data_path  # noqa: F401 - demo_data_path: for tests and scripts
 from bertfit.errors import BertfitError, UsageError
-from bertfit.staging import WRITE_FIXES
+from bertfit.staging import shown, write_failure
 
 log = logging.getLogger("bertfit")
 
@@ -53,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         # Log lines go through tqdm.write, so progress bars do not draw over them.
         with logging_redirect_tqdm(loggers=[logging.getLogger("bertfit")]):
             return getattr(commands, f"cmd_{args.handler}")(args)
+    except StdoutError as err:
+        _quiet_stdout()  # what stdout still buffers would fail again at exit, in a second message
+        _error(str(err))
+        return err.exit_code
     except BertfitError as err:
         if args.debug:
             raise
@@ -64,30 +72,56 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`bertfit predict ... | head -1`): stop quietly, as Unix tools do. Later writes,
         # the interpreter's last flush included, go nowhere instead of raising again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _quiet_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe ended
-    except OSError as err:  # the OS refused (a full disk, no rights): what and where, not a traceback
-        if args.debug:
-            raise
-        where = f" ({err.filename})" if err.filename else ""
-        _error(f"{err.strerror or err}{where}; nothing was saved: "
-               f"{WRITE_FIXES.get(err.errno, 'check the path and try again')}")
-        return 1
     except Exception as err:  # the last line of defence: one line, not a traceback
         if args.debug:
             raise
-        _error(f"unexpected {type(err).__name__}: {err} (run again with --debug for the traceback)")
-        return 1
+        message, code = _failure(err, commands.output_path(args))
+        _error(message)
+        return code
+
+
+def _failure(err: Exception, output: Path | None) -> tuple[str, int]:
+    """The error line and exit code for a failure no bertfit error explained.
+
+    A write the disk refused (no room, no rights), wherever it happened (a checkpoint, an exporter's
+    file), names the output: the output itself is only ever renamed into place when complete. Any other
+    error of the OS is said in its words; anything else is a bertfit bug, said as such.
+    """
+    failure = write_failure(err, output)
+    if failure is not None:
+        said, fix = failure
+        where = shown(output) if output is not None else shown(getattr(err, "filename", None) or "the output")
+        return f"cannot write {where} ({said}); nothing was changed there: {fix}", 2
+    if isinstance(err, OSError):  # the OS refused (a device error, a missing folder): what and where
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror or err}{where}: check the path and try again", 1
+    return f"unexpected {type(err).__name__}: {err} (run again with --debug for the traceback)", 1
+
+
+def _quiet_stdout() -> None:
+    """Send what is still written to stdout (the interpreter's last flush included) nowhere."""
+    try:
+        fileno = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture): nothing to redirect
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fileno)
 
 
 def _error(message: str) -> None:
-    """The one ``error:`` line, on a line of its own: progress bars a failure left open are ended first."""
+    """The one ``error:`` line, on a line of its own: progress bars a failure left open are ended first.
+
+    A newline or another control character in the message (a path given with one) is shown escaped,
+    so that the message stays one line.
+    """
     from tqdm import tqdm
 
     bars = list(tqdm._instances)  # every live bar, Trainer's included (tqdm keeps them for nesting)
     for bar in bars:
         bar.close()
-    print(f"{chr(10) if bars else ''}error: {message}", file=sys.stderr)
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    print(f"{chr(10) if bars else ''}error: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from bertfit.cli.output import check_suffix, record_sink
+from bertfit.cli.output import check_suffix, print_result, record_sink
 from bertfit.cli.parser import demo_data_path, given
 from bertfit.config import DataConfig, ServeConfig, TrainConfig
 from bertfit.errors import DataError, UsageError
@@ -36,7 +35,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     log.info("size: %.1f MB (PyTorch weights) -> %.1f MB (model.onnx%s)", result.size_before / 1e6,
              result.size_after / 1e6, f", {args.quantize}" if args.quantize else "")
     log.info("saved to %s", result.model_dir)
-    print(json.dumps(result.summary()))
+    print_result(result.summary(), f"the export in {result.model_dir}")
     return 0
 
 
@@ -84,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.info("calibration: temperature %.2f; test expected calibration error %.4f before, %.4f after",
                  calibration.temperature, calibration.test_ece_before, calibration.test_ece_after)
     log.info("saved to %s", result.model_dir)
-    print(json.dumps(result.summary()))
+    print_result(result.summary(), f"the model in {result.model_dir}")
     return 0
 
 
@@ -98,7 +97,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                       progress=not args.quiet,
                       **settings)
     print(result.table(), file=sys.stderr)
-    print(json.dumps(result.summary()))
+    print_result(result.summary(), f"the compressed models in {result.out}")
     return 0
 
 
@@ -118,7 +117,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     log.info("saved to %s", result.model_dir)
     summary = result.summary()
     summary["teacher_test"] = {k: teacher[k] for k in summary["test"] if k in teacher}
-    print(json.dumps(summary))
+    print_result(summary, f"the student in {result.model_dir}")
     return 0
 
 
@@ -144,7 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size,
                                   progress=not args.quiet, pairs=pairs)
     metrics["labels"] = list(classifier.labels.names)
-    print(json.dumps(metrics))
+    print_result(metrics)
     return 0
 
 
@@ -152,7 +151,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bertfit.reporting.report import write_report
 
     path = write_report(args.model_dir, args.out, args.data, progress=not args.quiet, overwrite=args.overwrite)
-    print(json.dumps({"report": str(path)}))
+    print_result({"report": str(path)}, f"the report {path}")
     return 0
 
 
@@ -175,8 +174,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.output is not None:  # checked before the model loads or anything is scored
-        refuse_inputs(Path(args.output), "--output", {"the input file": args.input, "the model folder": args.model_dir})
-        check_file(Path(args.output), args.overwrite)
+        refuse_inputs(Path(args.output), "--output", {"the input file": args.input, "the model folder": args.model_dir},
+                      sealed=("the model folder",))
+        check_file(Path(args.output), args.overwrite, instead="print to standard output")
         check_suffix(Path(args.output))
     classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
     pair_col = args.text_pair_col or classifier.text_pair_col
@@ -218,8 +218,23 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
                             overwrite=args.overwrite, text_col=args.text_col, pair_col=args.text_pair_col,
                             workers=args.workers, batch_size=args.batch_size, backend=args.backend,
                             threshold=args.threshold)
-    print(json.dumps(summary))
+    print_result(summary, f"the predictions in {args.output}")
     return 0
+
+
+def output_path(args: argparse.Namespace) -> Path | None:
+    """Where the command writes (its --out or --output, else the default it writes to); None: nowhere, or stdout."""
+    given_path = getattr(args, "out", None) or getattr(args, "output", None)
+    if given_path not in (None, "-"):
+        return Path(given_path)
+    if args.handler == "report":
+        return Path(args.model_dir) / "report.html"
+    if args.handler == "export":
+        folder = Path(args.model_dir)
+        return folder.parent / f"{folder.name}-onnx{'-' + args.quantize if args.quantize else ''}"
+    if args.handler == "compress":
+        return Path(args.teacher_dir).parent / f"{Path(args.teacher_dir).name}-compressed"
+    return None
 
 
 def _config_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -246,7 +261,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     log.info("near-duplicates labelled apart: %d rows; outliers for their label: %d", result.duplicates,
              result.outliers)
     log.info("written: %s/audit.csv and audit.html", result.out)
-    print(json.dumps(result.summary()))
+    print_result(result.summary(), f"the audit in {result.out}")
     return 0
 
 
@@ -262,6 +277,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         log.info("winner: trial %s, %s; test (scored once, %d rows): %s %.3f", result.study["best_trial"],
                  result.study["best_params"], test["rows"], key, test[key])
         log.info("saved to %s", result.trained.model_dir)
-    print(json.dumps(result.summary(), default=str))
+    saved = f"the winner in {result.trained.model_dir}" if result.trained is not None else None
+    print_result(result.summary(), saved)
     return 0
 

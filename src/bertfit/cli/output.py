@@ -1,11 +1,14 @@
-"""Where `bertfit predict --output FILE` writes its records: JSON lines, or the table its suffix names.
+"""Where the commands' results go: the summary line on stdout (:func:`print_result`), and the records of
+`bertfit predict` on stdout or in ``--output FILE``: JSON lines, a JSON array (`.json`), or the table its
+suffix names.
 
 A `.csv`, `.tsv` or `.parquet` name gets a table of one row per input text: the text (and its pair),
 the label (multi-label: ``labels``), the score, ``empty``, and one ``probability:<label>`` column per
 class. Any other suffix bertfit cannot write (`.xlsx`) is refused before the model loads, so a file
 is never written in a format its name does not say. The records themselves come from
 ``TextClassifier.predict_records``; this module only lays them out and writes them through
-``staging`` (beside the destination, renamed into place when complete).
+``staging`` (beside the destination, renamed into place when complete). A write to stdout that
+fails (``> /dev/full``) is one error line that says what was saved and what was lost.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bertfit.errors import UsageError
-from bertfit.staging import staged_file, staged_path
+from bertfit.errors import OutputError, UsageError
+from bertfit.staging import shown, staged_file, staged_path
 
-JSON_LINES = ("", ".jsonl", ".ndjson", ".json", ".txt")
+JSON_LINES = ("", ".jsonl", ".ndjson", ".txt")
+JSON_ARRAY = ".json"  # a .json file is read as one document: a JSON array of the records, not lines
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
 TABLES = (*DELIMITERS, ".parquet")
 
@@ -29,9 +33,10 @@ TABLES = (*DELIMITERS, ".parquet")
 def check_suffix(path: Path) -> None:
     """Refuse an ``--output`` whose suffix names a format predict does not write."""
     suffix = path.suffix.lower()
-    if suffix not in JSON_LINES + TABLES:
-        raise UsageError(f"--output {path}: bertfit predict writes JSON lines (.jsonl), CSV (.csv), TSV (.tsv) or "
-                         f"Parquet (.parquet), not {suffix}; name the output with one of those suffixes")
+    if suffix not in (*JSON_LINES, JSON_ARRAY, *TABLES):
+        raise UsageError(f"--output {shown(path)}: bertfit predict writes JSON lines (.jsonl), a JSON array (.json), "
+                         f"CSV (.csv), TSV (.tsv) or Parquet (.parquet), not {suffix}; name the output with one of "
+                         "those suffixes")
 
 
 def flat(record: dict[str, Any], names: list[str]) -> dict[str, Any]:
@@ -43,20 +48,79 @@ def flat(record: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return row
 
 
+class StdoutError(OutputError):
+    """Standard output refused a write (a full disk behind ``> FILE``, ``> /dev/full``)."""
+
+
+def stdout_error(err: OSError, rest: str) -> StdoutError:
+    """The error line for a failed write to stdout; ``rest`` says what was saved or lost, and the fix."""
+    return StdoutError(f"cannot write to standard output ({err.strerror or err}); {rest}")
+
+
+def print_result(summary: dict[str, Any], saved: str | None = None) -> None:
+    """The command's JSON summary line on stdout, flushed now so that a failed write is caught here.
+
+    ``saved``: what the command has saved (``the model in m``), which the error line then names.
+    """
+    try:
+        print(json.dumps(summary, default=str), flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        kept = f"{saved} was saved all the same; only its summary line is lost" if saved else "the result is lost"
+        raise stdout_error(err, f"{kept}: free space where standard output goes, or send it elsewhere") from None
+
+
 @contextlib.contextmanager
 def record_sink(path: Path | None, names: list[str]) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
     """A function that writes a batch of records to ``path`` (stdout when None), in the format its suffix names."""
     suffix = path.suffix.lower() if path is not None else ""
-    if path is None or suffix in JSON_LINES:
-        with contextlib.ExitStack() as stack:
-            handle = sys.stdout if path is None else stack.enter_context(staged_file(path))
+    if path is None:
+        yield _stdout_lines
+        _stdout_lines(None)
+    elif suffix in JSON_LINES:
+        with staged_file(path) as handle:
             yield lambda records: handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    elif suffix == JSON_ARRAY:
+        with staged_file(path) as handle, _json_array(handle) as write:
+            yield write
     elif suffix in DELIMITERS:
         with staged_file(path) as handle:
             yield _delimited(handle, DELIMITERS[suffix], names)
     else:
         with staged_path(path) as staging, _parquet(staging, names) as write:
             yield write
+
+
+def _stdout_lines(records: list[dict[str, Any]] | None) -> None:
+    """Records as JSON lines on stdout; None: flush what is buffered (the last lines fail there, if at all)."""
+    try:
+        if records is None:
+            sys.stdout.flush()
+        else:
+            sys.stdout.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise stdout_error(err, LOST) from None
+
+
+LOST = "the predictions were not all written: free space where standard output goes, or pass --output FILE"
+
+
+@contextlib.contextmanager
+def _json_array(handle: Any) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+    """Records written as the items of one JSON array, one a line; the array is closed when the block ends."""
+    count = 0
+
+    def write(records: list[dict[str, Any]]) -> None:
+        nonlocal count
+        for record in records:
+            handle.write(("[\n" if count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+            count += 1
+
+    yield write
+    handle.write("\n]\n" if count else "[]\n")
 
 
 def _delimited(handle: Any, delimiter: str, names: list[str]) -> Callable[[list[dict[str, Any]]], None]:

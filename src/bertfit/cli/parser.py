@@ -62,13 +62,35 @@ class Parser(argparse.ArgumentParser):
         guess = _did_you_mean(self, message)
         raise UsageError(f"{self.prog}: {message}{guess}; see {self.prog} --help")
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse, but every string after ``--`` is an argument (a text), also after an option.
+
+        argparse fills the positionals at the first run of them (``predict MODEL``), a list one with
+        nothing, and then leaves what follows a later ``--`` unrecognized; here it goes to the list.
+        """
+        namespace, extras = super().parse_known_args(args, namespace)
+        if "--" not in extras:
+            return namespace, extras
+        cut = extras.index("--")
+        late = extras[cut + 1:]
+        takers = [action for action in self._actions if not action.option_strings and action.nargs in ("*", "?")]
+        for action in takers:
+            if action.nargs == "*":
+                setattr(namespace, action.dest, [*(getattr(namespace, action.dest, None) or []), *late])
+                return namespace, extras[:cut]
+            if getattr(namespace, action.dest, None) is None and len(late) == 1:
+                setattr(namespace, action.dest, late[0])
+                return namespace, extras[:cut]
+        return namespace, extras
+
 
 def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
     """'; did you mean --epochs?' for an unrecognized flag close to a known one of the command given."""
     import difflib
     import re
 
-    unknown = re.findall(r"(--?[\w-]+)", message.partition("unrecognized arguments:")[2])
+    given = message.partition("unrecognized arguments:")[2].partition(" -- ")[0]  # after --: arguments, not flags
+    unknown = re.findall(r"(--?[\w-]+)", given)
     if not unknown:
         return ""
     known = [option for action in parser._actions for option in action.option_strings]

@@ -12,6 +12,7 @@ module knows nothing of tokenizers or models.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ import pandas as pd
 
 from bertfit.config import DataConfig
 from bertfit.data.columns import find_columns, find_pair_columns, holds_sentences
+from bertfit.data.sniff import SURROGATE
 from bertfit.data.sources import load_frames, read_table
 from bertfit.data.splits import check_leaks, row_key, stratified_split
+from bertfit.encoding import is_blank
 from bertfit.errors import DataError
-from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi
+from bertfit.labels import LabelSet, is_multi_label, normalise, normalise_multi, written_number
 
 __all__ = ["PreparedData", "clean", "find_columns", "find_pair_columns", "load_frames", "prepare", "read_table"]
 
@@ -68,7 +71,7 @@ def clean(
     frame: pd.DataFrame, text_col: str, label_col: str, pair_col: str | None = None, label_sep: str | None = None,
     multi_label: bool | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Keep rows with a non-empty text and a label, once each; count what was dropped.
+    """Keep rows with a text (not blank: :func:`~bertfit.encoding.is_blank`) and a label, once each; count the rest.
 
     Multi-label (``multi_label``, or None: lists in the column or a ``label_sep``) keeps each row's
     labels as a sorted tuple. A sentence pair with one side missing is an error, not a dropped row:
@@ -76,6 +79,7 @@ def clean(
     """
     for column in (text_col, pair_col) if pair_col is not None else (text_col,):
         _check_texts(frame[column], column)
+    _refuse_odd_labels(frame[label_col], label_col)
     if multi_label is None:
         multi_label = label_sep is not None or is_multi_label(frame[label_col])
     labels = (normalise_multi(frame[label_col], label_col, label_sep) if multi_label
@@ -83,15 +87,7 @@ def clean(
     rows = pd.DataFrame({"text": frame[text_col], "label": labels})
     if pair_col is not None:
         rows.insert(1, "text_pair", frame[pair_col])
-        one_side = rows["text"].isna() ^ rows["text_pair"].isna()
-        one_side |= rows["text"].notna() & rows["text_pair"].notna() & (
-            (rows["text"].astype(str).str.strip() == "") ^ (rows["text_pair"].astype(str).str.strip() == ""))
-        if one_side.any():
-            row = one_side.idxmax()
-            raise DataError(
-                f"sentence pair at row {row} has only one side ({text_col!r} / {pair_col!r}), {int(one_side.sum())} "
-                "such row(s); fill in both texts or drop those rows"
-            )
+        _refuse_half_pairs(rows, text_col, pair_col)
     dropped = {}
     # The header again inside the data: files joined with `cat a.csv b.csv > all.csv` repeat theirs
     header = pd.Series(True, index=frame.index)
@@ -105,7 +101,7 @@ def clean(
     dropped["missing_text"] = int(missing_text.sum())
     for column in ("text", "text_pair") if pair_col is not None else ("text",):
         rows[column] = rows[column].map(lambda t: t.strip() if isinstance(t, str) else str(t).strip())
-    empty = rows["text"] == ""
+    empty = _blank_cells(rows["text"])
     rows = rows[~empty]
     dropped["empty_text"] = int(empty.sum())
     # astype(bool): mapping an empty str column gives an empty str column, whose sum() is ""
@@ -125,14 +121,36 @@ def clean(
     return rows.reset_index(drop=True), dropped
 
 
+def _refuse_half_pairs(rows: pd.DataFrame, text_col: str, pair_col: str) -> None:
+    one_side = rows["text"].isna() ^ rows["text_pair"].isna()
+    one_side |= rows["text"].notna() & rows["text_pair"].notna() & (
+        _blank_cells(rows["text"]) ^ _blank_cells(rows["text_pair"]))
+    if one_side.any():
+        raise DataError(
+            f"sentence pair at row {one_side.idxmax()} has only one side ({text_col!r} / {pair_col!r}), "
+            f"{int(one_side.sum())} such row(s); fill in both texts or drop those rows"
+        )
+
+
+def _blank_cells(values: pd.Series) -> pd.Series:
+    """Which cells hold a blank text (:func:`~bertfit.encoding.is_blank`); astype: an empty column maps to objects."""
+    return values.map(lambda v: isinstance(v, str) and is_blank(v)).astype(bool)
+
+
 def _check_texts(values: pd.Series, column: str) -> None:
-    """Refuse a text column that holds no text at all (numbers, records), or a text too long to be one."""
+    """Refuse a text column that holds no text at all (numbers, records), or a text too long to be one.
+
+    Numbers are judged alike from every format: 17 in JSON or Parquet, "17" in a CSV (read as written).
+    """
     check_text_cells(values, column)
     present = values.dropna()
-    if len(present) and not present.map(lambda v: isinstance(v, str)).any():
-        kinds = sorted({type(v).__name__ for v in present.iloc[:100]})
-        raise DataError(f"text column {column!r} holds {'/'.join(kinds)} values, not text (e.g. {present.iloc[0]!r}); "
-                        "pass --text-col with the column that holds the texts")
+    given = present[~_blank_cells(present)]
+    if len(given) and not given.map(lambda v: isinstance(v, str) and not written_number(v)).any():
+        kinds = sorted({"numbers" if isinstance(v, str) else f"{type(v).__name__} values" for v in given.iloc[:100]})
+        example = given.iloc[0].item() if isinstance(given.iloc[0], np.generic) else given.iloc[0]
+        raise DataError(f"text column {column!r} holds {'/'.join(kinds)}, not text (e.g. {example!r}): a model "
+                        "trained on them would learn ids, not words; pass --text-col with the column that holds the "
+                        "texts")
     lengths = present.map(lambda v: len(v) if isinstance(v, str) else 0)
     if len(lengths) and lengths.max() > MAX_TEXT_CHARS:
         row = lengths.idxmax()
@@ -152,6 +170,55 @@ def check_text_cells(values: pd.Series, column: str, where: str = "") -> None:
         kind = {"ndarray": "list", "tuple": "list", "dict": "record"}.get(kind, kind)
         raise DataError(f"column {column!r}{where} holds {kind} values (the first at row {row}), not texts; pass "
                         "--text-col with the column that holds the texts, or turn those cells into strings")
+    _refuse_surrogates(values, f"column {column!r}{where}")
+
+
+def _refuse_surrogates(values: pd.Series, what: str) -> None:
+    """Refuse a text or label holding a lone surrogate (JSON's "\\ud800", or a str built so in Python): half of
+    a character, which no tokenizer reads and no file can hold."""
+    def bad(value: Any) -> bool:
+        if isinstance(value, list | tuple | np.ndarray):
+            return any(map(bad, value))
+        return isinstance(value, str) and not value.isascii() and SURROGATE.search(value) is not None
+
+    odd = values.map(bad).astype(bool)
+    if odd.any():
+        raise DataError(f"{what} holds a lone surrogate at row {odd.idxmax()} (half of a \\u surrogate pair, which "
+                        "is no character); write whole characters (UTF-8) in that row, or drop it")
+
+
+def _refuse_odd_labels(values: pd.Series, column: str) -> None:
+    """Refuse labels holding a lone surrogate, a number longer than Python reads as an int, and a list of labels
+    holding a list or a record (``[["a", "b"]]``), whose text would become the name of a class."""
+    _refuse_surrogates(values, f"label column {column!r}")
+    digits = sys.get_int_max_str_digits()
+    huge = values.map(lambda v: isinstance(v, str) and len(v) > digits > 0 and written_number(v)).astype(bool)
+    if huge.any():
+        raise DataError(f"label column {column!r} holds a number of {len(values[huge.idxmax()].strip()):,} characters "
+                        f"at row {huge.idxmax()}, no class name; pass --label-col with the column of class names")
+    nested = values.map(lambda v: isinstance(v, list | tuple | np.ndarray) and any(
+        isinstance(item, list | tuple | dict | np.ndarray) for item in v)).astype(bool)
+    if nested.any():
+        row = nested.idxmax()
+        raise DataError(f"label column {column!r} holds a list inside a list of labels at row {row} "
+                        f"({str(values[row])[:60]}); give each row one flat list of class names, e.g. "
+                        '["billing", "urgent"]')
+
+
+def _refuse_classes_lost_to_duplicates(rows: pd.DataFrame, dropped: dict[str, int], where: str, read: int,
+                                       labels: pd.Series, columns: tuple[str, str]) -> None:
+    """Every class down to one row once repeated texts were dropped: the texts repeat, and the labels do not,
+    which is what swapped text and label columns look like (a few class names taken for the texts)."""
+    lost = dropped["duplicate"] + dropped["conflicting_label"]
+    sizes = rows["label"].value_counts()
+    if not lost or sizes.max() > 1:
+        return
+    text_col, label_col = columns
+    hint = (f"the labels in {label_col!r} read like texts: are the columns swapped? pass --label-col with the column "
+            f"of class names and --text-col with the texts" if holds_sentences(labels)
+            else f"check --text-col ({text_col!r}) and --label-col ({label_col!r})")
+    raise DataError(f"every class has a single row ({len(sizes)} classes) once {lost} of the {read} rows of {where} "
+                    f"were dropped as repeated texts (duplicates, or the same text under another label); {hint}")
 
 
 def nothing_left(where: str, rows: int, dropped: dict[str, int], text_col: str, label_col: str) -> DataError:
@@ -176,14 +243,8 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
     cleaned, dropped = {}, {}
     for split, frame in frames.items():
         where = origin if split == "all" else f"{origin} ({split})"
-        if len(frame) == 0:
-            raise DataError(f"{where} has a header but no rows; add labelled rows")
-        missing = [c for c in (text_col, pair_col, label_col) if c is not None and c not in frame.columns]
-        if missing:
-            raise DataError(f"{where} lacks column(s) {missing}; columns are {list(frame.columns)}")
-        cleaned[split], dropped[split] = clean(frame, text_col, label_col, pair_col, config.label_sep, multi_label)
-        if len(cleaned[split]) == 0:
-            raise nothing_left(where, len(frame), dropped[split], text_col, label_col)
+        cleaned[split], dropped[split] = _clean_split(frame, where, (text_col, pair_col, label_col), config,
+                                                      multi_label, trained_on=split in ("all", "train"))
 
     cleaned, how = _split(cleaned, config, label_col)
     leaks = check_leaks(cleaned, config.drop_leaks)
@@ -221,6 +282,23 @@ def prepare(source: str | Path | pd.DataFrame, config: DataConfig | None = None)
         _warn_if_labels_look_joined(labels.names)
     return PreparedData(cleaned["train"], cleaned["validation"], cleaned["test"], labels,
                         text_col, label_col, report, pair_col, multi_label)
+
+
+def _clean_split(frame: pd.DataFrame, where: str, columns: tuple[str, str | None, str], config: DataConfig,
+                 multi_label: bool, trained_on: bool) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One split cleaned, refused when nothing (or, for the rows to train on, one row per class) is left."""
+    text_col, pair_col, label_col = columns
+    if len(frame) == 0:
+        raise DataError(f"{where} has a header but no rows; add labelled rows")
+    missing = [c for c in columns if c is not None and c not in frame.columns]
+    if missing:
+        raise DataError(f"{where} lacks column(s) {missing}; columns are {list(frame.columns)}")
+    rows, dropped = clean(frame, text_col, label_col, pair_col, config.label_sep, multi_label)
+    if len(rows) == 0:
+        raise nothing_left(where, len(frame), dropped, text_col, label_col)
+    if trained_on:
+        _refuse_classes_lost_to_duplicates(rows, dropped, where, len(frame), frame[label_col], (text_col, label_col))
+    return rows, dropped
 
 
 def _split(cleaned: dict[str, pd.DataFrame], config: DataConfig, label_col: str

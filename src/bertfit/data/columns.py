@@ -2,10 +2,14 @@
 
 A name given that is not a column, two candidates for one role, and a file whose first row of data
 was taken for its header are each refused with one line naming the fix; so is, for prediction
-(:func:`predict_text_column`), a lone column whose name reads like a text. Nothing here changes a frame.
+(:func:`predict_text_column`), a lone column whose name is no recognisable column name: the first text of
+a file without a header line. Nothing here changes a frame.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pandas as pd
 
@@ -22,6 +26,11 @@ FALLBACK_CANDIDATES = {
     "label": ("sentiment", "polarity", "emotion", "topic", "tag", "genre", "stars", "rating"),
 }
 # Sentence-pair data sets name their two texts in a few common ways (GLUE, SNLI, Quora, QNLI, BoolQ, ...).
+# Words a header of texts is made of ('review text', 'customer_comment', 'Tweets'), beside the names above.
+HEADER_WORDS = frozenset({*TEXT_CANDIDATES, *FALLBACK_CANDIDATES["text"], "input", "raw", "clean", "cleaned", "full",
+                          "original", "customer", "user", "client", "product", "news", "short", "long", "string",
+                          "data", "feedback", "prompt", "response", "answer", "note", "phrase", "line", "txt", "doc",
+                          "msg", "desc", "field", "col", "column", "name", "sample", "example"})
 PAIR_CANDIDATES = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"),
                    ("question1", "question2"), ("question", "sentence"), ("question", "passage"),
                    ("text", "text_pair"))
@@ -32,7 +41,14 @@ def find_columns(frame: pd.DataFrame, text_col: str | None, label_col: str | Non
     columns = [str(c) for c in frame.columns]
     if text_col is not None and text_col == label_col:
         raise DataError(f"text and label columns are both {text_col!r}; pass different --text-col and --label-col")
-    label = pick(columns, label_col, LABEL_CANDIDATES, "label", frame=frame)
+    try:  # a column named as the text is no label
+        label = pick([c for c in columns if c != text_col], label_col, LABEL_CANDIDATES, "label", frame=frame)
+    except DataError:
+        if label_col is None and text_col in columns and text_col.strip().lower() in LABEL_CANDIDATES:
+            raise DataError(f"--text-col {text_col!r} is the label column (found by its name); if it holds the texts, "
+                            f"pass --label-col too, with the column of class names (columns are {columns}); else "
+                            "pass --text-col with the column of texts") from None
+        raise
     text = pick([c for c in columns if c != label], text_col, TEXT_CANDIDATES, "text", frame=frame)
     return text, label
 
@@ -73,7 +89,7 @@ def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], rol
         return matches[0]
     if len(matches) > 1:
         raise DataError(f"more than one column could be the {role}: {matches}; pass {flag} NAME")
-    if role == "text" and frame is not None:  # one string column left is the text
+    if role == "text" and frame is not None and not _texts_in_the_index(frame):  # one string column left is the text
         strings = [c for c in columns if c in frame and _holds_words(frame[c])]
         if len(strings) == 1:
             return strings[0]
@@ -81,7 +97,17 @@ def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], rol
         raise DataError(f"cannot tell which column holds the {role}: the first line looks like a row of data, not "
                         f"column names ({first!r} is also a value in its column); add a header line naming the "
                         f"columns (for example label,text) as the file's first line")
-    raise DataError(f"cannot tell which column holds the {role}; columns are {columns}; pass {flag} NAME")
+    raise DataError(f"cannot tell which column holds the {role}; columns are {columns}; pass {flag} NAME"
+                    + _texts_in_the_index(frame))
+
+
+def _texts_in_the_index(frame: pd.DataFrame | None) -> str:
+    """A hint for a table whose texts are its index (a Parquet file written from a DataFrame indexed by them):
+    then no column is guessed to be the text."""
+    if frame is None or isinstance(frame.index, pd.RangeIndex) or not holds_sentences(frame.index.to_series()):
+        return ""
+    return ("; or, if the texts are the table's index (as to_parquet writes a DataFrame's index), write the file "
+            "again with df.reset_index().to_parquet(path, index=False), so that they are a column")
 
 
 def _data_as_header(frame: pd.DataFrame) -> str | None:
@@ -94,22 +120,41 @@ def _data_as_header(frame: pd.DataFrame) -> str | None:
     return None
 
 
-def predict_text_column(columns: list[str], named: str | None, where: str, frame: pd.DataFrame | None = None) -> str:
-    """The column of texts to predict: the one named, else found by name or content, never a text taken for a header."""
+def predict_text_column(columns: list[str], named: str | None, where: str, frame: pd.DataFrame | None = None,
+                        first_line: bool | None = None) -> str:
+    """The column of texts to predict: the one named, else found by name or content, never a text taken for a header.
+
+    ``first_line``: the names are the file's first line (CSV / TSV), which may be a text; None: judged by ``where``'s
+    suffix.
+    """
     text = pick(columns, named, TEXT_CANDIDATES, "text", frame=frame)
-    _refuse_a_text_as_header(columns, named, where)
+    if first_line is None:
+        first_line = any(suffix.lower() in (".csv", ".tsv") for suffix in Path(where).suffixes[-2:])
+    _refuse_a_text_as_header(columns, named, where, first_line)
     return text
 
 
-def _refuse_a_text_as_header(columns: list[str], named: str | None, where: str) -> None:
-    """Texts to predict in one column found by itself whose name reads like a text ('The app crashed again!':
-    four words or more, or a sentence's closing mark): the file may lack its header line, and that first text
-    would go unscored. (A survey's question header reads so too, hence the way out in the message.)"""
+def _refuse_a_text_as_header(columns: list[str], named: str | None, where: str, first_line: bool) -> None:
+    """Texts to predict in one column found by itself, whose name is no column name: in a CSV / TSV, one not made
+    of :data:`HEADER_WORDS` (the file may lack its header line, and its first text would go unscored); in any
+    file, one that reads like a text (four words or more, or a sentence's closing mark). A survey's question
+    header reads so too, hence the way out in the message."""
     name = columns[0] if len(columns) == 1 else ""
-    if named is None and (len(name.split()) >= 4 or name.rstrip()[-1:] in (".", "!", "?")):
-        raise DataError(f"{where}'s one column is named {name[:60]!r}, which reads like a text: if the file has no "
-                        "header line, that text would go unscored; add a header line (text), or pass --text-col "
-                        "with that name if it is the column's name")
+    reads_like_a_text = len(name.split()) >= 4 or name.rstrip()[-1:] in (".", "!", "?")
+    if named is None and name and (reads_like_a_text or first_line and not _column_name(name)):
+        raise DataError(f"{where}'s one column is named {name[:60]!r}, which reads like a text, not a column name: if "
+                        "the file has no header line, its first line was taken as the header and that text would go "
+                        "unscored; add a header line (text), or save the texts as a .txt file (one text per line), "
+                        "or pass --text-col with that name if it is the column's name")
+
+
+def _column_name(name: str) -> bool:
+    """Up to three words of :data:`HEADER_WORDS` (plurals too), however joined: 'text', 'Review Text', 'tweet_text',
+    'sentence1', 'text_a', 'customerComment'."""
+    words = [word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", name)]
+    known = [word in HEADER_WORDS or word[:-1] in HEADER_WORDS or word[:-3] + "y" in HEADER_WORDS for word in words]
+    return 0 < len(words) <= 3 and any(known) and not re.sub(r"[A-Za-z0-9_\-\s.]", "", name) and all(
+        is_known or len(word) == 1 for word, is_known in zip(words, known, strict=True))
 
 
 def _holds_words(values: pd.Series) -> bool:

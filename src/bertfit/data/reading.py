@@ -18,7 +18,7 @@ import pandas as pd
 
 from bertfit.data.cleaning import check_text_cells, clean, nothing_left
 from bertfit.data.columns import find_columns, predict_text_column
-from bertfit.data.sniff import check_text_file, compressed_table, decompressed
+from bertfit.data.sniff import check_text_file, compressed_table, decompressed, refuse_a_stream
 from bertfit.data.sources import SUFFIXES, load_frames, read_delimited, read_table, unreadable
 from bertfit.errors import DataError
 
@@ -93,6 +93,8 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
         raise DataError(f"--input {path} is a folder; pass a file of texts (one per line, or a CSV / TSV / JSONL / "
                         "Parquet file with a text column)")
     if not path.is_file():
+        refuse_a_stream(path, "pipe texts in with --input - (one per line, on standard input), or save them to a "
+                              "file and pass that")
         raise DataError(f"input file not found: {path}; check the path")
     if compressed_table(path, (*SUFFIXES, ".txt")):
         with decompressed(path) as plain:
@@ -110,7 +112,8 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
             if columns is None:
                 names = [str(c) for c in table.columns]
                 named = given_or_saved(text_col, saved_col, names)
-                columns = [predict_text_column(names, named, str(path), frame=table)]
+                columns = [predict_text_column(names, named, str(path), frame=table,
+                                               first_line=suffix in (".csv", ".tsv"))]
                 if pair_col is not None:
                     if pair_col not in names:
                         raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "

@@ -1,7 +1,8 @@
 """What a data file is, by its first bytes and its suffix: UTF-8 text, something else, or a compressed table.
 
 :func:`check_text_file` refuses UTF-16, compressed and binary files before any parser sees them, naming
-what the file is and how to convert it. :func:`decompressed` gives a compressed table (``data.csv.gz``)
+what the file is and how to convert it; a pipe or a device, a table separated otherwise than its suffix
+says, and JSON named as a CSV are refused too. :func:`decompressed` gives a compressed table (``data.csv.gz``)
 as a plain file in a temporary folder, so it is read like any other; the file itself is only read.
 Nothing here parses tables.
 """
@@ -11,8 +12,11 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import json
 import lzma
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +32,8 @@ NOT_TEXT = (
     (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one too)", "unzip it, or save the sheet as CSV"),
 )
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}  # suffix -> how to open it
+# Half of a UTF-16 surrogate pair on its own: JSON can spell one ("\\ud800"), but it is no character.
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_text_file(path: Path) -> None:
@@ -39,6 +45,56 @@ def check_text_file(path: Path) -> None:
             raise DataError(f"{path} is {what}, not UTF-8 text; {fix}")
     if b"\x00" in head:
         raise DataError(f"{path} looks binary (NUL bytes), not a text table; pass a CSV/TSV/JSONL/Parquet file")
+
+
+def refuse_a_stream(path: Path, fix: str) -> None:
+    """Refuse a path that is neither a file nor a folder (``<(cmd)`` and a piped ``/dev/stdin`` are pipes,
+    ``/dev/null`` a device): bertfit reads a file by its suffix, and more than once."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise DataError(f"{path} is {kind}, not a regular file; {fix}")
+
+
+def check_header_line(path: Path, header_line: str, sep: str) -> None:
+    """The first line of a .csv / .tsv: not JSON, and separated by ``sep``."""
+    _refuse_json_in_a_table(path, header_line)
+    _check_separated_by(path, header_line, sep)
+
+
+def _refuse_json_in_a_table(path: Path, first_line: str) -> None:
+    """A first line that is a JSON object (JSON lines) or opens an array of them (a JSON document): read as a
+    table, every line would be one text of JSON."""
+    line = first_line.strip()
+    if not line.startswith(("{", "[")):
+        return
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        value = None
+    if isinstance(value, dict):
+        raise DataError(f"{path} holds JSON lines (its first line is a JSON object), not a {path.suffix} table; "
+                        "rename it to .jsonl")
+    if line in ("[", "{") or line.startswith(("[{", '{"')):
+        raise DataError(f"{path} holds a JSON document (its first line is {line[:40]!r}), not a {path.suffix} "
+                        "table; rename it to .json")
+
+
+def _check_separated_by(path: Path, header_line: str, sep: str) -> None:
+    """A header with no ``sep`` but another separator read as one column: say so, not 'no label column'."""
+    if sep in header_line:
+        return
+    for other, name in (("\t", "tabs"), (",", "commas"), (";", "semicolons"), ("|", "pipes")):
+        if other != sep and len([part for part in header_line.split(other) if part.strip()]) > 1:
+            fix = ("rename it to .tsv" if other == "\t" else "rename it to .csv" if other in ",;"
+                   else "re-save it with commas (.csv) or tabs (.tsv)")
+            raise DataError(
+                f"{path} reads as one column, {header_line.strip()!r}: it is separated by {name} ({other!r}), "
+                f"not the {'tabs' if sep == chr(9) else 'commas'} its suffix says; {fix}"
+            )
 
 
 def compressed_table(path: Path, suffixes: tuple[str, ...]) -> bool:

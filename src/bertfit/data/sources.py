@@ -1,8 +1,8 @@
 """Read labelled tables from files, folders of splits and Hugging Face datasets.
 
-Every way a file can be unreadable (missing, empty, not UTF-8, binary, a broken JSON line, a
-bad Parquet file, a column named twice) becomes one DataError line that names the fix. Choosing
-columns, cleaning and splitting happen in ``data``; this module only reads.
+Every way a file can be unreadable (missing, a pipe, empty, not UTF-8, binary, a broken JSON line or one
+Python cannot read, a bad Parquet file, a column named twice) becomes one DataError line that names the fix.
+Choosing columns, cleaning and splitting happen in ``data``; this module only reads.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import csv
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+import bertfit.data.sniff as sniff
 from bertfit.data.fasttext import read_fasttext
 from bertfit.data.sniff import check_text_file, compressed_table, decompressed
 from bertfit.errors import DataError
@@ -46,6 +48,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"file not found: {path}; check the path")
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass a file, or a folder holding train/validation/test files")
+    sniff.refuse_a_stream(path, "save the data to a file with a suffix (e.g. data.csv) and pass that")
     suffix = path.suffix.lower()
     if compressed_table(path, LABELLED):
         with decompressed(path) as plain:
@@ -84,7 +87,7 @@ def _delimiter(path: Path) -> tuple[str, int]:
         sep = "\t"
     else:
         sep = ";" if header_line.count(";") > header_line.count(",") else ","
-    _check_separated_by(path, header_line, sep)
+    sniff.check_header_line(path, header_line, sep)
     header = next(csv.reader([header_line], delimiter=sep), [])
     _refuse_names_twice(header, str(path))
     skip = 1 if declared else 0
@@ -120,22 +123,9 @@ def _too_many_fields(path: str | Path, line: int, expected: int, seen: int, sep:
             'in double quotes ("like, this"), as spreadsheet exports write it; quote that field or fix the line')
 
 
-def _check_separated_by(path: Path, header_line: str, sep: str) -> None:
-    """A header with no ``sep`` but another separator read as one column: say so, not 'no label column'."""
-    if sep in header_line:
-        return
-    for other, name in (("\t", "tabs"), (",", "commas"), (";", "semicolons"), ("|", "pipes")):
-        if other != sep and len([part for part in header_line.split(other) if part.strip()]) > 1:
-            fix = ("rename it to .tsv" if other == "\t" else "rename it to .csv" if other in ",;"
-                   else "re-save it with commas (.csv) or tabs (.tsv)")
-            raise DataError(
-                f"{path} reads as one column, {header_line.strip()!r}: it is separated by {name} ({other!r}), "
-                f"not the {'tabs' if sep == chr(9) else 'commas'} its suffix says; {fix}"
-            )
-
-
 def read_delimited(path: Path, chunksize: int | None = None) -> Any:
-    """Every cell as written (``dtype=str``): a label "007" stays "007", not 7, and a text of digits stays text.
+    """Every cell as written (``dtype=str``): a label "007" stays "007", not 7 (texts of digits alone are refused
+    later, as 17 in JSON is).
 
     Only an empty cell is missing: "NA", "None" and "null" are texts or class names like any other.
     """
@@ -162,10 +152,11 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path} line {number} is not valid JSON ({err.msg}); fix or delete that line"
-                ) from None
+            except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+                raise DataError(f"{path} line {number} {_unparsable(err)}; fix or delete that line") from None
+            if "\\ud" in line.lower() and sniff.SURROGATE.search(json.dumps(record, ensure_ascii=False)):
+                raise DataError(f"{path} line {number} holds a lone surrogate escape (\\ud800 to \\udfff without its "
+                                "other half), which is no character; write whole characters, or delete that line")
             if not isinstance(record, dict):
                 raise DataError(
                     f"{path} line {number} is a JSON {type(record).__name__}, not an object; "
@@ -190,6 +181,8 @@ def _read_json_document(path: Path) -> pd.DataFrame | None:
         document = json.loads(content)
     except json.JSONDecodeError:
         return None  # JSON lines (several documents), or broken: the line reader names the line
+    except (ValueError, RecursionError) as err:
+        raise DataError(f"{path} {_unparsable(err)}; fix that value") from None
     if isinstance(document, list):
         bad = next((i for i, item in enumerate(document) if not isinstance(item, dict)), None)
         if bad is not None:
@@ -213,17 +206,31 @@ def _read_json_document(path: Path) -> pd.DataFrame | None:
     return None  # one object of plain values: a single JSON line
 
 
+def _unparsable(err: ValueError | RecursionError) -> str:
+    """Why JSON text does not read, in words: broken, nested past Python's limit, or a number too long."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"is not valid JSON ({err.msg})"
+    if isinstance(err, RecursionError):
+        return "nests lists or objects too deeply to read"
+    if "digits" in str(err):  # Python refuses to read an integer this long
+        return (f"holds a number of more than {sys.get_int_max_str_digits()} digits, too long to read (write it in "
+                "quotes, as a string)")
+    return f"cannot be read as JSON ({first_line(err)})"
+
+
 def _is_records(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet file; an index pandas wrote into it under a name (``set_index("text")``) is a column again."""
     try:
-        return pd.read_parquet(path)
+        frame = pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several unrelated types for a bad file
         raise DataError(f"cannot read {path} as Parquet ({type(err).__name__}: {first_line(err)}); check the "
                         "file: if it is Parquet, write it again (DataFrame.to_parquet), else give it its real suffix") \
             from None
+    return _columns_by_name(frame, str(path))
 
 
 def load_frames(source: Any, need_train: bool = True) -> tuple[dict[str, pd.DataFrame], str]:

@@ -18,7 +18,9 @@ onnxruntime); it does not serve (``serve``) or predict (``model``).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -34,7 +36,7 @@ from bertfit.environment import require, versions
 from bertfit.errors import BertfitError, UsageError
 from bertfit.folder import SPLIT_FILES, SplitRows, read_split, write_meta
 from bertfit.model import TextClassifier
-from bertfit.staging import check_folder, refuse_inputs, staged_folder
+from bertfit.staging import check_folder, refuse_inputs, staged_folder, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +199,8 @@ def fused_export(classifier: TextClassifier, path: Path, embeddings: bool = True
             return None
         fused.save_model_to_file(str(path), use_external_data_format=False)
     except Exception as err:  # noqa: BLE001 - an optional speed-up: any failure falls back to the plain graph
+        if write_failure(err) is not None:
+            raise  # a full disk: the plain graph would fail the same way (staged_folder names the output)
         log.info("the fused export failed (%s: %s); exporting with dynamo instead", type(err).__name__,
                  str(err).strip().splitlines()[0] if str(err).strip() else "no message")
         return None
@@ -266,6 +270,8 @@ def to_onnx(classifier: TextClassifier, path: Path) -> tuple[int, list[str]]:
                                                                        for name in inputs},
                               dynamo=True, external_data=external, verbose=False)
     except Exception as err:  # noqa: BLE001 - the exporter raises many kinds; one line says which
+        if write_failure(err) is not None:
+            raise  # the disk, not the exporter: staged_folder names the output
         raise ExportError(f"torch.onnx could not export this model ({type(err).__name__}: "
                           f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}); "
                           "run again with --debug for the exporter's report") from err
@@ -307,6 +313,11 @@ def quantize_int8(path: Path, embeddings_4bit: bool = False) -> None:
             quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, reduce_range=reduce_range,
                              extra_options=FUSED_TYPES)
     except Exception as err:  # noqa: BLE001 - the quantizer raises many kinds; one line says which
+        if write_failure(err) is not None:
+            raise  # the disk, not the quantizer: staged_folder names the output
+        if shutil.disk_usage(path.parent).free < fp32.stat().st_size:
+            # Its shape inference writes a copy of the graph beside it and does not say when the disk cut it short.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from err
         raise ExportError(f"onnxruntime could not quantize this model ({type(err).__name__}: {err}); "
                           "export without --quantize") from err
     finally:

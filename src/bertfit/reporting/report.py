@@ -21,13 +21,13 @@ import numpy as np
 from bertfit.errors import DataError, ModelLoadError, UsageError
 from bertfit.folder import SPLIT_FILES, SplitRows, check_model_folder, read_meta, read_split
 from bertfit.model import TextClassifier
-from bertfit.record import DataReport, ModelRecord, Task
+from bertfit.record import DataReport, ModelRecord
 from bertfit.reporting.analysis import MAX_MISTAKES, TestAnalysis, analyse
 from bertfit.reporting.audit_section import AUDIT_SUMMARY, audit_section
 from bertfit.reporting.html import CSS, facts, missing, part, section, table
 from bertfit.reporting.plots import plot_confusion, plot_curves, plot_reliability, plot_training
 from bertfit.reporting.tune_section import study_section
-from bertfit.staging import check_file, refuse_inputs, staged_file
+from bertfit.staging import check_file, refuse_inputs, shown, staged_file
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +71,26 @@ def write_report(model_dir: str | Path, out: str | Path | None = None, data: str
     """
     folder = Path(model_dir)
     check_model_folder(folder)
-    target = Path(out) if out is not None else folder / "report.html"
-    model_files = {f"the model's {path.name}": path for path in folder.iterdir() if path.name != "report.html"}
-    refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data, **model_files})
+    own = folder / "report.html"  # the folder's own report: the one output allowed inside it
+    target = Path(out) if out is not None else own
+    model_files = {f"the model's {path.name}": path for path in folder.iterdir() if path.name != own.name}
+    refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data, **model_files},
+                  sealed=("the model folder",), allowed=(own,))
     if not target.is_dir() and target.suffix.lower() not in (".html", ".htm"):  # a .pdf would open as a broken PDF
-        raise UsageError(f"--out {target}: the report is an HTML page; name it .html (print it to PDF from a "
+        raise UsageError(f"--out {shown(target)}: the report is an HTML page; name it .html (print it to PDF from a "
                          "browser)")
-    check_file(target, overwrite or out is None, "--out")
-    record = read_meta(folder) or _plain_record(folder)
+    check_file(target, overwrite or out is None, "--out", instead=f"write {shown(own)}")
+    record, classifier = read_meta(folder), None
+    if record is None:  # a plain Hugging Face folder: loading it refuses a base model, whose labels would be made up
+        classifier = TextClassifier.from_pretrained(folder)
+        record = classifier.record
     rows, reason = load_test_rows(folder, record, data)
     analysis = None
     if rows is not None:
         if test_proba is not None and data is None and len(test_proba) == len(rows.texts):
             proba = test_proba
         else:
-            classifier = TextClassifier.from_pretrained(folder)
+            classifier = classifier or TextClassifier.from_pretrained(folder)
             pairs = {"pairs": rows.pairs} if rows.pairs is not None else {}  # sentence-pair models only
             proba = classifier.predict_proba(rows.texts, progress=progress, **pairs)
         analysis = analyse(record, rows.texts, rows.labels, proba, rows.pairs)
@@ -108,18 +113,6 @@ def _audit_summary(folder: Path) -> dict[str, Any] | None:
         log.warning("%s left out of the report: %s", path, str(err).splitlines()[0])
         return None
 
-
-def _plain_record(folder: Path) -> ModelRecord:
-    """What a plain Hugging Face folder says about itself: its labels and task, as transformers reads them."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(str(folder))
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot read {folder}/config.json: {str(err).splitlines()[0]}") from None
-    multi = config.problem_type == "multi_label_classification"
-    return ModelRecord(labels=[config.id2label[i] for i in sorted(config.id2label)],
-                       task=Task.MULTI_LABEL if multi else Task.SINGLE_LABEL)
 
 # ---------------------------------------------------------------------------------------------
 # The page

@@ -45,6 +45,7 @@ from typing import Any
 
 from bertfit import __version__
 from bertfit.config import ServeConfig, check
+from bertfit.encoding import is_blank
 from bertfit.environment import require, versions
 from bertfit.errors import UsageError
 from bertfit.serving.batcher import Batcher
@@ -75,9 +76,10 @@ def check_request(classifier: Any, config: ServeConfig, texts: list[str], pairs:
         return f"got {len(texts)} texts but {len(pairs)} pairs; send one pair per text"
     for name, values in (("text", texts), ("pair", pairs or [])):
         for i, value in enumerate(values):
-            if not value.strip():  # training drops empty texts: the model never learnt what one means
-                return (f"{name} {i} is empty{' (whitespace only)' if value else ''}; send non-empty texts "
-                        f"(training drops empty ones)")
+            if is_blank(value):  # training drops empty texts: the model never learnt what one means
+                what = " (whitespace only)" if value.strip() == "" else " (invisible characters only)"
+                what = what if value else ""
+                return f"{name} {i} is empty{what}; send non-empty texts (training drops empty ones)"
             if len(value) > config.max_chars:
                 return (f"{name} {i} has {len(value)} characters; the limit is {config.max_chars}: shorten it, or "
                         f"start the server with --max-chars {len(value)}")

@@ -215,9 +215,10 @@ class PairTrainer(Trainer):
         return (loss, torch.cat([a, b])) if return_outputs else loss
 
 
-def _pair_args(config: TrainConfig, learning_rate: float, epochs: int, where: Path, progress: bool) -> Any:
+def _pair_args(config: TrainConfig, learning_rate: float, epochs: int, where: Path, progress: bool,
+               pairs: int) -> Any:
     return TrainingArguments(
-        **schedule_settings(config, learning_rate, epochs, progress),
+        **schedule_settings(config, learning_rate, epochs, progress, pairs),
         output_dir=str(where),
         eval_strategy="no",
         save_strategy="no",
@@ -255,7 +256,7 @@ def fit_contrastive(prepared: PreparedData, config: TrainConfig, *, data_config:
              "rate %g", len(pairs), len(texts), epochs, learning_rate)
     where = Path(tempfile.mkdtemp(prefix="bertfit-pairs-"))
     trainer = PairTrainer(model=PooledBody(model.base_model, layer),
-                          args=_pair_args(config, learning_rate, epochs, where, progress),
+                          args=_pair_args(config, learning_rate, epochs, where, progress, len(pairs)),
                           train_dataset=PairDataset(encoded["input_ids"], pairs),
                           data_collator=PairCollator(tokenizer), callbacks=callbacks)
     quiet_progress(trainer)

@@ -57,7 +57,7 @@ from bertfit.training.stages import (
     write_report,
 )
 from bertfit.training.tracking import Tracking
-from bertfit.training.trainer import head_lr_scale
+from bertfit.training.trainer import head_lr_scale, resolve_class_weights
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ def fit_model(
     caller across runs from the same base model on the same splits, so that each (max length, long-text
     handling) is tokenized once, and each frozen bottom (encode once) runs over the texts once.
     """
+    class_weights = resolve_class_weights(config.class_weights, prepared)  # refused before the model loads
     set_seed(config.seed)  # before the head is created, so its initial weights follow the seed
     model, tokenizer = starting_model(prepared, config, start)
     max_length = max_length_of(model, tokenizer, config, pairs=prepared.text_pair_col is not None)
@@ -227,11 +228,10 @@ def fit_model(
         encoded, too_long = encode_splits(prepared, tokenizer, targets, max_length, config, start)
         if encodings is not None and start is None:
             encodings[key] = encoded, too_long
-
     started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
     frozen_outputs = encodings.setdefault("frozen outputs", {}) if encodings is not None and start is None else None
     run = build_trainer(model, tokenizer, prepared, encoded, config, target, progress, start, callbacks,
-                        frozen_outputs)
+                        frozen_outputs, class_weights=class_weights)
     settings = {"data": to_dict(data_config or DataConfig()), "train": to_dict(config)}
     resumed_after = train_loop(run.trainer, settings, prepared, run.checkpoints, resume, then=lambda: (
         extend_while_improving(run.trainer, config, run.epochs, run.metric, run.checkpoints)))

@@ -54,9 +54,9 @@ from bertfit.training.epochs import (
 from bertfit.training.trainer import (
     ClassifierTrainer,
     EncodedSplit,
+    batch_within,
     encode_split,
     head_lr_scale,
-    resolve_class_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,11 @@ def encode_splits(prepared: PreparedData, tokenizer: Any, targets: dict[str, np.
 
 def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: dict[str, EncodedSplit],
                    config: TrainConfig, target: Path | None, progress: bool, start: Start | None,
-                   callbacks: list[Any] | None = None, frozen_outputs: dict[Any, Any] | None = None) -> Run:
+                   callbacks: list[Any] | None = None, frozen_outputs: dict[Any, Any] | None = None, *,
+                   class_weights: torch.Tensor | None = None) -> Run:
     """The trainer, on the encode-once path when the bottom is frozen, with the run's epochs and callbacks.
+
+    ``class_weights``: the loss's, as :func:`resolve_class_weights` made them (before the model loaded).
 
     ``frozen_outputs``: a dict the caller keeps across runs from the same base model on the same
     tokenized splits (tuning trials), so that each frozen bottom runs over the texts once in all.
@@ -160,7 +163,6 @@ def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: d
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     bucket = config.bucket_by_length and frozen is None  # the cached top's rows are mostly length 1
-    class_weights = resolve_class_weights(config.class_weights, prepared)
     trainer_class = start.trainer_class if start else ClassifierTrainer
     trainer = trainer_class(
         bucket_lengths=[len(ids) for ids in train_set.encoded["input_ids"]] if bucket else None,
@@ -168,7 +170,7 @@ def build_trainer(model: Any, tokenizer: Any, prepared: PreparedData, encoded: d
         class_weights=class_weights,
         head_lr_scale=head_lr_scale(config, prepared.multi_label, len(prepared.labels.names)),
         model=trained,
-        args=_training_args(config, learning_rate, epochs, checkpoints, progress),
+        args=_training_args(config, learning_rate, epochs, checkpoints, progress, (len(train_set), len(eval_set))),
         data_collator=collator or DataCollatorWithPadding(tokenizer),
         train_dataset=train_set,
         eval_dataset=eval_set,
@@ -323,12 +325,13 @@ def processes() -> int:
         return 1
 
 
-def schedule_settings(config: TrainConfig, learning_rate: float, epochs: int, progress: bool) -> dict[str, Any]:
+def schedule_settings(config: TrainConfig, learning_rate: float, epochs: int, progress: bool,
+                      train_rows: int) -> dict[str, Any]:
     """TrainingArguments every bertfit trainer shares: the optimizer's schedule, seeds, CPU, no trackers by name."""
     return {
         "num_train_epochs": epochs,
         "learning_rate": learning_rate,
-        "per_device_train_batch_size": config.batch_size,
+        "per_device_train_batch_size": batch_within(config.batch_size, train_rows),
         "weight_decay": config.weight_decay,
         "warmup_steps": config.warmup_ratio,  # a float below 1 is a fraction of all steps
         "lr_scheduler_type": "linear",
@@ -338,12 +341,14 @@ def schedule_settings(config: TrainConfig, learning_rate: float, epochs: int, pr
     }
 
 
-def _training_args(config: TrainConfig, learning_rate: float, epochs: int, checkpoints: Path, progress: bool) -> Any:
+def _training_args(config: TrainConfig, learning_rate: float, epochs: int, checkpoints: Path, progress: bool,
+                   rows: tuple[int, int]) -> Any:
+    """Trainer's arguments for fine-tuning; ``rows``: the rows of the training and the validation split."""
     return TrainingArguments(
-        **schedule_settings(config, learning_rate, epochs, progress),
+        **schedule_settings(config, learning_rate, epochs, progress, rows[0]),
         bf16=resolve_precision(config.precision) == "bf16",  # autocast: bf16 matmuls, fp32 master weights
         output_dir=str(checkpoints),
-        per_device_eval_batch_size=config.eval_batch_size,
+        per_device_eval_batch_size=batch_within(config.eval_batch_size, rows[1]),
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="epoch",

@@ -8,6 +8,12 @@ end :meth:`Tracking.finish` adds what only bertfit knows: the test metrics (scor
 baseline's, calibration, the method and settings, and the saved ``bertfit.json``, ``report.html``
 and model card (MLflow artifacts; TensorBoard text). MLflow writes to ``MLFLOW_TRACKING_URI`` when
 set, else to MLflow's own default (a local ``mlflow.db``): nothing leaves the machine unless asked.
+
+The trackers open when training begins (Trainer's ``on_train_begin``), after every check that can
+refuse the run, so a refused run leaves no event files or MLflow run behind. A run refused later
+(exit code 2: the output, say) has what its trackers wrote removed again, though never a tracking
+folder or store that was there before it; a run that fails or is interrupted keeps its figures,
+marked FAILED or KILLED in MLflow.
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+
+from transformers import TrainerCallback
 
 from bertfit.config import report_destinations
 from bertfit.environment import require
+from bertfit.errors import BertfitError
 from bertfit.metrics import headline
 
 log = logging.getLogger(__name__)
@@ -47,50 +58,77 @@ class Tracking:
         self.mlflow: Any = None
         self.run_id: str | None = None
         self.log_dir: Path | None = None
+        self.created: list[Path] = []  # what open() made that was not there before, parents first
         if "tensorboard" in self.names:
             require("tensorboard", f"{command} --report-to tensorboard")
         if "mlflow" in self.names:
             require("mlflow", f"{command} --report-to mlflow")
 
     def __enter__(self) -> Tracking:
-        if "tensorboard" in self.names:
+        return self  # the trackers open with the training (:meth:`open`), after the checks that can refuse it
+
+    def open(self) -> None:
+        """Create this run's event folder and MLflow run (once); what did not exist before is noted, to undo."""
+        if "tensorboard" in self.names and self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self.log_dir = tensorboard_dir(self.target)
+            self.created += [path for path in (self.log_dir.parent, self.log_dir) if not path.exists()]
             self.writer = SummaryWriter(log_dir=str(self.log_dir))
             log.info("TensorBoard: event files in %s (tensorboard --logdir %s)", self.log_dir, self.log_dir.parent)
-        if "mlflow" in self.names:
+        if "mlflow" in self.names and self.mlflow is None:
             import mlflow
 
+            if os.environ.get("MLFLOW_TRACKING_URI"):  # as Trainer's callback does, and before it: one store
+                mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+            self.created += [path for path in _mlflow_stores(mlflow.get_tracking_uri()) if not path.exists()]
             self.mlflow = mlflow
             mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT)
             run = mlflow.start_run(run_name=self.target.name if self.target is not None else None)
             self.run_id = run.info.run_id
             log.info("MLflow: run %s in %s", self.run_id, mlflow.get_tracking_uri())
-        return self
 
     def __exit__(self, kind, error, traceback) -> None:
         if self.writer is not None:
             self.writer.close()
+        refused = isinstance(error, BertfitError) and error.exit_code == 2
         if self.mlflow is not None and self.mlflow.active_run() is not None:
             status = "FINISHED" if kind is None else "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
             self.mlflow.end_run(status=status)
+        if refused:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove what this run's trackers wrote: its event folder, its MLflow run, and stores it created."""
+        if self.mlflow is not None and self.run_id is not None:
+            try:
+                self.mlflow.delete_run(self.run_id)
+            except Exception as err:  # noqa: BLE001 - a store that cannot be reached keeps the run, marked FAILED
+                log.warning("MLflow run %s kept (marked FAILED): %s", self.run_id, err)
+        for path in reversed(self.created):  # the deepest first; a folder others wrote into meanwhile stays
+            if path == self.log_dir or path.is_dir() and not any(path.iterdir()):
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_file():
+                path.unlink()
 
     def callbacks(self) -> list[Any]:
-        """Trainer's own integrations, pointed at this run's destinations (none when not tracking)."""
-        if self.writer is None and self.mlflow is None:
+        """Trainer's own integrations, pointed at this run's destinations (none when not tracking).
+
+        The first, :class:`OpenTrackers`, opens the destinations as training begins and hands the
+        event writer to TensorBoard's callback before that one looks for it.
+        """
+        if not self.names:
             return []  # and transformers.integrations (which looks for every tracker installed) is not imported
         from transformers.integrations import MLflowCallback, TensorBoardCallback
 
-        found = []
-        if self.writer is not None:
-            found.append(TensorBoardCallback(tb_writer=self.writer))
-        if self.mlflow is not None:
-            found.append(MLflowCallback())  # it finds the run opened in __enter__ and logs into it
-        return found
+        board = TensorBoardCallback(tb_writer=self.writer) if "tensorboard" in self.names else None
+        # MLflow's finds the run opened first and logs into it
+        return [OpenTrackers(self, board), *([board] if board else []),
+                *([MLflowCallback()] if "mlflow" in self.names else [])]
 
     def series(self, name: str, points: list[tuple[int, float]]) -> None:
         """A figure over steps (``tune``: each trial's validation score by trial number)."""
+        self.open()
         for step, value in points:
             if self.writer is not None:
                 self.writer.add_scalar(name, value, step)
@@ -105,6 +143,7 @@ class Tracking:
 
     def finish(self, record: Any, folder: Path | None) -> None:
         """The run's results: test metrics, the baseline's, calibration, method and settings, the saved files."""
+        self.open()
         figures = {f"test/{key}": value for key, value in headline((record.metrics or {}).get("test") or {}).items()}
         figures |= {f"validation/{key}": value
                     for key, value in headline((record.metrics or {}).get("validation") or {}).items()}
@@ -135,3 +174,26 @@ class Tracking:
             self.mlflow.log_dict(settings, "bertfit_settings.json")
             for path in files:
                 self.mlflow.log_artifact(str(path))
+
+
+class OpenTrackers(TrainerCallback):
+    """Opens a :class:`Tracking`'s destinations as training begins, before the callbacks that write to them."""
+
+    def __init__(self, tracking: Tracking, board: Any = None):
+        self.tracking, self.board = tracking, board
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.tracking.open()
+        if self.board is not None:
+            self.board.tb_writer = self.tracking.writer  # TensorBoard's callback closes it when training ends
+
+
+def _mlflow_stores(uri: str) -> list[Path]:
+    """The local files an MLflow tracking URI writes to: a SQLite file or a file store, and ./mlruns (artifacts)."""
+    parsed = urlparse(uri)
+    stores = [Path("mlruns")]
+    if parsed.scheme == "sqlite" and parsed.path not in ("", "/", "/:memory:"):
+        stores.insert(0, Path(unquote(parsed.path[1:])) if uri.startswith("sqlite:///") else Path(parsed.path))
+    elif parsed.scheme in ("", "file"):
+        stores.insert(0, Path(unquote(parsed.path)))
+    return [store.absolute() for store in stores]

@@ -6,15 +6,14 @@
   per-label binary cross-entropy) and evaluation in dataset order; ``distill`` subclasses it.
 - :func:`resolve_class_weights`: ``--class-weights`` into the loss's weights.
 - :func:`head_lr_scale`: the new head's learning rate over the body's (10x for multi-label and many classes).
+- :func:`batch_within`: a batch size cut to the rows it batches.
 
 It does not load models, freeze them or decide what to train (``backbone``, ``training``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from torch import nn
 from transformers import Trainer
 
 from bertfit.backends import HEAD_MODULES
-from bertfit.config import TrainConfig
+from bertfit.config import TrainConfig, read_class_weights
 from bertfit.data.cleaning import PreparedData
 from bertfit.encoding import encode
 from bertfit.errors import UsageError
@@ -32,6 +31,8 @@ from bertfit.training.cached import target
 
 log = logging.getLogger(__name__)
 
+MAX_CLASS_WEIGHT = 1e6  # a file's weights above it are scaled down (the loss reads only their ratios)
+MAX_WEIGHT_SPREAD = 1e6  # the most one class may weigh over another
 FAST_HEAD_LR_SCALE = 10.0  # a multi-label head's, and a single-label one's from MANY_CLASSES classes
 MANY_CLASSES = 20
 
@@ -183,6 +184,15 @@ class ClassifierTrainer(Trainer):
         return torch.utils.data.SequentialSampler(eval_dataset)
 
 
+def batch_within(batch_size: int, rows: int) -> int:
+    """A batch size no larger than the rows it batches: the same batches, and nothing sized by the flag alone.
+
+    Trainer allocates some buffers by the batch size rather than by the rows in a batch (each
+    evaluation batch's loss is repeated ``eval_batch_size`` times), so a huge size would fail there.
+    """
+    return max(1, min(batch_size, rows))
+
+
 def head_lr_scale(config: TrainConfig, multi_label: bool, classes: int = 2) -> float:
     """The head's learning rate over the body's: --head-lr-scale, else FAST_HEAD_LR_SCALE for multi-label
     and for MANY_CLASSES classes or more, else 1.
@@ -199,34 +209,35 @@ def head_lr_scale(config: TrainConfig, multi_label: bool, classes: int = 2) -> f
 
 
 def resolve_class_weights(spec: str, prepared: PreparedData) -> torch.Tensor | None:
-    """--class-weights: none, balanced (rows / (classes x rows of the class), on train), or a JSON file."""
+    """--class-weights: none, balanced (rows / (classes x rows of the class), on train), or a JSON file.
+
+    The loss (cross-entropy averaged by the weights of the rows) reads only the weights' ratios, so
+    a file's weights are scaled down when the largest is above MAX_CLASS_WEIGHT (their sums stay
+    finite in float32), and a file whose weights span more than MAX_WEIGHT_SPREAD is refused (the
+    smallest would round to nothing beside the largest).
+    """
+    given = read_class_weights(spec)
     if spec == "none":
         return None
     if prepared.multi_label:
         raise UsageError("--class-weights applies to single-label data; multi-label models tune a threshold per "
                          "label on validation instead: drop --class-weights")
     names = prepared.labels.names
-    if spec == "balanced":
+    if given is None:  # balanced
         counts = np.array([prepared.labels.balance(prepared.train["label"])[name] for name in names], dtype=float)
         weights = len(prepared.train) / (len(names) * counts)
     else:
-        file = Path(spec)
-        if not file.is_file():
-            raise UsageError(f"--class-weights must be none, balanced or a JSON file of {{label: weight}}; "
-                             f"{spec!r} is neither (no such file)")
-        try:
-            given = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UsageError(f"--class-weights file {file} is not valid JSON ({err}); write {{\"label\": weight}}") \
-                from None
-        if not isinstance(given, dict):
-            raise UsageError(f"--class-weights file {file} must hold one JSON object {{label: weight}}")
         unknown = sorted(set(map(str, given)) - set(names))
         if unknown:
-            raise UsageError(f"--class-weights file {file} names label(s) {unknown[:5]} not in the training data "
+            raise UsageError(f"--class-weights file {spec} names label(s) {unknown[:5]} not in the training data "
                              f"(labels: {list(names)[:10]})")
-        weights = np.array([given.get(name, 1.0) for name in names], dtype=float)
-        if not all(isinstance(w, int | float) and w > 0 for w in weights):
-            raise UsageError(f"--class-weights file {file}: every weight must be a positive number")
+        weights = np.array([given.get(name, 1.0) for name in names], dtype=float)  # unnamed labels weigh 1
+        low, high = int(np.argmin(weights)), int(np.argmax(weights))
+        if weights[high] / weights[low] > MAX_WEIGHT_SPREAD:
+            raise UsageError(f"--class-weights file {spec}: {names[high]!r} weighs {weights[high]:g} and "
+                             f"{names[low]!r} {weights[low]:g} (labels not named weigh 1), more than "
+                             f"{MAX_WEIGHT_SPREAD:g} times as much; only the ratios count: bring them closer")
+        if weights[high] > MAX_CLASS_WEIGHT:
+            weights = weights / weights[high]
     log.info("class weights: %s", {name: round(float(w), 3) for name, w in zip(names, weights, strict=True)})
     return torch.tensor(weights, dtype=torch.float32)

@@ -13,7 +13,7 @@ bertfit.json and report hold the study.
 The study lives in Optuna storage: by default a journal file beside ``--out`` (``--resume``
 continues it); ``--storage URL`` (PostgreSQL, MySQL, or a journal file on a shared disk) lets
 ``--worker`` processes on other machines join it, each running trials until the budget ends;
-the process started without ``--worker`` saves the winner.
+the process started without ``--worker`` saves the winner. Opening the storage is ``storage``'s.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 from transformers import TrainerCallback
@@ -41,8 +41,18 @@ from bertfit.training.epochs import main_metric, selection_score
 from bertfit.training.run import Fitted, TrainResult, conclude, fit_model, split_settings
 from bertfit.training.stages import split_targets
 from bertfit.training.tracking import Tracking
+from bertfit.training.trainer import resolve_class_weights
 from bertfit.tuning.choice import expected_seconds, winner
 from bertfit.tuning.space import Space
+from bertfit.tuning.storage import (
+    check_journal,
+    database,
+    journal_file,
+    local_storage,
+    masked,
+    open_journal,
+    trials_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +114,6 @@ def parse_budget(value: Any) -> float:
     return seconds
 
 
-def journal_path(target: Path) -> Path:
-    return target.parent / f"{target.name}.study.journal"
-
-
-def trials_dir(target: Path) -> Path:
-    return target.parent / f".{target.name}.trials"
-
-
 def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trials: int | None = None,
          storage: str | None = None, study_name: str = DEFAULT_STUDY, worker: bool = False, resume: bool = False,
          overwrite: bool = False, progress: bool = True, **settings: Any) -> TuneResult:
@@ -129,17 +131,20 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
                          "here: run bertfit train --method contrastive")
     target = Path(out)
     tracking = Tracking(None if worker else train_config.report_to, target, "bertfit tune")  # extras checked now
-    url = storage or _local_storage(target, resume, overwrite, worker)
+    url = storage or local_storage(target, resume, overwrite, worker)
+    inputs = {"the data": data if isinstance(data, str | Path) else None, "the --model folder": train_config.model}
     if not worker:
-        refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
-                                        "the --model folder": train_config.model}, sealed=("the --model folder",))
+        refuse_inputs(target, "--out", inputs, sealed=("the --model folder",))
         check_folder(target, overwrite or resume)  # a resumed study saves its winner again
     started = time.monotonic()
     deadline = started + seconds
-    database = None if _journal_file(url) else _database(optuna, url)  # a bad URL is refused before the data is read
+    if journal_file(url):  # appended to: never an input, and a journal when it is there already
+        check_journal(url, inputs)
+    opened = None if journal_file(url) else database(optuna, url)  # a bad URL is refused before the data is read
     prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
+    resolve_class_weights(train_config.class_weights, prepared)  # its labels: refused before the model loads
     space = _space(prepared, train_config)
-    study = optuna.create_study(storage=database or _journal(url), study_name=study_name, direction="maximize",
+    study = optuna.create_study(storage=opened or open_journal(url), study_name=study_name, direction="maximize",
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=train_config.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS))
     has_default = any(t.user_attrs.get("recipe") == "default" for t in study.trials)  # waiting ones too
@@ -176,61 +181,6 @@ def _optuna() -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
-
-
-def _local_storage(target: Path, resume: bool, overwrite: bool, worker: bool) -> str:
-    journal = journal_path(target)
-    if journal.exists() and not (resume or worker):
-        if not overwrite:
-            raise UsageError(f"a study is already in {journal}: pass --resume to continue it, or --overwrite to "
-                             "start over")
-        journal.unlink()
-        shutil.rmtree(trials_dir(target), ignore_errors=True)
-    return f"journal:{journal}"
-
-
-def _journal_file(url: str) -> str | None:
-    """The path of a journal-file storage (``journal:PATH``, or a path ending in .journal); None for a database."""
-    return url[len("journal:"):] if url.startswith("journal:") else url if url.endswith(".journal") else None
-
-
-def _journal(url: str) -> Any:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    path = Path(_journal_file(url))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
-
-
-def _database(optuna: Any, url: str, attempts: int = 5) -> Any:
-    """Optuna's RDB storage at ``url``, connected now; any failure to reach it is one line naming the URL.
-
-    Workers started together on a new database all create its tables; PostgreSQL's CREATE ... IF NOT
-    EXISTS is not atomic, so all but one can fail on a duplicate in its catalogue. Those retry after a
-    moment, when the tables are there; any other failure does not.
-    """
-    for attempt in range(attempts):
-        try:
-            return optuna.storages.RDBStorage(url)
-        except Exception as err:  # SQLAlchemy's errors, a driver not installed, a server not answering
-            raced = re.search(r"duplicate key|already exists", str(err), flags=re.I) is not None
-            if not raced or attempt == attempts - 1:
-                _unreachable(url, err)
-            time.sleep(0.5 + np.random.default_rng().random())
-
-
-def _unreachable(url: str, err: Exception) -> NoReturn:
-    """The storage could not be opened: one line naming the URL (its password hidden) and what to pass."""
-    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    raise UsageError(f"cannot open --storage {_masked(url)}: {reason}; pass postgresql://USER:PASS@HOST/DB "
-                     "(pip install 'psycopg[binary]'), mysql+pymysql://USER:PASS@HOST/DB (pip install pymysql) "
-                     "or sqlite:///PATH, or journal:PATH for a file") from err
-
-
-def _masked(url: str) -> str:
-    """``url`` with its password hidden: what may be printed or recorded."""
-    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def _space(prepared: PreparedData, config: Any) -> Space:
@@ -325,7 +275,7 @@ def study_record(optuna: Any, study: Any, space: Space, url: str, budget: float,
     default = next((t for t in complete if t.user_attrs.get("recipe") == "default"), None)
     best, margin = winner(top, default, validation_rows)
     return {
-        "study_name": study.study_name, "storage": _masked(url), "sampler": "TPE",
+        "study_name": study.study_name, "storage": masked(url), "sampler": "TPE",
         "pruner": f"median (after {STARTUP_TRIALS} trials)", "budget_seconds": budget, "seconds": round(seconds, 1),
         "space": space.describe(), "trials": trials,
         "trials_complete": len(complete),

@@ -263,3 +263,15 @@ def test_huge_class_weights_are_scaled_and_train_to_finite_losses(tiny_model_dir
                    **{**FAST, "epochs": 1})
     assert math.isfinite(result.history[0]["train_loss"]) and math.isfinite(result.validation["loss"])
     assert result.classifier.meta["class_weights"] == pytest.approx([1.0, 1.0, 0.5])  # the same ratios
+
+
+def test_texts_without_words_train_without_the_baseline_rather_than_fail(tiny_model_dir, caplog):
+    import pandas as pd
+
+    faces = ["😀", "😃", "😄", "😁", "😆", "😅", "🤣", "😂", "🙂", "🙃", "😉", "😊"]
+    sad = ["😢", "😭", "😞", "😔", "😟", "😕", "🙁", "☹️", "😣", "😖", "😫", "😩"]
+    rows = pd.DataFrame({"text": [a + b for a in faces for b in faces[:4]] + [a + b for a in sad for b in sad[:4]],
+                         "label": ["happy"] * 48 + ["sad"] * 48})
+    result = train(rows, out=None, progress=False, model=str(tiny_model_dir), report=False, **FAST)
+    assert result.baseline is None and result.test["accuracy"] >= 0
+    assert "no TF-IDF baseline" in caplog.text

@@ -60,9 +60,20 @@ def fit_and_score(prepared: Any, seed: int = 42) -> dict[str, Any]:
     return metrics
 
 
-def baseline_record(prepared: Any, seed: int = 42) -> dict[str, Any]:
-    """What ``bertfit.json`` keeps under "baseline": the model's name and its test metrics."""
-    metrics = fit_and_score(prepared, seed=seed)
+def baseline_record(prepared: Any, seed: int = 42) -> dict[str, Any] | None:
+    """What ``bertfit.json`` keeps under "baseline": the model's name and its test metrics.
+
+    None, with a warning, where the n-grams find nothing to count (texts of emoji or symbols
+    alone): the baseline is a comparison, and a run is not lost for want of it.
+    """
+    try:
+        metrics = fit_and_score(prepared, seed=seed)
+    except ValueError as err:
+        if "empty vocabulary" not in str(err):
+            raise
+        log.warning("no TF-IDF baseline beside this model: its word n-grams found no words in the training "
+                    "texts (%s)", err)
+        return None
     return {"name": "tfidf-logreg", "description": "TF-IDF word 1-2 + char 2-5 grams, logistic regression",
             "test": metrics}
 

@@ -389,14 +389,15 @@ def test_a_one_column_file_to_predict_named_like_a_text_is_refused_not_scored_wi
 
 
 @pytest.mark.parametrize("header", ["text", "Text", "sentence", "review text", "Review Text", "tweet_text",
-                                    "customer comment", "customerComment", "Messages", "text_a"])
+                                    "customer comment", "customerComment", "Messages", "text_a", "complaint",
+                                    "Kommentar", "評論", "selected_text", "verified_reviews"])
 def test_a_one_column_csv_to_predict_keeps_a_header_that_names_a_column(tmp_path, header):
     path = tmp_path / "texts.csv"
     path.write_text(f"{header}\nrefund my card please\nwhere is my parcel\n")
     assert list(reading.iter_texts(path)) == [["refund my card please", "where is my parcel"]]
 
 
-@pytest.mark.parametrize("first", ["refund my card", "buy seats", "hello", "crashed", "Kündigung"])
+@pytest.mark.parametrize("first", ["refund my card", "buy seats", "app crashed again"])
 def test_a_one_column_csv_whose_first_line_is_no_column_name_is_refused(tmp_path, first):
     path = tmp_path / "texts.csv"
     path.write_text(f"{first}\nthe app crashed\nbuy seats for the team\n", encoding="utf-8")
@@ -975,3 +976,20 @@ def test_load_labelled_prefers_the_columns_a_model_was_trained_with(tmp_path):
     # a saved column the new data lacks is ignored: the data's own columns are looked for instead
     expect_data_error(lambda: reading.load_labelled(path, None, None, preferred=("body", "label")),
                       "more than one column could be the text")
+
+
+def test_multi_label_rows_of_distinct_label_sets_with_a_repeated_text_are_no_single_row_classes():
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    sets = [[x, y] for i, x in enumerate(names) for y in names[i + 1:]] + [[x] for x in names]
+    rows = pd.DataFrame({"text": [f"message number {i} about {' and '.join(s)}" for i, s in enumerate(sets)],
+                         "labels": sets})
+    rows = pd.concat([rows, rows.iloc[:1]], ignore_index=True)  # one text twice: dropped, counted
+    prepared = data.prepare(rows, DataConfig(validation_fraction=0.2, test_fraction=0.2))
+    assert prepared.multi_label and prepared.report["dropped"]["duplicate"] == 1
+
+
+def test_a_pair_column_of_numbers_written_out_is_text():
+    rows = pd.DataFrame({"question": [f"how many items are in box {i}?" for i in range(40)],
+                         "answer": [str(i % 7) for i in range(40)], "label": ["yes", "no"] * 20})
+    prepared = data.prepare(rows, DataConfig(text_col="question", text_pair_col="answer", label_col="label"))
+    assert len(prepared.train) + len(prepared.validation) + len(prepared.test) == 40

@@ -45,11 +45,12 @@ WRITE_FIXES = {
 def refuse_inputs(target: Path, flag: str, inputs: dict[str, str | Path | None], sealed: tuple[str, ...] = (),
                   allowed: tuple[Path, ...] = ()) -> None:
     """Refuse an output that is one of the inputs (also through a link), a folder that contains one, or a
-    path inside an input folder.
+    path inside an input model folder.
 
     ``inputs`` maps what each input is ("the data", "the model folder") to its path; None and
     names that are not local paths (hub names) are skipped. ``sealed`` names the inputs that are model
-    folders, for the message: an output inside one would be copied, served and replaced with it.
+    folders: an output inside one would be copied, served and replaced with it. An output inside a data
+    folder is fine: a folder of splits is read only at its top (train, validation, test files).
     ``allowed``: outputs that may go inside an input folder all the same (a model folder's own report.html).
     """
     out = _resolved(target)
@@ -62,12 +63,11 @@ def refuse_inputs(target: Path, flag: str, inputs: dict[str, str | Path | None],
             how = "is" if same else "holds"
             raise OutputError(f"{flag} {shown(target)} {how} {role} {shown(given)}, which this command reads; "
                               f"writing there would destroy it: pass another {flag}")
-    for role, (given, path) in present.items():  # then: an output that would go inside an input folder
-        if path.is_dir() and _resolved(path) in out.parents and out not in exceptions:
-            why = ("would be copied, served and replaced (--overwrite) with it" if role in sealed
-                   else "would change a folder this command reads")
-            raise OutputError(f"{flag} {shown(target)} is inside {role} {shown(given)}; an output there {why}: "
-                              f"pass a {flag} outside it, e.g. beside it")
+    for role, (given, path) in present.items():  # then: an output that would go inside a model folder
+        if role in sealed and path.is_dir() and _resolved(path) in out.parents and out not in exceptions:
+            raise OutputError(f"{flag} {shown(target)} is inside {role} {shown(given)}; an output there would be "
+                              f"copied, served and replaced (--overwrite) with it: pass a {flag} outside it, "
+                              "e.g. beside it")
 
 
 def _local(given: str | Path | None) -> Path | None:

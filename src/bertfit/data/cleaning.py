@@ -77,8 +77,9 @@ def clean(
     labels as a sorted tuple. A sentence pair with one side missing is an error, not a dropped row:
     half a pair is a different question.
     """
-    for column in (text_col, pair_col) if pair_col is not None else (text_col,):
-        _check_texts(frame[column], column)
+    _check_texts(frame[text_col], text_col)
+    if pair_col is not None:
+        _check_texts(frame[pair_col], pair_col, digits_are_text=True)
     _refuse_odd_labels(frame[label_col], label_col)
     if multi_label is None:
         multi_label = label_sep is not None or is_multi_label(frame[label_col])
@@ -137,15 +138,16 @@ def _blank_cells(values: pd.Series) -> pd.Series:
     return values.map(lambda v: isinstance(v, str) and is_blank(v)).astype(bool)
 
 
-def _check_texts(values: pd.Series, column: str) -> None:
+def _check_texts(values: pd.Series, column: str, digits_are_text: bool = False) -> None:
     """Refuse a text column that holds no text at all (numbers, records), or a text too long to be one.
 
     Numbers are judged alike from every format: 17 in JSON or Parquet, "17" in a CSV (read as written).
+    ``digits_are_text``: a pair's second column, where an answer may well be a number written out.
     """
     check_text_cells(values, column)
     present = values.dropna()
     given = present[~_blank_cells(present)]
-    if len(given) and not given.map(lambda v: isinstance(v, str) and not written_number(v)).any():
+    if len(given) and not any(isinstance(v, str) and (digits_are_text or not written_number(v)) for v in given):
         kinds = sorted({"numbers" if isinstance(v, str) else f"{type(v).__name__} values" for v in given.iloc[:100]})
         example = given.iloc[0].item() if isinstance(given.iloc[0], np.generic) else given.iloc[0]
         raise DataError(f"text column {column!r} holds {'/'.join(kinds)}, not text (e.g. {example!r}): a model "
@@ -210,6 +212,8 @@ def _refuse_classes_lost_to_duplicates(rows: pd.DataFrame, dropped: dict[str, in
     """Every class down to one row once repeated texts were dropped: the texts repeat, and the labels do not,
     which is what swapped text and label columns look like (a few class names taken for the texts)."""
     lost = dropped["duplicate"] + dropped["conflicting_label"]
+    if len(rows) and isinstance(rows["label"].iloc[0], tuple):  # multi-label: a combination is no class
+        return
     sizes = rows["label"].value_counts()
     if not lost or sizes.max() > 1:
         return

@@ -135,13 +135,15 @@ def predict_text_column(columns: list[str], named: str | None, where: str, frame
 
 
 def _refuse_a_text_as_header(columns: list[str], named: str | None, where: str, first_line: bool) -> None:
-    """Texts to predict in one column found by itself, whose name is no column name: in a CSV / TSV, one not made
-    of :data:`HEADER_WORDS` (the file may lack its header line, and its first text would go unscored); in any
-    file, one that reads like a text (four words or more, or a sentence's closing mark). A survey's question
-    header reads so too, hence the way out in the message."""
+    """Texts to predict in one column found by itself, whose name is no column name: in a CSV / TSV, words with
+    spaces between them not made of :data:`HEADER_WORDS` (the file may lack its header line, and its first text
+    would go unscored; one word, as `complaint` or `Kommentar`, is taken for a name); in any file, one that reads
+    like a text (four words or more, or a sentence's closing mark). A survey's question header reads so too,
+    hence the way out in the message."""
     name = columns[0] if len(columns) == 1 else ""
     reads_like_a_text = len(name.split()) >= 4 or name.rstrip()[-1:] in (".", "!", "?")
-    if named is None and name and (reads_like_a_text or first_line and not _column_name(name)):
+    spaced_words = len(name.split()) > 1 and not _column_name(name)
+    if named is None and name and (reads_like_a_text or first_line and spaced_words):
         raise DataError(f"{where}'s one column is named {name[:60]!r}, which reads like a text, not a column name: if "
                         "the file has no header line, its first line was taken as the header and that text would go "
                         "unscored; add a header line (text), or save the texts as a .txt file (one text per line), "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 from bertfit.backends import cores
 from bertfit.encoding import LONG_TEXT_CHOICES, POOL_CHOICES
 from bertfit.errors import UsageError
+from bertfit.record import finite_number
 
 TRAIN_LAYER_CHOICES = ("head", "pooler", "all", "lora")
 METHOD_CHOICES = ("auto", "finetune", "contrastive")
@@ -246,22 +246,13 @@ def read_class_weights(spec: str) -> dict[str, float] | None:
     if not isinstance(given, dict):
         raise UsageError(f"--class-weights file {file} must hold one JSON object {{label: weight}}, got "
                          f"{json.dumps(given)[:80]}")
-    bad = {label: weight for label, weight in given.items() if not _positive_real(weight)}
+    bad = {label: weight for label, weight in given.items() if not (finite_number(weight) and weight > 0)}
     if bad:
         shown = ", ".join(f"{label!r}: {json.dumps(weight)[:40]}" for label, weight in list(bad.items())[:5])
         raise UsageError(f"--class-weights file {file}: every weight must be a finite number above 0; got {shown}; "
                          f"write e.g. {{\"{next(iter(bad))}\": 2.0}}")
     return {label: float(weight) for label, weight in given.items()}
 
-
-def _positive_real(value: Any) -> bool:
-    """A number (not a bool) that is finite and above 0; integers too large for a float are not finite."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(float(value)) and value > 0
-    except OverflowError:
-        return False
 
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit

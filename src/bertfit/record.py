@@ -239,13 +239,13 @@ class ModelRecord:
         found = []
         thresholds = self.thresholds
         if thresholds is not None and (not isinstance(thresholds, list) or len(thresholds) != len(self.labels)
-                                       or not all(_number(t) and 0 <= t <= 1 for t in thresholds)):
+                                       or not all(finite_number(t) and 0 <= t <= 1 for t in thresholds)):
             found.append(f"thresholds is {_shown(thresholds)}; it must be a list of {len(self.labels)} numbers "
                          "from 0 to 1, one per label")
         if self.calibration is not None:
             low, high = TEMPERATURE_RANGE
             temperature = self.calibration.temperature
-            if not (_number(temperature) and low <= temperature <= high):
+            if not (finite_number(temperature) and low <= temperature <= high):
                 found.append(f"calibration.temperature is {_shown(temperature)}; it must be a number from {low:g} "
                              f"to {high:g}")
         return found
@@ -262,7 +262,7 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
     """A finite real number (a bool is not one; an integer too large for a float is not finite)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False

@@ -18,11 +18,11 @@ from bertfit.config import TrainConfig
 from bertfit.environment import install_line
 from bertfit.errors import ModelLoadError, UsageError
 from bertfit.hub import check_hub_name
+from bertfit.record import MIN_TEXT_TOKENS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model allows it
-MIN_TEXT_TOKENS = 2  # tokens of text a --max-length must leave beside the special tokens
 
 
 def default_model_path() -> str:

@@ -12,7 +12,7 @@ import pytest
 import bertfit
 from bertfit.errors import DataError, ModelLoadError, OutputError
 from bertfit.model import TextClassifier
-from bertfit.record import FORMAT_VERSION
+from bertfit.record import PLAIN_FORMAT
 from conftest import assert_kept_by_accuracy_then_loss
 
 LABELS = ["billing", "sales", "tech"]  # the classes of conftest's rows, in LabelSet order
@@ -60,7 +60,7 @@ def test_folder_holds_a_hugging_face_model_and_tokenizer(trained_dir):
 
 
 def test_bertfit_json_records_format_labels_columns_and_settings(meta, tiny_model_dir):
-    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["format_version"] == PLAIN_FORMAT  # no blend: readable by bertfits that know no blend
     assert meta["labels"] == LABELS
     assert (meta["text_col"], meta["label_col"]) == ("text", "label")
     assert meta["max_length"] == 64  # the tiny model's position limit, below the default 256

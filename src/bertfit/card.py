@@ -113,6 +113,12 @@ def _scores(record: ModelRecord) -> str:
             text += ["", f"Calibration: temperature {calibration.temperature:.3f} fitted on validation; expected "
                      f"calibration error on test {_number(calibration.test_ece_before)} before, "
                      f"{_number(calibration.test_ece_after)} after."]
+    if record.blend:
+        said = record.blend.get("validation_f1_micro") or {}
+        text += ["", f"Probabilities average this model's (weight {_number(record.blend.get('weight'), 2)}) with the "
+                 f"TF-IDF baseline's, saved beside it (`baseline.json`, `baseline.safetensors`): on validation "
+                 f"micro F1 the blend scored {_number(said.get('blend'))} against {_number(said.get('model'))} for "
+                 f"the model alone and {_number(said.get('baseline'))} for the baseline alone."]
     if record.thresholds:
         text += ["", "Per-label decision thresholds were tuned on validation (in `bertfit.json`)."]
     return "\n".join(text)
@@ -171,7 +177,7 @@ def _usage(name: str) -> str:
             "```python\nfrom transformers import pipeline\n\nclassify = pipeline(\"text-classification\", model=\""
             + name + "\")\n```\n\n`bertfit predict` applies the calibration and thresholds in `bertfit.json`; "
             "`pipeline` reads the same weights without them (scores before calibration; for multi-label, no tuned "
-            "thresholds).")
+            "thresholds, and the transformer alone where bertfit blends in the TF-IDF baseline).")
 
 
 def _counts(counts: dict[str, Any]) -> str:

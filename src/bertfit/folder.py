@@ -20,7 +20,7 @@ import numpy as np
 
 from bertfit.card import CARD_FILE, model_card
 from bertfit.errors import ModelLoadError
-from bertfit.record import FORMAT_VERSION, ModelRecord
+from bertfit.record import FORMAT_VERSION, PLAIN_FORMAT, ModelRecord
 from bertfit.staging import final_name
 
 META_FILE = "bertfit.json"
@@ -165,7 +165,8 @@ def _json_object(file: Path) -> dict[str, Any]:
 
 def write_meta(folder: Path, record: ModelRecord) -> None:
     """bertfit.json in ``folder``, stamped with this bertfit's format version, and the model card made from it."""
-    (folder / META_FILE).write_text(json.dumps({**record.to_dict(), "format_version": FORMAT_VERSION}, indent=2,
+    version = FORMAT_VERSION if record.blend is not None else PLAIN_FORMAT  # older bertfits read what they can
+    (folder / META_FILE).write_text(json.dumps({**record.to_dict(), "format_version": version}, indent=2,
                                                default=_jsonable) + "\n", encoding="utf-8")
     (folder / CARD_FILE).write_text(model_card(record, final_name(folder)), encoding="utf-8")
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bertfit.backends import OnnxBackend, TorchBackend, resolve_backend
+from bertfit.blend import LinearBaseline, blended_logits, joined
 from bertfit.calibration import calibrated
 from bertfit.encoding import INPUT_KEYS, encode, is_blank, pool
 from bertfit.errors import DataError, ModelLoadError, UsageError
@@ -40,14 +41,15 @@ class TextClassifier:
 
     ``TextClassifier(model, tokenizer, record)`` wraps a PyTorch model (``record``: a ModelRecord,
     or bertfit.json's dict); ``backend=`` takes a ready backend instead (``from_pretrained`` picks
-    one for the folder).
+    one for the folder). ``baseline``: the TF-IDF baseline a record's ``blend`` averages in (``bertfit.blend``).
     """
 
     def __init__(self, model: Any = None, tokenizer: Any = None, record: ModelRecord | dict[str, Any] | None = None,
-                 *, backend: TorchBackend | OnnxBackend | None = None):
+                 *, backend: TorchBackend | OnnxBackend | None = None, baseline: LinearBaseline | None = None):
         if record is None:
             raise TypeError("TextClassifier needs a record (labels and settings); load a folder with from_pretrained")
         self.backend = backend if backend is not None else TorchBackend(model, tokenizer)
+        self.baseline = baseline
         self.record = record if isinstance(record, ModelRecord) else ModelRecord.from_dict(record)
 
     @property
@@ -118,11 +120,12 @@ class TextClassifier:
         folder = Path(path)
         check_model_folder(folder)
         record = read_meta(folder)
+        baseline = _saved_baseline(folder, record)
         if resolve_backend(folder, backend) == "onnx":
             if record is None:
                 raise ModelLoadError(f"{folder} has model.onnx but no {META_FILE}; export it with bertfit export, "
                                      "which writes the labels and settings beside")
-            return cls(record=record, backend=OnnxBackend.load(folder, threads))
+            return cls(record=record, backend=OnnxBackend.load(folder, threads), baseline=baseline)
         runner = TorchBackend.load(folder, record.labels if record else None, threads)
         if record is None:  # a plain HF folder: take what its config says
             config, tokenizer = runner.model.config, runner.tokenizer
@@ -130,7 +133,7 @@ class TextClassifier:
             record = ModelRecord(
                 labels=[id2label[i] for i in sorted(id2label)], max_length=min(tokenizer.model_max_length, 512),
                 task=Task.MULTI_LABEL if config.problem_type == "multi_label_classification" else Task.SINGLE_LABEL)
-        return cls(record=record, backend=runner)
+        return cls(record=record, backend=runner, baseline=baseline)
 
     def save_pretrained(self, path: str | Path, overwrite: bool = False, files: dict[str, str] | None = None) -> Path:
         """Write the folder next to its destination, then rename: a crash leaves no half model.
@@ -146,6 +149,8 @@ class TextClassifier:
             self.model.save_pretrained(str(staging), safe_serialization=True)
             self.tokenizer.save_pretrained(str(staging))
             write_meta(staging, self.record)
+            if self.record.blend is not None:
+                self._blend_baseline().save(staging)
             for name, content in (files or {}).items():
                 (staging / name).write_text(content, encoding="utf-8")
         return target
@@ -154,10 +159,29 @@ class TextClassifier:
 
     def logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
                pairs: Sequence[str] | None = None) -> np.ndarray:
-        """Raw scores, (len(texts), n_classes), in the order given; long texts pooled over their windows.
+        """Scores, (len(texts), n_classes), in the order given; long texts pooled over their windows.
 
         Inputs are run in batches of similar token length (fewer pad tokens), then put back in order.
+        A model whose record blends the TF-IDF baseline in (``bertfit.blend``) gives the logits of that
+        average; the transformer's own are :meth:`model_logits`'s.
         """
+        texts, _ = checked_texts(texts)
+        pairs = list(pairs) if pairs is not None and not isinstance(pairs, str) else pairs
+        logits = self.model_logits(texts, batch_size, progress, pairs)
+        if self.record.blend is None or len(logits) == 0:
+            return logits
+        baseline = self._blend_baseline().proba(joined(texts, pairs))
+        return blended_logits(logits, baseline, float(self.record.blend["weight"]))
+
+    def _blend_baseline(self) -> LinearBaseline:
+        if self.baseline is None:
+            raise UsageError("this model's record blends the TF-IDF baseline, but no baseline was given: load the "
+                             "folder with TextClassifier.from_pretrained, or pass baseline=")
+        return self.baseline
+
+    def model_logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
+                     pairs: Sequence[str] | None = None) -> np.ndarray:
+        """The transformer's raw scores, as :meth:`logits` describes, without the blend."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
         texts, _ = checked_texts(texts)
@@ -302,6 +326,17 @@ class TextClassifier:
         if self.text_pair_col is None and pairs is not None:
             raise DataError("this model classifies single texts, not pairs; pass the texts alone")
         return list(pairs) if pairs is not None else None
+
+
+def _saved_baseline(folder: Path, record: ModelRecord | None) -> LinearBaseline | None:
+    """The TF-IDF baseline saved beside a model whose record blends it in, else None."""
+    if record is None or record.blend is None:
+        return None
+    try:
+        return LinearBaseline.load(folder, len(record.labels))
+    except ValueError as err:
+        raise ModelLoadError(f"cannot load the model in {folder}: its {META_FILE} blends in the TF-IDF baseline, but "
+                             f"{err}; copy the whole folder again, or retrain") from None
 
 
 def one_or_many(texts: Any, pairs: Any) -> tuple[list[str], Any, bool]:

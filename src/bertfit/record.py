@@ -22,7 +22,10 @@ from bertfit.encoding import LONG_TEXT_CHOICES, POOL_CHOICES
 
 # Of bertfit.json; raise it when a field changes meaning, and keep reading older ones.
 # 2: task (multi-label), text_pair_col, long_text, thresholds, calibration, baseline.
-FORMAT_VERSION = 2
+# 3: blend (the TF-IDF baseline averaged in); written only by folders that have one, so that a bertfit
+# which would predict without the blend refuses them rather than apply thresholds tuned for it.
+FORMAT_VERSION = 3
+PLAIN_FORMAT = 2  # what a folder without a blend is stamped
 
 MIN_TEXT_TOKENS = 2  # tokens of text a max_length leaves beside the special tokens (as training requires)
 # A saved temperature outside this range is no fit's (calibration keeps T within 0.05 to 20), and at
@@ -146,6 +149,9 @@ class ModelRecord:
     # decisions fitted on validation
     thresholds: list[float] | None = None  # multi-label, per label
     calibration: Calibration | None = None
+    # multi-label: {"weight": w, "validation_f1_micro": {...}}: probabilities w * model + (1 - w) * the TF-IDF
+    # baseline saved beside (bertfit.blend)
+    blend: dict[str, Any] | None = None
     # how it was trained
     base_model: str | None = None
     distilled: dict[str, Any] | None = None
@@ -248,11 +254,17 @@ class ModelRecord:
             if not (finite_number(temperature) and low <= temperature <= high):
                 found.append(f"calibration.temperature is {_shown(temperature)}; it must be a number from {low:g} "
                              f"to {high:g}")
+        if self.blend is not None:
+            weight = self.blend.get("weight") if isinstance(self.blend, dict) else None
+            if not self.multi_label:
+                found.append("blend is set on a single-label model; only multi-label models blend")
+            elif not (finite_number(weight) and 0 < weight < 1):
+                found.append(f"blend.weight is {_shown(weight)}; it must be a number between 0 and 1")
         return found
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extra"}
-        for name in ("calibration", "backend", "export", "thresholds", "baseline", "study", "method"):
+        for name in ("calibration", "blend", "backend", "export", "thresholds", "baseline", "study", "method"):
             if values[name] is None:
                 del values[name]  # absent, as bertfit has always written them
         return {**values, **self.extra}

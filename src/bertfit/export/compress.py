@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bertfit.backends import WEIGHT_FILES
+from bertfit.blend import BASELINE_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import UsageError
 from bertfit.folder import SplitRows, read_split
@@ -82,8 +83,9 @@ class CompressResult:
 
 
 def model_bytes(folder: Path) -> int:
-    """Bytes of a folder's weights: PyTorch safetensors/bin, or model.onnx with its external data."""
-    names = [*WEIGHT_FILES, "model.onnx", "model.onnx.data"]
+    """Bytes of a folder's weights: PyTorch safetensors/bin, or model.onnx with its external data, and the
+    TF-IDF baseline a multi-label model may blend in (prediction reads it too)."""
+    names = [*WEIGHT_FILES, "model.onnx", "model.onnx.data", *BASELINE_FILES]
     return sum((folder / name).stat().st_size for name in names if (folder / name).exists())
 
 

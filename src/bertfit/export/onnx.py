@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bertfit.backends import ONNX_FILE, WEIGHT_FILES, cpu_has_vnni
+from bertfit.blend import BASELINE_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.environment import require, versions
 from bertfit.errors import BertfitError, UsageError
@@ -368,13 +369,13 @@ def _decisions(classifier: TextClassifier, logits: np.ndarray) -> np.ndarray:
 
 
 def _write_beside(classifier: TextClassifier, folder: Path, staging: Path, record: dict[str, Any]) -> None:
-    """Tokenizer files, config.json, the kept splits and bertfit.json next to model.onnx."""
+    """Tokenizer files, config.json, the kept splits, the blended baseline and bertfit.json next to model.onnx."""
     classifier.tokenizer.save_pretrained(str(staging))
     if not (staging / "tokenizer.json").exists():
         raise ExportError(f"{folder}'s tokenizer has no fast version (tokenizer.json), which ONNX prediction reads; "
                           "this model cannot be exported")
     classifier.model.config.to_json_file(str(staging / "config.json"))
-    for name in SPLIT_FILES.values():  # the splits travel with the model, as in the source folder
+    for name in (*SPLIT_FILES.values(), *BASELINE_FILES):  # as in the source folder: the splits, the baseline
         if (folder / name).exists():
             shutil.copy2(folder / name, staging / name)
     _write_meta(classifier, staging, record)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
+from bertfit.blend import LinearBaseline, blended_logits, choose_weight, joined
 from bertfit.metrics import classification_metrics, main_metric, multilabel_metrics, tune_thresholds
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,12 @@ def tfidf_logreg(seed: int = 42, multi_label: bool = False) -> Any:
 
 
 def fit_and_score(prepared: Any, seed: int = 42) -> dict[str, Any]:
-    """Fit on the training split, score the test split; metrics as the transformer's, plus fit seconds.
+    """Fit on the training split, score the test split; metrics as the transformer's, plus fit seconds."""
+    return fitted_and_scored(prepared, seed)[1]
+
+
+def fitted_and_scored(prepared: Any, seed: int = 42) -> tuple[Any, dict[str, Any]]:
+    """The baseline fitted on the training split, and its test metrics (as the transformer's, plus fit seconds).
 
     Sentence pairs are joined into one text (``a [SEP] b``). Multi-label fits one logistic regression
     per label, with per-label thresholds tuned on validation (for micro F1) as the transformer's are.
@@ -44,7 +51,9 @@ def fit_and_score(prepared: Any, seed: int = 42) -> dict[str, Any]:
     labels = prepared.labels
     if prepared.multi_label:
         y_train = labels.encode_multi(prepared.train["label"].tolist(), "the training split")
-        model = tfidf_logreg(seed, multi_label=True).fit(texts["train"], y_train)
+        with warnings.catch_warnings():  # a label on every training row, or on none: sklearn predicts it constant
+            warnings.filterwarnings("ignore", "Label .* is present in all training examples")
+            model = tfidf_logreg(seed, multi_label=True).fit(texts["train"], y_train)
         thresholds = tune_thresholds(labels.encode_multi(prepared.validation["label"].tolist()),
                                      model.predict_proba(texts["validation"]))
         y_test = labels.encode_multi(prepared.test["label"].tolist(), "the test split")
@@ -57,25 +66,47 @@ def fit_and_score(prepared: Any, seed: int = 42) -> dict[str, Any]:
         proba[:, model[-1].classes_] = model.predict_proba(texts["test"])
         metrics = classification_metrics(labels.encode(prepared.test["label"].tolist(), "the test split"), proba)
     metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
-    return metrics
+    return model, metrics
 
 
-def baseline_record(prepared: Any, seed: int = 42) -> dict[str, Any] | None:
-    """What ``bertfit.json`` keeps under "baseline": the model's name and its test metrics.
+def baseline_record(prepared: Any, seed: int = 42) -> tuple[dict[str, Any] | None, Any]:
+    """What ``bertfit.json`` keeps under "baseline" (the model's name and its test metrics), and the fitted baseline.
 
-    None, with a warning, where the n-grams find nothing to count (texts of emoji or symbols
+    (None, None), with a warning, where the n-grams find nothing to count (texts of emoji or symbols
     alone): the baseline is a comparison, and a run is not lost for want of it.
     """
     try:
-        metrics = fit_and_score(prepared, seed=seed)
+        model, metrics = fitted_and_scored(prepared, seed=seed)
     except ValueError as err:
         if "empty vocabulary" not in str(err):
             raise
         log.warning("no TF-IDF baseline beside this model: its word n-grams found no words in the training "
                     "texts (%s)", err)
-        return None
+        return None, None
     return {"name": "tfidf-logreg", "description": "TF-IDF word 1-2 + char 2-5 grams, logistic regression",
-            "test": metrics}
+            "test": metrics}, model
+
+
+def blend_if_better(classifier: Any, prepared: Any, fitted_baseline: Any, validation_logits: np.ndarray,
+                    targets: np.ndarray) -> np.ndarray:
+    """Multi-label: average the model's probabilities with the baseline's where that beats both on validation.
+
+    The weight is chosen on validation (``blend.choose_weight``); when the blend is taken, the
+    classifier carries the baseline (as arrays, saved beside it) and its record the weight, and the
+    validation logits returned are the blend's, for the thresholds to be tuned on. Else they come back as given.
+    """
+    linear = LinearBaseline.from_pipeline(fitted_baseline)
+    baseline_proba = linear.proba(joined_texts(prepared.validation))
+    weight, figures = choose_weight(classifier.probabilities(validation_logits), baseline_proba, targets)
+    shown = ", ".join(f"{name} {value:.4f}" for name, value in figures.items())
+    if weight is None:
+        log.info("blend with the TF-IDF baseline not taken: it does not beat both the model alone and the baseline "
+                 "alone on validation micro F1 (%s)", shown)
+        return validation_logits
+    log.info("blend with the TF-IDF baseline taken: model weight %.2f; validation micro F1 %s", weight, shown)
+    classifier.baseline = linear
+    classifier.record.blend = {"weight": weight, "validation_f1_micro": {k: round(v, 4) for k, v in figures.items()}}
+    return blended_logits(validation_logits, baseline_proba, weight)
 
 
 def compare_with_baseline(model_metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> None:
@@ -91,6 +122,4 @@ def compare_with_baseline(model_metrics: dict[str, Any], baseline_metrics: dict[
 
 def joined_texts(frame: Any) -> list[str]:
     """A split's texts as the baseline reads them: a sentence pair joined into one text, ``a [SEP] b``."""
-    if "text_pair" in frame:
-        return [f"{a} [SEP] {b}" for a, b in zip(frame["text"], frame["text_pair"], strict=True)]
-    return frame["text"].tolist()
+    return joined(frame["text"].tolist(), frame["text_pair"].tolist() if "text_pair" in frame else None)

@@ -1,12 +1,14 @@
-"""Would averaging the default model's probabilities with the TF-IDF baseline's beat both? Measured after the fact.
+"""Would averaging the default model's probabilities with the TF-IDF baseline beat both? Measured after the fact.
 
-A lever the default recipe does not pull yet: weigh the fine-tuned model's calibrated probabilities
-against the TF-IDF + logistic regression baseline's, p = w * model + (1 - w) * baseline, with w
-chosen on the validation split (a grid of 0 to 1 in steps of 0.05; for multi-label the per-label
-thresholds are tuned again on validation for every w). The blend is taken only where its best
-validation score beats both w = 1 (the model alone) and w = 0 (the baseline alone); otherwise the
-model stands alone, as it would in bertfit. The test split then scores the model, the baseline and
-the chosen blend, so the three sit side by side from one training per seed.
+The lever behind the default's multi-label blend (``bertfit.blend``), measured on any data set,
+single-label too: the fine-tuned model's calibrated probabilities weighed against the TF-IDF +
+logistic regression baseline's, p = w * model + (1 - w) * baseline, with w chosen on the
+validation split (a grid of 0 to 1 in steps of 0.05; for multi-label the per-label thresholds are
+tuned again on validation for every w). The blend is taken only where its best validation score
+beats both w = 1 (the model alone) and w = 0 (the baseline alone); otherwise the model stands
+alone, as in bertfit. The test split then scores the model, the baseline and the chosen blend, so
+the three sit side by side from one training per seed (trained with --no-baseline, so the model
+here is the transformer alone even on multi-label data).
 
 Per seed: the default recipe trains once (as `bench/accuracy.py` runs it), its model scores the
 validation and test splits, and the baseline fits on the training split. Printed: per data set, the

@@ -47,6 +47,7 @@ def test_the_arrays_predict_as_the_fitted_pipeline(tmp_path):
     (lambda d: (d / "baseline.safetensors").write_bytes(b"\0" * 10), "cannot be read"),
     (lambda d: _edit(d, lambda parts: parts[0].update(analyzer="sentences")), "do not agree"),
     (lambda d: _edit(d, lambda parts: parts[0]["terms"].pop()), "do not agree"),
+    (lambda d: _edit(d, lambda parts: parts[0].update(token_pattern="(")), "cannot be used"),
 ])
 def test_a_damaged_baseline_is_named(tmp_path, damage, fragment):
     frame = multi_label_rows(40)
@@ -165,3 +166,20 @@ def test_the_blend_carries_to_the_onnx_export(blended, tmp_path):
     texts = multi_label_rows(12, seed=4)["text"].tolist()
     np.testing.assert_allclose(onnx_model.predict_proba(texts), torch_model.predict_proba(texts), atol=1e-4)
     assert result.check["drop"] == 0
+
+
+def test_a_blended_teacher_teaches_with_its_transformer_alone(blended, tmp_path, monkeypatch):
+    import bertfit.training.distill as distill_module
+
+    taught = {}
+
+    def caught(prepared, config, target, *, start, **_):
+        taught.update(texts=prepared.train["text"].tolist(), soft=start.teacher_logits)
+
+    monkeypatch.setattr(distill_module, "fit", caught)
+    data = tmp_path / "data.jsonl"
+    multi_label_rows().to_json(data, orient="records", lines=True)
+    distill_module.distill(blended[0], data, tmp_path / "student", student_layers=1, progress=False)
+    teacher = TextClassifier.from_pretrained(blended[0])
+    np.testing.assert_allclose(taught["soft"], teacher.model_logits(taught["texts"]), atol=1e-5)
+    assert not np.allclose(taught["soft"], teacher.logits(taught["texts"]), atol=1e-3)

@@ -124,3 +124,14 @@ def test_a_column_of_names_with_one_bracketed_name_is_not_multi_label():
 def test_an_empty_list_written_as_text_is_an_empty_label_list():
     with pytest.raises(DataError, match="empty label list at row 1"):
         normalise_multi(pd.Series(["['x']", "[]"]), "labels", None)
+
+
+def test_a_label_written_in_two_unicode_forms_is_one_class():
+    composed, decomposed = "caf\u00e9", "cafe\u0301"  # the same word: é as one character, or e and an accent
+    assert normalise(pd.Series([composed, decomposed, "tea"]), "label").tolist() == [composed, composed, "tea"]
+    assert normalise_multi(pd.Series([[decomposed, "tea"]]), "labels", None).tolist() == [(composed, "tea")]
+
+
+def test_an_infinite_label_among_names_is_refused():
+    with pytest.raises(DataError, match="holds inf, not a class"):
+        normalise(pd.Series(["spam", float("inf")], dtype=object), "label")

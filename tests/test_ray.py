@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bertfit.errors import DataError, UsageError
+from bertfit.errors import DataError, OutputError, UsageError
 from bertfit.model import TextClassifier
 from conftest import make_rows
 
@@ -116,6 +117,19 @@ def test_bad_requests_fail_in_one_clear_line(trained_dir, inputs, tmp_path):
     with pytest.raises(DataError, match="column 'text' of .*lists.parquet holds list<.*> values, not texts"):
         predict_files(trained_dir, lists, tmp_path / "out3")  # plain predict refuses them too, not str(list)
     assert not (tmp_path / "out3").exists()
+
+
+def test_outputs_into_the_model_folder_are_refused_before_any_work(trained_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained_dir, model)
+    before = (model / "test.jsonl").read_bytes()
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame({"text": ["a text to score"]}).to_csv(data / "test.csv", index=False)
+    for output in (model, model / "scored"):
+        with pytest.raises(OutputError, match="is inside the model folder"):
+            predict_files(model, data, output, overwrite=True)
+    assert (model / "test.jsonl").read_bytes() == before and not (model / "scored").exists()
 
 
 def test_cli_engine_ray_prints_one_json_summary(trained_dir, inputs, tmp_path, capsys):

@@ -14,6 +14,7 @@ metrics, the server, the export's check) reads the blend without knowing of it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,21 +66,32 @@ class LinearBaseline:
                 intercept[label] = CONSTANT_LOGIT if float(np.ravel(estimator.y_)[0]) > 0.5 else -CONSTANT_LOGIT
         return cls(parts, idf, coef, intercept)
 
-    def features(self, texts: list[str]) -> Any:
+    def __post_init__(self) -> None:
+        """The counters are built once (a vocabulary of 10^5 terms takes a while to index), not per call:
+        with their vocabulary fixed they only read, so the server's threads may share them."""
         from scipy import sparse
         from sklearn.feature_extraction.text import CountVectorizer
-        from sklearn.preprocessing import normalize
 
-        blocks = []
-        for part, idf in zip(self.parts, self.idf, strict=True):
+        self._counters = []
+        for part in self.parts:
             settings = {name: part[name] for name in ANALYZER_SETTINGS}
             counter = CountVectorizer(**{**settings, "ngram_range": tuple(part["ngram_range"])},
                                       vocabulary={term: i for i, term in enumerate(part["terms"])}, dtype=np.float64)
+            counter.transform([""])  # indexes the vocabulary now, before any thread shares the counter
+            self._counters.append(counter)
+        self._scales = [sparse.diags(idf.astype(np.float64)) for idf in self.idf]
+
+    def features(self, texts: list[str]) -> Any:
+        from scipy import sparse
+        from sklearn.preprocessing import normalize
+
+        blocks = []
+        for part, counter, scale in zip(self.parts, self._counters, self._scales, strict=True):
             counts = counter.transform(texts).tocsr()
             if part["sublinear_tf"]:
                 np.log(counts.data, out=counts.data)
                 counts.data += 1
-            blocks.append(normalize(counts @ sparse.diags(idf.astype(np.float64)), norm="l2"))
+            blocks.append(normalize(counts @ scale, norm="l2"))
         return sparse.hstack(blocks, format="csr")
 
     def proba(self, texts: list[str]) -> np.ndarray:
@@ -123,7 +135,10 @@ class LinearBaseline:
                 or not all(_sound(part) for part in parts):
             raise ValueError(f"{BASELINE_JSON} and {BASELINE_WEIGHTS} do not agree with each other or with "
                              f"the model's {labels} labels")
-        return cls(parts, idf, coef, intercept)
+        try:
+            return cls(parts, idf, coef, intercept)
+        except (ValueError, re.error) as err:  # settings the analyzers refuse (a token pattern that is no regex)
+            raise ValueError(f"{BASELINE_JSON} holds analyzer settings that cannot be used ({err})") from None
 
 
 def _sound(part: dict[str, Any]) -> bool:

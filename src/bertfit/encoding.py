@@ -125,4 +125,9 @@ def pool(logits: np.ndarray, owner: np.ndarray, n_texts: int, how: str = "mean")
 def is_blank(text: str) -> bool:
     """A text with nothing to classify: only whitespace, control characters and invisible marks (a zero-width
     space, bidi marks). Training drops these as empty and prediction marks them so; emoji are text."""
-    return all(char.isspace() or unicodedata.category(char) in INVISIBLE for char in text)
+    stripped = text.strip()  # whitespace as str.isspace has it, at C speed
+    if not stripped:
+        return True
+    if unicodedata.category(stripped[0]) not in INVISIBLE:
+        return False  # most texts: decided by their first visible character
+    return all(char.isspace() or unicodedata.category(char) in INVISIBLE for char in stripped)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -79,9 +80,12 @@ def _name(value: object) -> object:
                             "decode the label column into strings first") from None
     if isinstance(value, str):
         whole = WHOLE_FLOAT.fullmatch(value.strip())  # "3.0", as a CSV holds a float column with gaps
-        return str(int(whole.group(1))) if whole else value.strip()
+        # NFC: "café" typed on two systems (é as one character, or e and an accent) is one class
+        return str(int(whole.group(1))) if whole else unicodedata.normalize("NFC", value.strip())
     if not pd.api.types.is_scalar(value):  # a list inside a list of labels: its text, as any other odd value
         return str(value)
+    if isinstance(value, float | np.floating) and np.isinf(value):  # JSON's Infinity among names
+        raise DataError(f"a label holds {float(value)!r}, not a class; pass a column of class names or whole numbers")
     if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
         return str(int(value))
     return str(value) if pd.notna(value) else value

@@ -27,7 +27,7 @@ from bertfit.data.reading import given_or_saved
 from bertfit.environment import require
 from bertfit.errors import DataError, OutputError, UsageError
 from bertfit.folder import read_meta
-from bertfit.staging import check_file, staged_file
+from bertfit.staging import check_file, refuse_inputs, staged_file
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,9 @@ def predict_files(model_dir: str | Path, inputs: str | Path | list, output: str 
     if folder.resolve() in {path.resolve().parent for path in files}:
         raise UsageError(f"--output {folder} holds input files; pass a folder of its own for the outputs")
     targets = {path: folder / f"{path.stem}.jsonl" for path in files}
+    for target in targets.values():  # e.g. test.csv into the model folder would replace its test split
+        refuse_inputs(target, "--output", {"the model folder": model_dir, **{f"the input {p.name}": p for p in files}},
+                      sealed=("the model folder",))
     done = [path for path, target in targets.items() if target.exists()]
     if done and not (resume or overwrite):
         raise UsageError(f"{len(done)} output file(s) exist already in {folder} (e.g. {targets[done[0]].name}); "

@@ -146,8 +146,11 @@ def _check_texts(values: pd.Series, column: str, digits_are_text: bool = False) 
     """
     check_text_cells(values, column)
     present = values.dropna()
-    given = present[~_blank_cells(present)]
-    if len(given) and not any(isinstance(v, str) and (digits_are_text or not written_number(v)) for v in given):
+    # any() stops at the first text, most often the first cell; the blank mask only where none is found
+    has_text = any(isinstance(v, str) and not is_blank(v) and (digits_are_text or not written_number(v))
+                   for v in present)
+    given = present if has_text else present[~_blank_cells(present)]
+    if not has_text and len(given):
         kinds = sorted({"numbers" if isinstance(v, str) else f"{type(v).__name__} values" for v in given.iloc[:100]})
         example = given.iloc[0].item() if isinstance(given.iloc[0], np.generic) else given.iloc[0]
         raise DataError(f"text column {column!r} holds {'/'.join(kinds)}, not text (e.g. {example!r}): a model "

@@ -10,7 +10,8 @@ what ordinary training costs. The loss, per batch:
 (multi-label: binary cross-entropy against the teacher's sigmoid(teacher / T), and against the
 labels); :class:`DistillationTrainer` is bertfit's trainer with that loss for training batches.
 Validation picks the epoch by the same rule as ``train``, and everything after training
-(thresholds, calibration, test scoring, the baseline, saving) is ``training.fit``'s.
+(thresholds, calibration, test scoring, the baseline and a multi-label blend, saving) is ``training.fit``'s.
+A multi-label teacher that blends in its TF-IDF baseline teaches with its transformer's logits alone.
 """
 
 from __future__ import annotations
@@ -166,7 +167,9 @@ def distill(
     prepared.labels = LabelSet(teacher.labels.names)  # the student answers in the teacher's label order
 
     log.info("teacher: scoring the training split once (its logits are the soft targets)")
-    soft = teacher.logits(prepared.train["text"].tolist(), config.eval_batch_size, progress,
+    # The transformer's own logits: a blended teacher's TF-IDF half has learnt these very rows by heart (it
+    # would hand the student little but the labels again); the student's run weighs its own blend on validation.
+    soft = teacher.model_logits(prepared.train["text"].tolist(), config.eval_batch_size, progress,
                           pairs=prepared.pairs("train"))
     if student is not None:
         model, tokenizer = load_base(student, teacher.labels.names, teacher.multi_label)

@@ -11,7 +11,9 @@ what ordinary training costs. The loss, per batch:
 labels); :class:`DistillationTrainer` is bertfit's trainer with that loss for training batches.
 Validation picks the epoch by the same rule as ``train``, and everything after training
 (thresholds, calibration, test scoring, the baseline and a multi-label blend, saving) is ``training.fit``'s.
-A multi-label teacher that blends in its TF-IDF baseline teaches with its transformer's logits alone.
+A multi-label teacher that blends in its TF-IDF baseline teaches with its transformer's logits alone:
+on the training rows the TF-IDF half has learnt the labels by heart and would hand the student little
+but the labels again; the student's own run weighs its own blend on validation.
 """
 
 from __future__ import annotations
@@ -167,8 +169,6 @@ def distill(
     prepared.labels = LabelSet(teacher.labels.names)  # the student answers in the teacher's label order
 
     log.info("teacher: scoring the training split once (its logits are the soft targets)")
-    # The transformer's own logits: a blended teacher's TF-IDF half has learnt these very rows by heart (it
-    # would hand the student little but the labels again); the student's run weighs its own blend on validation.
     soft = teacher.model_logits(prepared.train["text"].tolist(), config.eval_batch_size, progress,
                           pairs=prepared.pairs("train"))
     if student is not None:

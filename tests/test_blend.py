@@ -8,8 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-import bertfit.training.baseline as baseline_module
-from bertfit.blend import BASELINE_FILES, LinearBaseline, blended_logits, choose_weight
+import bertfit.training.decisions as decisions_module
+from bertfit.blend import BASELINE_FILES, LinearBaseline, blended_logits, choose_weight, joined
+from bertfit.calibration import calibrated
 from bertfit.errors import ModelLoadError
 from bertfit.labels import LabelSet
 from bertfit.metrics import tune_thresholds
@@ -17,7 +18,8 @@ from bertfit.model import TextClassifier
 from bertfit.record import FORMAT_VERSION, ModelRecord, Task
 from bertfit.training.baseline import tfidf_logreg
 from bertfit.training.run import train
-from test_tasks import FAST, TOPICS, multi_label_rows
+from conftest import WORDS, make_rows
+from test_tasks import FAST, TOPICS, multi_label_rows, pair_rows
 
 
 def topic_matrix(frame, extra_columns=()):
@@ -30,7 +32,7 @@ def test_the_arrays_predict_as_the_fitted_pipeline(tmp_path):
     y = topic_matrix(frame, extra_columns=(0, 1))  # a label on no row and one on every row: sklearn predicts those
     with pytest.warns(UserWarning):
         pipeline = tfidf_logreg(0, multi_label=True).fit(frame["text"].tolist(), y)
-    kept = LinearBaseline.from_pipeline(pipeline)
+    kept = LinearBaseline.from_pipeline(pipeline, y.shape[1])
     unseen = multi_label_rows(20, seed=9)["text"].tolist() + ["", "words it never saw", "Ünïcode café!!"]
     np.testing.assert_allclose(kept.proba(unseen), pipeline.predict_proba(unseen), atol=1e-6)
     kept.save(tmp_path)
@@ -38,6 +40,22 @@ def test_the_arrays_predict_as_the_fitted_pipeline(tmp_path):
     again = LinearBaseline.load(tmp_path, labels=y.shape[1])
     np.testing.assert_allclose(again.proba(unseen), pipeline.predict_proba(unseen), atol=1e-6)
     assert kept.proba([]).shape == (0, y.shape[1])
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_single_label_arrays_predict_as_the_fitted_pipeline(tmp_path, classes):
+    frame = make_rows(per_class=15)
+    frame = frame[frame["label"].isin(sorted(WORDS)[:classes])]
+    labels = LabelSet(tuple(sorted(WORDS)[:classes]))
+    pipeline = tfidf_logreg(0).fit(frame["text"].tolist(), labels.encode(frame["label"].tolist()))
+    kept = LinearBaseline.from_pipeline(pipeline, classes)
+    assert kept.kind == ("binary" if classes == 2 else "softmax")
+    unseen = make_rows(per_class=5, seed=3)["text"].tolist() + ["", "words it never saw"]
+    kept.save(tmp_path)
+    again = LinearBaseline.load(tmp_path, labels=classes)
+    np.testing.assert_allclose(again.proba(unseen), pipeline.predict_proba(unseen), atol=1e-6)
+    with pytest.raises(ValueError, match="do not agree"):
+        LinearBaseline.load(tmp_path, labels=classes + 1)
 
 
 @pytest.mark.parametrize("damage, fragment", [
@@ -51,8 +69,8 @@ def test_the_arrays_predict_as_the_fitted_pipeline(tmp_path):
 ])
 def test_a_damaged_baseline_is_named(tmp_path, damage, fragment):
     frame = multi_label_rows(40)
-    LinearBaseline.from_pipeline(tfidf_logreg(0, multi_label=True).fit(frame["text"].tolist(),
-                                                                        topic_matrix(frame))).save(tmp_path)
+    LinearBaseline.from_pipeline(tfidf_logreg(0, multi_label=True).fit(frame["text"].tolist(), topic_matrix(frame)),
+                                 len(TOPICS)).save(tmp_path)
     damage(tmp_path)
     with pytest.raises(ValueError, match=fragment):
         LinearBaseline.load(tmp_path, labels=len(TOPICS))
@@ -66,11 +84,14 @@ def _edit(folder, change):
 
 def test_blended_logits_are_the_weighted_average_of_probabilities():
     rng = np.random.default_rng(0)
-    logits, baseline = rng.normal(0, 4, (50, 3)), rng.random((50, 3))
-    blended = blended_logits(logits, baseline, 0.3)
-    expected = 0.3 / (1 + np.exp(-logits)) + 0.7 * baseline
-    np.testing.assert_allclose(1 / (1 + np.exp(-blended.astype(np.float64))), expected, atol=1e-6)
-    assert np.isfinite(blended_logits(np.array([[80.0, -80.0]]), np.array([[1.0, 0.0]]), 0.5)).all()
+    model, baseline = rng.random((50, 3)), rng.random((50, 3))
+    blended = blended_logits(model, baseline, 0.3, multi_label=True)
+    np.testing.assert_allclose(1 / (1 + np.exp(-blended.astype(np.float64))), 0.3 * model + 0.7 * baseline, atol=1e-6)
+    assert np.isfinite(blended_logits(np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]), 0.5, multi_label=True)).all()
+    # single-label: logits that the model's calibrated softmax (logits / T) turns back into the average
+    model, baseline = rng.dirichlet(np.ones(4), 50), rng.dirichlet(np.ones(4), 50)
+    blended = blended_logits(model, baseline, 0.6, multi_label=False, temperature=1.7)
+    np.testing.assert_allclose(calibrated(blended, 1.7), 0.6 * model + 0.4 * baseline, atol=1e-5)
 
 
 def test_the_weight_is_taken_only_where_the_blend_beats_both():
@@ -80,21 +101,27 @@ def test_the_weight_is_taken_only_where_the_blend_beats_both():
     # each knows one label well and guesses the other: together they know both
     model = np.column_stack([0.8 * truth[:, 0] + 0.2 * noise[:, 0], noise[:, 1]])
     linear = np.column_stack([noise[:, 0], 0.8 * truth[:, 1] + 0.2 * noise[:, 1]])
-    weight, figures = choose_weight(model, linear, truth)
+    weight, figures = choose_weight(model, linear, truth, multi_label=True)
     assert weight is not None and 0 < weight < 1
     assert figures["blend"] > max(figures["model"], figures["baseline"])
     # a baseline that says what the model says adds nothing: no weight beats both, the model stands alone
-    weight, figures = choose_weight(model, model.copy(), truth)
+    weight, figures = choose_weight(model, model.copy(), truth, multi_label=True)
     assert weight is None and figures["blend"] == figures["model"] == figures["baseline"]
+    # single-label, by accuracy: the model sure of classes 0-1 and unsure of 2-3, the baseline the other way round
+    classes = rng.integers(0, 4, 400)
+    sure, unsure = np.eye(4)[classes] * 0.9 + 0.025, rng.dirichlet(np.ones(4), 400)
+    model = np.where((classes < 2)[:, None], sure, unsure)
+    linear = np.where((classes < 2)[:, None], rng.dirichlet(np.ones(4), 400), sure * 0.8 + 0.05)
+    weight, figures = choose_weight(model, linear, classes, multi_label=False)
+    assert weight is not None and figures["blend"] > max(figures["model"], figures["baseline"])
 
 
-def test_a_record_blends_only_a_multi_label_model_with_a_weight_between_0_and_1():
-    multi = ModelRecord(labels=["a", "b"], task=Task.MULTI_LABEL, max_length=32)
-    assert ModelRecord(**{**multi.__dict__, "blend": {"weight": 0.4}}).problems() == []
-    assert "between 0 and 1" in ModelRecord(**{**multi.__dict__, "blend": {"weight": 1.5}}).problems()[0]
-    assert "between 0 and 1" in ModelRecord(**{**multi.__dict__, "blend": "0.4"}).problems()[0]
-    single = ModelRecord(labels=["a", "b"], max_length=32, blend={"weight": 0.4})
-    assert "only multi-label models blend" in single.problems()[0]
+@pytest.mark.parametrize("task", [Task.SINGLE_LABEL, Task.MULTI_LABEL])
+def test_a_record_blends_with_a_weight_between_0_and_1(task):
+    record = ModelRecord(labels=["a", "b"], task=task, max_length=32)
+    assert ModelRecord(**{**record.__dict__, "blend": {"weight": 0.4}}).problems() == []
+    assert "between 0 and 1" in ModelRecord(**{**record.__dict__, "blend": {"weight": 1.5}}).problems()[0]
+    assert "between 0 and 1" in ModelRecord(**{**record.__dict__, "blend": "0.4"}).problems()[0]
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +131,12 @@ def blended(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("blended")
     chosen = {}
 
-    def forced(model_proba, baseline_proba, targets):
+    def forced(model_proba, baseline_proba, targets, multi_label):
         chosen["validation"] = (model_proba, baseline_proba, targets)
-        return 0.5, choose_weight(model_proba, baseline_proba, targets)[1]
+        return 0.5, choose_weight(model_proba, baseline_proba, targets, multi_label)[1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(baseline_module, "choose_weight", forced)
+        patch.setattr(decisions_module, "choose_weight", forced)
         result = train(multi_label_rows(), folder / "model", model=str(tiny_model_dir), progress=False, **FAST)
     return folder / "model", result, chosen
 
@@ -118,7 +145,7 @@ def test_a_taken_blend_is_saved_without_pickle_and_predicts_as_decided(blended):
     folder, result, chosen = blended
     meta = json.loads((folder / "bertfit.json").read_text())
     assert meta["blend"]["weight"] == 0.5 and meta["format_version"] == FORMAT_VERSION
-    assert set(meta["blend"]["validation_f1_micro"]) == {"model", "baseline", "blend"}
+    assert set(meta["blend"]["validation"]) == {"model", "baseline", "blend"} and meta["blend"]["metric"] == "f1_micro"
     assert all((folder / name).is_file() for name in BASELINE_FILES)
     assert not list(folder.glob("*.pkl")) and not list(folder.glob("*.joblib"))
     assert "average this model's (weight 0.50) with the TF-IDF baseline's" in (folder / "README.md").read_text()
@@ -135,8 +162,28 @@ def test_a_taken_blend_is_saved_without_pickle_and_predicts_as_decided(blended):
     np.testing.assert_allclose(classifier.thresholds, tune_thresholds(targets, blend), atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["classes", "pairs"])
+def test_a_single_label_blend_averages_the_calibrated_model_with_the_baseline(tiny_model_dir, tmp_path, monkeypatch,
+                                                                                kind):
+    figures = {"model": 0.0, "baseline": 0.0, "blend": 0.0}
+    monkeypatch.setattr(decisions_module, "choose_weight", lambda model, baseline, targets, multi_label: (0.5, figures))
+    data = make_rows(per_class=30) if kind == "classes" else pair_rows()
+    result = train(data, tmp_path / "model", model=str(tiny_model_dir), progress=False, report=False, **FAST)
+    classifier = TextClassifier.from_pretrained(tmp_path / "model")
+    assert classifier.record.blend["metric"] == "accuracy" and classifier.baseline.kind == (
+        "softmax" if kind == "classes" else "binary")
+    rows = [json.loads(line) for line in (tmp_path / "model" / "test.jsonl").read_text().splitlines()]
+    texts, pairs = [r["text"] for r in rows], [r["text_pair"] for r in rows] if kind == "pairs" else None
+    alone = calibrated(classifier.model_logits(texts, pairs=pairs), classifier.temperature)
+    linear = classifier.baseline.proba(joined(texts, pairs))
+    np.testing.assert_allclose(classifier.predict_proba(texts, pairs=pairs), 0.5 * alone + 0.5 * linear, atol=1e-5)
+    assert classifier.evaluate(texts, [r["label"] for r in rows], pairs=pairs)["accuracy"] == result.test["accuracy"]
+    calibration = classifier.record.calibration
+    assert calibration.test_ece_before is None and calibration.test_ece_after == pytest.approx(result.test["ece"])
+
+
 def test_without_the_blend_the_model_stands_alone(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(baseline_module, "choose_weight", lambda *a: pytest.fail("--no-blend still weighed a blend"))
+    monkeypatch.setattr(decisions_module, "choose_weight", lambda *a: pytest.fail("--no-blend still weighed a blend"))
     result = train(multi_label_rows(), tmp_path / "model", model=str(tiny_model_dir), progress=False, blend=False,
                    **FAST)
     assert result.classifier.record.blend is None and result.baseline is not None
@@ -183,3 +230,21 @@ def test_a_blended_teacher_teaches_with_its_transformer_alone(blended, tmp_path,
     teacher = TextClassifier.from_pretrained(blended[0])
     np.testing.assert_allclose(taught["soft"], teacher.model_logits(taught["texts"]), atol=1e-5)
     assert not np.allclose(taught["soft"], teacher.logits(taught["texts"]), atol=1e-3)
+
+
+@pytest.mark.parametrize("asked, wanted", [({}, False), ({"blend": True}, True)])
+def test_compress_trains_its_students_alone_unless_asked(blended, tmp_path, monkeypatch, asked, wanted):
+    import bertfit.export.compress as compress_module
+
+    class Stop(Exception):
+        pass
+
+    def caught(*args, settings, **kwargs):
+        raise Stop(settings)
+
+    monkeypatch.setattr(compress_module, "_try", caught)
+    data = tmp_path / "data.jsonl"
+    multi_label_rows().to_json(data, orient="records", lines=True)
+    with pytest.raises(Stop) as stopped:
+        compress_module.compress(blended[0], data, tmp_path / "small", student_layers=1, progress=False, **asked)
+    assert stopped.value.args[0]["blend"] is wanted

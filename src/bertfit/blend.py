@@ -1,14 +1,16 @@
-"""The TF-IDF baseline kept beside a multi-label model, and its blend with the transformer.
+"""The TF-IDF baseline kept beside a model, and its blend with the transformer.
 
-On small multi-label data the linear baseline sees rare labels the transformer has not learned
-yet, and averaging the two is worth about a point of micro F1 (``bench/blend.py``). Training
-weighs them, p = w * model + (1 - w) * baseline, with w chosen on validation (:func:`choose_weight`),
-and keeps the blend only where it beats both there. The baseline is then saved in the folder as
-plain arrays, never pickle: its vocabularies and settings in ``baseline.json``, its idf and
-logistic-regression weights in ``baseline.safetensors``. :class:`LinearBaseline` rebuilds the
-probabilities from those with the same n-gram analyzers; :func:`blended_logits` turns the average
-back into logits, so everything downstream of ``TextClassifier.logits`` (thresholds, records,
-metrics, the server, the export's check) reads the blend without knowing of it.
+Where classes have few rows (multi-label data, 77 intents) the linear baseline knows things the
+transformer has not learned yet, and averaging the two was worth about a point (``bench/blend.py``).
+Training weighs them, p = w * model + (1 - w) * baseline (the model's probabilities calibrated
+first), with w chosen on validation (:func:`choose_weight`: accuracy, or micro F1 with thresholds
+tuned again for each w), and keeps the blend only where it beats both there. The baseline is then
+saved in the folder as plain arrays, never pickle: its vocabularies and settings in
+``baseline.json``, its idf and logistic-regression weights in ``baseline.safetensors``.
+:class:`LinearBaseline` rebuilds the probabilities from those with the same n-gram analyzers (a
+softmax over the classes, or a sigmoid per label); :func:`blended_logits` turns the average back
+into logits, so everything downstream of ``TextClassifier.logits`` (thresholds, records, metrics,
+the server, the export's check) reads the blend without knowing of it.
 """
 
 from __future__ import annotations
@@ -34,16 +36,18 @@ EDGE = 1e-7  # blended probabilities are kept this far from 0 and 1, so their lo
 
 @dataclass
 class LinearBaseline:
-    """TF-IDF features (one part per vectorizer, each L2-normalised) and one logistic regression per label."""
+    """TF-IDF features (one part per vectorizer, each L2-normalised), then logistic regression: one per label
+    (multi-label: a sigmoid each), one multinomial over the classes (a softmax), or one binary (two classes)."""
 
     parts: list[dict[str, Any]]  # per vectorizer: its analyzer settings, sublinear_tf, and its terms in column order
     idf: list[np.ndarray]
-    coef: np.ndarray  # (labels, features)
-    intercept: np.ndarray  # (labels,)
+    coef: np.ndarray  # (rows, features): a row per label, per class, or one row for two classes
+    intercept: np.ndarray  # (rows,)
+    kind: str = "sigmoid"  # sigmoid: per label | softmax: over the classes | binary: one row for two classes
 
     @classmethod
-    def from_pipeline(cls, pipeline: Any) -> LinearBaseline:
-        """From ``training.baseline.tfidf_logreg(multi_label=True)`` fitted: its arrays, nothing else."""
+    def from_pipeline(cls, pipeline: Any, classes: int) -> LinearBaseline:
+        """From ``training.baseline.tfidf_logreg`` fitted on ``classes`` labels: its arrays, nothing else."""
         union, classifier = pipeline[0], pipeline[-1]
         parts, idf = [], []
         for _, vectorizer in union.transformer_list:
@@ -56,6 +60,11 @@ class LinearBaseline:
             settings["ngram_range"] = list(settings["ngram_range"])
             parts.append({**settings, "sublinear_tf": bool(vectorizer.sublinear_tf), "terms": terms})
             idf.append(np.asarray(vectorizer.idf_, dtype=np.float32))
+        if not hasattr(classifier, "estimators_"):  # single-label: one logistic regression over the classes
+            if list(classifier.classes_) != list(range(classes)):
+                raise ValueError("the baseline was fitted on fewer classes than the model has")
+            kind = "binary" if classes == 2 else "softmax"
+            return cls(parts, idf, classifier.coef_.astype(np.float32), classifier.intercept_.astype(np.float32), kind)
         width = sum(len(part["terms"]) for part in parts)
         coef = np.zeros((len(classifier.estimators_), width), dtype=np.float32)
         intercept = np.zeros(len(classifier.estimators_), dtype=np.float32)
@@ -80,6 +89,7 @@ class LinearBaseline:
             counter.transform([""])  # indexes the vocabulary now, before any thread shares the counter
             self._counters.append(counter)
         self._scales = [sparse.diags(idf.astype(np.float64)) for idf in self.idf]
+        self._weights = self.coef.T.astype(np.float64), self.intercept.astype(np.float64)
 
     def features(self, texts: list[str]) -> Any:
         from scipy import sparse
@@ -94,24 +104,35 @@ class LinearBaseline:
             blocks.append(normalize(counts @ scale, norm="l2"))
         return sparse.hstack(blocks, format="csr")
 
+    @property
+    def classes(self) -> int:
+        return 2 if self.kind == "binary" else len(self.intercept)
+
     def proba(self, texts: list[str]) -> np.ndarray:
-        """Per-label probabilities, (len(texts), labels), as the fitted pipeline's ``predict_proba``."""
+        """Probabilities, (len(texts), classes), as the fitted pipeline's ``predict_proba``."""
         if not texts:
-            return np.zeros((0, len(self.intercept)))
-        scores = self.features(texts) @ self.coef.T.astype(np.float64) + self.intercept.astype(np.float64)
-        return 1.0 / (1.0 + np.exp(-np.asarray(scores)))
+            return np.zeros((0, self.classes))
+        weights, intercept = self._weights
+        scores = np.asarray(self.features(texts) @ weights + intercept)
+        if self.kind == "softmax":
+            exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+            return exp / exp.sum(axis=1, keepdims=True)
+        positive = 1.0 / (1.0 + np.exp(-scores))
+        return np.hstack([1 - positive, positive]) if self.kind == "binary" else positive
 
     def save(self, folder: Path) -> None:
         from safetensors.numpy import save_file
 
-        arrays = {f"idf.{i}": idf for i, idf in enumerate(self.idf)}
-        save_file({**arrays, "coef": self.coef, "intercept": self.intercept}, str(folder / BASELINE_WEIGHTS))
-        text = json.dumps({"format": FORMAT, "parts": self.parts}, ensure_ascii=False)
+        arrays = {f"idf.{i}": idf for i, idf in enumerate(self.idf)} | {"coef": self.coef, "intercept": self.intercept}
+        # C order: safetensors writes an array's buffer as it lies, and sklearn's coef_ may lie in Fortran order
+        save_file({name: np.ascontiguousarray(array) for name, array in arrays.items()}, str(folder / BASELINE_WEIGHTS))
+        text = json.dumps({"format": FORMAT, "kind": self.kind, "parts": self.parts}, ensure_ascii=False)
         (folder / BASELINE_JSON).write_text(text, encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path, labels: int) -> LinearBaseline:
-        """Read it back; ValueError naming what is wrong when the files do not make a baseline for ``labels``."""
+        """Read it back; ValueError naming what is wrong when the files do not make a baseline for ``labels``
+        classes or labels."""
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
@@ -125,18 +146,21 @@ class LinearBaseline:
             raise ValueError(f"{BASELINE_JSON} or {BASELINE_WEIGHTS} cannot be read "
                              f"({str(err).splitlines()[0]})") from None
         parts = described.get("parts") if isinstance(described, dict) else None
-        if not isinstance(parts, list) or not parts or described.get("format") != FORMAT:
+        kind = described.get("kind") if isinstance(described, dict) else None
+        if not isinstance(parts, list) or not parts or described.get("format") != FORMAT \
+                or kind not in ("sigmoid", "softmax", "binary"):
             raise ValueError(f"{BASELINE_JSON} is not a baseline this bertfit reads")
+        rows = 1 if kind == "binary" else labels
         idf = [arrays.get(f"idf.{i}") for i in range(len(parts))]
         coef, intercept = arrays.get("coef"), arrays.get("intercept")
         widths = [len(part.get("terms") or []) if isinstance(part, dict) else -1 for part in parts]
         if any(v is None for v in (*idf, coef, intercept)) or [len(v) for v in idf] != widths \
-                or coef.shape != (labels, sum(widths)) or intercept.shape != (labels,) \
-                or not all(_sound(part) for part in parts):
+                or coef.shape != (rows, sum(widths)) or intercept.shape != (rows,) \
+                or (kind == "binary") != (labels == 2 and rows == 1) or not all(_sound(part) for part in parts):
             raise ValueError(f"{BASELINE_JSON} and {BASELINE_WEIGHTS} do not agree with each other or with "
                              f"the model's {labels} labels")
         try:
-            return cls(parts, idf, coef, intercept)
+            return cls(parts, idf, coef, intercept, kind)
         except (ValueError, re.error) as err:  # settings the analyzers refuse (a token pattern that is no regex)
             raise ValueError(f"{BASELINE_JSON} holds analyzer settings that cannot be used ({err})") from None
 
@@ -165,24 +189,29 @@ def blend(model_proba: np.ndarray, baseline_proba: np.ndarray, weight: float) ->
     return weight * np.asarray(model_proba, dtype=np.float64) + (1 - weight) * baseline_proba
 
 
-def blended_logits(logits: np.ndarray, baseline_proba: np.ndarray, weight: float) -> np.ndarray:
-    """Per-label logits whose sigmoid is the weighted average of the model's and the baseline's probabilities."""
-    model_proba = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+def blended_logits(model_proba: np.ndarray, baseline_proba: np.ndarray, weight: float, multi_label: bool,
+                   temperature: float = 1.0) -> np.ndarray:
+    """Logits that the model's own reading (a sigmoid per label; a softmax of logits / ``temperature``) turns
+    into the weighted average of the model's and the baseline's probabilities."""
     averaged = np.clip(blend(model_proba, baseline_proba, weight), EDGE, 1 - EDGE)
-    return (np.log(averaged) - np.log1p(-averaged)).astype(np.float32)
+    if multi_label:
+        return (np.log(averaged) - np.log1p(-averaged)).astype(np.float32)
+    return (temperature * np.log(averaged)).astype(np.float32)  # softmax(log p) is p: each row sums to 1
 
 
-def choose_weight(model_proba: np.ndarray, baseline_proba: np.ndarray,
-                  targets: np.ndarray) -> tuple[float | None, dict[str, float]]:
-    """The model's weight with the best validation micro F1 (thresholds tuned again for each), and the
-    scores of the model alone, the baseline alone and that blend. None where the blend beats neither
-    the model alone nor the baseline alone: then the model stands alone."""
+def choose_weight(model_proba: np.ndarray, baseline_proba: np.ndarray, targets: np.ndarray,
+                  multi_label: bool) -> tuple[float | None, dict[str, float]]:
+    """The model's weight with the best validation score (accuracy; micro F1 with thresholds tuned again
+    for each weight), and the scores of the model alone, the baseline alone and that blend. None where
+    the blend does not beat both the model alone and the baseline alone: then the model stands alone."""
     from bertfit.metrics import multilabel_metrics, tune_thresholds
 
-    def micro_f1(proba: np.ndarray) -> float:
-        return float(multilabel_metrics(targets, proba, tune_thresholds(targets, proba))["f1_micro"])
+    def score(proba: np.ndarray) -> float:
+        if multi_label:
+            return float(multilabel_metrics(targets, proba, tune_thresholds(targets, proba))["f1_micro"])
+        return float(np.mean(proba.argmax(axis=1) == targets))
 
-    scores = {float(w): micro_f1(blend(model_proba, baseline_proba, float(w))) for w in WEIGHTS}
+    scores = {float(w): score(blend(model_proba, baseline_proba, float(w))) for w in WEIGHTS}
     best = max(scores, key=lambda w: (scores[w], w))  # a tie goes to the larger model weight
     figures = {"model": scores[1.0], "baseline": scores[0.0], "blend": scores[best]}
     taken = best if scores[best] > max(scores[1.0], scores[0.0]) else None

@@ -114,10 +114,11 @@ def _scores(record: ModelRecord) -> str:
                      f"calibration error on test {_number(calibration.test_ece_before)} before, "
                      f"{_number(calibration.test_ece_after)} after."]
     if record.blend:
-        said = record.blend.get("validation_f1_micro") or {}
+        said = record.blend.get("validation") or {}
+        metric = METRIC_NAMES.get(str(record.blend.get("metric")), "score").lower()
         text += ["", f"Probabilities average this model's (weight {_number(record.blend.get('weight'), 2)}) with the "
                  f"TF-IDF baseline's, saved beside it (`baseline.json`, `baseline.safetensors`): on validation "
-                 f"micro F1 the blend scored {_number(said.get('blend'))} against {_number(said.get('model'))} for "
+                 f"{metric} the blend scored {_number(said.get('blend'))} against {_number(said.get('model'))} for "
                  f"the model alone and {_number(said.get('baseline'))} for the baseline alone."]
     if record.thresholds:
         text += ["", "Per-label decision thresholds were tuned on validation (in `bertfit.json`)."]
@@ -177,7 +178,7 @@ def _usage(name: str) -> str:
             "```python\nfrom transformers import pipeline\n\nclassify = pipeline(\"text-classification\", model=\""
             + name + "\")\n```\n\n`bertfit predict` applies the calibration and thresholds in `bertfit.json`; "
             "`pipeline` reads the same weights without them (scores before calibration; for multi-label, no tuned "
-            "thresholds, and the transformer alone where bertfit blends in the TF-IDF baseline).")
+            "thresholds), and the transformer alone where bertfit blends in the TF-IDF baseline.")
 
 
 def _counts(counts: dict[str, Any]) -> str:

@@ -171,7 +171,8 @@ class TextClassifier:
         if self.record.blend is None or len(logits) == 0:
             return logits
         baseline = self._blend_baseline().proba(joined(texts, pairs))
-        return blended_logits(logits, baseline, float(self.record.blend["weight"]))
+        return blended_logits(self.probabilities(logits), baseline, float(self.record.blend["weight"]),
+                              self.multi_label, self.temperature)
 
     def _blend_baseline(self) -> LinearBaseline:
         if self.baseline is None:

@@ -23,7 +23,7 @@ from bertfit.encoding import LONG_TEXT_CHOICES, POOL_CHOICES
 # Of bertfit.json; raise it when a field changes meaning, and keep reading older ones.
 # 2: task (multi-label), text_pair_col, long_text, thresholds, calibration, baseline.
 # 3: blend (the TF-IDF baseline averaged in); written only by folders that have one, so that a bertfit
-# which would predict without the blend refuses them rather than apply thresholds tuned for it.
+# which would predict without the blend refuses them rather than answer with the model alone.
 FORMAT_VERSION = 3
 PLAIN_FORMAT = 2  # what a folder without a blend is stamped
 
@@ -149,8 +149,8 @@ class ModelRecord:
     # decisions fitted on validation
     thresholds: list[float] | None = None  # multi-label, per label
     calibration: Calibration | None = None
-    # multi-label: {"weight": w, "validation_f1_micro": {...}}: probabilities w * model + (1 - w) * the TF-IDF
-    # baseline saved beside (bertfit.blend)
+    # {"weight": w, "metric": ..., "validation": {model, baseline, blend}}: probabilities w * model + (1 - w) *
+    # the TF-IDF baseline saved beside (bertfit.blend)
     blend: dict[str, Any] | None = None
     # how it was trained
     base_model: str | None = None
@@ -256,9 +256,7 @@ class ModelRecord:
                              f"to {high:g}")
         if self.blend is not None:
             weight = self.blend.get("weight") if isinstance(self.blend, dict) else None
-            if not self.multi_label:
-                found.append("blend is set on a single-label model; only multi-label models blend")
-            elif not (finite_number(weight) and 0 < weight < 1):
+            if not (finite_number(weight) and 0 < weight < 1):
                 found.append(f"blend.weight is {_shown(weight)}; it must be a number between 0 and 1")
         return found
 

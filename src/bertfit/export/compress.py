@@ -143,7 +143,8 @@ def compress(
             kept_layers(n_layers, student_layers)  # the range check, before any work
         steps = plan(teacher, teacher_bytes, target_size_ratio,
                      [student_layers] if student_layers else list(range(1, n_layers)), precisions)
-    settings = {"report": False, **settings}
+    # The students stand alone: a blended baseline (megabytes of vocabulary and weights) would undo the size sought.
+    settings = {"report": False, "blend": False, **settings}
     search: list[dict[str, Any]] = []
     with staged_folder(target) as staging:
         for count, fits in steps:

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
-from bertfit.blend import LinearBaseline, blended_logits, choose_weight, joined
+from bertfit.blend import joined
 from bertfit.metrics import classification_metrics, main_metric, multilabel_metrics, tune_thresholds
 
 log = logging.getLogger(__name__)
@@ -85,28 +85,6 @@ def baseline_record(prepared: Any, seed: int = 42) -> tuple[dict[str, Any] | Non
         return None, None
     return {"name": "tfidf-logreg", "description": "TF-IDF word 1-2 + char 2-5 grams, logistic regression",
             "test": metrics}, model
-
-
-def blend_if_better(classifier: Any, prepared: Any, fitted_baseline: Any, validation_logits: np.ndarray,
-                    targets: np.ndarray) -> np.ndarray:
-    """Multi-label: average the model's probabilities with the baseline's where that beats both on validation.
-
-    The weight is chosen on validation (``blend.choose_weight``); when the blend is taken, the
-    classifier carries the baseline (as arrays, saved beside it) and its record the weight, and the
-    validation logits returned are the blend's, for the thresholds to be tuned on. Else they come back as given.
-    """
-    linear = LinearBaseline.from_pipeline(fitted_baseline)
-    baseline_proba = linear.proba(joined_texts(prepared.validation))
-    weight, figures = choose_weight(classifier.probabilities(validation_logits), baseline_proba, targets)
-    shown = ", ".join(f"{name} {value:.4f}" for name, value in figures.items())
-    if weight is None:
-        log.info("blend with the TF-IDF baseline not taken: it does not beat both the model alone and the baseline "
-                 "alone on validation micro F1 (%s)", shown)
-        return validation_logits
-    log.info("blend with the TF-IDF baseline taken: model weight %.2f; validation micro F1 %s", weight, shown)
-    classifier.baseline = linear
-    classifier.record.blend = {"weight": weight, "validation_f1_micro": {k: round(v, 4) for k, v in figures.items()}}
-    return blended_logits(validation_logits, baseline_proba, weight)
 
 
 def compare_with_baseline(model_metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> None:

@@ -37,9 +37,10 @@ from bertfit.metrics import headline
 from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs
 from bertfit.training.backbone import count_parameters, freeze, max_length_of
-from bertfit.training.baseline import baseline_record, blend_if_better, compare_with_baseline
+from bertfit.training.baseline import baseline_record, compare_with_baseline
 from bertfit.training.checkpoints import check_stale
 from bertfit.training.contrastive import choose_method, fit_contrastive
+from bertfit.training.decisions import decide_then_score
 from bertfit.training.epochs import cut_short_note, epoch_history, overfitting_note
 from bertfit.training.extend import extend_while_improving
 from bertfit.training.stages import (
@@ -47,7 +48,6 @@ from bertfit.training.stages import (
     Start,
     best_epoch,
     build_trainer,
-    decide_then_score,
     encode_splits,
     new_record,
     split_targets,
@@ -261,17 +261,10 @@ def conclude(fitted: Fitted, prepared: PreparedData, config: TrainConfig, target
     """Decisions on validation (the blend with the baseline, thresholds, temperature), the test split scored once,
     the baseline beside it; saved and reported."""
     classifier, best = fitted.classifier, fitted.best
-    classifier.record.blend, classifier.baseline = None, None  # decided again here (a reloaded model may have one)
     baseline, fitted_baseline = baseline_record(prepared, config.seed) if config.baseline else (None, None)
-    validation_logits = fitted.validation_logits
-    if validation_logits is None or len(validation_logits) != len(prepared.validation):
-        validation_logits = classifier.logits(prepared.validation["text"].tolist(), config.eval_batch_size,
-                                              pairs=prepared.pairs("validation"))
-    if fitted_baseline is not None and config.blend and prepared.multi_label:
-        validation_logits = blend_if_better(classifier, prepared, fitted_baseline, validation_logits,
-                                            fitted.targets["validation"])
     test_logits, test_metrics = decide_then_score(classifier, prepared, fitted.targets, config, progress,
-                                                  validation_logits)
+                                                  fitted.validation_logits,
+                                                  fitted_baseline if config.blend else None)
     classifier.record.metrics = {"validation": best["validation"], "test": test_metrics}
     if baseline is not None:
         classifier.record.baseline = baseline

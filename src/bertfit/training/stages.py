@@ -2,7 +2,7 @@
 
 :func:`starting_model`, :func:`encode_splits`, :func:`build_trainer`,
 :func:`train_loop`, :func:`best_epoch`, :func:`trained_model`, :func:`new_record`,
-:func:`decide_then_score`, :func:`write_report`. :class:`Start` is where a run starts other than
+:func:`write_report`. :class:`Start` is where a run starts other than
 from the base checkpoint (distillation's student), :class:`Run` what the trainer stage set up,
 :class:`Fitted` a trained model before the decisions on validation.
 """
@@ -23,14 +23,12 @@ import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments
 
 from bertfit.backends import resolve_precision
-from bertfit.calibration import choose_temperature, plain_softmax
 from bertfit.config import DataConfig, TrainConfig
 from bertfit.data.cleaning import PreparedData
 from bertfit.environment import TRAINING_PACKAGES, versions
 from bertfit.errors import TrainingInterrupted
-from bertfit.metrics import expected_calibration_error, headline, multilabel_metrics, tune_thresholds
 from bertfit.model import TextClassifier
-from bertfit.record import Calibration, DataReport, LongText, ModelRecord, Task
+from bertfit.record import DataReport, LongText, ModelRecord, Task
 from bertfit.training.backbone import (
     default_learning_rate,
     default_model_path,
@@ -228,31 +226,6 @@ def trained_model(run: Run, model: Any, config: TrainConfig) -> Any:
     return model
 
 
-def decide_then_score(classifier: TextClassifier, prepared: PreparedData, targets: dict[str, np.ndarray],
-                       config: TrainConfig, progress: bool,
-                       validation_logits: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Decisions fitted on validation (thresholds, temperature), then the test split scored once.
-
-    ``validation_logits``: the kept epoch's, as training scored them; else validation is scored here.
-    """
-    if validation_logits is None or len(validation_logits) != len(prepared.validation):
-        validation_logits = classifier.logits(prepared.validation["text"].tolist(), config.eval_batch_size,
-                                              pairs=prepared.pairs("validation"))
-    _fit_decisions(classifier, validation_logits, targets["validation"], config)
-    # Scored by the same code path `bertfit predict` uses.
-    test_logits = classifier.logits(prepared.test["text"].tolist(), config.eval_batch_size, progress,
-                                    pairs=prepared.pairs("test"))
-    test_metrics = classifier.score(test_logits, prepared.test["label"].tolist())
-    calibration = classifier.record.calibration
-    if classifier.multi_label:  # what tuning the thresholds bought, on data that did not tune them
-        fixed = multilabel_metrics(targets["test"], classifier.probabilities(test_logits), 0.5)
-        test_metrics["at_threshold_0.5"] = headline(fixed)
-    elif calibration is not None:
-        calibration.test_ece_before = expected_calibration_error(targets["test"], plain_softmax(test_logits))
-        calibration.test_ece_after = test_metrics["ece"]
-    return test_logits, test_metrics
-
-
 def write_report(folder: Path, test_proba: np.ndarray) -> None:
     from bertfit.reporting.report import write_report
 
@@ -268,25 +241,6 @@ def split_targets(prepared: PreparedData, split: str) -> np.ndarray:
     if prepared.multi_label:
         return prepared.labels.encode_multi(labels, f"the {split} split")
     return prepared.labels.encode(labels, f"the {split} split")
-
-
-def _fit_decisions(classifier: TextClassifier, logits: np.ndarray, targets: np.ndarray, config: TrainConfig) -> None:
-    """Multi-label: per-label thresholds with the best validation micro F1. Single-label: temperature scaling."""
-    record = classifier.record
-    if classifier.multi_label:
-        thresholds = tune_thresholds(targets, classifier.probabilities(logits))
-        record.thresholds = [float(t) for t in thresholds]
-        log.info("thresholds tuned on validation (for micro F1): %s",
-                 dict(zip(classifier.labels.names[:8], record.thresholds[:8], strict=False)))
-    elif config.calibrate:
-        temperature, before, after, fallback = choose_temperature(logits, targets)
-        record.calibration = Calibration(temperature, validation_ece_before=before, validation_ece_after=after)
-        if fallback:
-            record.calibration.fallback = f"temperature kept at 1: {fallback}"
-            log.warning("calibration: temperature kept at 1: %s", fallback)
-        else:
-            log.info("calibration: temperature %.3f fitted on validation (ECE %.4f -> %.4f)", temperature, before,
-                     after)
 
 
 def _frozen_bottom(model: Any, config: TrainConfig) -> int | None:

@@ -34,7 +34,7 @@ Recipes:
            the TF-IDF baseline fitted beside and never blended in
   default  `bertfit train` defaults as they are today: all layers, lr by model width, 3-6 epochs planned
            by size, the epoch kept by the main validation metric, more epochs while still learning;
-           multi-label: the TF-IDF baseline blended in where that beats both on validation
+           the TF-IDF baseline blended in where that beats both on validation
 Every bertfit recipe's seconds are its whole train call, the TF-IDF baseline beside included, as
 `bertfit train` runs by default.
   weighted default plus --class-weights balanced

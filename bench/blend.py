@@ -1,14 +1,13 @@
 """Would averaging the default model's probabilities with the TF-IDF baseline beat both? Measured after the fact.
 
-The lever behind the default's multi-label blend (``bertfit.blend``), measured on any data set,
-single-label too: the fine-tuned model's calibrated probabilities weighed against the TF-IDF +
-logistic regression baseline's, p = w * model + (1 - w) * baseline, with w chosen on the
-validation split (a grid of 0 to 1 in steps of 0.05; for multi-label the per-label thresholds are
-tuned again on validation for every w). The blend is taken only where its best validation score
-beats both w = 1 (the model alone) and w = 0 (the baseline alone); otherwise the model stands
-alone, as in bertfit. The test split then scores the model, the baseline and the chosen blend, so
-the three sit side by side from one training per seed (trained with --no-baseline, so the model
-here is the transformer alone even on multi-label data).
+The lever behind the default's blend (``bertfit.blend``), measured on any data set: the fine-tuned
+model's calibrated probabilities weighed against the TF-IDF + logistic regression baseline's,
+p = w * model + (1 - w) * baseline, with w chosen on the validation split (a grid of 0 to 1 in
+steps of 0.05; for multi-label the per-label thresholds are tuned again on validation for every
+w). The blend is taken only where its best validation score beats both w = 1 (the model alone)
+and w = 0 (the baseline alone); otherwise the model stands alone, as in bertfit. The test split
+then scores the model, the baseline and the chosen blend, so the three sit side by side from one
+training per seed (trained with --no-baseline, so the model here is the transformer alone).
 
 Per seed: the default recipe trains once (as `bench/accuracy.py` runs it), its model scores the
 validation and test splits, and the baseline fits on the training split. Printed: per data set, the

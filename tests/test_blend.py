@@ -58,6 +58,20 @@ def test_single_label_arrays_predict_as_the_fitted_pipeline(tmp_path, classes):
         LinearBaseline.load(tmp_path, labels=classes + 1)
 
 
+@pytest.mark.parametrize("seen", [(0, 2), (0, 1, 3)])
+def test_classes_the_training_rows_lack_get_probability_0(seen):
+    ids = dict(zip(sorted(WORDS), seen, strict=False))  # the topics as class ids, with gaps between them
+    frame = make_rows(per_class=15)
+    frame = frame[frame["label"].isin(ids)]
+    classes = max(seen) + 1
+    pipeline = tfidf_logreg(0).fit(frame["text"].tolist(), [ids[label] for label in frame["label"]])
+    kept = LinearBaseline.from_pipeline(pipeline, classes)
+    unseen = make_rows(per_class=5, seed=3)["text"].tolist()
+    expected = np.zeros((len(unseen), classes))
+    expected[:, pipeline[-1].classes_] = pipeline.predict_proba(unseen)
+    np.testing.assert_allclose(kept.proba(unseen), expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("damage, fragment", [
     (lambda d: (d / "baseline.safetensors").unlink(), "baseline.safetensors is missing"),
     (lambda d: (d / "baseline.json").write_text("{"), "cannot be read"),

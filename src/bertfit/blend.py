@@ -60,11 +60,8 @@ class LinearBaseline:
             settings["ngram_range"] = list(settings["ngram_range"])
             parts.append({**settings, "sublinear_tf": bool(vectorizer.sublinear_tf), "terms": terms})
             idf.append(np.asarray(vectorizer.idf_, dtype=np.float32))
-        if not hasattr(classifier, "estimators_"):  # single-label: one logistic regression over the classes
-            if list(classifier.classes_) != list(range(classes)):
-                raise ValueError("the baseline was fitted on fewer classes than the model has")
-            kind = "binary" if classes == 2 else "softmax"
-            return cls(parts, idf, classifier.coef_.astype(np.float32), classifier.intercept_.astype(np.float32), kind)
+        if not hasattr(classifier, "estimators_"):
+            return cls._single_label(parts, idf, classifier, classes)
         width = sum(len(part["terms"]) for part in parts)
         coef = np.zeros((len(classifier.estimators_), width), dtype=np.float32)
         intercept = np.zeros(len(classifier.estimators_), dtype=np.float32)
@@ -74,6 +71,22 @@ class LinearBaseline:
             else:  # sklearn's constant predictor: every training row had the label, or none did
                 intercept[label] = CONSTANT_LOGIT if float(np.ravel(estimator.y_)[0]) > 0.5 else -CONSTANT_LOGIT
         return cls(parts, idf, coef, intercept)
+
+    @classmethod
+    def _single_label(cls, parts: list[dict[str, Any]], idf: list[np.ndarray], classifier: Any,
+                      classes: int) -> LinearBaseline:
+        """One logistic regression over the classes the training rows hold (``classes_``, label ids); a class
+        they lack gets probability 0, as the baseline's own scoring gives it."""
+        seen, coef, intercept = list(classifier.classes_), classifier.coef_, classifier.intercept_
+        if seen == list(range(classes)) and classes == 2:
+            return cls(parts, idf, coef.astype(np.float32), intercept.astype(np.float32), "binary")
+        rows = np.zeros((classes, coef.shape[1]), dtype=np.float32)
+        offsets = np.full(classes, -CONSTANT_LOGIT, dtype=np.float32)
+        if len(seen) == 2:  # a binary fit among more classes: softmax over (0, z) is (1 - sigmoid(z), sigmoid(z))
+            offsets[seen[0]], rows[seen[1]], offsets[seen[1]] = 0.0, coef[0], intercept[0]
+        else:
+            rows[seen], offsets[seen] = coef, intercept
+        return cls(parts, idf, rows, offsets, "softmax")
 
     def __post_init__(self) -> None:
         """The counters are built once (a vocabulary of 10^5 terms takes a while to index), not per call:

@@ -129,9 +129,8 @@ class TrainConfig:
                                     "(single-label)")
     baseline: bool = setting(True, "also fit TF-IDF + logistic regression on the same splits and print its test "
                                    "score beside")
-    blend: bool = setting(True, "multi-label: average the model's probabilities with the baseline's, weighted on "
-                                "validation, where that beats both there (the baseline is then saved in the "
-                                "folder, as arrays)")
+    blend: bool = setting(True, "average the model's probabilities with the baseline's, weighted on validation, "
+                                "where that beats both there (the baseline is then saved in the folder, as arrays)")
     report: bool = setting(True, "write report.html (curves, confusion matrix, mistakes) into the model folder")
     report_to: str = setting("none", "experiment tracking: none | tensorboard | mlflow, or both with a comma "
                                      "(tensorboard: event files in OUT.tensorboard/; mlflow: MLFLOW_TRACKING_URI, "

@@ -84,7 +84,7 @@ class CompressResult:
 
 def model_bytes(folder: Path) -> int:
     """Bytes of a folder's weights: PyTorch safetensors/bin, or model.onnx with its external data, and the
-    TF-IDF baseline a multi-label model may blend in (prediction reads it too)."""
+    TF-IDF baseline a model may blend in (prediction reads it too)."""
     names = [*WEIGHT_FILES, "model.onnx", "model.onnx.data", *BASELINE_FILES]
     return sum((folder / name).stat().st_size for name in names if (folder / name).exists())
 

@@ -10,8 +10,8 @@ what ordinary training costs. The loss, per batch:
 (multi-label: binary cross-entropy against the teacher's sigmoid(teacher / T), and against the
 labels); :class:`DistillationTrainer` is bertfit's trainer with that loss for training batches.
 Validation picks the epoch by the same rule as ``train``, and everything after training
-(thresholds, calibration, test scoring, the baseline and a multi-label blend, saving) is ``training.fit``'s.
-A multi-label teacher that blends in its TF-IDF baseline teaches with its transformer's logits alone:
+(thresholds, calibration, test scoring, the baseline and its blend, saving) is ``training.fit``'s.
+A teacher that blends in its TF-IDF baseline teaches with its transformer's logits alone:
 on the training rows the TF-IDF half has learnt the labels by heart and would hand the student little
 but the labels again; the student's own run weighs its own blend on validation.
 """

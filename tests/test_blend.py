@@ -161,6 +161,7 @@ def test_a_taken_blend_is_saved_without_pickle_and_predicts_as_decided(blended):
     assert meta["blend"]["weight"] == 0.5 and meta["format_version"] == FORMAT_VERSION
     assert set(meta["blend"]["validation"]) == {"model", "baseline", "blend"} and meta["blend"]["metric"] == "f1_micro"
     assert all((folder / name).is_file() for name in BASELINE_FILES)
+    assert result.summary()["blend"] == meta["blend"]
     assert not list(folder.glob("*.pkl")) and not list(folder.glob("*.joblib"))
     assert "average this model's (weight 0.50) with the TF-IDF baseline's" in (folder / "README.md").read_text()
     classifier = TextClassifier.from_pretrained(folder)

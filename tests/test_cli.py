@@ -27,7 +27,8 @@ from bertfit.model import TextClassifier
 from bertfit.training import run as training
 
 HEADLINE = {"accuracy", "f1_macro", "precision_macro", "recall_macro", "auc", "loss"}
-SUMMARY = {"model_dir", "best_epoch", "train_seconds", "validation", "test", "baseline_test", "method", "history"}
+SUMMARY = {"model_dir", "best_epoch", "train_seconds", "validation", "test", "baseline_test", "blend", "method",
+           "history"}
 ENV_SET_BY_CLI = ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
 
 

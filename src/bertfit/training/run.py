@@ -94,6 +94,7 @@ class TrainResult:
             "validation": headline(self.validation),
             "test": headline(self.test),
             "baseline_test": headline(self.baseline["test"]) if self.baseline else None,
+            "blend": self.classifier.record.blend,  # the baseline averaged in: its weight and validation scores
             "method": (self.classifier.record.method or {}).get("name", "finetune"),
             # per epoch, the headline figures; bertfit.json keeps the whole record (confusion matrices too)
             "history": [{**h, "validation": headline(h["validation"])} for h in self.history],

@@ -154,6 +154,8 @@ class Tracking:
             for name in ("test_ece_before", "test_ece_after"):
                 if getattr(record.calibration, name) is not None:
                     figures[f"calibration/{name}"] = getattr(record.calibration, name)
+        if record.blend is not None:
+            figures["blend/weight"] = record.blend.get("weight")
         if record.train_seconds is not None:
             figures["train_seconds"] = record.train_seconds
         figures = {key: float(value) for key, value in figures.items() if isinstance(value, int | float)}

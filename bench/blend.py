@@ -32,8 +32,6 @@ import numpy as np
 from accuracy import load, warm_up
 from timing import SHARED, measured_on, quiet, shared_missing
 
-WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)  # the model's weight; 1 - w is the baseline's
-
 
 def split_probabilities(classifier, prepared) -> dict[str, np.ndarray]:
     """The trained model's probabilities (calibrated softmax or per-label sigmoid) on validation and test."""
@@ -83,16 +81,19 @@ def scored(p_val, p_test, y, multi_label: bool) -> tuple[float, float]:
 
 
 def blend(model: dict, baseline: dict, y: dict, multi_label: bool) -> dict:
-    """Every weight's validation score; the weight taken (by the beat-both rule) and the three test scores."""
-    curve = {}
-    for w in WEIGHTS:
-        curve[float(w)] = scored(w * model["validation"] + (1 - w) * baseline["validation"],
-                                 w * model["test"] + (1 - w) * baseline["test"], y, multi_label)
-    alone, linear = curve[1.0], curve[0.0]
-    best = max(curve, key=lambda w: (curve[w][0], w))  # ties: the larger model weight
-    taken = best if curve[best][0] > max(alone[0], linear[0]) else 1.0
-    return {"weight": taken, "model": alone[1], "baseline": linear[1], "blend": curve[taken][1],
-            "validation": {"model": alone[0], "baseline": linear[0], "blend": curve[taken][0]}}
+    """The weight bertfit's rule takes on validation (``bertfit.blend.choose_weight``) and the three test scores."""
+    from bertfit.blend import blend as average
+    from bertfit.blend import choose_weight
+
+    weight, figures = choose_weight(model["validation"], baseline["validation"], y["validation"], multi_label)
+    taken = 1.0 if weight is None else weight  # not taken: the model alone
+
+    def test_score(w: float) -> float:
+        return scored(average(model["validation"], baseline["validation"], w),
+                      average(model["test"], baseline["test"], w), y, multi_label)[1]
+
+    return {"weight": taken, "model": test_score(1.0), "baseline": test_score(0.0), "blend": test_score(taken),
+            "validation": figures}
 
 
 def one_seed(name: str, prepared, seed: int) -> dict:

@@ -166,8 +166,11 @@ class TextClassifier:
         average; the transformer's own are :meth:`model_logits`'s.
         """
         texts, _ = checked_texts(texts)
-        pairs = list(pairs) if pairs is not None and not isinstance(pairs, str) else pairs
-        logits = self.model_logits(texts, batch_size, progress, pairs)
+        return self._logits(texts, self._check_pairs(texts, pairs), batch_size, progress)
+
+    def _logits(self, texts: list[str], pairs: list[str] | None, batch_size: int, progress: bool) -> np.ndarray:
+        """:meth:`logits` of texts and pairs already checked."""
+        logits = self._model_logits(texts, pairs, batch_size, progress)
         if self.record.blend is None or len(logits) == 0:
             return logits
         baseline = self._blend_baseline().proba(joined(texts, pairs))
@@ -183,10 +186,14 @@ class TextClassifier:
     def model_logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
                      pairs: Sequence[str] | None = None) -> np.ndarray:
         """The transformer's raw scores, as :meth:`logits` describes, without the blend."""
+        texts, _ = checked_texts(texts)
+        return self._model_logits(texts, self._check_pairs(texts, pairs), batch_size, progress)
+
+    def _model_logits(self, texts: list[str], pairs: list[str] | None, batch_size: int,
+                      progress: bool) -> np.ndarray:
+        """:meth:`model_logits` of texts and pairs already checked."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
-        texts, _ = checked_texts(texts)
-        pairs = self._check_pairs(texts, pairs)
         empty = next((i for i, text in enumerate(texts) if is_blank(text)), None)
         if empty is None and pairs is not None:
             empty = next((i for i, pair in enumerate(pairs) if is_blank(pair)), None)
@@ -226,7 +233,7 @@ class TextClassifier:
         A single str is one text: its probabilities, (n_classes,).
         """
         texts, pairs, single = one_or_many(texts, pairs)
-        proba = self.probabilities(self.logits(texts, batch_size, progress, pairs))
+        proba = self.probabilities(self._logits(texts, self._check_pairs(texts, pairs), batch_size, progress))
         return proba[0] if single else proba
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -242,7 +249,7 @@ class TextClassifier:
         A single str is one text: its label (multi-label: its list of labels), as setfit answers.
         """
         texts, pairs, single = one_or_many(texts, pairs)
-        proba = self.probabilities(self.logits(texts, batch_size, pairs=pairs))
+        proba = self.probabilities(self._logits(texts, self._check_pairs(texts, pairs), batch_size, False))
         if self.multi_label:
             labels = self.labels.decode_multi(proba >= self.thresholds)
         else:
@@ -263,8 +270,8 @@ class TextClassifier:
         pairs = self._check_pairs(texts, pairs)
         blank = [is_blank(text) or (pairs is not None and is_blank(pairs[i])) for i, text in enumerate(texts)]
         scored = [i for i, empty in enumerate(blank) if not empty]
-        logits = self.logits([texts[i] for i in scored], batch_size,
-                             pairs=[pairs[i] for i in scored] if pairs is not None else None)
+        logits = self._logits([texts[i] for i in scored], [pairs[i] for i in scored] if pairs is not None else None,
+                              batch_size, False)
         records = self.records([texts[i] for i in scored], logits,
                                [pairs[i] for i in scored] if pairs is not None else None, threshold)
         for i, empty in enumerate(blank):

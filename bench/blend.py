@@ -45,21 +45,16 @@ def split_probabilities(classifier, prepared) -> dict[str, np.ndarray]:
 
 def baseline_probabilities(prepared, seed: int) -> dict[str, np.ndarray]:
     """The TF-IDF baseline fitted on train, its probabilities on validation and test in label-id order."""
-    from bertfit.training.baseline import joined_texts, tfidf_logreg
+    from bertfit.training.baseline import joined_texts, probabilities, tfidf_logreg
 
     labels = prepared.labels
     if prepared.multi_label:
-        model = tfidf_logreg(seed, multi_label=True).fit(
-            joined_texts(prepared.train), labels.encode_multi(prepared.train["label"].tolist()))
-        return {split: model.predict_proba(joined_texts(getattr(prepared, split))) for split in ("validation", "test")}
-    model = tfidf_logreg(seed).fit(joined_texts(prepared.train), labels.encode(prepared.train["label"].tolist()))
-    out = {}
-    for split in ("validation", "test"):
-        texts = joined_texts(getattr(prepared, split))
-        proba = np.zeros((len(texts), len(labels)))
-        proba[:, model[-1].classes_] = model.predict_proba(texts)
-        out[split] = proba
-    return out
+        targets = labels.encode_multi(prepared.train["label"].tolist())
+    else:
+        targets = labels.encode(prepared.train["label"].tolist())
+    model = tfidf_logreg(seed, multi_label=prepared.multi_label).fit(joined_texts(prepared.train), targets)
+    return {split: probabilities(model, joined_texts(getattr(prepared, split)), len(labels))
+            for split in ("validation", "test")}
 
 
 def truths(prepared) -> dict[str, np.ndarray]:

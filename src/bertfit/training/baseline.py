@@ -61,12 +61,21 @@ def fitted_and_scored(prepared: Any, seed: int = 42) -> tuple[Any, dict[str, Any
         metrics.pop("per_label")
     else:
         model = tfidf_logreg(seed).fit(texts["train"], labels.encode(prepared.train["label"].tolist()))
-        # Columns of predict_proba follow model.classes_; put them in label-id order (all classes).
-        proba = np.zeros((len(texts["test"]), len(labels)))
-        proba[:, model[-1].classes_] = model.predict_proba(texts["test"])
-        metrics = classification_metrics(labels.encode(prepared.test["label"].tolist(), "the test split"), proba)
+        metrics = classification_metrics(labels.encode(prepared.test["label"].tolist(), "the test split"),
+                                         probabilities(model, texts["test"], len(labels)))
     metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
     return model, metrics
+
+
+def probabilities(model: Any, texts: list[str], classes: int) -> np.ndarray:
+    """The fitted baseline's probabilities, (len(texts), classes), columns in label-id order: a single-label fit
+    orders them by the classes its training rows hold (``classes_``), and a class they lack gets 0."""
+    proba = model.predict_proba(texts)
+    if hasattr(model[-1], "estimators_"):  # one regression per label: a column per label already
+        return proba
+    full = np.zeros((len(texts), classes))
+    full[:, model[-1].classes_] = proba
+    return full
 
 
 def baseline_record(prepared: Any, seed: int = 42) -> tuple[dict[str, Any] | None, Any]:

@@ -21,7 +21,7 @@ from bertfit.data.cleaning import PreparedData
 from bertfit.metrics import expected_calibration_error, headline, multilabel_metrics, tune_thresholds
 from bertfit.model import TextClassifier
 from bertfit.record import Calibration
-from bertfit.training.baseline import joined_texts
+from bertfit.training.baseline import joined_texts, probabilities
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ def blend_if_better(classifier: TextClassifier, prepared: PreparedData, fitted_b
     When the blend is taken, the classifier carries the baseline (as arrays, saved beside it) and its
     record the weight, and the validation logits returned are the blend's. Else they come back as given.
     """
-    linear = LinearBaseline.from_pipeline(fitted_baseline, len(classifier.labels))
-    baseline_proba = linear.proba(joined_texts(prepared.validation))
+    baseline_proba = probabilities(fitted_baseline, joined_texts(prepared.validation), len(classifier.labels))
     model_proba = classifier.probabilities(validation_logits)
     weight, figures = choose_weight(model_proba, baseline_proba, targets, classifier.multi_label)
     metric = "f1_micro" if classifier.multi_label else "accuracy"
@@ -82,7 +81,8 @@ def blend_if_better(classifier: TextClassifier, prepared: PreparedData, fitted_b
                  "alone on validation %s (%s)", metric, shown)
         return validation_logits
     log.info("blend with the TF-IDF baseline taken: model weight %.2f; validation %s %s", weight, metric, shown)
-    classifier.baseline = linear
+    # Built only when taken: indexing its vocabulary takes a second where the n-grams run to 10^5.
+    classifier.baseline = LinearBaseline.from_pipeline(fitted_baseline, len(classifier.labels))
     classifier.record.blend = {"weight": weight, "metric": metric,
                                "validation": {name: round(value, 4) for name, value in figures.items()}}
     return blended_logits(model_proba, baseline_proba, weight, classifier.multi_label, classifier.temperature)

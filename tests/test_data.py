@@ -468,6 +468,14 @@ def test_clean_drops_the_header_repeated_inside_the_data_as_files_joined_by_cat_
     assert len(rows) == 2 and dropped["repeated_header"] == 0
 
 
+def test_clean_of_no_rows_warns_of_nothing(recwarn):
+    """An empty frame's columns map to empty str columns: combined with the header mask they must stay bool."""
+    frame = pd.DataFrame({"text": pd.Series([], dtype=str), "label": pd.Series([], dtype=str)})
+    rows, dropped = data.clean(frame, "text", "label")
+    assert len(rows) == 0 and dropped["repeated_header"] == 0
+    assert not [w for w in recwarn if "pandas" in w.filename or "bertfit" in w.filename], [str(w.message) for w in recwarn]
+
+
 def test_clean_refuses_text_cells_holding_lists_or_records_among_texts():
     frame = pd.DataFrame({"text": ["refund my card", ["app", "crash"], None, 7], "label": ["a", "b", "a", "b"]})
     expect_data_error(lambda: data.clean(frame, "text", "label"), "column 'text' holds list values",

@@ -94,7 +94,8 @@ def clean(
     header = pd.Series(True, index=frame.index)
     for column in (text_col, pair_col, label_col):
         if column is not None:
-            header &= frame[column].map(lambda v, name=str(column): isinstance(v, str) and v.strip() == name)
+            header &= frame[column].map(lambda v, name=str(column): isinstance(v, str) and v.strip() == name
+                                        ).astype(bool)  # an empty column maps to an empty str column
     rows = rows[~header]
     dropped["repeated_header"] = int(header.sum())
     missing_text = rows["text"].isna()

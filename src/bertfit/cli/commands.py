@@ -17,6 +17,7 @@ from bertfit.cli.output import check_suffix, print_result, record_sink
 from bertfit.cli.parser import demo_data_path, given
 from bertfit.config import DataConfig, ServeConfig, TrainConfig
 from bertfit.errors import DataError, UsageError
+from bertfit.export import compressed_out, onnx_out
 from bertfit.staging import check_file, refuse_inputs
 
 log = logging.getLogger("bertfit")
@@ -230,10 +231,9 @@ def output_path(args: argparse.Namespace) -> Path | None:
     if args.handler == "report":
         return Path(args.model_dir) / "report.html"
     if args.handler == "export":
-        folder = Path(args.model_dir)
-        return folder.parent / f"{folder.name}-onnx{'-' + args.quantize if args.quantize else ''}"
+        return onnx_out(args.model_dir, args.quantize)
     if args.handler == "compress":
-        return Path(args.teacher_dir).parent / f"{Path(args.teacher_dir).name}-compressed"
+        return compressed_out(args.teacher_dir)
     return None
 
 

@@ -29,6 +29,7 @@ from bertfit.backends import WEIGHT_FILES
 from bertfit.blend import BASELINE_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import UsageError
+from bertfit.export import compressed_out
 from bertfit.folder import SplitRows, read_split
 from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs, staged_folder
@@ -127,7 +128,7 @@ def compress(
 
     _check_arguments(quantize, target_size_ratio, max_drop)
     teacher_folder = Path(teacher_dir)
-    target = Path(out) if out is not None else teacher_folder.parent / f"{teacher_folder.name}-compressed"
+    target = Path(out) if out is not None else compressed_out(teacher_folder)
     refuse_inputs(target, "--out", {"the teacher folder": teacher_folder, "the data": data if isinstance(
         data, str | Path) else None, "the --student folder": student},
                   sealed=("the teacher folder", "the --student folder"))

@@ -35,6 +35,7 @@ from bertfit.blend import BASELINE_FILES
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.environment import require, versions
 from bertfit.errors import BertfitError, UsageError
+from bertfit.export import onnx_out
 from bertfit.folder import SPLIT_FILES, SplitRows, read_split, write_meta
 from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs, staged_folder, write_failure
@@ -94,7 +95,7 @@ def export(
     require("onnx", "bertfit export")
     started = time.perf_counter()
     folder = Path(model_dir)
-    target = Path(out) if out is not None else folder.parent / f"{folder.name}-onnx{'-' + quantize if quantize else ''}"
+    target = Path(out) if out is not None else onnx_out(folder, quantize)
     refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data},
                   sealed=("the model folder",))
     check_folder(target, overwrite)

@@ -275,3 +275,24 @@ def test_texts_without_words_train_without_the_baseline_rather_than_fail(tiny_mo
     result = train(rows, out=None, progress=False, model=str(tiny_model_dir), report=False, **FAST)
     assert result.baseline is None and result.test["accuracy"] >= 0
     assert "no TF-IDF baseline" in caplog.text
+    # every emoji is the tiny vocabulary's [UNK]: said before training, and kept with the model
+    unreadable = [note for note in result.classifier.record.notes if note.startswith("unreadable text")]
+    assert unreadable and "100% of the training tokens" in unreadable[0] and unreadable[0] in caplog.text
+
+
+def test_unknown_tokens_are_counted_without_the_special_ones(trained_dir):
+    from bertfit.encoding import unknown_tokens_note
+    from conftest import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+
+    def note(*texts):
+        return unknown_tokens_note(tokenizer, tokenizer(list(texts))["input_ids"])
+
+    assert note("refund my card", "printer crash") is None
+    assert "67% of the training tokens" in note("refund 退款 card 退款")  # 4 of 6 tokens
+    # 1 unknown of 10 words: the share at which the note starts, reached only with [CLS] and [SEP] left out
+    assert "10% of the training tokens" in note("refund my card refund my card refund my card 😀")
+    assert note("refund my card refund my card refund my card refund 😀") is None  # 1 of 11
+    # words the vocabulary holds: no note on the model trained from them
+    assert not any(n.startswith("unreadable") for n in TextClassifier.from_pretrained(trained_dir).record.notes)

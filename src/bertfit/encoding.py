@@ -131,3 +131,24 @@ def is_blank(text: str) -> bool:
     if unicodedata.category(stripped[0]) not in INVISIBLE:
         return False  # most texts: decided by their first visible character
     return all(char.isspace() or unicodedata.category(char) in INVISIBLE for char in stripped)
+
+
+UNREADABLE_SHARE = 0.1  # of the training tokens unknown to the vocabulary: past it, the model cannot read the data
+
+
+def unknown_tokens_note(tokenizer: Any, input_ids: Sequence[Sequence[int]]) -> str | None:
+    """A plain sentence when a large share of the tokens (special tokens aside) are the tokenizer's unknown token:
+    characters outside its vocabulary (Chinese, Thai or emoji for an English vocabulary) all read as one token,
+    so the model sees none of what sets those texts apart. None otherwise, or where the tokenizer has no such token.
+    """
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None or not input_ids:
+        return None
+    ids = np.fromiter((i for row in input_ids for i in row), dtype=np.int64)
+    ids = ids[~np.isin(ids, [i for i in tokenizer.all_special_ids if i != unknown])]
+    share = float(np.mean(ids == unknown)) if len(ids) else 0.0
+    if share < UNREADABLE_SHARE:
+        return None
+    return (f"unreadable text: {share:.0%} of the training tokens are unknown to the model's vocabulary "
+            f"({tokenizer.unk_token}), so it cannot tell those words apart; a checkpoint whose vocabulary "
+            "covers this script (--model bert-base-multilingual-cased, or one for the language) can read them")

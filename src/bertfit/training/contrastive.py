@@ -38,6 +38,7 @@ from transformers import AutoConfig, Trainer, TrainingArguments
 
 from bertfit.config import DataConfig, TrainConfig, to_dict
 from bertfit.data.cleaning import PreparedData
+from bertfit.encoding import unknown_tokens_note
 from bertfit.errors import UsageError
 from bertfit.model import TextClassifier
 from bertfit.training.backbone import count_parameters, default_model_path, load_base, max_length_of
@@ -247,6 +248,9 @@ def fit_contrastive(prepared: PreparedData, config: TrainConfig, *, data_config:
     encoded = dict(tokenizer(texts, truncation=True, max_length=max_length))
     encoded.pop("token_type_ids", None)  # single texts: all zero, the model's default
     too_long = {"train and validation": sum(len(ids) >= max_length for ids in encoded["input_ids"])}
+    unreadable = unknown_tokens_note(tokenizer, encoded["input_ids"])
+    if unreadable:
+        log.warning("%s", unreadable)
 
     started = time.perf_counter()
     pairs = sample_pairs(learned, PAIR_ITERATIONS, config.seed, most=pair_budget(learned))
@@ -277,7 +281,7 @@ def fit_contrastive(prepared: PreparedData, config: TrainConfig, *, data_config:
     record.method = {"name": "contrastive", "why": why, "pairs_per_epoch": int(len(pairs)),
                      "pair_iterations": PAIR_ITERATIONS, "mean_pooling_layer": model.config.num_hidden_layers,
                      "validation_trained_on": True}
-    record.notes = [VALIDATION_NOTE]
+    record.notes = [VALIDATION_NOTE] + ([unreadable] if unreadable else [])
     log.info("%s", VALIDATION_NOTE)
     classifier = TextClassifier(model, tokenizer, record)
     logits = classifier.logits(prepared.validation["text"].tolist(), config.eval_batch_size)

@@ -30,6 +30,7 @@ from transformers import set_seed
 
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data.cleaning import PreparedData, prepare
+from bertfit.encoding import unknown_tokens_note
 from bertfit.errors import UsageError
 from bertfit.folder import SPLIT_FILES, split_file
 from bertfit.hub import check_hub_name
@@ -229,6 +230,9 @@ def fit_model(
         encoded, too_long = encode_splits(prepared, tokenizer, targets, max_length, config, start)
         if encodings is not None and start is None:
             encodings[key] = encoded, too_long
+    unreadable = unknown_tokens_note(tokenizer, encoded["train"].encoded["input_ids"])
+    if unreadable:
+        log.warning("%s", unreadable)
     started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
     frozen_outputs = encodings.setdefault("frozen outputs", {}) if encodings is not None and start is None else None
     run = build_trainer(model, tokenizer, prepared, encoded, config, target, progress, start, callbacks,
@@ -249,6 +253,7 @@ def fit_model(
     notes = [note for note in (overfitting_note(history), cut_short) if note]
     for note in notes:
         log.warning("%s", note)
+    notes += [unreadable] if unreadable else []  # said before training, where the user can still stop it
     record = new_record(prepared, config, data_config or DataConfig(), start, run, history, best, notes,
                         settings=settings, max_length=max_length, parameters=(trainable, total),
                         too_long=too_long, resumed_after=resumed_after, train_seconds=train_seconds)

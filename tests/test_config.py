@@ -165,3 +165,11 @@ def test_class_weights_words_and_good_files_are_fine(tmp_path, spec):
     file = tmp_path / "cw.json"
     file.write_text('{"billing": 2, "tech": 0.5, "sales": 1e300}')
     assert problems(class_weights=spec) == [] and problems(class_weights=str(file)) == []
+
+
+@pytest.mark.parametrize("name", ["max_wait_ms", "read_timeout"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_serve_limits_must_be_finite(name, value):
+    """An infinite wait would hold every request; an infinite read timeout would switch the slow-client guard off."""
+    with pytest.raises(UsageError, match=f"--{name.replace('_', '-')} must be a finite number"):
+        check(ServeConfig(**{name: value}))

@@ -296,3 +296,20 @@ def test_unknown_tokens_are_counted_without_the_special_ones(trained_dir):
     assert note("refund my card refund my card refund my card refund 😀") is None  # 1 of 11
     # words the vocabulary holds: no note on the model trained from them
     assert not any(n.startswith("unreadable") for n in TextClassifier.from_pretrained(trained_dir).record.notes)
+
+
+def test_a_run_whose_outputs_stop_being_numbers_fails_in_one_line_and_saves_nothing(tiny_model_dir, data_csv, tmp_path):
+    from bertfit.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="lower --learning-rate or --weight-decay"):
+        train(data_csv, tmp_path / "m", model=str(tiny_model_dir), weight_decay=1e308, progress=False,
+              **{**FAST, "epochs": 1})
+    assert list(tmp_path.iterdir()) == []  # no model, no checkpoints
+
+
+@pytest.mark.parametrize("setting", [{"weight_decay": float("inf")}, {"warmup_ratio": float("nan")},
+                                     {"head_lr_scale": float("inf")}])
+def test_numbers_that_are_not_finite_are_refused_before_anything_loads(data_csv, setting):
+    flag = "--" + next(iter(setting)).replace("_", "-")
+    with pytest.raises(UsageError, match=f"{flag} must be a finite number"):
+        train(data_csv, None, progress=False, **setting)

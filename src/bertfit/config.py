@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -300,6 +301,9 @@ def _wrong_types(config: Any) -> list[str]:
             continue
         if kind is float:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if ok and not math.isfinite(value):  # nan and inf pass every range check written with < and >
+                found.append(f"--{_flag(f.name)} must be a finite number, got {value!r}")
+                continue
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:

@@ -47,3 +47,7 @@ class TrainingError(BertfitError, RuntimeError):
 
 class TrainingInterrupted(TrainingError):
     """Ctrl-C while training: the run stopped; what the caller had kept (a tuning study's best trial) stays."""
+
+
+class TrainingDiverged(TrainingError):
+    """The model's outputs stopped being finite numbers while it trained (too high a learning rate or weight decay)."""

@@ -21,6 +21,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from bertfit.calibration import plain_softmax
 from bertfit.encoding import pool
+from bertfit.errors import TrainingDiverged
 from bertfit.metrics import classification_metrics, multilabel_metrics
 from bertfit.progress import PlainProgress, on_terminal
 
@@ -202,6 +203,9 @@ def metrics_per_text(owner: np.ndarray, multi_label: bool, how: str, keep: Valid
     def compute(prediction: Any) -> dict[str, Any]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         logits = pool(np.asarray(logits, dtype=np.float32), owner, n_texts, how)
+        if not np.isfinite(logits).all():
+            raise TrainingDiverged("training diverged: the model's outputs on validation are no longer finite numbers "
+                                   "(NaN or infinity) and nothing was saved; lower --learning-rate or --weight-decay")
         if keep is not None:
             keep.latest = logits
         first = np.unique(owner, return_index=True)[1]  # a text's target, from its first row

@@ -32,7 +32,7 @@ from transformers import TrainerCallback
 from bertfit.config import check
 from bertfit.data.cleaning import PreparedData, prepare
 from bertfit.environment import require
-from bertfit.errors import BertfitError, TrainingInterrupted, UsageError
+from bertfit.errors import BertfitError, TrainingDiverged, TrainingInterrupted, UsageError
 from bertfit.folder import read_meta
 from bertfit.model import TextClassifier
 from bertfit.record import ModelRecord
@@ -221,10 +221,11 @@ def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, t
         try:
             fitted = fit_model(prepared, trial_config, None, progress=False, callbacks=[TrialWatch(trial, deadline)],
                                encodings=encodings)
-        except TrialStopped as stopped:
-            trial.set_user_attr("stopped", stopped.why)
+        except (TrialStopped, TrainingDiverged) as stopped:  # a diverged trial scores nothing; the study goes on
+            why = getattr(stopped, "why", "diverged")
+            trial.set_user_attr("stopped", why)
             trial.set_user_attr("seconds", round(time.monotonic() - begun, 1))
-            raise optuna.TrialPruned(stopped.why) from None
+            raise optuna.TrialPruned(why) from None
         shutil.rmtree(fitted.checkpoints, ignore_errors=True)
         value = selection_score(fitted.best["validation"], metric)
         seconds = time.monotonic() - begun

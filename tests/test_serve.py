@@ -239,7 +239,8 @@ def test_missing_serving_libraries_name_the_install_line(trained_dir, monkeypatc
 @pytest.mark.parametrize("host, words", [
     ("127.0.0.1", ["127.0.0.1:{port}", "in use", "--port N", "stop the process using it"]),
     ("192.0.2.1", ["192.0.2.1:{port}", "not an address of this machine", "--host 127.0.0.1"]),  # TEST-NET-1
-], ids=["port-in-use", "foreign-host"])
+    ("", ["--host is empty", "--host 127.0.0.1", "--host 0.0.0.0"]),  # "$HOST" unset: would bind every interface
+], ids=["port-in-use", "foreign-host", "empty-host"])
 def test_a_port_it_cannot_listen_on_is_one_error_line_and_no_serving_line(trained_dir, capsys, host, words):
     with socket.socket() as taken:  # another server on the port
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

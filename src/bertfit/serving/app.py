@@ -293,6 +293,9 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, work
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
+    if not host.strip():  # an empty name binds every interface: what an unset "$HOST" would do without a word
+        raise UsageError(f"--host is empty ({host!r}); pass --host 127.0.0.1 (this machine only) or --host 0.0.0.0 "
+                         "(every interface, on purpose)")
     with listen(host, port) as sock:
         if host not in LOOPBACK:
             log.warning("bound %s: other machines can reach this server, and it has no authentication", host)

@@ -307,6 +307,22 @@ def corrupt_tokenizer(folder: Path) -> None:
     (folder / "tokenizer.json").write_text("{ not json")
 
 
+def nan_weights(folder: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    head = next(name for name in weights if name.startswith("classifier."))
+    weights[head] = torch.full_like(weights[head], float("nan"))
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def other_architecture(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="roberta", architectures=["RobertaForSequenceClassification"])
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def swapped(command: str) -> Callable[[Path, Models], list]:
     def setup(folder: Path, models: Models) -> list:
         data = write(folder, "holdout.csv", good_csv())
@@ -556,6 +572,10 @@ CASES = [
     # -- damaged models, swapped arguments, bytes that are not text ----------------------------------
     pytest.param(Case("predict", damaged_model(truncate_weights), ("damaged or incomplete",),
                       ("copy the whole folder",)), id="predict-model-with-truncated-weights"),
+    pytest.param(Case("predict", damaged_model(nan_weights), ("not finite", "in classifier."),
+                      ("copy the whole folder",)), id="predict-model-with-nan-weights"),
+    pytest.param(Case("predict", damaged_model(other_architecture), ("config.json does not describe its weights",),
+                      ("copy the whole folder",)), id="predict-model-whose-config-names-another-architecture"),
     pytest.param(Case("predict", damaged_model(corrupt_tokenizer), ("damaged or incomplete",),
                       ("copy the whole folder",)), id="predict-model-with-corrupt-tokenizer"),
     pytest.param(Case("predict", swapped("predict"), ("holdout.csv", "is a data file"),

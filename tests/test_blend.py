@@ -37,7 +37,7 @@ def test_the_arrays_predict_as_the_fitted_pipeline(tmp_path):
     np.testing.assert_allclose(kept.proba(unseen), pipeline.predict_proba(unseen), atol=1e-6)
     kept.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(BASELINE_FILES)
-    again = LinearBaseline.load(tmp_path, labels=y.shape[1])
+    again = LinearBaseline.load(tmp_path, labels=y.shape[1], multi_label=True)
     np.testing.assert_allclose(again.proba(unseen), pipeline.predict_proba(unseen), atol=1e-6)
     assert kept.proba([]).shape == (0, y.shape[1])
 
@@ -80,6 +80,9 @@ def test_classes_the_training_rows_lack_get_probability_0(seen):
     (lambda d: _edit(d, lambda parts: parts[0].update(analyzer="sentences")), "do not agree"),
     (lambda d: _edit(d, lambda parts: parts[0]["terms"].pop()), "do not agree"),
     (lambda d: _edit(d, lambda parts: parts[0].update(token_pattern="(")), "cannot be used"),
+    (lambda d: _edit(d, lambda parts: None, kind="softmax"), "do not agree"),  # a softmax for a multi-label model
+    (lambda d: _edit_arrays(d, coef=np.nan), "not finite"),
+    (lambda d: _edit_arrays(d, intercept=np.inf), "not finite"),
 ])
 def test_a_damaged_baseline_is_named(tmp_path, damage, fragment):
     frame = multi_label_rows(40)
@@ -87,13 +90,22 @@ def test_a_damaged_baseline_is_named(tmp_path, damage, fragment):
                                  len(TOPICS)).save(tmp_path)
     damage(tmp_path)
     with pytest.raises(ValueError, match=fragment):
-        LinearBaseline.load(tmp_path, labels=len(TOPICS))
+        LinearBaseline.load(tmp_path, labels=len(TOPICS), multi_label=True)
 
 
-def _edit(folder, change):
+def _edit(folder, change, **fields):
     described = json.loads((folder / "baseline.json").read_text())
     change(described["parts"])
-    (folder / "baseline.json").write_text(json.dumps(described))
+    (folder / "baseline.json").write_text(json.dumps(described | fields))
+
+
+def _edit_arrays(folder, **values):
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(str(folder / "baseline.safetensors"))
+    for name, value in values.items():
+        arrays[name] = np.full_like(arrays[name], value)
+    save_file(arrays, str(folder / "baseline.safetensors"))
 
 
 def test_blended_logits_are_the_weighted_average_of_probabilities():

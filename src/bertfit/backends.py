@@ -92,6 +92,13 @@ class TorchBackend:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except Exception as err:  # noqa: BLE001 - safetensors, tokenizers and json each raise their own kinds
             raise damaged(folder, err) from None
+        body_missing = sorted(key for key in loading["missing_keys"] if key.split(".")[0] not in HEAD_MODULES)
+        if body_missing and loading["unexpected_keys"]:  # weights of one architecture, config.json of another
+            unused = sorted(loading["unexpected_keys"])
+            raise ModelLoadError(f"cannot load the model in {folder}: its config.json does not describe its weights "
+                                 f"({len(unused)} weights unused, e.g. {unused[0]}; {len(body_missing)} missing, e.g. "
+                                 f"{body_missing[0]}); the folder mixes two models or config.json was edited: copy the "
+                                 "whole folder again, or retrain")
         untrained = sorted(key for key in loading["missing_keys"] if key.split(".")[0] in HEAD_MODULES)
         if untrained:  # transformers made a random head: its labels would be noise
             raise ModelLoadError(
@@ -101,6 +108,12 @@ class TorchBackend:
         if labels is not None and model.config.num_labels != len(labels):
             raise ModelLoadError(f"{folder}: the weights answer {model.config.num_labels} classes but bertfit.json "
                                  f"names {len(labels)} labels; the folder mixes two models: copy it again whole")
+        broken = next((name for name, weights in model.state_dict().items()
+                       if weights.is_floating_point() and not torch.isfinite(weights).all()), None)
+        if broken is not None:  # every answer would be NaN, printed as if it were a score
+            raise ModelLoadError(f"cannot load the model in {folder}: its weights hold numbers that are not finite "
+                                 f"(NaN or infinity, in {broken}); the file is damaged: copy the whole folder again, "
+                                 "or retrain")
         return cls(model, tokenizer)
 
     @property

@@ -143,9 +143,9 @@ class LinearBaseline:
         (folder / BASELINE_JSON).write_text(text, encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: Path, labels: int) -> LinearBaseline:
+    def load(cls, folder: Path, labels: int, multi_label: bool = False) -> LinearBaseline:
         """Read it back; ValueError naming what is wrong when the files do not make a baseline for ``labels``
-        classes or labels."""
+        classes (or, ``multi_label``, labels)."""
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
@@ -169,9 +169,12 @@ class LinearBaseline:
         widths = [len(part.get("terms") or []) if isinstance(part, dict) else -1 for part in parts]
         if any(v is None for v in (*idf, coef, intercept)) or [len(v) for v in idf] != widths \
                 or coef.shape != (rows, sum(widths)) or intercept.shape != (rows,) \
-                or (kind == "binary") != (labels == 2 and rows == 1) or not all(_sound(part) for part in parts):
+                or (kind == "binary") != (labels == 2 and rows == 1) or (kind == "sigmoid") != multi_label \
+                or not all(_sound(part) for part in parts):
             raise ValueError(f"{BASELINE_JSON} and {BASELINE_WEIGHTS} do not agree with each other or with "
-                             f"the model's {labels} labels")
+                             f"the model's {labels} {'labels' if multi_label else 'classes'}")
+        if not all(np.isfinite(array).all() for array in (*idf, coef, intercept)):
+            raise ValueError(f"{BASELINE_WEIGHTS} holds numbers that are not finite (NaN or infinity)")
         try:
             return cls(parts, idf, coef, intercept, kind)
         except (ValueError, re.error) as err:  # settings the analyzers refuse (a token pattern that is no regex)

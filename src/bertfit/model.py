@@ -341,7 +341,7 @@ def _saved_baseline(folder: Path, record: ModelRecord | None) -> LinearBaseline 
     if record is None or record.blend is None:
         return None
     try:
-        return LinearBaseline.load(folder, len(record.labels))
+        return LinearBaseline.load(folder, len(record.labels), record.multi_label)
     except ValueError as err:
         raise ModelLoadError(f"cannot load the model in {folder}: its {META_FILE} blends in the TF-IDF baseline, but "
                              f"{err}; copy the whole folder again, or retrain") from None

@@ -248,6 +248,12 @@ def _damage(folder: Path, how: str) -> None:
     elif how == "labels_mismatch":
         meta = json.loads((folder / "bertfit.json").read_text())
         (folder / "bertfit.json").write_text(json.dumps({**meta, "labels": [*meta["labels"], "extra"]}))
+    elif how in ("format_true", "format_zero"):  # true is 1 to isinstance(..., int)
+        meta = json.loads((folder / "bertfit.json").read_text())
+        (folder / "bertfit.json").write_text(json.dumps({**meta, "format_version": how == "format_true"}))
+    elif how == "task_flipped":  # single-label weights and config.json, read as multi-label
+        meta = json.loads((folder / "bertfit.json").read_text())
+        (folder / "bertfit.json").write_text(json.dumps({**meta, "task": "multi_label"}))
     elif how in ("max_length_negative", "temperature_zero", "threshold_dict", "stride_too_long"):  # hand edits
         meta = json.loads((folder / "bertfit.json").read_text())
         if how == "max_length_negative":
@@ -283,6 +289,9 @@ def _damage(folder: Path, how: str) -> None:
         ("temperature_zero", ["damaged or incomplete", "calibration.temperature is 0", "copy the whole folder"]),
         ("threshold_dict", ["damaged or incomplete", "thresholds is {'billing': 2}", "copy the whole folder"]),
         ("stride_too_long", ["damaged or incomplete", "long_text.stride is 1000", "copy the whole folder"]),
+        ("format_true", ["damaged or incomplete", "no format_version"]),
+        ("format_zero", ["damaged or incomplete", "no format_version"]),
+        ("task_flipped", ["damaged or incomplete", "multi-label", "single_label_classification"]),
     ],
 )
 def test_from_pretrained_errors_are_one_line_with_the_fix(model_copy, how, expected):

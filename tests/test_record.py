@@ -68,6 +68,9 @@ def _edited(trained_dir, tmp_path, edit) -> object:
     meta = json.loads((folder / "bertfit.json").read_text())
     edit(meta)
     (folder / "bertfit.json").write_text(json.dumps(meta))
+    if meta.get("task") == "multi_label":  # config.json says the task too: a multi-label folder's says so
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
     return folder
 
 

@@ -103,9 +103,9 @@ def read_meta(folder: Path) -> ModelRecord | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelLoadError(f"{file} is not valid JSON ({err}); the folder is damaged: retrain or restore it") \
             from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("format_version"), int):
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if type(version) is not int or version < 1:  # bool is an int to isinstance
         raise damaged_meta(folder, "no format_version")
-    version = meta["format_version"]
     if version > FORMAT_VERSION:
         raise ModelLoadError(
             f"{folder} was saved in bertfit format {version!r}, newer than this bertfit reads "
@@ -120,9 +120,16 @@ def read_meta(folder: Path) -> ModelRecord | None:
     except (TypeError, ValueError) as err:
         raise damaged_meta(folder, f"a field this bertfit cannot read: {err}") from None
     problems = record.problems(_position_limit(folder), _special_tokens(folder))
+    problem_type = _json_object(folder / "config.json").get("problem_type")
+    if problem_type in TASK_OF_PROBLEM and TASK_OF_PROBLEM[problem_type] != record.multi_label:
+        problems.append(f"its task is {'multi' if record.multi_label else 'single'}-label, but config.json's "
+                        f"problem_type is {problem_type}")
     if problems:
         raise damaged_meta(folder, "; ".join(problems[:3]))
     return record
+
+
+TASK_OF_PROBLEM = {"multi_label_classification": True, "single_label_classification": False}  # multi-label?
 
 
 def damaged_meta(folder: Path, why: str) -> ModelLoadError:

@@ -18,10 +18,12 @@ the process started without ``--worker`` saves the winner. Opening the storage i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -140,39 +142,57 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
     deadline = started + seconds
     if journal_file(url):  # appended to: never an input, and a journal when it is there already
         check_journal(url, inputs)
-    opened = None if journal_file(url) else database(optuna, url)  # a bad URL is refused before the data is read
-    prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
-    resolve_class_weights(train_config.class_weights, prepared)  # its labels: refused before the model loads
-    space = _space(prepared, train_config)
-    study = optuna.create_study(storage=opened or open_journal(url), study_name=study_name, direction="maximize",
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=train_config.seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS))
-    has_default = any(t.user_attrs.get("recipe") == "default" for t in study.trials)  # waiting ones too
-    if not has_default and not worker:  # the main process alone: workers starting at once would each add it
-        study.enqueue_trial(space.default, user_attrs={"recipe": "default"})
-    objective = _objective(optuna, prepared, train_config, space, target, deadline)
-    stop = [TrialCount(trials)] if trials else []
-    try:
-        study.optimize(objective, timeout=seconds, callbacks=stop, gc_after_trial=True)
-    except (KeyboardInterrupt, TrainingInterrupted):
-        log.warning("interrupted: the study keeps its finished trials; the winner among them is saved")
-    record = study_record(optuna, study, space, url, seconds, time.monotonic() - started, len(prepared.validation))
-    log.info("study %r: %d trials complete, %d pruned, %d failed, %d not started (they would not have finished in "
-             "the time left); best validation %s (trial %s), default recipe %s",
-             study_name, record["trials_complete"], record["trials_pruned"], record["trials_failed"],
-             record["trials_skipped"],
-             record["best_validation"], record["best_trial"], record["default_validation"])
-    if worker:
-        return TuneResult(record, None)
-    if record["best_trial"] is None:
-        raise UsageError(f"no trial finished within --budget {budget}: give it more time (one default training "
-                         "run at least)")
+    created = storage is None and not worker and not Path(journal_file(url)).exists()
+    with _forgotten_unless_a_trial_finished(target, url, created):
+        opened = None if journal_file(url) else database(optuna, url)  # a bad URL is refused before the data is read
+        prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
+        resolve_class_weights(train_config.class_weights, prepared)  # its labels: refused before the model loads
+        space = _space(prepared, train_config)
+        study = optuna.create_study(storage=opened or open_journal(url), study_name=study_name, direction="maximize",
+                                    load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=train_config.seed),
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS))
+        has_default = any(t.user_attrs.get("recipe") == "default" for t in study.trials)  # waiting ones too
+        if not has_default and not worker:  # the main process alone: workers starting at once would each add it
+            study.enqueue_trial(space.default, user_attrs={"recipe": "default"})
+        objective = _objective(optuna, prepared, train_config, space, target, deadline)
+        stop = [TrialCount(trials)] if trials else []
+        try:
+            study.optimize(objective, timeout=seconds, callbacks=stop, gc_after_trial=True)
+        except (KeyboardInterrupt, TrainingInterrupted):
+            log.warning("interrupted: the study keeps its finished trials; the winner among them is saved")
+        record = study_record(optuna, study, space, url, seconds, time.monotonic() - started, len(prepared.validation))
+        log.info("study %r: %d trials complete, %d pruned, %d failed, %d not started (they would not have finished in "
+                 "the time left); best validation %s (trial %s), default recipe %s",
+                 study_name, record["trials_complete"], record["trials_pruned"], record["trials_failed"],
+                 record["trials_skipped"],
+                 record["best_validation"], record["best_trial"], record["default_validation"])
+        if worker:
+            return TuneResult(record, None)
+        if record["best_trial"] is None:
+            raise UsageError(f"no trial finished within --budget {budget}: give it more time (one default training "
+                             "run at least)")
     with tracking:  # one run for the study: every trial's validation score, then the winner's results
         tracking.series("trial_validation", [(t["number"], t["value"]) for t in record["trials"]
                                              if t["value"] is not None])
         result = _save_winner(study, prepared, train_config, space, target, record, overwrite or resume, progress)
         tracking.finish(result.classifier.record, result.model_dir)
     return TuneResult(record, result)
+
+
+@contextlib.contextmanager
+def _forgotten_unless_a_trial_finished(target: Path, url: str, created: bool) -> Iterator[None]:
+    """A failed run that started the study's journal (a budget no trial fits in, a flag refused by the first
+    trial, Ctrl-C before any trial finished) removes it, so that the same command can be run again without
+    --overwrite; a finished trial always keeps a model in the trials folder, and then the journal stays."""
+    try:
+        yield
+    except BaseException:
+        saved = trials_dir(target)
+        if created and not (saved.is_dir() and any(saved.iterdir())):
+            for leftover in (Path(journal_file(url)), Path(f"{journal_file(url)}.lock")):
+                leftover.unlink(missing_ok=True)
+            shutil.rmtree(saved, ignore_errors=True)
+        raise
 
 
 def _optuna() -> Any:
@@ -184,15 +204,27 @@ def _optuna() -> Any:
 
 
 def _space(prepared: PreparedData, config: Any) -> Space:
-    from bertfit.training.backbone import default_model_path, encoder_layers, load_base, model_position_limit
+    from bertfit.training.backbone import (
+        default_model_path,
+        encoder_layers,
+        freeze,
+        load_base,
+        max_length_of,
+        model_position_limit,
+    )
     from bertfit.training.stages import processes
 
     model, tokenizer = load_base(config.model or default_model_path(), prepared.labels.names, prepared.multi_label)
     sample = prepared.train.sample(n=min(2000, len(prepared.train)), random_state=0)
     pairs = sample["text_pair"].tolist() if "text_pair" in sample else None
     lengths = [len(ids) for ids in tokenizer(sample["text"].tolist(), pairs)["input_ids"]]
-    return Space(prepared, config, model.config.hidden_size, len(encoder_layers(model)),
-                 model_position_limit(model, tokenizer), np.asarray(lengths), processes())
+    space = Space(prepared, config, model.config.hidden_size, len(encoder_layers(model)),
+                  model_position_limit(model, tokenizer), np.asarray(lengths), processes())
+    # What train refuses for this model (--max-length past its limit, more layers than it has) is refused
+    # here, once, before the study: inside a trial it would be a failed trial and a traceback.
+    max_length_of(model, tokenizer, config, pairs=pairs is not None)
+    freeze(model, config.train_layers, config.lora_r, config.lora_alpha, config.train_embeddings)
+    return space
 
 
 def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, target: Path, deadline: float) -> Any:

@@ -32,7 +32,8 @@ class Space:
     def __init__(self, prepared: PreparedData, config: TrainConfig, width: int, layers: int, limit: int,
                  token_lengths: np.ndarray, processes: int = 1):
         self.base_rate = config.learning_rate or default_learning_rate(width)
-        self.layer_choices = ["all", str(max(1, layers // 2)), "pooler"]
+        # the layers given by flag (the default: all) start the search, beside all, the top half and the pooler
+        self.layer_choices = list(dict.fromkeys([config.train_layers, "all", str(max(1, layers // 2)), "pooler"]))
         default_length = config.max_length or min(DEFAULT_MAX_LENGTH, limit)
         long_share = float((token_lengths > default_length).mean()) if len(token_lengths) else 0.0
         self.lengths = sorted({default_length, limit}) if long_share > LONG_SHARE else [default_length]
@@ -42,7 +43,7 @@ class Space:
             "batch_size": config.batch_size,
             "warmup_ratio": config.warmup_ratio,
             "weight_decay": config.weight_decay,
-            "train_layers": "all",
+            "train_layers": config.train_layers,
             "head_lr_scale": head_lr_scale(config, prepared.multi_label, len(prepared.labels.names)),
         } | ({"max_length": default_length} if len(self.lengths) > 1 else {})
         # every range holds the defaults (the first trial), also where the user's flags moved them

@@ -230,9 +230,7 @@ def fit_model(
         encoded, too_long = encode_splits(prepared, tokenizer, targets, max_length, config, start)
         if encodings is not None and start is None:
             encodings[key] = encoded, too_long
-    unreadable = unknown_tokens_note(tokenizer, encoded["train"].encoded["input_ids"])
-    if unreadable:
-        log.warning("%s", unreadable)
+    unreadable = _said(unknown_tokens_note(tokenizer, encoded["train"].encoded["input_ids"]))  # before training
     started = time.perf_counter()  # the one-off encoding of the fast path counts as training time
     frozen_outputs = encodings.setdefault("frozen outputs", {}) if encodings is not None and start is None else None
     run = build_trainer(model, tokenizer, prepared, encoded, config, target, progress, start, callbacks,
@@ -250,16 +248,20 @@ def fit_model(
     ran = max(run.epochs, len(history))  # the plan, or more when the run was extended past it
     scale = head_lr_scale(config, prepared.multi_label, len(prepared.labels.names))
     cut_short = cut_short_note(history, run.metric, ran, faster_head=scale == 1)
-    notes = [note for note in (overfitting_note(history), cut_short) if note]
-    for note in notes:
-        log.warning("%s", note)
-    notes += [unreadable] if unreadable else []  # said before training, where the user can still stop it
+    notes = [note for note in (unreadable, _said(overfitting_note(history)), _said(cut_short)) if note]
     record = new_record(prepared, config, data_config or DataConfig(), start, run, history, best, notes,
                         settings=settings, max_length=max_length, parameters=(trainable, total),
                         too_long=too_long, resumed_after=resumed_after, train_seconds=train_seconds)
     record.metrics = {"validation": best["validation"]}
     return Fitted(TextClassifier(model, tokenizer, record), best, history, notes, train_seconds, targets,
                   run.checkpoints, run.validation_logits.by_epoch.get(best["epoch"]))
+
+
+def _said(note: str | None) -> str | None:
+    """A note for the record, logged as a warning now (None: nothing to say)."""
+    if note:
+        log.warning("%s", note)
+    return note
 
 
 def conclude(fitted: Fitted, prepared: PreparedData, config: TrainConfig, target: Path | None, *,

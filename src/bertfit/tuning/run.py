@@ -161,11 +161,7 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
         except (KeyboardInterrupt, TrainingInterrupted):
             log.warning("interrupted: the study keeps its finished trials; the winner among them is saved")
         record = study_record(optuna, study, space, url, seconds, time.monotonic() - started, len(prepared.validation))
-        log.info("study %r: %d trials complete, %d pruned, %d failed, %d not started (they would not have finished in "
-                 "the time left); best validation %s (trial %s), default recipe %s",
-                 study_name, record["trials_complete"], record["trials_pruned"], record["trials_failed"],
-                 record["trials_skipped"],
-                 record["best_validation"], record["best_trial"], record["default_validation"])
+        _log_study(study_name, record)
         if worker:
             return TuneResult(record, None)
         if record["best_trial"] is None:
@@ -177,6 +173,13 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
         result = _save_winner(study, prepared, train_config, space, target, record, overwrite or resume, progress)
         tracking.finish(result.classifier.record, result.model_dir)
     return TuneResult(record, result)
+
+
+def _log_study(name: str, record: dict[str, Any]) -> None:
+    log.info("study %r: %d trials complete, %d pruned, %d failed, %d not started (they would not have finished in "
+             "the time left); best validation %s (trial %s), default recipe %s",
+             name, *(record[key] for key in ("trials_complete", "trials_pruned", "trials_failed", "trials_skipped",
+                                             "best_validation", "best_trial", "default_validation")))
 
 
 @contextlib.contextmanager

@@ -387,6 +387,9 @@ CASES = [
     pytest.param(Case("train", trains("tickets.jsonl", jsonl(records()) + DEEP), (f"line {len(ROWS) + 1}",
                                                                              "too deeply"),
                       ("fix or delete that line",)), id="jsonl-nested-past-the-recursion-limit"),
+    pytest.param(Case("predict", predicts("texts.txt", "refund my card\n" + "x" * 1_000_001 + "\n"),
+                      ("text 2 of", "1,000,001 characters"), ("split it into smaller texts",)),
+                 id="predict-a-text-over-a-million-characters"),
     pytest.param(Case("predict", predicts("new.jsonl", DEEP), ("new.jsonl line 1", "too deeply"),
                       ("fix or delete that line",)), id="predict-jsonl-nested-past-the-recursion-limit"),
     pytest.param(Case("train", trains("tickets.jsonl", jsonl(records()) + '{"text": "hi", "label": ' + "9" * 5000

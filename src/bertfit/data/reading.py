@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from bertfit.data.cleaning import check_text_cells, clean, nothing_left
+from bertfit.data.cleaning import MAX_TEXT_CHARS, check_text_cells, clean, nothing_left
 from bertfit.data.columns import find_columns, predict_text_column
 from bertfit.data.sniff import check_text_file, compressed_table, decompressed, refuse_a_stream
 from bertfit.data.sources import SUFFIXES, load_frames, read_delimited, read_table, unreadable
@@ -77,10 +77,26 @@ def iter_texts(
     text per line. With ``pair_col`` (a sentence-pair
     model) each item is a (text, pair) tuple: from the two columns, or from a tab in each line.
     """
+    seen = 0
     try:
-        yield from _iter_texts(source, text_col, chunk_size, pair_col, saved_col)
+        for chunk in _iter_texts(source, text_col, chunk_size, pair_col, saved_col):
+            _refuse_a_huge_text(chunk, seen, source)
+            seen += len(chunk)
+            yield chunk
     except (UnicodeDecodeError, pd.errors.ParserError) as err:
         raise unreadable(source, err) from None
+
+
+def _refuse_a_huge_text(chunk: list, before: int, source: str | Path) -> None:
+    """The limit training and evaluation hold to (one text a megabyte of characters; tokenizing one costs
+    about 150 bytes of memory a character), before any of the chunk is scored."""
+    for i, item in enumerate(chunk):
+        longest = max(len(text) for text in item) if isinstance(item, tuple) else len(item)
+        if longest > MAX_TEXT_CHARS:
+            where = "standard input" if str(source) == "-" else str(source)
+            raise DataError(f"text {before + i + 1} of {where} has {longest:,} characters, over the "
+                            f"{MAX_TEXT_CHARS:,} bertfit reads as one text; split it into smaller texts (in a table, "
+                            "check the quoting before it: an unclosed quote runs on through the file)")
 
 
 def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_col: str | None,

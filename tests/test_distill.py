@@ -139,3 +139,12 @@ def test_compress_plans_the_layer_counts_that_can_reach_the_size_most_layers_fir
         (5, ["int8-emb4"]), (4, both), (3, both), (2, both), (1, both)]  # 5 layers in int8 (6.7x) cannot
     assert compress.plan(None, 90e6, 100.0, [1, 2, 3], ["int8"]) == [(1, ["int8"])]  # unreachable: the fewest
     assert [count for count, _ in compress.plan(None, 90e6, 12.0, [1, 2, 3, 4, 5], ["int8"])] == [1]
+
+
+@pytest.mark.parametrize("ratio", [1, 0.5, float("inf"), float("nan")])
+def test_a_target_size_ratio_that_is_no_size_is_refused_before_distilling(ratio):
+    from bertfit.errors import UsageError
+    from bertfit.export.compress import _check_arguments
+
+    with pytest.raises(UsageError, match="--target-size-ratio must be a number above 1"):
+        _check_arguments(None, ratio, 0.01)

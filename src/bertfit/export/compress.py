@@ -191,8 +191,9 @@ def _check_arguments(quantize: str | None, target_size_ratio: float, max_drop: f
                          "bertfit distill, then bertfit export --quantize int8 in one process")
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
-    if not target_size_ratio > 1:
-        raise UsageError(f"--target-size-ratio must be above 1, got {target_size_ratio}")
+    if not 1 < target_size_ratio < float("inf"):  # the teacher's size over the student's: infinity is no size
+        raise UsageError(f"--target-size-ratio must be a number above 1 (e.g. 4: a quarter of the teacher's size), "
+                         f"got {target_size_ratio}")
     if not 0 <= max_drop <= 1:
         raise UsageError(f"--max-drop must be between 0 and 1 (a share, e.g. 0.01 for one point), got {max_drop}")
 

@@ -132,6 +132,24 @@ def test_audit_out_may_not_be_or_be_inside_its_model_folder(tmp_path, tiny_model
     assert sorted(p.name for p in base.iterdir()) == before
 
 
+def test_audit_never_overwrites_a_trained_model_and_records_the_folds_that_ran(tmp_path, trained_dir, capsys):
+    from bertfit.cli import main
+
+    rows, _ = _noisy_rows()
+    data = tmp_path / "data.csv"
+    rows.to_csv(data, index=False)
+    model = shutil.copytree(trained_dir, tmp_path / "model")
+    before = sorted(p.name for p in model.iterdir())
+    assert main(["audit", str(data), "--method", "tfidf", "--out", str(model), "--overwrite", "--quiet"]) == 2
+    assert "holds a trained model (bertfit.json); an audit never replaces one" in capsys.readouterr().err
+    assert sorted(p.name for p in model.iterdir()) == before
+    small = rows.groupby("label").head(4)  # a class of 4 rows leaves at most 3 labelled in train and validation
+    small.to_csv(data, index=False)
+    assert main(["audit", str(data), "--method", "tfidf", "--folds", "1000", "--out", str(tmp_path / "a"),
+                 "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["folds"] < 1000
+
+
 # ---------------------------------------------------------------------------------------------
 # bertfit train --audit / --drop-suspects
 

@@ -20,13 +20,21 @@ from typing import Any
 import numpy as np
 
 from bertfit.auditing.confident import error_rate_interval, find_suspects
-from bertfit.auditing.evidence import METHODS, near_duplicates, out_of_fold, outliers, sentence_embeddings
+from bertfit.auditing.evidence import (
+    METHODS,
+    fold_splitter,
+    near_duplicates,
+    out_of_fold,
+    outliers,
+    sentence_embeddings,
+)
 from bertfit.auditing.finetuned import finetuned_out_of_fold
 from bertfit.config import DataConfig, check
 from bertfit.data.cleaning import PreparedData, prepare
-from bertfit.errors import UsageError
+from bertfit.errors import OutputError, UsageError
+from bertfit.folder import META_FILE
 from bertfit.reporting.audit_section import audit_page
-from bertfit.staging import check_folder, refuse_inputs, staged_folder
+from bertfit.staging import check_folder, refuse_inputs, shown, staged_folder
 from bertfit.training.baseline import joined_texts
 
 log = logging.getLogger(__name__)
@@ -73,6 +81,9 @@ def audit(data: Any, out: str | Path | None = "audit", *, folds: int = 5, method
     if target is not None:
         refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
                                         "the --model folder": model}, sealed=("the --model folder",))
+        if overwrite and (target / META_FILE).is_file():  # --overwrite replaces an earlier audit, not a model
+            raise OutputError(f"--out {shown(target)} holds a trained model ({META_FILE}); an audit never replaces "
+                              "one: pass another --out, e.g. --out audit")
         check_folder(target, overwrite)
     started = time.perf_counter()
     prepared = prepare(data, data_config)
@@ -114,7 +125,10 @@ def audit_prepared(prepared: PreparedData, *, folds: int = 5, method: str = "bot
         tuned, tuned_test = finetuned_out_of_fold(prepared, evidence["frames"]["labelled"], evidence["labels"],
                                                   folds, seed, model_path, progress)
         labelled, test_proba = (labelled + tuned) / 2, (test_proba + tuned_test) / 2
-    result = _judge(prepared, evidence, labelled, test_proba, method, folds)
+    used = fold_splitter(evidence["labels"], len(prepared.labels), folds, seed).n_splits
+    if used < folds:
+        log.info("%d folds, not %d: the smallest class has %d labelled rows", used, folds, used)
+    result = _judge(prepared, evidence, labelled, test_proba, method, used)  # the folds that ran
     result.seconds = time.perf_counter() - started
     result.proba = labelled
     return result

@@ -191,6 +191,12 @@ def test_malformed_json_and_wrong_types_are_422(client):
     assert client.post("/predict", json={"texts": "not a list"}).status_code == 422
     assert client.post("/predict", json={"texts": [1, 2]}).status_code == 422
     assert client.post("/predict", json={"text": ["a"]}).status_code == 422
+    # JSON sent as text/plain: FastAPI hands over bytes, answered with the header to send
+    response = client.post("/predict", content=b'{"texts": ["a"]}', headers={"content-type": "text/plain"})
+    assert response.status_code == 422 and "content-type: application/json" in response.json()["detail"]
+    for threshold in (True, "0.5"):  # pydantic would read them as 1.0 and 0.5
+        response = client.post("/predict", json={"texts": ["a"], "threshold": threshold})
+        assert response.status_code == 422 and "threshold" in response.json()["detail"]
 
 
 def test_a_body_over_the_limit_is_413_declared_or_streamed(client):

@@ -104,6 +104,9 @@ def validation_detail(errors: Sequence[dict]) -> str:
             reason = error.get("ctx", {}).get("error", "JSON decode error")
             return (f"the body is not valid JSON ({reason} at character {error['loc'][-1]}); send JSON such as "
                     f"{EXAMPLE_BODY}")
+        if isinstance(error.get("input"), bytes | bytearray):  # FastAPI reads JSON only when the request says so
+            return ("the body was not sent as JSON (its content-type is not application/json); send it with the "
+                    f"header content-type: application/json, e.g. {EXAMPLE_BODY}")
     problems = [f"{_where(error.get('loc', ()))}: {error.get('msg', 'invalid')}"
                 + ("" if error.get("type") == "missing" else f", got {_short(error.get('input'))}")
                 for error in errors]
@@ -152,8 +155,10 @@ def create_app(classifier: Any, config: ServeConfig | None = None, model_dir: st
     class PredictRequest(BaseModel):
         texts: list[str] = Field(description="the texts to classify, none empty", examples=[["the screen cracked"]])
         pairs: list[str] | None = Field(None, description="sentence-pair models: the second text of each text")
-        threshold: float | None = Field(None, description="multi-label models: one threshold for every label, "
-                                                          "instead of the per-label ones tuned on validation")
+        threshold: float | None = Field(None, strict=True,  # true and "0.5" are no thresholds, though pydantic
+                                        # would read them as 1.0 and 0.5
+                                        description="multi-label models: one threshold for every label, instead of "
+                                                    "the per-label ones tuned on validation")
 
     class PredictResponse(BaseModel):
         predictions: list[dict[str, Any]] = Field(description=(

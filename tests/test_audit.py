@@ -277,6 +277,8 @@ def test_train_audit_refuses_before_training(tmp_path, tiny_model_dir, capsys):
     assert "single-label" in capsys.readouterr().err and not out.exists()
     assert main([*base, "--drop-suspects", "many"]) == 2
     assert "--drop-suspects" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--audit", "--audit-folds", "1"]) == 2  # named as train names it
+    assert "--audit-folds must be a whole number of at least 2" in capsys.readouterr().err and not out.exists()
 
 
 def test_finetune_evidence_scores_every_row_out_of_fold(tmp_path, tiny_model_dir):

@@ -98,12 +98,13 @@ def audit(data: Any, out: str | Path | None = "audit", *, folds: int = 5, method
     return result
 
 
-def check_audit(folds: Any, method: Any) -> None:
-    """Refuse a --method or --folds the audit cannot run, before any data is read."""
+def check_audit(folds: Any, method: Any, flags: str = "--") -> None:
+    """Refuse a --method or --folds the audit cannot run, before any data is read. ``flags``: how the
+    command names them (``--audit-`` for train's --audit-folds and --audit-method)."""
     if method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise UsageError(f"{flags}method must be one of {', '.join(METHODS)}, got {method!r}")
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise UsageError(f"--folds must be a whole number of at least 2, got {folds!r}")
+        raise UsageError(f"{flags}folds must be a whole number of at least 2, got {folds!r}")
 
 
 def audit_prepared(prepared: PreparedData, *, folds: int = 5, method: str = "both", model: str | None = None,

@@ -54,7 +54,7 @@ def audit_screen(*, folds: int = 5, method: str = "both", model: str | None = No
     ``drop`` / ``relabel``: None leaves every row as it is; "auto" takes every flagged training row; K at
     most the K strongest. Checked now, so that a bad value fails before any data is read.
     """
-    check_audit(folds, method)
+    check_audit(folds, method, flags="--audit-")
     if drop is not None and relabel is not None:
         raise UsageError("--drop-suspects and --relabel-suspects each decide what becomes of a suspect; pass one")
     if relabel is not None:

@@ -103,7 +103,7 @@ def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
         known += list(owners)
     elsewhere = [f"{flag} belongs to bertfit {' / '.join(owners[flag])}" for flag in unknown if flag in owners]
     guesses = [f"{flag} -> {match[0]}" for flag in unknown if flag not in owners
-               if (match := difflib.get_close_matches(flag, sorted(set(known)), n=1, cutoff=0.6))]
+               if (match := difflib.get_close_matches(flag, sorted(set(known)), n=1, cutoff=0.8))]
     return (f" ({', '.join(elsewhere)}, not to this command)" if elsewhere else "") + \
         (f"; did you mean {', '.join(guesses)}?" if guesses else "")
 

@@ -575,6 +575,10 @@ CASES = [
     # -- damaged models, swapped arguments, bytes that are not text ----------------------------------
     pytest.param(Case("predict", damaged_model(truncate_weights), ("damaged or incomplete",),
                       ("copy the whole folder",)), id="predict-model-with-truncated-weights"),
+    pytest.param(Case("train", lambda folder, models: [""], ("DATA is empty",), ("pass a path",)),
+                 id="train-empty-data-path"),
+    pytest.param(Case("predict", lambda folder, models: [models.trained, "hi", "--output", ""], ("--output is empty",),
+                      ("unset shell variable",)), id="predict-empty-output-path"),
     pytest.param(Case("predict", damaged_model(nan_weights), ("not finite", "in classifier."),
                       ("copy the whole folder",)), id="predict-model-with-nan-weights"),
     pytest.param(Case("predict", damaged_model(other_architecture), ("config.json does not describe its weights",),

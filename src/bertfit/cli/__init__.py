@@ -11,6 +11,7 @@ library.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -43,6 +44,9 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
         warnings.filterwarnings("ignore")
 
 
+PATH_FLAGS = ("out", "output", "input", "data", "model", "student", "storage", "class_weights")  # by dest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -50,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:  # a flag or argument argparse could not take
         _error(str(err))
         return err.exit_code
+    empty = next((name for name in PATH_FLAGS if getattr(args, name, None) == ""), None)
+    if empty is not None:  # "" is the current folder to pathlib: --out "$UNSET" would write there
+        _error(f"{_named(parser, args.command, empty)} is empty; pass a path (an unset shell variable gives an "
+               "empty one)")
+        return 2
     if os.environ.get("RANK", "0") != "0":
         args.quiet = True  # torchrun / accelerate launch: the main process (rank 0) alone shows progress
     _setup_logging(args.debug, args.quiet)
@@ -80,6 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         message, code = _failure(err, commands.output_path(args))
         _error(message)
         return code
+
+
+def _named(parser: argparse.ArgumentParser, command: str, dest: str) -> str:
+    """How the command line names a value: its flag (--out), or its place (DATA)."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    action = next((a for a in commands[command]._actions if a.dest == dest), None)
+    if action is None or not action.option_strings:
+        return (action.metavar if action is not None and isinstance(action.metavar, str) else dest).upper()
+    return action.option_strings[-1]
 
 
 def _failure(err: Exception, output: Path | None) -> tuple[str, int]:

@@ -251,6 +251,10 @@ def _damage(folder: Path, how: str) -> None:
     elif how in ("format_true", "format_zero"):  # true is 1 to isinstance(..., int)
         meta = json.loads((folder / "bertfit.json").read_text())
         (folder / "bertfit.json").write_text(json.dumps({**meta, "format_version": how == "format_true"}))
+    elif how == "config_labels_renamed":  # what transformers' pipeline would answer with, against bertfit.json's
+        config = json.loads((folder / "config.json").read_text())
+        config["id2label"] = {str(i): f"x{i}" for i in range(len(config["id2label"]))}
+        (folder / "config.json").write_text(json.dumps(config))
     elif how == "task_flipped":  # single-label weights and config.json, read as multi-label
         meta = json.loads((folder / "bertfit.json").read_text())
         (folder / "bertfit.json").write_text(json.dumps({**meta, "task": "multi_label"}))
@@ -292,6 +296,7 @@ def _damage(folder: Path, how: str) -> None:
         ("format_true", ["damaged or incomplete", "no format_version"]),
         ("format_zero", ["damaged or incomplete", "no format_version"]),
         ("task_flipped", ["damaged or incomplete", "multi-label", "single_label_classification"]),
+        ("config_labels_renamed", ["damaged or incomplete", "config.json's id2label names ['x0', 'x1', 'x2']"]),
     ],
 )
 def test_from_pretrained_errors_are_one_line_with_the_fix(model_copy, how, expected):

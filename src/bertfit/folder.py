@@ -120,16 +120,30 @@ def read_meta(folder: Path) -> ModelRecord | None:
     except (TypeError, ValueError) as err:
         raise damaged_meta(folder, f"a field this bertfit cannot read: {err}") from None
     problems = record.problems(_position_limit(folder), _special_tokens(folder))
-    problem_type = _json_object(folder / "config.json").get("problem_type")
-    if problem_type in TASK_OF_PROBLEM and TASK_OF_PROBLEM[problem_type] != record.multi_label:
-        problems.append(f"its task is {'multi' if record.multi_label else 'single'}-label, but config.json's "
-                        f"problem_type is {problem_type}")
+    problems += _config_disagrees(_json_object(folder / "config.json"), record)
     if problems:
         raise damaged_meta(folder, "; ".join(problems[:3]))
     return record
 
 
 TASK_OF_PROBLEM = {"multi_label_classification": True, "single_label_classification": False}  # multi-label?
+
+
+def _config_disagrees(config: dict[str, Any], record: ModelRecord) -> list[str]:
+    """Where config.json says otherwise than bertfit.json: the task, or the labels (what transformers'
+    pipeline reads), where config.json names them (transformers' LABEL_0 ... are no names)."""
+    found = []
+    problem_type = config.get("problem_type")
+    if problem_type in TASK_OF_PROBLEM and TASK_OF_PROBLEM[problem_type] != record.multi_label:
+        found.append(f"its task is {'multi' if record.multi_label else 'single'}-label, but config.json's "
+                     f"problem_type is {problem_type}")
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and len(id2label) == len(record.labels):
+        named = [id2label.get(str(i), id2label.get(i)) for i in range(len(record.labels))]
+        if named != [f"LABEL_{i}" for i in range(len(named))] and named != list(record.labels):
+            found.append(f"its labels are {list(record.labels)[:4]}, but config.json's id2label names "
+                         f"{named[:4]}")
+    return found
 
 
 def damaged_meta(folder: Path, why: str) -> ModelLoadError:

@@ -922,8 +922,8 @@ def write_texts(folder: Path, kind: str) -> Path:
 
 def test_iter_texts_reads_csv_texts_of_digits_as_written(tmp_path):
     path = tmp_path / "codes.csv"
-    path.write_text("text\n007\n0120\n1.50\n", encoding="utf-8")
-    assert [text for chunk in reading.iter_texts(path) for text in chunk] == ["007", "0120", "1.50"]
+    path.write_text("text\n007\n0120\n1.50\nrefund 12\n", encoding="utf-8")  # a column of numbers alone: an id
+    assert [text for chunk in reading.iter_texts(path) for text in chunk] == ["007", "0120", "1.50", "refund 12"]
 
 
 @pytest.mark.parametrize("kind", ["txt", "csv", "tsv", "jsonl", "parquet"])

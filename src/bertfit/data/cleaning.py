@@ -77,9 +77,9 @@ def clean(
     labels as a sorted tuple. A sentence pair with one side missing is an error, not a dropped row:
     half a pair is a different question.
     """
-    _check_texts(frame[text_col], text_col)
+    check_texts(frame[text_col], text_col)
     if pair_col is not None:
-        _check_texts(frame[pair_col], pair_col, digits_are_text=True)
+        check_texts(frame[pair_col], pair_col, digits_are_text=True)
     _refuse_odd_labels(frame[label_col], label_col)
     if multi_label is None:
         multi_label = label_sep is not None or is_multi_label(frame[label_col])
@@ -139,7 +139,7 @@ def _blank_cells(values: pd.Series) -> pd.Series:
     return values.map(lambda v: isinstance(v, str) and is_blank(v)).astype(bool)
 
 
-def _check_texts(values: pd.Series, column: str, digits_are_text: bool = False) -> None:
+def check_texts(values: pd.Series, column: str, digits_are_text: bool = False) -> None:
     """Refuse a text column that holds no text at all (numbers, records), or a text too long to be one.
 
     Numbers are judged alike from every format: 17 in JSON or Parquet, "17" in a CSV (read as written).

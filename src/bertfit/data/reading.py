@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from bertfit.data.cleaning import MAX_TEXT_CHARS, check_text_cells, clean, nothing_left
+from bertfit.data.cleaning import MAX_TEXT_CHARS, check_text_cells, check_texts, clean, nothing_left
 from bertfit.data.columns import find_columns, predict_text_column
 from bertfit.data.sniff import check_text_file, compressed_table, decompressed, refuse_a_stream
 from bertfit.data.sources import SUFFIXES, load_frames, read_delimited, read_table, unreadable
@@ -135,6 +135,8 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
                         raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "
                                         f"columns are {names}; pass --text-pair-col")
                     columns.append(pair_col)
+                # as training refuses it: a column of numbers is an id, not the texts (the model read none such)
+                check_texts(table[columns[0]].replace("", None), columns[0])
             values = [_texts_of(table[c], c, path) for c in columns]
             yield from _chunks(values[0] if pair_col is None else zip(*values, strict=True), chunk_size)
     else:

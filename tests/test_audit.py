@@ -73,6 +73,12 @@ def _noisy_rows(flips: int = 8):
     return rows, set(rows.loc[flipped, "text"])
 
 
+def _noisy_csv(folder) -> object:
+    data = folder / "data.csv"
+    _noisy_rows()[0].to_csv(data, index=False)
+    return data
+
+
 def test_audit_flags_planted_flips_and_writes_its_files(tmp_path):
     from bertfit.auditing.run import AUDIT_FILE, PAGE_FILE, audit
 
@@ -96,9 +102,7 @@ def test_audit_flags_planted_flips_and_writes_its_files(tmp_path):
 def test_audit_cli_refuses_what_it_should(tmp_path, tiny_model_dir, capsys):
     from bertfit.cli import main
 
-    rows, _ = _noisy_rows()
-    data = tmp_path / "data.csv"
-    rows.to_csv(data, index=False)
+    data = _noisy_csv(tmp_path)
     out = tmp_path / "audit"
     assert main(["audit", str(data), "--out", str(out), "--method", "embed", "--model", str(tiny_model_dir),
                  "--quiet"]) == 0
@@ -120,9 +124,7 @@ def test_audit_cli_refuses_what_it_should(tmp_path, tiny_model_dir, capsys):
 def test_audit_out_may_not_be_or_be_inside_its_model_folder(tmp_path, tiny_model_dir, capsys):
     from bertfit.cli import main
 
-    rows, _ = _noisy_rows()
-    data = tmp_path / "data.csv"
-    rows.to_csv(data, index=False)
+    data = _noisy_csv(tmp_path)
     base = shutil.copytree(tiny_model_dir, tmp_path / "base")
     before = sorted(p.name for p in base.iterdir())
     for out, message in ((base, "is the --model folder"), (base / "audit", "is inside the --model folder")):
@@ -135,15 +137,13 @@ def test_audit_out_may_not_be_or_be_inside_its_model_folder(tmp_path, tiny_model
 def test_audit_never_overwrites_a_trained_model_and_records_the_folds_that_ran(tmp_path, trained_dir, capsys):
     from bertfit.cli import main
 
-    rows, _ = _noisy_rows()
-    data = tmp_path / "data.csv"
-    rows.to_csv(data, index=False)
+    data = _noisy_csv(tmp_path)
     model = shutil.copytree(trained_dir, tmp_path / "model")
     before = sorted(p.name for p in model.iterdir())
     assert main(["audit", str(data), "--method", "tfidf", "--out", str(model), "--overwrite", "--quiet"]) == 2
     assert "holds a trained model (bertfit.json); an audit never replaces one" in capsys.readouterr().err
     assert sorted(p.name for p in model.iterdir()) == before
-    small = rows.groupby("label").head(4)  # a class of 4 rows leaves at most 3 labelled in train and validation
+    small = pd.read_csv(data).groupby("label").head(4)  # 4 rows a class: under 4 labelled
     small.to_csv(data, index=False)
     assert main(["audit", str(data), "--method", "tfidf", "--folds", "1000", "--out", str(tmp_path / "a"),
                  "--quiet"]) == 0
@@ -246,9 +246,7 @@ def test_relabel_suspects_gives_the_strongest_train_rows_the_suggested_label_and
 def test_train_relabel_suspects_runs_and_says_so_and_refuses_with_drop(tmp_path, tiny_model_dir, capsys):
     from bertfit.cli import main
 
-    rows, _ = _noisy_rows()
-    data = tmp_path / "data.csv"
-    rows.to_csv(data, index=False)
+    data = _noisy_csv(tmp_path)
     out = tmp_path / "model"
     base = ["train", str(data), "--model", str(tiny_model_dir), "--epochs", "1", "--max-length", "16",
             "--audit-method", "tfidf", "--out", str(out), "--quiet"]
@@ -296,9 +294,7 @@ def test_finetune_evidence_scores_every_row_out_of_fold(tmp_path, tiny_model_dir
 def test_finetune_evidence_is_averaged_with_the_cheap_evidence(tmp_path, tiny_model_dir, monkeypatch):
     from bertfit.auditing import run
 
-    rows, _ = _noisy_rows()
-    data = tmp_path / "data.csv"
-    rows.to_csv(data, index=False)
+    data = _noisy_csv(tmp_path)
     cheap = run.audit(data, None, method="both", model=str(tiny_model_dir), folds=2, progress=False).proba
     onehot = np.eye(3)[np.arange(len(cheap)) % 3]
 

@@ -251,6 +251,11 @@ def _damage(folder: Path, how: str) -> None:
     elif how in ("format_true", "format_zero"):  # true is 1 to isinstance(..., int)
         meta = json.loads((folder / "bertfit.json").read_text())
         (folder / "bertfit.json").write_text(json.dumps({**meta, "format_version": how == "format_true"}))
+    elif how == "tokenizer_cut":  # a vocabulary of [UNK] alone: every text would read as unknown tokens
+        tokenizer = json.loads((folder / "tokenizer.json").read_text())
+        tokenizer["model"]["vocab"] = {"[UNK]": 0}
+        tokenizer["added_tokens"] = [t for t in tokenizer["added_tokens"] if t["content"] == "[UNK]"]
+        (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
     elif how == "config_labels_renamed":  # what transformers' pipeline would answer with, against bertfit.json's
         config = json.loads((folder / "config.json").read_text())
         config["id2label"] = {str(i): f"x{i}" for i in range(len(config["id2label"]))}
@@ -297,6 +302,7 @@ def _damage(folder: Path, how: str) -> None:
         ("format_zero", ["damaged or incomplete", "no format_version"]),
         ("task_flipped", ["damaged or incomplete", "multi-label", "single_label_classification"]),
         ("config_labels_renamed", ["damaged or incomplete", "config.json's id2label names ['x0', 'x1', 'x2']"]),
+        ("tokenizer_cut", ["its tokenizer knows", "tokens but its embeddings hold", "copy the whole folder"]),
     ],
 )
 def test_from_pretrained_errors_are_one_line_with_the_fix(model_copy, how, expected):

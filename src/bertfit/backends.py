@@ -108,6 +108,11 @@ class TorchBackend:
         if labels is not None and model.config.num_labels != len(labels):
             raise ModelLoadError(f"{folder}: the weights answer {model.config.num_labels} classes but bertfit.json "
                                  f"names {len(labels)} labels; the folder mixes two models: copy it again whole")
+        known, rows = len(tokenizer), model.config.vocab_size
+        if not rows // 2 <= known <= rows:  # ids past the embeddings fail; half the table unused is another model's
+            raise ModelLoadError(f"cannot load the model in {folder}: its tokenizer knows {known:,} tokens but its "
+                                 f"embeddings hold {rows:,}; the folder mixes two models or a tokenizer file was "
+                                 "edited: copy the whole folder again, or retrain")
         broken = next((name for name, weights in model.state_dict().items()
                        if weights.is_floating_point() and not torch.isfinite(weights).all()), None)
         if broken is not None:  # every answer would be NaN, printed as if it were a score

@@ -119,8 +119,9 @@ def read_meta(folder: Path) -> ModelRecord | None:
         record = ModelRecord.from_dict(meta)
     except (TypeError, ValueError) as err:
         raise damaged_meta(folder, f"a field this bertfit cannot read: {err}") from None
-    problems = record.problems(_position_limit(folder), _special_tokens(folder))
-    problems += _config_disagrees(_json_object(folder / "config.json"), record)
+    config = _json_object(folder / "config.json")
+    problems = record.problems(_position_limit(folder, config), _special_tokens(folder))
+    problems += _config_disagrees(config, record)
     if problems:
         raise damaged_meta(folder, "; ".join(problems[:3]))
     return record
@@ -152,9 +153,10 @@ def damaged_meta(folder: Path, why: str) -> ModelLoadError:
                           "whole folder again, or retrain")
 
 
-def _position_limit(folder: Path) -> int | None:
-    """The most tokens the model takes, as its config and tokenizer config say (None where neither says)."""
-    said = [_json_object(folder / "config.json").get("max_position_embeddings"),
+def _position_limit(folder: Path, config: dict[str, Any]) -> int | None:
+    """The most tokens the model takes, as its config (``config.json``, read) and tokenizer config say (None
+    where neither says)."""
+    said = [config.get("max_position_embeddings"),
             _json_object(folder / "tokenizer_config.json").get("model_max_length")]
     # tokenizers without a limit say a huge sentinel (1e30): no limit
     return min((n for n in said if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 10**9), default=None)

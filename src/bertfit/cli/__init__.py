@@ -21,7 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertfit.cli import commands
 from bertfit.cli.output import StdoutError
-from bertfit.cli.parser import build_parser, demo_data_path  # noqa: F401 - demo_data_path: for tests and scripts
+from bertfit.cli.parser import build_parser, demo_data_path, subcommands  # noqa: F401 - demo_data_path: for tests and scripts
 from bertfit.errors import BertfitError, UsageError
 from bertfit.staging import shown, write_failure
 
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _named(parser: argparse.ArgumentParser, command: str, dest: str) -> str:
     """How the command line names a value: its flag (--out), or its place (DATA)."""
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    action = next((a for a in commands[command]._actions if a.dest == dest), None)
+    action = next((a for a in subcommands(parser)[command]._actions if a.dest == dest), None)
     if action is None or not action.option_strings:
         return (action.metavar if action is not None and isinstance(action.metavar, str) else dest).upper()
     return action.option_strings[-1]

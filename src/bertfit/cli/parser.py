@@ -84,6 +84,12 @@ class Parser(argparse.ArgumentParser):
         return namespace, extras
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser of each command (train, predict, ...) by name; empty for a parser without commands."""
+    action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    return dict(action.choices) if action is not None else {}
+
+
 def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
     """'; did you mean --epochs?' for an unrecognized flag close to a known one of the command given."""
     import difflib
@@ -95,9 +101,9 @@ def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
         return ""
     known = [option for action in parser._actions for option in action.option_strings]
     owners: dict[str, list[str]] = {}  # flag -> the commands that take it
-    command = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    if command is not None:  # the flag was given to a command: its flags are the ones to match
-        for name, sub in command.choices.items():
+    commands = subcommands(parser)
+    if commands:  # the flag was given to a command: its flags are the ones to match
+        for name, sub in commands.items():
             for option in (option for action in sub._actions for option in action.option_strings):
                 owners.setdefault(option, []).append(name)
         known += list(owners)

@@ -580,7 +580,7 @@ CASES = [
     pytest.param(Case("predict", lambda folder, models: [models.trained, "hi", "--output", ""], ("--output is empty",),
                       ("unset shell variable",)), id="predict-empty-output-path"),
     pytest.param(Case("predict", predicts("new.csv", "text,label\n17,tech\n42,billing\n"),
-                      ("text column 'text' holds numbers",), ("--text-col",)), id="predict-a-text-column-of-numbers"),
+                      ("text column 'text' holds numbers", "reads words"), ("--text-col",)), id="predict-a-text-column-of-numbers"),
     pytest.param(Case("predict", damaged_model(nan_weights), ("not finite", "in classifier."),
                       ("copy the whole folder",)), id="predict-model-with-nan-weights"),
     pytest.param(Case("predict", damaged_model(other_architecture), ("config.json does not describe its weights",),

@@ -95,7 +95,7 @@ def _window(stride):
 
 @pytest.mark.parametrize("edit, named", [
     (_set("max_length", -5), "max_length is -5; it must be a whole number from 4 to 64"),
-    (_set("max_length", 100000), "max_length is 100000"),
+    (_set("max_length", 100000), "64, the model's limit (config.json's max_position_embeddings"),
     (_set("max_length", 3), "max_length is 3"),  # under the special tokens and two of text
     (_set("max_length", "16"), "max_length is '16'"),
     (_set("max_length", True), "max_length is True"),

@@ -218,7 +218,8 @@ class ModelRecord:
         least, most = specials + MIN_TEXT_TOKENS, position_limit
         room = None  # a window's tokens of text, when max_length is sound
         if not _whole(self.max_length) or self.max_length < least or most is not None and self.max_length > most:
-            limit = f" to {most}, the model's limit" if most is not None else " or more"
+            limit = (f" to {most}, the model's limit (config.json's max_position_embeddings, tokenizer_config.json's "
+                     "model_max_length)" if most is not None else " or more")
             found.append(f"max_length is {_shown(self.max_length)}; it must be a whole number from {least}{limit}")
         else:
             room = self.max_length - special_tokens[0]

@@ -139,7 +139,8 @@ def _blank_cells(values: pd.Series) -> pd.Series:
     return values.map(lambda v: isinstance(v, str) and is_blank(v)).astype(bool)
 
 
-def check_texts(values: pd.Series, column: str, digits_are_text: bool = False) -> None:
+def check_texts(values: pd.Series, column: str, digits_are_text: bool = False,
+                why: str = "a model trained on them would learn ids, not words") -> None:
     """Refuse a text column that holds no text at all (numbers, records), or a text too long to be one.
 
     Numbers are judged alike from every format: 17 in JSON or Parquet, "17" in a CSV (read as written).
@@ -154,9 +155,8 @@ def check_texts(values: pd.Series, column: str, digits_are_text: bool = False) -
     if not has_text and len(given):
         kinds = sorted({"numbers" if isinstance(v, str) else f"{type(v).__name__} values" for v in given.iloc[:100]})
         example = given.iloc[0].item() if isinstance(given.iloc[0], np.generic) else given.iloc[0]
-        raise DataError(f"text column {column!r} holds {'/'.join(kinds)}, not text (e.g. {example!r}): a model "
-                        "trained on them would learn ids, not words; pass --text-col with the column that holds the "
-                        "texts")
+        raise DataError(f"text column {column!r} holds {'/'.join(kinds)}, not text (e.g. {example!r}): {why}; "
+                        "pass --text-col with the column that holds the texts")
     lengths = present.map(lambda v: len(v) if isinstance(v, str) else 0)
     if len(lengths) and lengths.max() > MAX_TEXT_CHARS:
         row = lengths.idxmax()

@@ -136,7 +136,7 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
                                         f"columns are {names}; pass --text-pair-col")
                     columns.append(pair_col)
                 # as training refuses it: a column of numbers is an id, not the texts (the model read none such)
-                check_texts(table[columns[0]].replace("", None), columns[0])
+                check_texts(table[columns[0]].replace("", None), columns[0], why="the model reads words, not ids")
             values = [_texts_of(table[c], c, path) for c in columns]
             yield from _chunks(values[0] if pair_col is None else zip(*values, strict=True), chunk_size)
     else:

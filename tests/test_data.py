@@ -191,8 +191,8 @@ BAD_FILES = {
                                                                            "re-save it as UTF-8"]),
     "utf-16": ("wide.csv", "text,label\na,b\n".encode("utf-16"), ["not UTF-8", "byte 0xff at offset 0",
                                                                    "re-save it as UTF-8"]),
-    "NUL bytes": ("binary.csv", b"text\x00\x01,label\x00\nx,y\n", ["looks binary (NUL bytes)",
-                                                                   "pass a CSV/TSV/JSONL/Parquet file"]),
+    "NUL bytes": ("binary.csv", b"text\x00\x01,label\x00\nx,y\n", ["holds NUL bytes, so it is not text",
+                                                                   "save the texts as UTF-8"]),
     "broken jsonl line": ("broken.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": \n',
                           ["line 2 is not valid JSON", "fix or delete that line"]),
     "jsonl array line": ("array.jsonl", b'{"text": "a", "label": "x"}\n\n["b", "y"]\n',
@@ -324,6 +324,12 @@ def test_find_columns_with_only_one_flag_detects_the_other():
 )
 def test_find_columns_missing_flag_names_columns_and_near_miss(text_col, label_col, fragments):
     expect_data_error(lambda: data.find_columns(frame_with("Text", "Label"), text_col, label_col), *fragments)
+
+
+@pytest.mark.parametrize("text_col", [None, "text"])
+def test_a_table_of_texts_alone_is_said_to_have_no_label_column(text_col):
+    expect_data_error(lambda: data.find_columns(frame_with("text"), text_col, None), "there is no label column",
+                      "the only column is 'text'", "bertfit predict")
 
 
 @pytest.mark.parametrize(("columns", "expected"), [

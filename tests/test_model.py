@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bertfit
@@ -156,6 +157,9 @@ def test_a_str_is_one_text_not_its_characters(classifier):
     ([b"bytes"], ["texts[0]", "bytes"]),
     (b"bytes", ["list of str"]),
     (42, ["list of str"]),
+    (pd.DataFrame({"body": ["refund my card", "the app crashed"]}), ["DataFrame", "column names",
+                                                                      "texts=frame['body']"]),
+    ({"refund my card": "billing"}, ["dict", "keys", "list of str"]),
 ])
 def test_texts_that_are_not_strings_are_a_type_error_naming_the_place(classifier, texts, words):
     for call in (classifier.predict, classifier.predict_proba, lambda t: list(classifier.predict_records(t))):

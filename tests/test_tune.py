@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("optuna")
+optuna = pytest.importorskip("optuna")
 
 from bertfit.errors import UsageError  # noqa: E402
 from bertfit.tuning.run import parse_budget, tune  # noqa: E402
@@ -332,3 +332,24 @@ def test_a_damaged_journal_found_when_opened_is_one_line(tmp_path):
                        '{"text": "a row of data appended", "label": "b"}\n')
     with pytest.raises(UsageError, match=r"cannot open --storage journal:.*study.journal: it is not a readable Optuna"):
         open_journal(f"journal:{journal}")
+
+
+def test_a_trial_whose_process_was_killed_is_marked_lost_and_not_counted():
+    import socket
+
+    from bertfit.tuning.run import TrialCount
+    from bertfit.tuning.storage import LOST, fail_lost_trials, trial_owner
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(ended.stdout)  # a process that has ended: its trial was left running
+    study = optuna.create_study(direction="maximize")
+    lost, live, elsewhere = study.ask(), study.ask(), study.ask()
+    lost.set_user_attr("process", f"{socket.gethostname()}:{dead}")
+    live.set_user_attr("process", trial_owner())  # this process: running, not lost
+    elsewhere.set_user_attr("process", f"another-machine-{socket.gethostname()}:{dead}")  # cannot be told from here
+    assert fail_lost_trials(optuna, study) == 1
+    states = [(t.number, t.state.name, t.user_attrs.get("stopped")) for t in study.get_trials()]
+    assert states == [(0, "FAIL", LOST), (1, "RUNNING", None), (2, "RUNNING", None)]
+    count = TrialCount(3)
+    count(study, None)
+    assert not study._stop_flag  # two trials count: the lost one does not

@@ -51,3 +51,9 @@ class TrainingInterrupted(TrainingError):
 
 class TrainingDiverged(TrainingError):
     """The model's outputs stopped being finite numbers while it trained (too high a learning rate or weight decay)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, a scheduler's preemption), raised where the command was, as Ctrl-C is:
+    what was being written is removed and the command ends, but a training run keeps its checkpoints, so that
+    ``--resume`` goes on from the last finished epoch."""

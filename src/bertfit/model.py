@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import numpy as np
 from bertfit.backends import OnnxBackend, TorchBackend, resolve_backend
 from bertfit.blend import LinearBaseline, blended_logits, joined
 from bertfit.calibration import calibrated
+from bertfit.claims import claimed
 from bertfit.encoding import INPUT_KEYS, encode, is_blank, pool
 from bertfit.errors import DataError, ModelLoadError, UsageError
 from bertfit.folder import META_FILE, check_model_folder, read_meta, write_meta
@@ -145,7 +146,7 @@ class TextClassifier:
                              "folder instead, or export again with bertfit export")
         target = Path(path)
         check_folder(target, overwrite)
-        with staged_folder(target) as staging:
+        with claimed(target), staged_folder(target) as staging:
             self.model.save_pretrained(str(staging), safe_serialization=True)
             self.tokenizer.save_pretrained(str(staging))
             write_meta(staging, self.record)
@@ -365,6 +366,12 @@ def checked_texts(texts: Any, name: str = "texts") -> tuple[list[str], bool]:
         return checked_texts([texts], name)[0], True
     if isinstance(texts, bytes) or not isinstance(texts, Iterable):
         raise TypeError(f"{name} must be a list of str (or one str), got {type(texts).__name__}")
+    if _keyed(texts):  # iterating a table or a mapping gives its column names or keys, not its texts
+        kind = type(texts).__name__
+        if isinstance(texts, Mapping):
+            raise TypeError(f"{name} is a {kind}, whose items are its keys, not texts; pass a list of str")
+        raise TypeError(f"{name} is a {kind}, whose items are its column names, not texts; pass the column of "
+                        f"texts, e.g. {name}=frame[{str(next(iter(texts.columns), 'text'))!r}]")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
@@ -377,6 +384,11 @@ def checked_texts(texts: Any, name: str = "texts") -> tuple[list[str], bool]:
                 raise DataError(f"text {i} is not valid UTF-8 text ({_bad_character(text[err.start])} at character "
                                 f"{err.start}); pass UTF-8 (e.g. convert it with iconv -f latin1 -t utf-8)") from None
     return texts, False
+
+
+def _keyed(texts: Any) -> bool:
+    """A table (pandas or Arrow) or a mapping: what ``for text in texts`` would read names from."""
+    return isinstance(texts, Mapping) or hasattr(texts, "columns") and hasattr(texts, "shape")
 
 
 def _bad_character(char: str) -> str:

@@ -14,7 +14,10 @@ Every command that writes a file or a folder goes through here, so that the same
   output as it was and no half-written one, and a write the disk refused anywhere in it is named as
   such (:func:`write_failure`);
 - saved files get the permissions the process's umask gives (:func:`share_like_umask`); some
-  writers (safetensors) create theirs readable by their owner alone.
+  writers (safetensors) create theirs readable by their owner alone;
+- an output is held by one process at a time (``bertfit.claims``): a second run writing the same
+  output is refused at once, and the staging a killed run left beside it is removed;
+- an output given as a symbolic link is written where the link points, the link kept.
 
 This module knows nothing of models or data; it does paths and files only.
 """
@@ -53,18 +56,18 @@ def refuse_inputs(target: Path, flag: str, inputs: dict[str, str | Path | None],
     folder is fine: a folder of splits is read only at its top (train, validation, test files).
     ``allowed``: outputs that may go inside an input folder all the same (a model folder's own report.html).
     """
-    out = _resolved(target)
-    exceptions = {_resolved(path) for path in allowed}
+    out = resolved(target)
+    exceptions = {resolved(path) for path in allowed}
     present = {role: (given, path) for role, given in inputs.items() if (path := _local(given)) is not None}
     for role, (given, path) in present.items():  # first: an output that would replace an input
-        source = _resolved(path)
+        source = resolved(path)
         same = out == source or (target.exists() and _same_file(target, path))
         if same or out in source.parents:
             how = "is" if same else "holds"
             raise OutputError(f"{flag} {shown(target)} {how} {role} {shown(given)}, which this command reads; "
                               f"writing there would destroy it: pass another {flag}")
     for role, (given, path) in present.items():  # then: an output that would go inside a model folder
-        if role in sealed and path.is_dir() and _resolved(path) in out.parents and out not in exceptions:
+        if role in sealed and path.is_dir() and resolved(path) in out.parents and out not in exceptions:
             raise OutputError(f"{flag} {shown(target)} is inside {role} {shown(given)}; an output there would be "
                               f"copied, served and replaced (--overwrite) with it: pass a {flag} outside it, "
                               "e.g. beside it")
@@ -90,7 +93,7 @@ def check_folder(target: Path, overwrite: bool, flag: str = "--out") -> None:
         raise OutputError(f"{flag} {shown(target)} is {kind}, not a folder: pass a folder path")
     if target.exists() and not target.is_dir():
         raise OutputError(f"{flag} {shown(target)} is a file; pass a folder path")
-    here, out = _resolved(Path.cwd()), _resolved(target)
+    here, out = resolved(Path.cwd()), resolved(target)
     if out == here or out in here.parents:
         where = "the current folder" if out == here else "above the current folder"
         raise OutputError(f"{flag} {shown(target)} is {where}, which replacing it would remove; pass a new folder, "
@@ -157,7 +160,16 @@ def _check_writable_parent(target: Path, flag: str) -> None:
     if not probe.is_dir():
         raise OutputError(f"{flag} {shown(target)} is inside {shown(probe)}, which is a file; pass another {flag}")
     if not os.access(probe, os.W_OK | os.X_OK):
+        if _read_only(probe):
+            raise OutputError(f"cannot write to {shown(probe)} (a read-only file system); pass a {flag} elsewhere")
         raise OutputError(f"cannot write to {shown(probe)} (permission denied); pass a {flag} you can write to")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
 
 
 STAGING_PREFIX = "."
@@ -178,6 +190,7 @@ def staged_folder(target: Path, flag: str = "--out") -> Iterator[Path]:
 
     On any error (a full disk, Ctrl-C) the staging folder goes and ``target`` is left as it was.
     """
+    target = through_link(target)
     staging = target.parent / f"{STAGING_PREFIX}{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -191,6 +204,7 @@ def staged_folder(target: Path, flag: str = "--out") -> Iterator[Path]:
                 raise
             raise error from None
         _replace(staging, target)
+        SAVED.append(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -199,11 +213,13 @@ def staged_folder(target: Path, flag: str = "--out") -> Iterator[Path]:
 @contextlib.contextmanager
 def staged_path(target: Path, flag: str = "--output") -> Iterator[Path]:
     """A file name beside ``target`` for a writer to fill; renamed over ``target`` when the block ends without error."""
+    target = through_link(target)
     staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
     try:
         try:
             yield staging
             os.replace(staging, target)
+            SAVED.append(target)
         except Exception as err:  # noqa: BLE001 - a write the disk refused is named; anything else goes on as it is
             error = write_error(err, target, flag)
             if error is err:
@@ -267,7 +283,7 @@ def _at_output(filename: Any, target: Path | None) -> bool:
         return False
     if not isinstance(filename, str | Path):
         return filename is None
-    path, out = _resolved(Path(filename)), _resolved(target)
+    path, out = resolved(Path(filename)), resolved(target)
     if path == out or out in path.parents:
         return True
     return out.parent in path.parents and path.relative_to(out.parent).parts[0].startswith(f".{out.name}")
@@ -298,12 +314,12 @@ def _replace(staging: Path, target: Path) -> None:
         old = target.parent / f".{target.name}.old-{os.getpid()}"
         target.rename(old)
         staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
     else:
         staging.rename(target)
 
 
-def _resolved(path: Path) -> Path:
+def resolved(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
@@ -312,3 +328,21 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def through_link(target: Path) -> Path:
+    """Where ``target`` leads: the path a symbolic link points to (followed to the end), else ``target`` itself.
+    Renaming a finished output over the link would replace the link and leave what it points to as it was."""
+    return resolved(target) if target.is_symlink() else target
+
+
+# Outputs completed (renamed into place) by this process, in order: what an interrupted command had saved.
+SAVED: list[Path] = []
+
+
+def remove(path: Path) -> None:
+    """A folder, a file or a link, gone (a link itself, never what it points to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)

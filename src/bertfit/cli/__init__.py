@@ -12,18 +12,23 @@ library.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertfit.cli import commands
 from bertfit.cli.output import StdoutError
 from bertfit.cli.parser import build_parser, demo_data_path, subcommands  # noqa: F401 - demo_data_path: for tests and scripts
-from bertfit.errors import BertfitError, UsageError
-from bertfit.staging import shown, write_failure
+from bertfit.errors import BertfitError, Terminated, UsageError
+from bertfit.staging import SAVED, shown, write_failure
 
 log = logging.getLogger("bertfit")
 
@@ -48,6 +53,12 @@ PATH_FLAGS = ("out", "output", "input", "data", "model", "student", "storage", "
 
 
 def main(argv: list[str] | None = None) -> int:
+    SAVED.clear()  # what this command saves, for the line an interruption prints
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # relative paths would mean nothing, and some libraries fail to load (oneMKL)
+        _error("the current folder no longer exists (it was deleted or moved); cd into a folder and run again")
+        return 2
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -64,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.debug, args.quiet)
     try:
         # Log lines go through tqdm.write, so progress bars do not draw over them.
-        with logging_redirect_tqdm(loggers=[logging.getLogger("bertfit")]):
+        with logging_redirect_tqdm(loggers=[logging.getLogger("bertfit")]), _sigterm_interrupts(args.handler):
             return getattr(commands, f"cmd_{args.handler}")(args)
     except StdoutError as err:
         _quiet_stdout()  # what stdout still buffers would fail again at exit, in a second message
@@ -75,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(str(err))
         return err.exit_code
-    except KeyboardInterrupt:
-        _error("interrupted; nothing was saved")
-        return 130
+    except KeyboardInterrupt as err:
+        _error(_interrupted(err))
+        return 143 if isinstance(err, Terminated) else 130
     except BrokenPipeError:
         # The reader went away (`bertfit predict ... | head -1`): stop quietly, as Unix tools do. Later writes,
         # the interpreter's last flush included, go nowhere instead of raising again.
@@ -89,6 +100,38 @@ def main(argv: list[str] | None = None) -> int:
         message, code = _failure(err, commands.output_path(args))
         _error(message)
         return code
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts(handler: str) -> Iterator[None]:
+    """SIGTERM (``timeout``, ``docker stop``) stops the command as Ctrl-C does, so that what it was writing is
+    removed, not left half-written; the server has its own graceful stop (uvicorn's)."""
+    if handler == "serve" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated("terminated")
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _interrupted(err: KeyboardInterrupt) -> str:
+    """The line for Ctrl-C or SIGTERM: what was saved before it, complete, else that nothing was."""
+    said = str(err) if isinstance(err, Terminated) and str(err) != "terminated" else None
+    if said:  # training's own account (its checkpoints kept for --resume)
+        return said
+    how = "terminated" if isinstance(err, Terminated) else "interrupted"
+    if not SAVED:
+        return f"{how}; nothing was saved"
+    last = SAVED[-1]
+    follow = (f": `bertfit report {shown(last)}` writes its report" if (last / "bertfit.json").is_file()
+              and not (last / "report.html").exists() else "")
+    return f"{how} after {shown(last)} was saved in full; what was to follow it was not done{follow}"
 
 
 def _named(parser: argparse.ArgumentParser, command: str, dest: str) -> str:

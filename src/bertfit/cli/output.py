@@ -75,6 +75,9 @@ def print_result(summary: dict[str, Any], saved: str | None = None) -> None:
 def record_sink(path: Path | None, names: list[str]) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
     """A function that writes a batch of records to ``path`` (stdout when None), in the format its suffix names."""
     suffix = path.suffix.lower() if path is not None else ""
+    if path is None and sys.stdout is None:  # started with standard output closed (>&-): print() writes nowhere
+        raise StdoutError("standard output is closed, so the predictions would go nowhere; pass --output FILE, or "
+                          "run with standard output open")
     if path is None:
         yield _stdout_lines
         _stdout_lines(None)

@@ -41,8 +41,12 @@ def find_columns(frame: pd.DataFrame, text_col: str | None, label_col: str | Non
     columns = [str(c) for c in frame.columns]
     if text_col is not None and text_col == label_col:
         raise DataError(f"text and label columns are both {text_col!r}; pass different --text-col and --label-col")
+    others = [c for c in columns if c != text_col]
+    if label_col is None and (not others or len(columns) == 1):
+        raise DataError(f"there is no label column: the only column is {columns[0] if columns else text_col!r}; add "
+                        "a column of labels beside the texts (bertfit predict scores texts without labels)")
     try:  # a column named as the text is no label
-        label = pick([c for c in columns if c != text_col], label_col, LABEL_CANDIDATES, "label", frame=frame)
+        label = pick(others, label_col, LABEL_CANDIDATES, "label", frame=frame)
     except DataError:
         if label_col is None and text_col in columns and text_col.strip().lower() in LABEL_CANDIDATES:
             raise DataError(f"--text-col {text_col!r} is the label column (found by its name); if it holds the texts, "

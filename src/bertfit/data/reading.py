@@ -154,6 +154,9 @@ def _texts_of(values: pd.Series, column: str, path: Path) -> list[str]:
 
 def _stdin() -> Iterable[str]:
     """Standard input as UTF-8 lines, strictly (whatever the locale), a leading byte-order mark dropped."""
+    if sys.stdin is None:  # started with standard input closed (<&-)
+        raise DataError("--input - reads standard input, which is closed; pipe texts in (one per line), or pass "
+                        "--input FILE or the texts themselves")
     raw = getattr(sys.stdin, "buffer", None)
     if raw is None:  # already text (a StringIO in tests, or an embedding program's own stream)
         return sys.stdin

@@ -44,7 +44,8 @@ def check_text_file(path: Path) -> None:
         if head.startswith(magic):
             raise DataError(f"{path} is {what}, not UTF-8 text; {fix}")
     if b"\x00" in head:
-        raise DataError(f"{path} looks binary (NUL bytes), not a text table; pass a CSV/TSV/JSONL/Parquet file")
+        raise DataError(f"{path} holds NUL bytes, so it is not text (a binary file, or UTF-16 text without its "
+                        "byte-order mark); save the texts as UTF-8: one per line, or a CSV/TSV/JSONL/Parquet table")
 
 
 def refuse_a_stream(path: Path, fix: str) -> None:

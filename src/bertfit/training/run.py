@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 from transformers import set_seed
 
+from bertfit.claims import claimed
 from bertfit.config import DataConfig, TrainConfig, check, to_dict
 from bertfit.data.cleaning import PreparedData, prepare
 from bertfit.encoding import unknown_tokens_note
@@ -139,33 +140,35 @@ def train(
     data_config, train_config = split_settings(settings)
     check(data_config, train_config)
     target = Path(out) if out is not None else None
-    if target is not None:
-        refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
-                                        "the --model folder": train_config.model,
-                                        "the --class-weights file": train_config.class_weights},
-                      sealed=("the --model folder",))
-        check_folder(target, overwrite)
-        check_stale(target, resume, overwrite)
-    check_hub_name(train_config.model)  # before the data is read: a model that cannot load fails in seconds
-    tracking = Tracking(train_config.report_to, target)  # a missing extra fails here, before any work
-    prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
-    files: dict[str, str] = {}
-    if screen is not None:
-        prepared, files = screen(prepared)
-    method, why = choose_method(prepared, train_config, resume)
-    log.info("method: %s (%s)", method, why)
-    with tracking:
-        if method == "contrastive":
-            train_config = dataclasses.replace(train_config, calibrate=False)  # validation trains: nothing to fit on
-            fitted = fit_contrastive(prepared, train_config, data_config=data_config, progress=progress, why=why,
-                                     callbacks=tracking.callbacks())
-            result = conclude(fitted, prepared, train_config, target, overwrite=overwrite, progress=progress,
-                              files=files)
-        else:
-            result = fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite, resume=resume,
-                         progress=progress, files=files, method={"name": "finetune", "why": why},
-                         callbacks=tracking.callbacks())
-        return tracking.finished(result)
+    with claimed(target):  # another run writing the same --out is refused before any work
+        if target is not None:
+            refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
+                                            "the --model folder": train_config.model,
+                                            "the --class-weights file": train_config.class_weights},
+                          sealed=("the --model folder",))
+            check_folder(target, overwrite)
+            check_stale(target, resume, overwrite)
+        check_hub_name(train_config.model)  # before the data is read: a model that cannot load fails in seconds
+        tracking = Tracking(train_config.report_to, target)  # a missing extra fails here, before any work
+        prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
+        files: dict[str, str] = {}
+        if screen is not None:
+            prepared, files = screen(prepared)
+        method, why = choose_method(prepared, train_config, resume)
+        log.info("method: %s (%s)", method, why)
+        with tracking:
+            if method == "contrastive":
+                # the contrastive recipe trains on validation too: nothing held out to fit a temperature on
+                train_config = dataclasses.replace(train_config, calibrate=False)
+                fitted = fit_contrastive(prepared, train_config, data_config=data_config, progress=progress, why=why,
+                                         callbacks=tracking.callbacks())
+                result = conclude(fitted, prepared, train_config, target, overwrite=overwrite, progress=progress,
+                                  files=files)
+            else:
+                result = fit(prepared, train_config, target, data_config=data_config, overwrite=overwrite,
+                             resume=resume, progress=progress, files=files, method={"name": "finetune", "why": why},
+                             callbacks=tracking.callbacks())
+            return tracking.finished(result)
 
 
 def fit(

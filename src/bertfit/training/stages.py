@@ -26,7 +26,7 @@ from bertfit.backends import resolve_precision
 from bertfit.config import DataConfig, TrainConfig
 from bertfit.data.cleaning import PreparedData
 from bertfit.environment import TRAINING_PACKAGES, versions
-from bertfit.errors import TrainingInterrupted
+from bertfit.errors import Terminated, TrainingInterrupted
 from bertfit.model import TextClassifier
 from bertfit.record import DataReport, LongText, ModelRecord, Task
 from bertfit.training.backbone import (
@@ -200,6 +200,10 @@ def train_loop(trainer: Any, settings: dict[str, Any], prepared: PreparedData, c
         # Every process loads the best epoch from the checkpoints before the main one deletes them.
         trainer.accelerator.wait_for_everyone()
     except BaseException as err:
+        resumable = checkpoints.name.endswith(".checkpoints")  # beside --out (without one: a temporary folder)
+        if isinstance(err, Terminated) and main and resumable and any(checkpoints.glob("checkpoint-*")):
+            raise Terminated(f"terminated; nothing was saved, but the epochs done are kept in {checkpoints}: run the "
+                             "same command with --resume to go on from the last") from None
         if main:
             shutil.rmtree(checkpoints, ignore_errors=True)  # a failed run leaves nothing behind
         if isinstance(err, KeyboardInterrupt):

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
+from bertfit.claims import claimed
 from bertfit.config import check
 from bertfit.data.cleaning import PreparedData, prepare
 from bertfit.environment import require
@@ -47,12 +48,15 @@ from bertfit.training.trainer import resolve_class_weights
 from bertfit.tuning.choice import expected_seconds, winner
 from bertfit.tuning.space import Space
 from bertfit.tuning.storage import (
+    LOST,
     check_journal,
     database,
+    fail_lost_trials,
     journal_file,
     local_storage,
     masked,
     open_journal,
+    trial_owner,
     trials_dir,
 )
 
@@ -143,7 +147,7 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
     if journal_file(url):  # appended to: never an input, and a journal when it is there already
         check_journal(url, inputs)
     created = storage is None and not worker and not Path(journal_file(url)).exists()
-    with _forgotten_unless_a_trial_finished(target, url, created):
+    with claimed(None if worker else target), _forgotten_unless_a_trial_finished(target, url, created):
         opened = None if journal_file(url) else database(optuna, url)  # a bad URL is refused before the data is read
         prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
         resolve_class_weights(train_config.class_weights, prepared)  # its labels: refused before the model loads
@@ -151,7 +155,10 @@ def tune(data: Any, out: str | Path = DEFAULT_OUT, *, budget: Any = "30m", trial
         study = optuna.create_study(storage=opened or open_journal(url), study_name=study_name, direction="maximize",
                                     load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=train_config.seed),
                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS))
-        has_default = any(t.user_attrs.get("recipe") == "default" for t in study.trials)  # waiting ones too
+        if fail_lost_trials(optuna, study):
+            log.info("trials left running by a process that ended (killed) are marked failed; they are not counted")
+        has_default = any(t.user_attrs.get("recipe") == "default" and t.user_attrs.get("stopped") != LOST
+                          for t in study.trials)  # waiting ones too
         if not has_default and not worker:  # the main process alone: workers starting at once would each add it
             study.enqueue_trial(space.default, user_attrs={"recipe": "default"})
         objective = _objective(optuna, prepared, train_config, space, target, deadline)
@@ -238,6 +245,7 @@ def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, t
 
     def objective(trial: Any) -> float:
         nonlocal skipped_in_a_row
+        trial.set_user_attr("process", trial_owner())
         chosen = space.suggest(trial)
         expected, left = expected_seconds(trial.study, chosen), deadline - time.monotonic()
         if expected is not None and expected > left:
@@ -279,13 +287,13 @@ def _objective(optuna: Any, prepared: PreparedData, config: Any, space: Space, t
 
 class TrialCount:
     """Stops the study once it holds ``n`` trials, in every state and from every process, the skipped
-    ones (never started) aside."""
+    ones (never started) and the lost ones (their process killed) aside."""
 
     def __init__(self, n: int):
         self.n = n
 
     def __call__(self, study: Any, trial: Any) -> None:
-        if sum(t.user_attrs.get("stopped") != SKIPPED for t in study.get_trials(deepcopy=False)) >= self.n:
+        if sum(t.user_attrs.get("stopped") not in (SKIPPED, LOST) for t in study.get_trials(deepcopy=False)) >= self.n:
             study.stop()
 
 

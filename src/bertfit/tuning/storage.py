@@ -11,8 +11,10 @@ open is one line naming the storage, its password hidden. The study itself is ru
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -113,3 +115,35 @@ def unreachable(url: str, err: Exception | str) -> NoReturn:
 def masked(url: str) -> str:
     """``url`` with its password hidden: what may be printed or recorded."""
     return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+LOST = "lost"  # a trial's "stopped" when the process running it ended mid-trial (killed): it never finished
+
+
+def trial_owner() -> str:
+    """Which process runs a trial (machine:pid), kept on the trial, so that one its process left can be told."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_lost_trials(optuna: Any, study: Any) -> int:
+    """Trials left running by a process of this machine that has ended (killed mid-trial), marked failed and
+    lost: a resumed study neither counts them nor waits on them. A trial running on another machine is left
+    as it is (whether its process lives cannot be told from here). Returns how many were marked."""
+    host, lost = socket.gethostname(), 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        where, _, pid = str(trial.user_attrs.get("process", "")).rpartition(":")
+        if where == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            study._storage.set_trial_user_attr(trial._trial_id, "stopped", LOST)  # noqa: SLF001 - the storage API
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+            lost += 1
+    return lost
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

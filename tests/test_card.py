@@ -91,3 +91,11 @@ def test_final_name_reads_through_the_staging_folder(tmp_path):
     assert final_name(tmp_path / ".my-model.tmp-1234") == "my-model"
     assert final_name(tmp_path / "my-model") == "my-model"
     assert final_name(tmp_path / ".hidden") == ".hidden"
+
+
+def test_a_metric_the_test_split_could_not_give_is_a_dash():
+    # a test split holding one class of two has no ROC AUC: null in bertfit.json, "-" in the card
+    record = _record(metrics={"test": {"accuracy": 1.0, "f1_macro": 1.0, "auc": None}})
+    card = ModelCard(model_card(record, "m"))
+    assert "| ROC AUC | - |" in card.text
+    assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "f1_macro"}

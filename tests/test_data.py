@@ -326,6 +326,28 @@ def test_find_columns_missing_flag_names_columns_and_near_miss(text_col, label_c
     expect_data_error(lambda: data.find_columns(frame_with("Text", "Label"), text_col, label_col), *fragments)
 
 
+def test_label_ids_with_their_names_beside_them_train_on_the_names():
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": [0, 1, 0], "label_text": ["neg", "pos", "neg"]})
+    assert data.find_columns(frame, None, None) == ("text", "label_text")
+    assert data.find_columns(frame, None, "label") == ("text", "label")  # named: as named
+    unclear = frame.assign(label_text=["neg", "pos", "pos"])  # id 0 with two names: not their names
+    assert data.find_columns(unclear, None, None) == ("text", "label")
+
+
+def test_amazon_reviews_train_on_the_review_not_its_summary():
+    frame = frame_with("reviewerID", "reviewText", "summary", "overall")
+    assert data.find_columns(frame, None, "overall") == ("reviewText", "overall")
+
+
+def test_labels_given_as_one_zero_one_column_each_are_named_with_both_ways_out():
+    frame = pd.DataFrame({"id": ["a1", "b2"], "comment_text": ["you are kind", "go away"], "toxic": [0, 1],
+                          "insult": [0, 1], "threat": [0, 0]})
+    expect_data_error(lambda: data.find_columns(frame, None, None), "cannot tell which column holds the label",
+                      "3 columns ('toxic', 'insult', 'threat') hold only 0 and 1", "--label-col one of them",
+                      "one column as a list of the names")
+    assert data.find_columns(frame, None, "toxic") == ("comment_text", "toxic")
+
+
 @pytest.mark.parametrize("text_col", [None, "text"])
 def test_a_table_of_texts_alone_is_said_to_have_no_label_column(text_col):
     expect_data_error(lambda: data.find_columns(frame_with("text"), text_col, None), "there is no label column",

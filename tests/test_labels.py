@@ -135,3 +135,29 @@ def test_a_label_written_in_two_unicode_forms_is_one_class():
 def test_an_infinite_label_among_names_is_refused():
     with pytest.raises(DataError, match="holds inf, not a class"):
         normalise(pd.Series(["spam", float("inf")], dtype=object), "label")
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([[1, 0, 0], [0, 1, 1]], [("0",), ("1", "2")]),  # transformers' multi-label examples
+    (["[1.0, 0.0, 0.0]", "[0.0, 1.0, 1.0]"], [("0",), ("1", "2")]),  # the same written by to_csv
+    ([np.array([True, False, True]), np.array([False, True, False])], [("0", "2"), ("1",)]),
+    ([[0, 1], [1, 1]], [("1",), ("0", "1")]),  # two places: a repeated value says it is no set of labels
+])
+def test_zero_one_vectors_are_multi_hot_named_by_place(values, expected):
+    column = pd.Series(values)
+    assert is_multi_label(column)
+    assert list(normalise_multi(column, "labels", None)) == expected
+
+
+def test_a_set_of_labels_0_and_1_is_not_a_vector():
+    assert list(normalise_multi(pd.Series([[0, 1], [1]]), "labels", None)) == [("0", "1"), ("1",)]
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    (["[ 8 20]", "[19]", "[0 13 15]"], [("8", "20"), ("19",), ("0", "13", "15")]),  # datasets' to_csv of arrays
+    ([{"sales", "billing"}, {"billing"}], [("billing", "sales"), ("billing",)]),  # Python sets: sorted, every time
+])
+def test_arrays_printed_by_numpy_and_python_sets_are_label_lists(values, expected):
+    column = pd.Series(values)
+    assert is_multi_label(column)
+    assert list(normalise_multi(column, "labels", None)) == expected

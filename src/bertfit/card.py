@@ -101,7 +101,7 @@ def _scores(record: ModelRecord) -> str:
         return ""
     baseline = ((record.baseline or {}).get("test")) or {}
     keys = [key for key in METRIC_NAMES if key in test and key != "ece"]
-    rows = [f"| {METRIC_NAMES[key]} | {test[key]:.4f} | {_number(baseline.get(key))} |" for key in keys]
+    rows = [f"| {METRIC_NAMES[key]} | {_number(test[key])} | {_number(baseline.get(key))} |" for key in keys]
     text = ["## Test metrics", "", "Scored once on the held-out test split, after every choice was made on "
             "validation.", "", "| metric | this model | TF-IDF + logistic regression |", "| --- | --- | --- |",
             *rows]

@@ -3,13 +3,16 @@
 Labels may be strings, whole numbers or booleans; they are kept as strings (the names a saved
 model reports) and sorted numerically when they are all numbers, else alphabetically. A
 multi-label row holds a list of names (a JSON array, a list written as text as ``to_csv`` writes it,
-or a string cut by ``--label-sep``); it is kept as a sorted tuple. This module does not read files or choose columns.
+numpy's print of an int array, a Python set, or a string cut by ``--label-sep``), or a 0/1 vector over
+the labels' places (multi-hot, named by place); it is kept as a sorted tuple. This module does not
+read files or choose columns.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import logging
 import re
 import unicodedata
 from collections import Counter
@@ -21,7 +24,12 @@ import pandas as pd
 
 from bertfit.errors import DataError
 
+log = logging.getLogger(__name__)
+
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# numpy's print of an int array, as a CSV export of a column of arrays holds it: "[ 8 20]"
+NUMPY_INTS = re.compile(r"\[\s*-?\d+(\s+-?\d+)*\s*\]")
+LISTS = (list, tuple, np.ndarray, set, frozenset)  # a multi-label row's container (a set, from Python, too)
 WHOLE_FLOAT = re.compile(r"([+-]?\d+)\.0+")
 
 
@@ -99,7 +107,7 @@ def label_names(labels: Iterable[str] | Iterable[tuple[str, ...]]) -> set[str]:
 def is_multi_label(values: pd.Series) -> bool:
     """A label column is multi-label when its values are lists (JSON arrays, Parquet lists), or when every
     label is a list written as text (``["a", "b"]`` or ``['a', 'b']``, as ``to_csv`` writes a column of lists)."""
-    if values.map(lambda v: isinstance(v, list | tuple | np.ndarray)).any():
+    if values.map(lambda v: isinstance(v, LISTS)).any():
         return True
     given = values[values.map(lambda v: isinstance(v, str) and v.strip() != "")]
     return len(given) > 0 and len(given) == int(values.notna().sum()) and all(
@@ -118,7 +126,7 @@ def _written_list(text: str) -> list | None:
             continue
         if isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value):
             return value
-    return None
+    return [int(v) for v in text[1:-1].split()] if NUMPY_INTS.fullmatch(text) else None
 
 
 def normalise_multi(values: pd.Series, column: str, sep: str | None) -> pd.Series:
@@ -128,13 +136,19 @@ def normalise_multi(values: pd.Series, column: str, sep: str | None) -> pd.Serie
     multi-label row needs at least one label.
     """
 
+    width = _multi_hot(values) if sep is None else None
+    if width is not None:
+        log.info("label column %r holds 0/1 vectors of %d places (multi-hot): read as multi-label, label i being "
+                 "place i (0 to %d)", column, width, width - 1)
+        values = values.map(lambda v: v if _missing(v) else [str(i) for i, on in enumerate(_as_list(v)) if on])
+
     def one(value: object, row: object) -> tuple[str, ...] | float:
         if isinstance(value, str) and sep is not None:
             value = value.split(sep)
         elif isinstance(value, str):
             written = _written_list(value)  # a list written as text, or a single name in a column of lists
             value = [value] if written is None else written
-        elif not isinstance(value, list | tuple | np.ndarray):
+        elif not isinstance(value, LISTS):
             if pd.isna(value):
                 return np.nan
             value = [value]
@@ -149,6 +163,27 @@ def normalise_multi(values: pd.Series, column: str, sep: str | None) -> pd.Serie
 
     return pd.Series([one(v, row) for row, v in zip(values.index, values, strict=True)], index=values.index,
                      dtype=object)
+
+
+def _multi_hot(values: pd.Series) -> int | None:
+    """How many places a column of 0/1 vectors has (``[1, 0, 0]``: multi-hot, as transformers' multi-label
+    examples hold labels), else None. A vector is told from a set of labels 0 and 1 by repeating a value."""
+    given = [_as_list(v) for v in values if not _missing(v)]
+    if not given or any(v is None for v in given) or len({len(v) for v in given}) != 1 or len(given[0]) < 2:
+        return None
+    if not all(isinstance(x, int | float | np.number | np.bool_) and x in (0, 1) for v in given for x in v):
+        return None
+    return len(given[0]) if any(len(set(v)) < len(v) for v in given) else None
+
+
+def _as_list(value: object) -> list | None:
+    if isinstance(value, LISTS):
+        return list(value)
+    return _written_list(value) if isinstance(value, str) else None
+
+
+def _missing(value: object) -> bool:
+    return not isinstance(value, LISTS) and not isinstance(value, str) and bool(pd.isna(value))
 
 
 def _sort_key(name: str) -> tuple[int, float, str]:

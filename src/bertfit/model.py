@@ -382,7 +382,7 @@ def checked_texts(texts: Any, name: str = "texts") -> tuple[list[str], bool]:
                 text.encode("utf-8")
             except UnicodeEncodeError as err:
                 raise DataError(f"text {i} is not valid UTF-8 text ({_bad_character(text[err.start])} at character "
-                                f"{err.start}); pass UTF-8 (e.g. convert it with iconv -f latin1 -t utf-8)") from None
+                                f"{err.start}); pass UTF-8 (e.g. convert it with iconv -f cp1252 -t utf-8)") from None
     return texts, False
 
 

@@ -3,11 +3,13 @@
 A name given that is not a column, two candidates for one role, and a file whose first row of data
 was taken for its header are each refused with one line naming the fix; so is, for prediction
 (:func:`predict_text_column`), a lone column whose name is no recognisable column name: the first text of
-a file without a header line. Nothing here changes a frame.
+a file without a header line. A column of label ids with a column of their names beside it (``label``,
+``label_text``) trains on the names. Nothing here changes a frame.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -16,8 +18,11 @@ import pandas as pd
 from bertfit.errors import DataError
 from bertfit.labels import written_number
 
+log = logging.getLogger(__name__)
+
 TEXT_CANDIDATES = ("text", "sentence", "content", "review", "comment", "message", "body", "document",
-                   "utterance", "question", "query", "url", "tweet")
+                   "utterance", "question", "query", "url", "tweet",
+                   "review_text", "reviewtext", "review_body", "comment_text")  # Amazon's and Jigsaw's names
 LABEL_CANDIDATES = ("label", "labels", "class", "category", "target", "intent", "y")
 # Names looked for only when no candidate above is a column, so a file that named its columns clearly
 # never becomes ambiguous because it also has, say, a title.
@@ -42,7 +47,8 @@ def find_columns(frame: pd.DataFrame, text_col: str | None, label_col: str | Non
     if text_col is not None and text_col == label_col:
         raise DataError(f"text and label columns are both {text_col!r}; pass different --text-col and --label-col")
     others = [c for c in columns if c != text_col]
-    if label_col is None and (not others or len(columns) == 1):
+    alone = len(columns) == 1 and columns[0].strip().lower() not in LABEL_CANDIDATES  # a lone label: texts elsewhere?
+    if label_col is None and (not others or alone):
         raise DataError(f"there is no label column: the only column is {columns[0] if columns else text_col!r}; add "
                         "a column of labels beside the texts (bertfit predict scores texts without labels)")
     try:  # a column named as the text is no label
@@ -53,8 +59,25 @@ def find_columns(frame: pd.DataFrame, text_col: str | None, label_col: str | Non
                             f"pass --label-col too, with the column of class names (columns are {columns}); else "
                             "pass --text-col with the column of texts") from None
         raise
+    if label_col is None:
+        label = _named_labels(frame, label)
     text = pick([c for c in columns if c != label], text_col, TEXT_CANDIDATES, "text", frame=frame)
     return text, label
+
+
+def _named_labels(frame: pd.DataFrame, label: str) -> str:
+    """The column of names beside a column of label ids (``label`` and ``label_text``, as Hugging Face data sets
+    often ship them), when each id has one name and each name one id: the model then predicts names."""
+    names = next((c for c in frame.columns for suffix in ("_text", "_name")
+                  if str(c).strip().lower() == f"{label.strip().lower()}{suffix}"), None)
+    if names is None:
+        return label
+    pairs = frame[[label, names]].dropna().astype(str).drop_duplicates()
+    if len(pairs) < 2 or pairs[label].duplicated().any() or pairs[names].duplicated().any() \
+            or not pairs[label].str.strip().str.fullmatch(r"-?\d+").all():
+        return label
+    log.info("label column %r: the names of %r's ids (pass --label-col %s for the ids)", str(names), label, label)
+    return str(names)
 
 
 def find_pair_columns(frame: pd.DataFrame, text_col: str | None, pair_col: str | None) -> tuple[str, str] | None:
@@ -102,7 +125,23 @@ def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], rol
                         f"column names ({first!r} is also a value in its column); add a header line naming the "
                         f"columns (for example label,text) as the file's first line")
     raise DataError(f"cannot tell which column holds the {role}; columns are {columns}; pass {flag} NAME"
-                    + _texts_in_the_index(frame))
+                    + _texts_in_the_index(frame) + (_one_hot_hint(frame, columns) if role == "label" else ""))
+
+
+def _one_hot_hint(frame: pd.DataFrame | None, columns: list[str]) -> str:
+    """A hint for labels given as one 0/1 column each (Jigsaw's toxic, insult, ...; GoEmotions' raw release)."""
+    flags = [c for c in columns if frame is not None and c in frame and _zero_one(frame[c])]
+    if len(flags) < 2:
+        return ""
+    shown = ", ".join(repr(c) for c in flags[:4]) + (", ..." if len(flags) > 4 else "")
+    return (f"; {len(flags)} columns ({shown}) hold only 0 and 1, one label each: --label-col one of them trains a "
+            "yes/no model for it; for multi-label, put each row's labels in one column as a list of the names "
+            "(a row with none needs a name such as 'none')")
+
+
+def _zero_one(values: pd.Series) -> bool:
+    given = values.dropna()
+    return len(given) > 0 and set(given.astype(str).str.strip().unique()) <= {"0", "1", "0.0", "1.0", "True", "False"}
 
 
 def _texts_in_the_index(frame: pd.DataFrame | None) -> str:

@@ -399,7 +399,8 @@ def test_a_file_without_a_header_line_is_named_as_such(tmp_path):
     path.write_text("".join(f"{label}\tmessage number {i}\n" for i, label in enumerate(["ham", "spam"] * 6)))
     frame = reading.read_table(path)
     expect_data_error(lambda: data.find_columns(frame, None, None),
-                      "first line looks like a row of data", "'ham' is also a value", "add a header line")
+                      "first line looks like a row of data", "'ham' is also a value", "add a header line",
+                      "here likely label,text")
     named = pd.DataFrame({"label": ["ham", "spam"], "body": ["hello there", "win money"]})
     assert data.find_columns(named, None, None) == ("body", "label")  # a real header is not taken for data
 

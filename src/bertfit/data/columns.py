@@ -123,7 +123,8 @@ def pick(columns: list[str], given: str | None, candidates: tuple[str, ...], rol
     if frame is not None and (first := _data_as_header(frame)):
         raise DataError(f"cannot tell which column holds the {role}: the first line looks like a row of data, not "
                         f"column names ({first!r} is also a value in its column); add a header line naming the "
-                        f"columns (for example label,text) as the file's first line")
+                        f"columns in the file's order as its first line, here likely {_likely_header(frame)} "
+                        "(separated as the rows are: a tab in a .tsv)")
     raise DataError(f"cannot tell which column holds the {role}; columns are {columns}; pass {flag} NAME"
                     + _texts_in_the_index(frame) + (_one_hot_hint(frame, columns) if role == "label" else ""))
 
@@ -151,6 +152,17 @@ def _texts_in_the_index(frame: pd.DataFrame | None) -> str:
         return ""
     return ("; or, if the texts are the table's index (as to_parquet writes a DataFrame's index), write the file "
             "again with df.reset_index().to_parquet(path, index=False), so that they are a column")
+
+
+def _likely_header(frame: pd.DataFrame) -> str:
+    """Names for a header-less table's columns in their order: the fewest distinct values are the labels,
+    the longest cells the texts."""
+    cells = [frame[c].dropna().astype(str) for c in frame.columns]
+    if len(cells) < 2 or any(len(c) == 0 for c in cells):
+        return "text,label"
+    label = min(range(len(cells)), key=lambda i: cells[i].nunique())
+    text = max((i for i in range(len(cells)) if i != label), key=lambda i: cells[i].str.len().mean())
+    return ",".join("label" if i == label else "text" if i == text else f"column{i + 1}" for i in range(len(cells)))
 
 
 def _data_as_header(frame: pd.DataFrame) -> str | None:

@@ -161,3 +161,12 @@ def test_arrays_printed_by_numpy_and_python_sets_are_label_lists(values, expecte
     column = pd.Series(values)
     assert is_multi_label(column)
     assert list(normalise_multi(column, "labels", None)) == expected
+
+
+def test_unknown_labels_that_are_known_ones_joined_name_the_separator():
+    labels = LabelSet(("anger", "joy", "neutral"))
+    with pytest.raises(DataError, match=r"they are known labels joined by ',': pass --label-sep ','"):
+        labels.encode_multi([("joy,anger",), ("neutral",)], "the evaluation data")
+    with pytest.raises(DataError, match="remove those rows") as caught:
+        labels.encode(["fear"])
+    assert "--label-sep" not in str(caught.value)

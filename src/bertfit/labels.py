@@ -230,13 +230,22 @@ class LabelSet:
             folded = {" ".join(name.split()).casefold(): name for name in self.names}
             alike = [f"{name!r} is {folded[key]!r} written another way" for name in unknown[:5]
                      if (key := " ".join(name.split()).casefold()) in folded]
+            joined = self._joined_by(unknown)
             raise DataError(
                 f"{where} has label(s) {unknown[:5]} that the training split does not have "
                 f"(known: {list(self.names)[:10]}{'; ' if alike else ''}{', '.join(alike)}); "
-                "remove those rows or add them to the training data"
-                + ("; or spell them as the training split does" if alike else "")
+                + (f"they are known labels joined by {joined!r}: pass --label-sep '{joined}'" if joined else
+                   "remove those rows or add them to the training data"
+                   + ("; or spell them as the training split does" if alike else ""))
             )
         return np.array([lookup[label] for label in labels], dtype=np.int64)
+
+    def _joined_by(self, unknown: list[str]) -> str | None:
+        """The separator that cuts every unknown name into known ones ("a,b" with a and b known), if one does."""
+        known = set(self.names)
+        return next((sep for sep in (",", ";", "|") if all(
+            sep in name and all(part.strip() in known for part in name.split(sep) if part.strip())
+            for name in unknown)), None)
 
     def unknown(self, labels: Iterable[str] | Iterable[tuple[str, ...]]) -> list[str]:
         """The names among ``labels`` (names, or tuples of names) that are not classes of this set, sorted."""

@@ -756,9 +756,11 @@ def test_a_second_column_of_sentences_left_out_is_named_in_the_log(caplog):
     frame = labelled({"a": 10, "b": 10})
     frame["title"] = [f"a title of {i} words" for i in range(len(frame))]
     frame["code"] = [f"C-{i}" for i in range(len(frame))]  # one word per cell: not a text
+    frame["date"] = [f"2018-07-{i % 28 + 1:02d} 22:09:11" for i in range(len(frame))]  # spaces, no words
     with caplog.at_level("INFO", logger="bertfit"):
         data.prepare(frame)
     assert "text column(s) not used: 'title';" in caplog.text and "'code'" not in caplog.text
+    assert "'date'" not in caplog.text
 
 
 def test_a_dataframe_naming_a_column_twice_is_refused():

@@ -222,5 +222,7 @@ def _holds_words(values: pd.Series) -> bool:
 
 
 def holds_sentences(values: pd.Series) -> bool:
-    """Words with spaces between them in most cells: a text a user may have meant to train on."""
-    return _holds_words(values) and values.dropna().astype(str).str.strip().str.contains(" ").mean() > 0.5
+    """Words with spaces between them in most cells: a text a user may have meant to train on (letters in
+    them: "2018-07-07 22:09:11" is a time, not a sentence)."""
+    cells = values.dropna().astype(str).str.strip()
+    return _holds_words(values) and (cells.str.contains(" ") & cells.str.contains(r"[^\W\d_]")).mean() > 0.5

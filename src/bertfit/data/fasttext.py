@@ -2,7 +2,8 @@
 
 ``__label__spam Win a prize now`` is a row of text "Win a prize now" labelled spam; a line with several
 label words is a multi-label row, and then every row's labels are a list. Only a ``.txt`` file is read
-this way; the file is only read.
+this way; the file is only read. For prediction, :func:`labelled_lines` tells such a file from plain
+texts and :func:`text_of` takes the label words off a line.
 """
 
 from __future__ import annotations
@@ -38,6 +39,25 @@ def read_fasttext(path: Path) -> pd.DataFrame:
                         f"'{PREFIX}NAME' then the text")
     several = any(len(names) > 1 for names in labels)
     return pd.DataFrame({"text": texts, "label": labels if several else [names[0] for names in labels]})
+
+
+def labelled_lines(path: Path) -> bool:
+    """Whether every non-blank line of a text file starts with a label word, as training reads the file."""
+    check_text_file(path)
+    seen = False
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        for line in handle:
+            line = line.strip()
+            if line and not LINE.fullmatch(line):
+                return False
+            seen = seen or bool(line)
+    return seen
+
+
+def text_of(line: str) -> str:
+    """A fastText line's text without its label words (a line without them as it is)."""
+    found = LINE.fullmatch(line.strip())
+    return line if found is None else found.group(2) or ""
 
 
 def _not_fasttext(path: Path, number: int, line: str) -> str:

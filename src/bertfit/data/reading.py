@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from bertfit.data.cleaning import MAX_TEXT_CHARS, check_text_cells, check_texts, clean, nothing_left
-from bertfit.data.columns import find_columns, predict_text_column
+from bertfit.data.columns import find_columns, find_pair_columns, predict_text_column
+from bertfit.data.fasttext import PREFIX, labelled_lines, text_of
 from bertfit.data.sniff import check_text_file, compressed_table, decompressed, refuse_a_stream
 from bertfit.data.sources import SUFFIXES, load_frames, read_delimited, read_table, unreadable
 from bertfit.errors import DataError
@@ -28,12 +29,14 @@ log = logging.getLogger(__name__)
 def load_labelled(
     source: str | Path | pd.DataFrame, text_col: str | None, label_col: str | None,
     preferred: tuple[str | None, str | None] = (None, None), *, pair_col: str | None = None,
-    label_sep: str | None = None, multi_label: bool = False,
+    label_sep: str | None = None, multi_label: bool = False, saved_pair_col: str | None = None,
 ) -> pd.DataFrame:
     """One labelled table to score (a folder's test split), cleaned, as text/label rows.
 
     ``preferred`` are the columns a model was trained with: used when not given and present.
-    ``pair_col``: the second text column of a sentence-pair model (required in the table).
+    ``pair_col``: the second text column of a sentence-pair model, given (or the model's own, when
+    ``saved_pair_col`` is not passed); ``saved_pair_col``: the model's own. A table without the pair's columns
+    that holds one known pair naming (question1/question2, ...) is read by it.
     """
     frames, origin = load_frames(source, need_train=False)
     # A folder's test split when it has one; else the one split it holds (scoring needs one labelled table).
@@ -45,12 +48,12 @@ def load_labelled(
         raise DataError(f"{origin} has no test file and more than one other split ({', '.join(sorted(frames))}); "
                         "pass the file to score, e.g. DATA/validation.csv")
     frame = frames[split]
+    if (pair_col or saved_pair_col) is not None and (pair_col or saved_pair_col) not in frame.columns:
+        text_col, pair_col = known_pair(frame, text_col, pair_col, saved_pair_col, origin)
+    pair_col = pair_col or saved_pair_col
     text_col, label_col = (given_or_saved(given, saved, list(frame.columns))
                            for given, saved in zip((text_col, label_col), preferred, strict=True))
     text, label = find_columns(frame, text_col, label_col)
-    if pair_col is not None and pair_col not in frame.columns:
-        raise DataError(f"{origin} has no column {pair_col!r}, the second text of this sentence-pair model; "
-                        f"columns are {list(frame.columns)}; pass --text-pair-col")
     rows, dropped = clean(frame, text, label, pair_col, label_sep, multi_label)
     if len(rows) == 0:
         raise nothing_left(origin, len(frame), dropped, text, label)
@@ -66,20 +69,37 @@ def given_or_saved(given: str | None, saved: str | None, columns: list[str]) -> 
     return given if given is not None or saved not in columns else saved
 
 
+def known_pair(frame: pd.DataFrame, text_col: str | None, pair_col: str | None, saved_pair_col: str | None,
+               where: str) -> tuple[str, str]:
+    """The two text columns of a sentence-pair table that lacks the model's second column: the one known pair
+    naming it holds (when neither --text-col nor --text-pair-col names a column), said in a log line."""
+    missing = pair_col or saved_pair_col
+    given = pair_col is not None and saved_pair_col is not None and pair_col != saved_pair_col
+    found = find_pair_columns(frame, None, None) if text_col is None and not given else None
+    if found is None:
+        raise DataError(f"{where} has no column {missing!r}, the second text of this sentence-pair model; columns "
+                        f"are {[str(c) for c in frame.columns]}; pass --text-pair-col SECOND and --text-col FIRST, "
+                        "the two columns of texts")
+    log.info("%s has no column %r: reading the pairs from columns %r and %r", where, missing, *found)
+    return found
+
+
 def iter_texts(
     source: str | Path, text_col: str | None = None, chunk_size: int = 512, pair_col: str | None = None,
-    saved_col: str | None = None,
+    saved_col: str | None = None, saved_pair_col: str | None = None,
 ) -> Iterator[list[str]] | Iterator[list[tuple[str, str]]]:
     """Texts to predict, in chunks, without holding a large file in memory.
 
     ``-`` is standard input, one text per line; .csv/.tsv/.jsonl/.parquet use the text column (given,
     else the model's own ``saved_col`` when the file has it, else the obvious one); any other file is one
-    text per line. With ``pair_col`` (a sentence-pair
-    model) each item is a (text, pair) tuple: from the two columns, or from a tab in each line.
+    text per line (a .txt file in fastText's format without its label words). With ``pair_col`` (a
+    sentence-pair model's second column as given, else its own ``saved_pair_col``) each item is a (text, pair)
+    tuple: from the two columns (else the one known pair naming the file holds), or from a tab in each line.
     """
     seen = 0
     try:
-        for chunk in _iter_texts(source, text_col, chunk_size, pair_col, saved_col):
+        columns = (text_col, saved_col, pair_col, saved_pair_col)
+        for chunk in _iter_texts(source, columns, chunk_size):
             _refuse_a_huge_text(chunk, seen, source)
             seen += len(chunk)
             yield chunk
@@ -99,8 +119,11 @@ def _refuse_a_huge_text(chunk: list, before: int, source: str | Path) -> None:
                             "check the quoting before it: an unclosed quote runs on through the file)")
 
 
-def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_col: str | None,
-                saved_col: str | None = None) -> Iterator[list]:
+Columns = tuple[str | None, str | None, str | None, str | None]  # text given, text saved, pair given, pair saved
+
+
+def _iter_texts(source: str | Path, columns: Columns, chunk_size: int) -> Iterator[list]:
+    pair_col = columns[2] or columns[3]
     if str(source) == "-":
         yield from _chunks(_lines(_stdin(), pair_col), chunk_size)
         return
@@ -114,35 +137,47 @@ def _iter_texts(source: str | Path, text_col: str | None, chunk_size: int, pair_
         raise DataError(f"input file not found: {path}; check the path")
     if compressed_table(path, (*SUFFIXES, ".txt")):
         with decompressed(path) as plain:
-            yield from _iter_texts(plain, text_col, chunk_size, pair_col, saved_col)
+            yield from _iter_texts(plain, columns, chunk_size)
         return
-    suffix = path.suffix.lower()
-    if suffix in SUFFIXES:
-        if path.stat().st_size == 0:
-            raise DataError(f"{path} is empty; it needs a header row and texts")
-        tables = (read_delimited(path, chunksize=chunk_size) if suffix in (".csv", ".tsv")
-                  else [read_table(path)])
-        columns = None
-        for table in tables:
-            table = table.astype(object).fillna("")  # a column of numbers and gaps takes "" too
-            if columns is None:
-                names = [str(c) for c in table.columns]
-                named = given_or_saved(text_col, saved_col, names)
-                columns = [predict_text_column(names, named, str(path), frame=table,
-                                               first_line=suffix in (".csv", ".tsv"))]
-                if pair_col is not None:
-                    if pair_col not in names:
-                        raise DataError(f"{path} has no column {pair_col!r} (the second text of each pair); "
-                                        f"columns are {names}; pass --text-pair-col")
-                    columns.append(pair_col)
-                # as training refuses it: a column of numbers is an id, not the texts (the model read none such)
-                check_texts(table[columns[0]].replace("", None), columns[0], why="the model reads words, not ids")
-            values = [_texts_of(table[c], c, path) for c in columns]
-            yield from _chunks(values[0] if pair_col is None else zip(*values, strict=True), chunk_size)
-    else:
-        check_text_file(path)
-        with path.open(encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of the first text
-            yield from _chunks(_lines(handle, pair_col), chunk_size)
+    if path.suffix.lower() in SUFFIXES:
+        yield from _iter_table(path, columns, chunk_size)
+        return
+    check_text_file(path)
+    labelled = pair_col is None and path.suffix.lower() == ".txt" and labelled_lines(path)
+    if labelled:
+        log.info("%s is in fastText's format (each line starts with a %s word): predicting the texts without "
+                 "those words", path, PREFIX)
+    with path.open(encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of the first text
+        lines = _lines(handle, pair_col)
+        yield from _chunks(map(text_of, lines) if labelled else lines, chunk_size)
+
+
+def _iter_table(path: Path, columns: Columns, chunk_size: int) -> Iterator[list]:
+    """Texts (or pairs) from a table's columns, a chunk at a time."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty; it needs a header row and texts")
+    delimited = path.suffix.lower() in (".csv", ".tsv")
+    tables = read_delimited(path, chunksize=chunk_size) if delimited else [read_table(path)]
+    names: list[str] | None = None
+    for table in tables:
+        table = table.astype(object).fillna("")  # a column of numbers and gaps takes "" too
+        if names is None:
+            names = _table_columns(table, columns, str(path), delimited)
+            # as training refuses it: a column of numbers is an id, not the texts (the model read none such)
+            check_texts(table[names[0]].replace("", None), names[0], why="the model reads words, not ids")
+        values = [_texts_of(table[c], c, path) for c in names]
+        yield from _chunks(values[0] if len(names) == 1 else zip(*values, strict=True), chunk_size)
+
+
+def _table_columns(table: pd.DataFrame, columns: Columns, where: str, delimited: bool) -> list[str]:
+    """The column of texts, or a pair model's two columns (else the one known pair naming the table holds)."""
+    text_col, saved_col, pair_col, saved_pair_col = columns
+    names = [str(c) for c in table.columns]
+    pair = pair_col or saved_pair_col
+    if pair is not None and pair not in names:
+        return list(known_pair(table, text_col, pair_col, saved_pair_col, where))
+    named = given_or_saved(text_col, saved_col, names)
+    return [predict_text_column(names, named, where, frame=table, first_line=delimited), *([pair] if pair else [])]
 
 
 def _texts_of(values: pd.Series, column: str, path: Path) -> list[str]:

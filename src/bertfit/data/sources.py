@@ -1,24 +1,31 @@
-"""Read labelled tables from files, folders of splits and Hugging Face datasets.
+"""Read labelled tables from files, folders of splits (also the hub's shards) and Hugging Face datasets.
 
 Every way a file can be unreadable (missing, a pipe, empty, not UTF-8, binary, a broken JSON line or one
 Python cannot read, a bad Parquet file, a column named twice) becomes one DataError line that names the fix.
-Choosing columns, cleaning and splitting happen in ``data``; this module only reads.
+ClassLabel ids are read as their names (``data.class_labels``), and a split whose labels are all -1 is
+left out. Choosing columns, cleaning and splitting happen in ``data``; this module only reads.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 import bertfit.data.sniff as sniff
+from bertfit.data.class_labels import (
+    ClassLabels,
+    dataset_class_labels,
+    leave_out_unlabelled,
+    name_class_labels,
+    parquet_class_labels,
+)
 from bertfit.data.fasttext import read_fasttext
+from bertfit.data.json_tables import read_json_table
 from bertfit.data.sniff import check_text_file, compressed_table, decompressed
 from bertfit.errors import DataError
 
@@ -36,13 +43,23 @@ SPLIT_NAMES = {  # file stem -> split; the first name of each is the canonical o
     "dev": "validation",
     "test": "test",
 }
+SHARD = re.compile(r"(.+?)-\d+-of-\d+(?:-[0-9a-f]+)?", re.IGNORECASE)  # the hub's train-00000-of-00002.parquet
 
 # ---------------------------------------------------------------------------------------------
 # Reading
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read one file by its suffix into a DataFrame; every failure is a one-line DataError."""
+    """Read one file by its suffix into a DataFrame; every failure is a one-line DataError.
+
+    A Parquet file written by the datasets library has its ClassLabel ids as their names (-1: no label).
+    """
+    frame, labels = _read_with_class_labels(Path(path))
+    return name_class_labels(frame, labels)
+
+
+def _read_with_class_labels(path: Path) -> tuple[pd.DataFrame, ClassLabels]:
+    """A file as written, and the ClassLabel columns its Parquet metadata names (none for other formats)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"file not found: {path}; check the path")
@@ -52,7 +69,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if compressed_table(path, LABELLED):
         with decompressed(path) as plain:
-            return read_table(plain)
+            return _read_with_class_labels(plain)
     if suffix not in LABELLED:
         raise DataError(
             f"unknown data format {suffix or '(no suffix)'!r} for {path}; use one of {', '.join(SUFFIXES)} "
@@ -62,12 +79,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path} is empty; it needs a header row and labelled rows")
     try:
         if suffix in (".csv", ".tsv"):
-            return read_delimited(path)
+            return read_delimited(path), {}
         if suffix in (".jsonl", ".ndjson", ".json"):
-            return _read_jsonl(path)
+            return read_json_table(path), {}
         if suffix == ".txt":
-            return read_fasttext(path)
-        return _read_parquet(path)
+            return read_fasttext(path), {}
+        return _read_parquet(path), parquet_class_labels(path)
     except UnicodeDecodeError as err:
         raise unreadable(path, err) from None
 
@@ -139,89 +156,6 @@ def read_delimited(path: Path, chunksize: int | None = None) -> Any:
         raise unreadable(path, err) from None
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    check_text_file(path)
-    if path.suffix.lower() == ".json":
-        whole = _read_json_document(path)
-        if whole is not None:
-            return whole
-    records = []
-    with path.open(encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not JSON
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
-                raise DataError(f"{path} line {number} {_unparsable(err)}; fix or delete that line") from None
-            if "\\ud" in line.lower() and sniff.SURROGATE.search(json.dumps(record, ensure_ascii=False)):
-                raise DataError(f"{path} line {number} holds a lone surrogate escape (\\ud800 to \\udfff without its "
-                                "other half), which is no character; write whole characters, or delete that line")
-            if not isinstance(record, dict):
-                raise DataError(
-                    f"{path} line {number} is a JSON {type(record).__name__}, not an object; "
-                    'each line must look like {"text": "...", "label": "..."}'
-                )
-            records.append(record)
-    if not records:
-        raise DataError(f"{path} has no JSON lines; each line must be an object with a text and a label")
-    return pd.DataFrame.from_records(records)
-
-
-def _read_json_document(path: Path) -> pd.DataFrame | None:
-    """A .json file that is one JSON document: an array of records, or an object of columns; None for JSON lines.
-
-    The shapes pandas and Hugging Face write: ``to_json(orient="records")`` (an array of objects),
-    ``{"text": [...], "label": [...]}`` (lists of one length) and pandas' default ``{"text": {"0": ...}}``;
-    also an array of records under one key (``{"data": [...]}``).
-    """
-    with path.open(encoding="utf-8-sig") as handle:
-        content = handle.read()
-    try:
-        document = json.loads(content)
-    except json.JSONDecodeError:
-        return None  # JSON lines (several documents), or broken: the line reader names the line
-    except (ValueError, RecursionError) as err:
-        raise DataError(f"{path} {_unparsable(err)}; fix that value") from None
-    if isinstance(document, list):
-        bad = next((i for i, item in enumerate(document) if not isinstance(item, dict)), None)
-        if bad is not None:
-            raise DataError(f"{path} is a JSON array whose item {bad} is a {type(document[bad]).__name__}, not an "
-                            'object; it must hold records such as {"text": "...", "label": "..."}')
-        if not document:
-            raise DataError(f"{path} is an empty JSON array; it needs records with a text and a label")
-        return pd.DataFrame.from_records(document)
-    if isinstance(document, dict) and document and all(map(_is_records, document.values())):
-        if len(document) > 1:
-            tables = ", ".join(map(repr, document))
-            raise DataError(f"{path} holds several tables ({tables}); bertfit reads one per file: write each to "
-                            "its own file (train.jsonl, test.jsonl in one folder are read as splits)")
-        return pd.DataFrame.from_records(next(iter(document.values())))  # {"data": [records]}
-    if isinstance(document, dict) and document and all(isinstance(v, list | dict) for v in document.values()):
-        lengths = {len(v) for v in document.values()}
-        if len(lengths) > 1:
-            raise DataError(f"{path} is a JSON object of columns of different lengths ({sorted(lengths)}); "
-                            "every column needs one value per row")
-        return pd.DataFrame(document)
-    return None  # one object of plain values: a single JSON line
-
-
-def _unparsable(err: ValueError | RecursionError) -> str:
-    """Why JSON text does not read, in words: broken, nested past Python's limit, or a number too long."""
-    if isinstance(err, json.JSONDecodeError):
-        return f"is not valid JSON ({err.msg})"
-    if isinstance(err, RecursionError):
-        return "nests lists or objects too deeply to read"
-    if "digits" in str(err):  # Python refuses to read an integer this long
-        return (f"holds a number of more than {sys.get_int_max_str_digits()} digits, too long to read (write it in "
-                "quotes, as a string)")
-    return f"cannot be read as JSON ({first_line(err)})"
-
-
-def _is_records(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
-
-
 def _read_parquet(path: Path) -> pd.DataFrame:
     """A Parquet file; an index pandas wrote into it under a name (``set_index("text")``) is a column again."""
     try:
@@ -252,7 +186,7 @@ def load_frames(source: Any, need_train: bool = True) -> tuple[dict[str, pd.Data
                         "(pd.DataFrame(...) for columns in a dict or lists)")
     text = str(source)
     if text.startswith("hf:"):
-        return _load_hf(text[3:]), text
+        return _load_hf(text[3:], need_train), text
     path = Path(text)
     if path.is_dir():
         return _load_folder(path, need_train), str(path)
@@ -276,14 +210,11 @@ def _refuse_names_twice(names: list[str], what: str) -> None:
 
 
 def _load_folder(folder: Path, need_train: bool = True) -> dict[str, pd.DataFrame]:
-    found: dict[str, Path] = {}
-    for file in sorted(folder.iterdir()):
-        table = Path(file.stem) if compressed_table(file, LABELLED) else file  # train.csv.gz is train.csv
-        split = SPLIT_NAMES.get(table.stem.lower())
-        if split and table.suffix.lower() in LABELLED:
-            if split in found:
-                raise DataError(f"{folder} has two {split} files ({found[split].name}, {file.name}); keep one")
-            found[split] = file
+    """A folder's split files: train.csv, validation.csv, test.csv (any of :data:`LABELLED`), or the hub's
+    shards (``train-00000-of-00002.parquet``, at the top or under ``data/``), read in name order and joined."""
+    found = _split_files(folder)
+    if not found and (folder / "data").is_dir():
+        found = _split_files(folder / "data")
     if not found and not need_train:
         raise DataError(f"folder {folder} has no data file (train, validation or test, in any of "
                         f"{', '.join(SUFFIXES)}); pass a labelled file")
@@ -292,17 +223,50 @@ def _load_folder(folder: Path, need_train: bool = True) -> dict[str, pd.DataFram
             f"folder {folder} has no train file; put train.csv (and validation.csv, test.csv) in it, "
             f"in any of {', '.join(SUFFIXES)}, or pass a single file"
         )
-    return {split: read_table(file) for split, file in found.items()}
+    parts = {split: _read_shards(files) for split, files in found.items()}
+    return leave_out_unlabelled(parts, "train", str(folder))
 
 
-def _load_hf(name: str) -> dict[str, pd.DataFrame]:
-    """hf:NAME[:CONFIG], or hf:PATH of a dataset saved with save_to_disk."""
+def _split_files(folder: Path) -> dict[str, list[Path]]:
+    """The files of each split in ``folder``, by name: one file, or a split's shards in name order."""
+    found: dict[str, list[Path]] = {}
+    shards: dict[str, bool] = {}
+    for file in sorted(folder.iterdir()):
+        table = Path(file.stem) if compressed_table(file, LABELLED) else file  # train.csv.gz is train.csv
+        shard = SHARD.fullmatch(table.stem)
+        split = SPLIT_NAMES.get((shard.group(1) if shard else table.stem).lower())
+        if not split or table.suffix.lower() not in LABELLED or not file.is_file():
+            continue
+        if split in found and not (shard and shards[split]):
+            raise DataError(f"{folder} has two {split} files ({found[split][0].name}, {file.name}); keep one")
+        found.setdefault(split, []).append(file)
+        shards[split] = shard is not None
+    return found
+
+
+def _read_shards(files: list[Path]) -> tuple[pd.DataFrame, ClassLabels]:
+    """One split's files read and joined in order, with the ClassLabel columns any of them names."""
+    read = [_read_with_class_labels(file) for file in files]
+    labels: ClassLabels = {}
+    for _, named in read:
+        labels = {**named, **labels}
+    frames = [frame for frame, _ in read]
+    return (frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)), labels
+
+
+def _load_hf(name: str, need_train: bool = True) -> dict[str, pd.DataFrame]:
+    """hf:NAME[:CONFIG], or hf:PATH of a dataset saved with save_to_disk (any other local folder is read as a
+    folder of data files)."""
     import datasets
 
     from bertfit.hub import hub_reachable
 
     local = Path(name)
     saved = local.is_dir() and any((local / f).exists() for f in ("dataset_dict.json", "state.json"))
+    if local.is_dir() and not saved:
+        log.info("hf:%s is a local folder of data files, not one saved with save_to_disk: reading it as a folder "
+                 "(it can be passed without hf:)", name)
+        return _load_folder(local, need_train)
     if not saved and not datasets.config.HF_HUB_OFFLINE and not hub_reachable():
         raise DataError(f"cannot load Hugging Face dataset {name!r}: it is not a saved dataset folder and the hub is "
                         "unreachable; load it where there is a network, save_to_disk(PATH), and pass hf:PATH (a "
@@ -318,7 +282,7 @@ def _load_hf(name: str) -> dict[str, pd.DataFrame]:
             f"cannot load Hugging Face dataset {name!r} ({type(err).__name__}: {first_line(err)}); "
             "if the hub is unreachable, load it where there is a network, save_to_disk(PATH), and pass hf:PATH"
         ) from None
-    return _hf_frames(loaded, f"Hugging Face dataset {name!r}")
+    return _hf_frames(loaded, f"Hugging Face dataset {name!r}", need_train)
 
 
 def _is_hf_dataset(source: Any) -> bool:
@@ -328,34 +292,13 @@ def _is_hf_dataset(source: Any) -> bool:
 
 
 def _hf_frames(loaded: Any, what: str, need_train: bool = True) -> dict[str, pd.DataFrame]:
+    """A Dataset's or DatasetDict's splits with ClassLabel ids as their names; a split whose labels are all -1
+    is left out (:func:`leave_out_unlabelled`)."""
     if type(loaded).__name__ != "DatasetDict":
-        return {"all": _hf_frame(loaded)}
-    frames = {split: _hf_frame(part) for split, part in loaded.items()}
-    unlabelled = [split for split, frame in frames.items() if frame is None]
-    if unlabelled:
-        log.warning("%s: split(s) %s left out: every row's label is -1 (no label, as in a benchmark's hidden test "
-                    "set); bertfit carves what it needs from train", what, unlabelled)
-    return _split_frames({split: frame for split, frame in frames.items() if frame is not None}, what, need_train)
-
-
-def _hf_frame(part: Any) -> pd.DataFrame | None:
-    """One split with its ClassLabel ids as their names and -1 (the datasets library's "no label") missing;
-    None for a split in which a ClassLabel column holds -1 in every row (nothing to learn or score there)."""
-    frame = part.to_pandas()
-    for column, feature in part.features.items():
-        if type(feature).__name__ == "ClassLabel":
-            if len(frame) and (frame[column] < 0).all():
-                return None
-            frame[column] = [_class_name(feature.names, i) for i in frame[column]]
-        elif type(getattr(feature, "feature", None)).__name__ == "ClassLabel":  # List(ClassLabel): multi-label
-            names = feature.feature.names
-            frame[column] = [None if ids is None else [name for name in (_class_name(names, i) for i in ids) if name]
-                             for ids in frame[column]]
-    return frame
-
-
-def _class_name(names: list[str], index: Any) -> str | None:
-    return names[int(index)] if pd.notna(index) and 0 <= int(index) < len(names) else None
+        return {"all": name_class_labels(loaded.to_pandas(), dataset_class_labels(loaded.features))}
+    parts = {split: (part.to_pandas(), dataset_class_labels(part.features)) for split, part in loaded.items()}
+    train = next((split for split in parts if SPLIT_NAMES.get(str(split).lower()) == "train"), None)
+    return _split_frames(leave_out_unlabelled(parts, train, what), what, need_train)
 
 
 def _split_frames(parts: dict[str, pd.DataFrame], what: str, need_train: bool = True) -> dict[str, pd.DataFrame]:

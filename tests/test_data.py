@@ -616,7 +616,7 @@ def test_prepare_dataframe_honours_config():
 
 
 @pytest.mark.parametrize("names", [("train.csv", "validation.csv", "test.csv"),
-                                   ("Training.jsonl", "dev.jsonl", "test.jsonl"),
+                                   ("Training.jsonl", "dev.jsonl", "testing.jsonl"),
                                    ("train.tsv", "val.parquet", "test.csv")])
 def test_prepare_folder_uses_its_splits_as_given(tmp_path, names):
     sizes = (THREE, {"billing": 4, "tech": 3, "sales": 2}, {"billing": 2, "tech": 2, "sales": 5})
@@ -1033,3 +1033,11 @@ def test_a_pair_column_of_numbers_written_out_is_text():
                          "answer": [str(i % 7) for i in range(40)], "label": ["yes", "no"] * 20})
     prepared = data.prepare(rows, DataConfig(text_col="question", text_pair_col="answer", label_col="label"))
     assert len(prepared.train) + len(prepared.validation) + len(prepared.test) == 40
+
+
+def test_empty_names_a_spreadsheet_leaves_at_the_end_of_a_header_are_no_duplicates(tmp_path):
+    path = tmp_path / "export.csv"  # "text,label,," : two empty names, as Excel saves blank columns
+    path.write_text("text,label,,\n" + "".join(f"ticket {i} about {lab},{lab},,\n"
+                                               for i, lab in enumerate(["billing", "tech"] * 10)))
+    prepared = data.prepare(path)
+    assert (prepared.text_col, prepared.label_col) == ("text", "label")

@@ -42,6 +42,7 @@ SPLIT_NAMES = {  # file stem -> split; the first name of each is the canonical o
     "val": "validation",
     "dev": "validation",
     "test": "test",
+    "testing": "test",
 }
 SHARD = re.compile(r"(.+?)-\d+-of-\d+(?:-[0-9a-f]+)?", re.IGNORECASE)  # the hub's train-00000-of-00002.parquet
 
@@ -204,7 +205,8 @@ def _columns_by_name(frame: pd.DataFrame, what: str) -> pd.DataFrame:
 
 
 def _refuse_names_twice(names: list[str], what: str) -> None:
-    twice = sorted({name for name in names if names.count(name) > 1})
+    # a header's empty names (trailing separators, as spreadsheets write them) become "Unnamed: N" when read
+    twice = sorted({name for name in names if name.strip() and names.count(name) > 1})
     if twice:
         raise DataError(f"{what} names column(s) {twice} more than once; rename them so each is unique")
 

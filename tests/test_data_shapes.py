@@ -203,3 +203,20 @@ def test_a_pair_file_of_unknown_names_asks_for_both_columns(tmp_path):
                       "no column 'q2'", "--text-pair-col")
     expect_data_error(lambda: list(reading.iter_texts(known, text_col="question1", pair_col="sentence2")),
                       "--text-col", "--text-pair-col")
+
+
+@pytest.mark.parametrize("orient", ["split", "index", "columns", "records"])
+def test_every_json_shape_pandas_writes_reads_as_the_table(tmp_path, orient):
+    rows = labelled({"billing": 10, "tech": 10})
+    path = tmp_path / f"{orient}.json"
+    rows.to_json(path, orient=orient)
+    prepared = data.prepare(path)
+    assert (prepared.text_col, prepared.label_col) == ("text", "label")
+    assert sum(prepared.report["rows"].values()) == len(rows)
+
+
+def test_records_under_a_key_beside_plain_values_are_the_table(tmp_path):
+    rows = labelled({"billing": 10, "tech": 10})
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"version": "1.0", "count": len(rows), "data": rows.to_dict(orient="records")}))
+    assert sum(data.prepare(path).report["rows"].values()) == len(rows)

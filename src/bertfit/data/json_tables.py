@@ -72,6 +72,10 @@ def _read_json_document(path: Path) -> pd.DataFrame | None:
         if not document:
             raise DataError(f"{path} is an empty JSON array; it needs records with a text and a label")
         return pd.DataFrame.from_records(document)
+    if isinstance(document, dict):
+        document = _pandas_shapes(document)
+        if isinstance(document, pd.DataFrame):
+            return document
     if isinstance(document, dict) and document and all(map(_is_records, document.values())):
         if len(document) > 1:
             tables = ", ".join(map(repr, document))
@@ -85,6 +89,25 @@ def _read_json_document(path: Path) -> pd.DataFrame | None:
                             "every column needs one value per row")
         return pd.DataFrame(document)
     return None  # one object of plain values: a single JSON line
+
+
+def _pandas_shapes(document: dict[str, Any]) -> dict[str, Any] | pd.DataFrame:
+    """The table in pandas' other JSON shapes (``orient="split"``, ``orient="index"``) or under one key beside
+    plain values (``{"version": "1", "data": [records]}``); else the document as it is."""
+    if set(document) >= {"columns", "data"} and set(document) <= {"columns", "data", "index", "index_names",
+                                                                    "column_names", "schema"}:
+        columns, rows = document["columns"], document["data"]
+        if isinstance(columns, list) and isinstance(rows, list) and all(isinstance(r, list) for r in rows):
+            return pd.DataFrame(rows, columns=[str(c) for c in columns])
+    tables = [key for key, value in document.items() if _is_records(value)]
+    plain = all(isinstance(v, str | int | float | bool) or v is None for k, v in document.items() if k not in tables)
+    if len(tables) == 1 and len(document) > 1 and plain:
+        return pd.DataFrame.from_records(document[tables[0]])
+    rows = list(document.values())
+    if rows and all(isinstance(r, dict) for r in rows) and all(str(k).isdigit() for k in document) \
+            and not any(str(k).isdigit() for k in rows[0]):
+        return pd.DataFrame.from_dict(document, orient="index")  # row index -> {column: value}
+    return document
 
 
 def _unparsable(err: ValueError | RecursionError) -> str:

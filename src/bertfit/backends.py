@@ -56,6 +56,19 @@ def resolve_backend(folder: Path, requested: str = "auto") -> str:
     return "torch"
 
 
+def refuse_without_weights(folder: str | Path | None, named: str, fix: str) -> None:
+    """Refuse a local folder with no PyTorch weights where they are needed (distilling, exporting, embedding):
+    an ONNX export (``model.onnx`` alone) or an incomplete folder. ``named``: how the command line names it
+    (``--student``, ``TEACHER_DIR``); ``fix``: what to pass instead. A hub name is left to its loader."""
+    path = Path(folder) if folder is not None else None
+    if path is None or not path.is_dir() or any((path / name).exists() for name in WEIGHT_FILES) or any(
+            any(path.glob(pattern)) for pattern in ("*.safetensors", "*.bin")):  # a checkpoint's own shard names
+        return
+    what = (f"is an ONNX export ({ONNX_FILE}, no PyTorch weights)" if (path / ONNX_FILE).exists()
+            else f"has no PyTorch weights ({' or '.join(WEIGHT_FILES[::2])})")
+    raise ModelLoadError(f"{named} {folder} {what}; {fix}")
+
+
 # -- PyTorch ----------------------------------------------------------------------------------------
 
 

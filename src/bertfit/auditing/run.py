@@ -29,6 +29,8 @@ from bertfit.auditing.evidence import (
     sentence_embeddings,
 )
 from bertfit.auditing.finetuned import finetuned_out_of_fold
+from bertfit.backends import refuse_without_weights
+from bertfit.claims import claimed
 from bertfit.config import DataConfig, check
 from bertfit.data.cleaning import PreparedData, prepare
 from bertfit.errors import OutputError, UsageError
@@ -40,6 +42,8 @@ from bertfit.training.baseline import joined_texts
 log = logging.getLogger(__name__)
 
 AUDIT_FILE, PAGE_FILE = "audit.csv", "audit.html"
+MODEL_FIX = ("the audit embeds with PyTorch weights: pass the folder bertfit train wrote or a downloaded checkpoint "
+             "folder, or leave --model out for the embedded all-MiniLM-L6-v2")
 COLUMNS = ("split", "row", "text", "text_pair", "given_label", "suggested_label", "score", "reason")
 
 
@@ -75,6 +79,7 @@ def audit(data: Any, out: str | Path | None = "audit", *, folds: int = 5, method
           overwrite: bool = False, progress: bool = True, model: str | None = None, **settings: Any) -> AuditResult:
     """Audit the labels of ``data`` (anything ``train`` reads; ``settings`` are its DataConfig fields)."""
     check_audit(folds, method)
+    refuse_without_weights(model, "--model", MODEL_FIX)
     data_config = DataConfig(**settings)
     check(data_config)
     target = Path(out) if out is not None else None
@@ -91,7 +96,7 @@ def audit(data: Any, out: str | Path | None = "audit", *, folds: int = 5, method
                             progress=progress)
     result.seconds = time.perf_counter() - started  # reading and splitting too
     if target is not None:
-        with staged_folder(target) as staging:
+        with claimed(target), staged_folder(target) as staging:
             (staging / AUDIT_FILE).write_text(csv_text(result.rows), encoding="utf-8")
             (staging / PAGE_FILE).write_text(audit_page(result.details()), encoding="utf-8")
         result.out = target
@@ -113,6 +118,7 @@ def audit_prepared(prepared: PreparedData, *, folds: int = 5, method: str = "bot
     from bertfit.training.backbone import default_model_path
 
     check_audit(folds, method)
+    refuse_without_weights(model, "--model", MODEL_FIX)
     if prepared.multi_label:
         raise UsageError("the label audit checks single-label data (one class per row); for multi-label data, "
                          "read the report's most confident mistakes instead")

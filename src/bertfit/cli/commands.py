@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bertfit.cli.output import check_suffix, print_result, record_sink
-from bertfit.cli.parser import demo_data_path, given
+from bertfit.cli.parser import SCORED_COLUMNS, demo_data_path, given
 from bertfit.config import DataConfig, ServeConfig, TrainConfig
 from bertfit.errors import DataError, UsageError
 from bertfit.export import compressed_out, onnx_out
@@ -27,7 +27,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from bertfit.export.onnx import export
 
     result = export(args.model_dir, args.out, format=args.format, quantize=args.quantize, data=args.data,
-                    max_drop=args.max_drop, overwrite=args.overwrite, batch_size=args.batch_size, fuse=args.fuse)
+                    max_drop=args.max_drop, overwrite=args.overwrite, batch_size=args.batch_size, fuse=args.fuse,
+                    **_columns(args))
     check = result.check
     log.info("check on %d rows of %s: %s %.4f (PyTorch) vs %.4f (%s), drop %.4f (allowed %g); decisions agree "
              "on %.1f%%, largest logit difference %.2g", check["rows"], check["data"], check["metric"], check["torch"],
@@ -123,26 +124,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from bertfit.data.reading import load_labelled
-    from bertfit.labels import label_names
     from bertfit.model import TextClassifier
+    from bertfit.reporting.report import read_labelled
 
     _check_batch_size(args.batch_size)
     classifier = TextClassifier.from_pretrained(args.model_dir, backend=args.backend)
-    trained_with = (classifier.record.text_col, classifier.record.label_col)
-    pair_col = args.text_pair_col or classifier.text_pair_col
-    rows = load_labelled(args.data, args.text_col, args.label_col, preferred=trained_with,
-                         pair_col=pair_col, label_sep=args.label_sep or classifier.record.label_sep,
-                         multi_label=classifier.multi_label)
-    pairs = rows["text_pair"].tolist() if pair_col else None
-    unknown, column = classifier.labels.unknown(rows["label"]), rows.attrs.get("label_col")
-    none_known = len(unknown) == len(label_names(rows["label"]))
-    if unknown and none_known and trained_with[1] not in (None, column):  # a guessed column, not the model's
-        raise DataError(f"none of the labels in column {column!r} of {args.data} is one this "
-                        f"model knows (e.g. {unknown[:3]}; known: {list(classifier.labels.names)[:10]}); pass "
-                        "--label-col with the column of class names")
-    metrics = classifier.evaluate(rows["text"].tolist(), rows["label"].tolist(), args.batch_size,
-                                  progress=not args.quiet, pairs=pairs)
+    rows = read_labelled(args.data, classifier.record, **_columns(args))
+    metrics = classifier.evaluate(rows.texts, rows.labels, args.batch_size, progress=not args.quiet, pairs=rows.pairs)
     metrics["labels"] = list(classifier.labels.names)
     print_result(metrics)
     return 0
@@ -151,7 +139,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bertfit.reporting.report import write_report
 
-    path = write_report(args.model_dir, args.out, args.data, progress=not args.quiet, overwrite=args.overwrite)
+    path = write_report(args.model_dir, args.out, args.data, progress=not args.quiet, overwrite=args.overwrite,
+                        **_columns(args))
     print_result({"report": str(path)}, f"the report {path}")
     return 0
 
@@ -187,7 +176,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.threshold is not None and not classifier.multi_label:
         raise UsageError("--threshold applies to multi-label models; this one picks the most likely label")
     chunks = iter([args.texts] if args.texts else iter_texts(args.input, args.text_col, args.batch_size * 8,
-                                                             pair_col=pair_col, saved_col=classifier.record.text_col))
+                                                             pair_col=args.text_pair_col,
+                                                             saved_col=classifier.record.text_col,
+                                                             saved_pair_col=classifier.text_pair_col))
     first = next(chunks, None)  # a file that cannot be read fails here, before a progress bar is drawn
     if first is None:
         where = "standard input (--input -)" if args.input == "-" else args.input
@@ -240,6 +231,11 @@ def output_path(args: argparse.Namespace) -> Path | None:
 def _config_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The DataConfig / TrainConfig flags the user gave (unset ones keep the configs' defaults)."""
     return given(args, DataConfig, TrainConfig)
+
+
+def _columns(args: argparse.Namespace) -> dict[str, str | None]:
+    """How the --data file is read: the column flags (None: the model's own, else the obvious one)."""
+    return {name: getattr(args, name) for name in SCORED_COLUMNS}
 
 
 def _check_batch_size(value: int) -> None:

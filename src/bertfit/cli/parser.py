@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import os
+import re
+import shlex
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,8 @@ from typing import Any
 from bertfit import __version__
 from bertfit.config import QUANTIZE_CHOICES, DataConfig, ServeConfig, TrainConfig, value_type
 from bertfit.errors import UsageError
+
+SCORED_COLUMNS = ("text_col", "label_col", "text_pair_col", "label_sep")  # how a labelled file to score is read
 
 
 def demo_data_path() -> Path:
@@ -56,31 +63,48 @@ def given(args: argparse.Namespace, *classes: type) -> dict[str, Any]:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with bertfit's error line: one ``error: ...`` line naming the fix, and a guess for a misspelled flag."""
+    """argparse with bertfit's error line: one ``error: ...`` line naming the fix, and a guess for a misspelled flag.
+
+    A command's parser (``siblings``: every command's parser, by name) takes its arguments between its flags
+    (``predict MODEL --quiet TEXT``), and every string after ``--`` as one; its errors name its own --help.
+    """
+
+    siblings: dict[str, argparse.ArgumentParser] | None = None
+    received: list[str] = []  # the command's strings, for an error about one of them
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        guess = _did_you_mean(self, message)
+        if self.siblings is None:
+            unrecognized = message.partition("unrecognized arguments:")[2].partition(" -- ")[0]  # after --: texts
+            known = [option for action in self._actions for option in action.option_strings]
+            guess = _did_you_mean(re.findall(r"(--?[\w-]+)", unrecognized), known, _owners(subcommands(self)))
+        else:
+            message, guess = _explained(self, message)
         raise UsageError(f"{self.prog}: {message}{guess}; see {self.prog} --help")
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
-        """As argparse, but every string after ``--`` is an argument (a text), also after an option.
-
-        argparse fills the positionals at the first run of them (``predict MODEL``), a list one with
-        nothing, and then leaves what follows a later ``--`` unrecognized; here it goes to the list.
-        """
-        namespace, extras = super().parse_known_args(args, namespace)
-        if "--" not in extras:
-            return namespace, extras
-        cut = extras.index("--")
-        late = extras[cut + 1:]
-        takers = [action for action in self._actions if not action.option_strings and action.nargs in ("*", "?")]
-        for action in takers:
-            if action.nargs == "*":
-                setattr(namespace, action.dest, [*(getattr(namespace, action.dest, None) or []), *late])
-                return namespace, extras[:cut]
-            if getattr(namespace, action.dest, None) is None and len(late) == 1:
-                setattr(namespace, action.dest, late[0])
-                return namespace, extras[:cut]
+        """A command's flags first, its positionals set aside (as ``parse_intermixed_args`` does); then what is
+        left, in order, and every string after ``--``, as its positionals. Anything else is an error here."""
+        if self.siblings is None:
+            return super().parse_known_args(args, namespace)
+        self.received = args = list(sys.argv[1:] if args is None else args)
+        cut = args.index("--") if "--" in args else len(args)
+        if glued := [arg for arg in args[:cut] if _not_a_flag(self, arg) and arg[:2] in self._option_string_actions]:
+            self.error(f"unrecognized arguments: {' '.join(glued)}")  # -hello: argparse would run -h, or -h ello
+        positionals = [action for action in self._actions if not action.option_strings]
+        saved, usage = [(action.nargs, action.default) for action in positionals], self.usage
+        try:
+            self.usage = self.usage or self.format_usage()[len("usage: "):]  # --help shows the positionals too
+            for action in positionals:
+                action.nargs = action.default = argparse.SUPPRESS
+            namespace, rest = super().parse_known_args(args[:cut], namespace)
+        finally:
+            for action, (nargs, default) in zip(positionals, saved, strict=True):
+                action.nargs, action.default = nargs, default
+            self.usage = usage
+        namespace, extras = super().parse_known_args([*rest, "--", *args[cut + 1:]] if cut < len(args) else rest,
+                                                     namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
         return namespace, extras
 
 
@@ -90,28 +114,64 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return dict(action.choices) if action is not None else {}
 
 
-def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
-    """'; did you mean --epochs?' for an unrecognized flag close to a known one of the command given."""
-    import difflib
-    import re
+def _owners(commands: dict[str, argparse.ArgumentParser]) -> dict[str, list[str]]:
+    """Each flag of the commands, and the commands that take it."""
+    flags = {name: [option for action in sub._actions for option in action.option_strings]
+             for name, sub in commands.items()}
+    return {flag: [name for name in flags if flag in flags[name]] for flag in set().union(*flags.values())}
 
-    given = message.partition("unrecognized arguments:")[2].partition(" -- ")[0]  # after --: arguments, not flags
-    unknown = re.findall(r"(--?[\w-]+)", given)
-    if not unknown:
-        return ""
-    known = [option for action in parser._actions for option in action.option_strings]
-    owners: dict[str, list[str]] = {}  # flag -> the commands that take it
-    commands = subcommands(parser)
-    if commands:  # the flag was given to a command: its flags are the ones to match
-        for name, sub in commands.items():
-            for option in (option for action in sub._actions for option in action.option_strings):
-                owners.setdefault(option, []).append(name)
-        known += list(owners)
-    elsewhere = [f"{flag} belongs to bertfit {' / '.join(owners[flag])}" for flag in unknown if flag in owners]
-    guesses = [f"{flag} -> {match[0]}" for flag in unknown if flag not in owners
-               if (match := difflib.get_close_matches(flag, sorted(set(known)), n=1, cutoff=0.8))]
+
+def _did_you_mean(unknown: list[str], known: list[str], owners: dict[str, list[str]]) -> str:
+    """' (--format belongs to bertfit export, ...)' for a flag of another command; '; did you mean --epochs?' for
+    one close to a ``known`` flag (the command's own: a guess never offers a flag the command lacks)."""
+    elsewhere = [f"{flag} belongs to bertfit {' / '.join(owners[flag])}" for flag in unknown
+                 if flag in owners and flag not in known]
+    guesses = [f"{flag} -> {match}" for flag in unknown if flag not in owners if (match := _close(flag, known))]
     return (f" ({', '.join(elsewhere)}, not to this command)" if elsewhere else "") + \
         (f"; did you mean {', '.join(guesses)}?" if guesses else "")
+
+
+def _close(flag: str, known: list[str]) -> str | None:
+    match = difflib.get_close_matches(flag, sorted(set(known)), n=1, cutoff=0.8)
+    return match[0] if match else None
+
+
+def _not_a_flag(parser: argparse.ArgumentParser, arg: str) -> bool:
+    """Whether argparse reads ``arg`` as a flag (a dash first, not a number, no space unless it begins with a
+    short flag: ``-hello`` is ``-h ello``) that is none of ``parser``'s (exactly, with =VALUE, or a --prefix)."""
+    flags, name = parser._option_string_actions, arg.split("=", 1)[0]
+    if (not arg.startswith("-") or arg in ("-", "--") or re.fullmatch(r"-\d+|-\d*\.\d+", arg)
+            or (" " in arg and arg[:2] not in flags)):
+        return False
+    return name not in flags and not (name.startswith("--") and any(flag.startswith(name) for flag in flags))
+
+
+def _explained(parser: Parser, message: str) -> tuple[str, str]:
+    """A command's error and what to do about it: the flag meant, the command a flag belongs to, or how to
+    pass a text or path that starts with '-' (after ``--``, or as ./-name)."""
+    args = parser.received[:parser.received.index("--")] if "--" in parser.received else parser.received
+    dashed = [arg for arg in args if _not_a_flag(parser, arg)]
+    expected = re.match(r"argument (\S+): expected one argument", message)
+    if expected:  # --out -name: the value read as a flag
+        flag = expected.group(1).split("/")[-1]
+        value = next((b for a, b in zip(args, args[1:], strict=False) if a == flag and b in dashed), None)
+        return message, (f" ({value} starts with '-', so it reads as a flag): write {flag}={value}, or "
+                         f"{flag} ./{value} for a path") if value else ""
+    known = [option for action in parser._actions for option in action.option_strings]
+    owners = _owners(parser.siblings or {})
+    pathlike = [arg for arg in dashed if "." in arg or "/" in arg or os.path.exists(arg)]
+    strays = [arg for arg in dashed if arg.split("=", 1)[0] not in owners and (arg in pathlike or (
+        not arg.startswith("--") and _close(arg.split("=", 1)[0], known) is None))]
+    guess = _did_you_mean([arg.split("=", 1)[0] for arg in dashed if arg not in strays], known, owners)
+    if not strays:
+        return message, guess
+    rest = [arg for arg in parser.received if arg not in strays]
+    cut = rest.index("--") + 1 if "--" in rest else len(rest)
+    example = shlex.join([*parser.prog.split(), *rest[:cut], *([] if "--" in rest else ["--"]), *strays, *rest[cut:]])
+    said = f"{', '.join(strays)} {'is' if len(strays) == 1 else 'are'} not a flag of this command"
+    if set(strays) & set(pathlike):
+        return said, f"{guess}; a path that starts with '-' is written ./{strays[0]} (or goes after --: {example})"
+    return said, f"{guess}; a text or path that starts with '-' goes after --: {example} (or a file as ./{strays[0]})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(commands, common)
     _add_audit_parser(commands, common)
     _add_tune_parser(commands, common)
+    for sub in subcommands(parser).values():
+        sub.siblings = subcommands(parser)
     return parser
 
 
@@ -166,7 +228,7 @@ def _add_evaluate_parser(commands: Any, common: argparse.ArgumentParser) -> None
     evaluate = commands.add_parser("evaluate", parents=[common], help="score a saved model on labelled data")
     evaluate.add_argument("model_dir")
     evaluate.add_argument("data", help="labelled file (or folder: its test split)")
-    _add_config_flags(evaluate, DataConfig, only=("text_col", "label_col", "text_pair_col", "label_sep"))
+    _add_config_flags(evaluate, DataConfig, only=SCORED_COLUMNS)
     evaluate.add_argument("--batch-size", type=int, default=64)
     _add_backend_flag(evaluate)
     evaluate.set_defaults(handler="evaluate")
@@ -175,7 +237,7 @@ def _add_evaluate_parser(commands: Any, common: argparse.ArgumentParser) -> None
 def _add_predict_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     predict = commands.add_parser("predict", parents=[common], help="label new texts; prints JSON lines")
     predict.add_argument("model_dir")
-    predict.add_argument("texts", nargs="*", help="texts to label")
+    predict.add_argument("texts", nargs="*", default=[], help="texts to label")
     predict.add_argument("--input", help="text-per-line file, CSV/TSV/JSONL/Parquet with a text column, or - for stdin")
     predict.add_argument("--output", help="write here instead of stdout (- is stdout): JSON lines, or a table "
                                             "for .csv, .tsv, .parquet")
@@ -245,6 +307,7 @@ def _add_report_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     report.add_argument("--out", help="HTML file to write (default: MODEL_DIR/report.html, replaced if there)")
     report.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     report.add_argument("--data", help="labelled file to score instead of the folder's test.jsonl")
+    _add_config_flags(report, DataConfig, only=SCORED_COLUMNS)  # the --data file's columns
     report.set_defaults(handler="report")
 
 
@@ -266,6 +329,7 @@ def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--out", help="folder to write (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-QUANTIZE)")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     export.add_argument("--data", help="labelled file to check the export on, instead of MODEL_DIR/validation.jsonl")
+    _add_config_flags(export, DataConfig, only=SCORED_COLUMNS)  # the --data file's columns
     export.add_argument("--no-fuse", dest="fuse", action="store_false",
                         help="plain ONNX operators only, for runtimes other than onnxruntime (default: a BERT "
                              "model's attention, embeddings and layer norms in onnxruntime's fused operators)")

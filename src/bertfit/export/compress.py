@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertfit.backends import WEIGHT_FILES
+from bertfit.backends import WEIGHT_FILES, refuse_without_weights
 from bertfit.blend import BASELINE_FILES
+from bertfit.claims import claimed
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.errors import UsageError
 from bertfit.export import compressed_out
@@ -124,10 +125,13 @@ def compress(
     **settings: Any,
 ) -> CompressResult:
     """Distil ``teacher_dir`` on ``data`` and export the student, searching layers x precision on validation."""
-    from bertfit.training.distill import kept_layers
+    from bertfit.training.distill import STUDENT_FIX, kept_layers
 
     _check_arguments(quantize, target_size_ratio, max_drop)
     teacher_folder = Path(teacher_dir)
+    refuse_without_weights(teacher_folder, "TEACHER_DIR", "bertfit compress needs the teacher's PyTorch folder, the "
+                           "one bertfit train wrote: pass that folder")
+    refuse_without_weights(student, "--student", STUDENT_FIX)
     target = Path(out) if out is not None else compressed_out(teacher_folder)
     refuse_inputs(target, "--out", {"the teacher folder": teacher_folder, "the data": data if isinstance(
         data, str | Path) else None, "the --student folder": student},
@@ -147,7 +151,7 @@ def compress(
     # The students stand alone: a blended baseline (megabytes of vocabulary and weights) would undo the size sought.
     settings = {"report": False, "blend": False, **settings}
     search: list[dict[str, Any]] = []
-    with staged_folder(target) as staging:
+    with claimed(target), staged_folder(target) as staging:
         for count, fits in steps:
             search += _try(teacher, teacher_folder, teacher_bytes, data, staging / "search", count, fits, search,
                            student=student, temperature=temperature, alpha=alpha, progress=progress,

@@ -30,14 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.backends import ONNX_FILE, WEIGHT_FILES, cpu_has_vnni
+from bertfit.backends import ONNX_FILE, WEIGHT_FILES, cpu_has_vnni, refuse_without_weights
 from bertfit.blend import BASELINE_FILES
+from bertfit.claims import claimed
 from bertfit.config import QUANTIZE_CHOICES
 from bertfit.environment import require, versions
 from bertfit.errors import BertfitError, UsageError
 from bertfit.export import onnx_out
 from bertfit.folder import SPLIT_FILES, SplitRows, read_split, write_meta
 from bertfit.model import TextClassifier
+from bertfit.reporting.report import read_labelled, refuse_columns_without_data
 from bertfit.staging import check_folder, refuse_inputs, staged_folder, write_failure
 
 log = logging.getLogger(__name__)
@@ -77,31 +79,27 @@ class ExportResult:
 def export(
     model_dir: str | Path, out: str | Path | None = None, *, format: str = "onnx", quantize: str | None = None,
     data: str | Path | None = None, max_drop: float = 0.01, overwrite: bool = False, batch_size: int = 64,
-    fuse: bool = True,
+    fuse: bool = True, **columns: str | None,
 ) -> ExportResult:
     """Export ``model_dir`` to ONNX in ``out`` (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-int8), checked.
+
+    ``columns``: how ``data`` is read (text_col, label_col, text_pair_col, label_sep; default: the model's).
 
     ``fuse``: a BERT model's attention, embeddings and layer norms in onnxruntime's fused operators
     (faster on onnxruntime, which bertfit predicts and serves with; other runtimes lack them).
     """
-    if format not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
-        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
-    if not 0 <= max_drop <= 1:
-        raise UsageError(f"--max-drop must be between 0 and 1 (a share, e.g. 0.01 for one point), got {max_drop}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"--batch-size must be a positive whole number, got {batch_size}")
+    folder = Path(model_dir)
+    _check_arguments(folder, format, quantize, max_drop, batch_size)
+    refuse_columns_without_data(data, columns, f"MODEL_DIR/{SPLIT_FILES['validation']}")
     require("onnx", "bertfit export")
     started = time.perf_counter()
-    folder = Path(model_dir)
     target = Path(out) if out is not None else onnx_out(folder, quantize)
     refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data},
                   sealed=("the model folder",))
     check_folder(target, overwrite)
     classifier = TextClassifier.from_pretrained(folder, backend="torch")
-    rows = check_rows(folder, classifier, data)
-    with staged_folder(target) as staging:
+    rows = check_rows(folder, classifier, data, **columns)
+    with claimed(target), staged_folder(target) as staging:
         fused = fused_export(classifier, staging / ONNX_FILE, quantize != "int8-emb4") if fuse else None
         if fused is None:
             log.info("exporting %s to ONNX with torch.onnx (dynamo)", folder)
@@ -134,14 +132,26 @@ def export(
     return ExportResult(target, format, quantize, size_before, size_after, check, time.perf_counter() - started)
 
 
-def check_rows(folder: Path, classifier: TextClassifier, data: str | Path | None) -> SplitRows:
-    """The labelled rows the export is checked on: ``data``, else the folder's validation split.
+def _check_arguments(folder: Path, format: str, quantize: str | None, max_drop: float, batch_size: int) -> None:
+    """Refused before anything is loaded: an option out of range, or a folder without PyTorch weights to export."""
+    if format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if not 0 <= max_drop <= 1:
+        raise UsageError(f"--max-drop must be between 0 and 1 (a share, e.g. 0.01 for one point), got {max_drop}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive whole number, got {batch_size}")
+    refuse_without_weights(folder, "MODEL_DIR", "bertfit export needs the PyTorch folder bertfit train wrote: "
+                           "pass that folder")
+
+
+def check_rows(folder: Path, classifier: TextClassifier, data: str | Path | None, **columns: str | None) -> SplitRows:
+    """The labelled rows the export is checked on: ``data`` (read by ``columns``), else the folder's validation split.
 
     The check decides whether the export is kept, so it reads validation, as every decision in bertfit
     does; the test split stays for judging, once.
     """
-    from bertfit.data.reading import load_labelled
-
     if data is None:
         rows = read_split(folder, "validation")
         if rows is None:
@@ -149,12 +159,7 @@ def check_rows(folder: Path, classifier: TextClassifier, data: str | Path | None
                              "folders from before it kept only test.jsonl, which judges and decides nothing) to check "
                              "the export against; pass --data FILE, a labelled file with the model's columns")
         return rows
-    record = classifier.record
-    pair_col = classifier.text_pair_col
-    frame = load_labelled(data, None, None, preferred=(record.text_col, record.label_col),
-                          pair_col=pair_col, label_sep=record.label_sep, multi_label=classifier.multi_label)
-    pairs = frame["text_pair"].tolist() if pair_col else None
-    return SplitRows(frame["text"].tolist(), frame["label"].tolist(), pairs, str(data))
+    return read_labelled(data, classifier.record, **columns)
 
 
 def fused_export(classifier: TextClassifier, path: Path, embeddings: bool = True) -> dict[str, Any] | None:

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.errors import DataError, ModelLoadError, UsageError
+from bertfit.errors import DataError, ModelLoadError, OutputError, UsageError
 from bertfit.folder import SPLIT_FILES, SplitRows, check_model_folder, read_meta, read_split
+from bertfit.labels import LabelSet, label_names
 from bertfit.model import TextClassifier
 from bertfit.record import DataReport, ModelRecord
 from bertfit.reporting.analysis import MAX_MISTAKES, TestAnalysis, analyse
@@ -31,21 +32,42 @@ from bertfit.staging import check_file, refuse_inputs, shown, staged_file
 
 log = logging.getLogger(__name__)
 
-def load_test_rows(folder: Path, record: ModelRecord, data: str | Path | None = None
-                   ) -> tuple[SplitRows | None, str]:
-    """The rows to score (``--data``, else the folder's test split) or None with the reason why not."""
-    if data is not None:
-        from bertfit.data.reading import load_labelled
 
-        # A sentence-pair model reads its second text column; a multi-label model its label lists.
-        options: dict[str, Any] = {}
-        if record.text_pair_col:
-            options["pair_col"] = record.text_pair_col
-        if record.multi_label:
-            options.update(multi_label=True, label_sep=record.label_sep)
-        rows = load_labelled(data, None, None, preferred=(record.text_col, record.label_col), **options)
-        pairs = rows["text_pair"].tolist() if "pair_col" in options else None
-        return SplitRows(rows["text"].tolist(), rows["label"].tolist(), pairs, str(data)), ""
+def read_labelled(data: str | Path, record: ModelRecord, *, text_col: str | None = None, label_col: str | None = None,
+                  text_pair_col: str | None = None, label_sep: str | None = None) -> SplitRows:
+    """A labelled file read for a saved model (``evaluate``, ``report --data``, ``export --data``): the columns
+    given, else the model's own where the file has them, else the obvious ones; a sentence-pair model's second
+    text, a multi-label model's label lists. A guessed label column with none of the model's labels is refused."""
+    from bertfit.data.reading import load_labelled
+
+    pair_col = text_pair_col or record.text_pair_col
+    rows = load_labelled(data, text_col, label_col, preferred=(record.text_col, record.label_col),
+                         pair_col=text_pair_col, saved_pair_col=record.text_pair_col,
+                         label_sep=label_sep or record.label_sep, multi_label=record.multi_label)
+    unknown, column = LabelSet(tuple(record.labels)).unknown(rows["label"]), rows.attrs.get("label_col")
+    if unknown and len(unknown) == len(label_names(rows["label"])) and record.label_col not in (None, column):
+        raise DataError(f"none of the labels in column {column!r} of {data} is one this model knows (e.g. "
+                        f"{unknown[:3]}; known: {list(record.labels)[:10]}); pass --label-col with the column of "
+                        "class names")
+    pairs = rows["text_pair"].tolist() if pair_col else None
+    return SplitRows(rows["text"].tolist(), rows["label"].tolist(), pairs, str(data))
+
+
+def refuse_columns_without_data(data: str | Path | None, columns: dict[str, str | None], instead: str) -> None:
+    """Column flags say how to read --data; without it they would be ignored. ``instead``: what is read then."""
+    given = [f"--{name.replace('_', '-')}" for name, value in columns.items() if value is not None]
+    if data is None and given:
+        raise UsageError(f"{' and '.join(given)} {'says' if len(given) == 1 else 'say'} how to read the --data file; "
+                         f"pass --data FILE too, or leave {'it' if len(given) == 1 else 'them'} out ({instead} is "
+                         "read by the model's own columns)")
+
+
+def load_test_rows(folder: Path, record: ModelRecord, data: str | Path | None = None,
+                   **columns: str | None) -> tuple[SplitRows | None, str]:
+    """The rows to score (``--data``, read by ``columns``: text_col, label_col, text_pair_col, label_sep; else
+    the folder's test split) or None with the reason why not."""
+    if data is not None:
+        return read_labelled(data, record, **columns), ""
     try:
         rows = read_split(folder, "test")
     except ModelLoadError as err:
@@ -61,8 +83,10 @@ def load_test_rows(folder: Path, record: ModelRecord, data: str | Path | None = 
 
 
 def write_report(model_dir: str | Path, out: str | Path | None = None, data: str | Path | None = None,
-                 progress: bool = False, test_proba: np.ndarray | None = None, overwrite: bool = False) -> Path:
-    """Score the folder's test rows and write the HTML report (atomically); returns its path.
+                 progress: bool = False, test_proba: np.ndarray | None = None, overwrite: bool = False,
+                 **columns: str | None) -> Path:
+    """Score the folder's test rows (or ``data``, its ``columns`` as ``read_labelled`` takes them) and write
+    the HTML report (atomically); returns its path.
 
     ``test_proba``: the probabilities of the folder's own test rows, in their order, when the caller
     has them already (training has just scored them); they are then not scored a second time.
@@ -76,7 +100,10 @@ def write_report(model_dir: str | Path, out: str | Path | None = None, data: str
     model_files = {f"the model's {path.name}": path for path in folder.iterdir() if path.name != own.name}
     refuse_inputs(target, "--out", {"the model folder": folder, "the --data file": data, **model_files},
                   sealed=("the model folder",), allowed=(own,))
-    if not target.is_dir() and target.suffix.lower() not in (".html", ".htm"):  # a .pdf would open as a broken PDF
+    refuse_columns_without_data(data, columns, f"the folder's {SPLIT_FILES['test']}")
+    if target.is_dir():
+        raise OutputError(f"--out {shown(target)} is a folder; pass a file path such as {shown(target / own.name)}")
+    if target.suffix.lower() not in (".html", ".htm"):  # a .pdf would open as a broken PDF
         raise UsageError(f"--out {shown(target)}: the report is an HTML page; name it .html (print it to PDF from a "
                          "browser)")
     check_file(target, overwrite or out is None, "--out", instead=f"write {shown(own)}")
@@ -84,7 +111,7 @@ def write_report(model_dir: str | Path, out: str | Path | None = None, data: str
     if record is None:  # a plain Hugging Face folder: loading it refuses a base model, whose labels would be made up
         classifier = TextClassifier.from_pretrained(folder)
         record = classifier.record
-    rows, reason = load_test_rows(folder, record, data)
+    rows, reason = load_test_rows(folder, record, data, **columns)
     analysis = None
     if rows is not None:
         if test_proba is not None and data is None and len(test_proba) == len(rows.texts):

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertfit.backends import refuse_without_weights
+from bertfit.claims import claimed
 from bertfit.config import check
 from bertfit.data.cleaning import prepare
 from bertfit.errors import DataError, UsageError
@@ -41,6 +43,9 @@ from bertfit.training.tracking import Tracking
 from bertfit.training.trainer import ClassifierTrainer
 
 log = logging.getLogger(__name__)
+
+STUDENT_FIX = ("the student is trained from PyTorch weights: pass the folder bertfit train wrote, a downloaded "
+               "checkpoint folder or a hub name, or --student-layers N instead")
 
 
 def kept_layers(n_layers: int, n_keep: int) -> list[int]:
@@ -106,8 +111,8 @@ class DistillationTrainer(ClassifierTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def _check_arguments(student: str | None, student_layers: int | None, temperature: float, alpha: float,
-                     method: str) -> None:
+def _check_arguments(teacher_dir: str | Path, student: str | None, student_layers: int | None, temperature: float,
+                     alpha: float, method: str) -> None:
     if method != "finetune":
         raise UsageError(f"distill trains its student by fine-tuning on the teacher's logits; method {method!r} "
                          "does not apply: leave it out")
@@ -117,6 +122,9 @@ def _check_arguments(student: str | None, student_layers: int | None, temperatur
         raise UsageError(f"--temperature must be above 0, got {temperature}")
     if not 0 <= alpha <= 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
+    refuse_without_weights(teacher_dir, "TEACHER_DIR", "bertfit distill needs the teacher's PyTorch folder, the one "
+                           "bertfit train wrote: pass that folder")
+    refuse_without_weights(student, "--student", STUDENT_FIX)
 
 
 def _teacher_settings(teacher: TextClassifier) -> dict[str, Any]:
@@ -144,8 +152,8 @@ def distill(
 
     ``settings`` are ``train``'s (epochs, learning_rate, ...); the data columns default to the teacher's.
     """
-    _check_arguments(student, student_layers, temperature, alpha, settings.get("method", "finetune"))
-    teacher = TextClassifier.from_pretrained(teacher_dir)
+    _check_arguments(teacher_dir, student, student_layers, temperature, alpha, settings.get("method", "finetune"))
+    teacher = TextClassifier.from_pretrained(teacher_dir, backend="torch")  # its weights are copied and cut
     settings = {**_teacher_settings(teacher), **settings, "method": "finetune"}
     settings = {k: v for k, v in settings.items() if v is not None}
     data_config, config = split_settings(settings)
@@ -184,6 +192,6 @@ def distill(
     start = Start(model, tokenizer, described, trainer_class=DistillationTrainer,
                   trainer_settings={"temperature": temperature, "alpha": alpha}, teacher_logits=soft,
                   distilled=distilled)
-    with tracking:
+    with tracking, claimed(target):  # its checkpoints beside --out: one run at a time
         return tracking.finished(fit(prepared, config, target, data_config=data_config, overwrite=overwrite,
                                      progress=progress, start=start, callbacks=tracking.callbacks()))

@@ -234,3 +234,10 @@ def test_a_guessed_label_column_with_none_of_the_models_labels_is_refused(traine
 def test_a_report_out_that_is_a_folder_is_offered_report_html(trained_dir, tmp_path, capsys):
     line = refused(["report", trained_dir, "--out", tmp_path], capsys)
     assert f"pass a file path such as {tmp_path / 'report.html'}" in line and "out.jsonl" not in line
+
+
+def test_training_from_an_onnx_export_names_the_folder_it_came_from(onnx_like, data_csv, tmp_path, capsys):
+    line = refused(["train", data_csv, "--model", onnx_like, "--out", tmp_path / "out"], capsys)
+    assert f"--model {onnx_like} is an ONNX export (model.onnx, no PyTorch weights)" in line
+    assert "the folder it was exported from" in line and "copy the whole folder" not in line
+    assert not (tmp_path / "out").exists()

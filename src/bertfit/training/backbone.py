@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from bertfit.backends import refuse_without_weights
 from bertfit.config import TrainConfig
 from bertfit.environment import install_line
 from bertfit.errors import ModelLoadError, UsageError
@@ -62,6 +63,9 @@ def load_base(name: str, labels: tuple[str, ...], multi_label: bool = False) -> 
         )
     if is_folder and not (Path(name) / "config.json").exists():
         raise ModelLoadError(f"--model folder {name} has no config.json; pass a Hugging Face model folder")
+    if is_folder and (Path(name) / "model.onnx").exists():
+        refuse_without_weights(name, "--model", "training starts from PyTorch weights: pass the folder it was "
+                                                "exported from, or another --model")
     if is_folder and not any(any(Path(name).glob(pattern)) for pattern in ("*.safetensors", "*.bin")):
         raise ModelLoadError(f"--model folder {name} has no weights (model.safetensors or pytorch_model.bin); the "
                              "folder is incomplete: copy the whole folder again, or pass another --model")

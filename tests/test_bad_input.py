@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from bertfit.cli import main
 from bertfit.data.cleaning import prepare
 from bertfit.data.reading import iter_texts, load_labelled
 from bertfit.errors import BertfitError
-from conftest import make_rows
+from conftest import make_rows, stop_training
 
 ROWS = make_rows(per_class=8)  # 24 valid rows, 3 classes: billing, sales, tech
 ENV_SET_BY_CLI = ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
@@ -736,31 +735,8 @@ def test_texts_of_invisible_characters_are_empty_to_predict_score_and_serve(trai
 
 def test_ctrl_c_during_training_exits_cleanly_and_saves_nothing(tiny_model_dir, data_csv, tmp_path):
     out_dir = tmp_path / "model"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bertfit", "train", str(data_csv), "--model", str(tiny_model_dir), "--out",
-         str(out_dir), "--epochs", "1000", "--patience", "0", "--batch-size", "8", "--max-length", "16"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-        # Ctrl-C as in a terminal: a suite started in the background (`make test &`) ignores SIGINT, and a child
-        # would inherit that and never see the signal.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    seen = []
-    try:
-        deadline = time.monotonic() + 120
-        for line in process.stderr:  # the epoch log shows training is under way
-            seen.append(line)
-            if "epoch 1/" in line or time.monotonic() > deadline:
-                break
-        assert any("epoch 1/" in line for line in seen), "".join(seen)
-        process.send_signal(signal.SIGINT)
-        out, rest = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    err = "".join(seen) + rest
-    assert process.returncode in (1, 130), err
+    code, out, err = stop_training(signal.SIGINT, "epoch 1/", data_csv, tiny_model_dir, tmp_path)
+    assert code in (1, 130), err
     assert "Traceback" not in err
     errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "interrupted" in errors[0] and "nothing was saved" in errors[0], err

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bertfit.cli import build_parser, main
+from bertfit.cli import build_parser
 from bertfit.errors import DataError
 from bertfit.folder import read_meta
-from test_cli import cli_state_restored
+from test_cli import cli_state_restored, run
+from test_cli import one_error_line as cli_error_line
 
 
 @pytest.fixture(autouse=True)
@@ -25,18 +26,10 @@ def _restore_cli_state():
         yield
 
 
-def run(argv: list, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ") and "Traceback" not in err and "unexpected" not in err, err
-    return lines[0]
+    line = cli_error_line(err)
+    assert "unexpected" not in err, err
+    return line
 
 
 def refused(argv: list, capsys) -> str:
@@ -125,24 +118,24 @@ def test_a_guess_only_offers_a_flag_the_command_has(argv, meant, not_offered, ca
 # -- an ONNX export, or a folder without weights, where PyTorch weights are needed ---------------------
 
 
+def _without_weights(source: Path, folder: Path) -> Path:
+    shutil.copytree(source, folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    return folder
+
+
 @pytest.fixture(scope="module")
 def onnx_like(tmp_path_factory, trained_dir) -> Path:
     """What bertfit export writes, as far as the checks look: model.onnx beside the tokenizer, no PyTorch weights."""
-    folder = tmp_path_factory.mktemp("exported") / "model-onnx"
-    shutil.copytree(trained_dir, folder)
-    for weights in folder.glob("*.safetensors"):
-        weights.unlink()
+    folder = _without_weights(trained_dir, tmp_path_factory.mktemp("exported") / "model-onnx")
     (folder / "model.onnx").write_bytes(b"not read by these checks")
     return folder
 
 
 @pytest.fixture(scope="module")
 def weightless(tmp_path_factory, tiny_model_dir) -> Path:
-    folder = tmp_path_factory.mktemp("weightless") / "base"
-    shutil.copytree(tiny_model_dir, folder)
-    for weights in folder.glob("*.safetensors"):
-        weights.unlink()
-    return folder
+    return _without_weights(tiny_model_dir, tmp_path_factory.mktemp("weightless") / "base")
 
 
 def _cases(onnx: Path, bare: Path, trained: Path, data: Path, out: Path) -> list[tuple[list, str]]:

@@ -22,7 +22,7 @@ from bertfit.data import cleaning as data
 from bertfit.data import reading
 from bertfit.errors import DataError
 from bertfit.labels import normalise
-from conftest import expect_data_error, labelled
+from conftest import emotion_lists, expect_data_error, labelled
 
 # A few awkward texts: a comma, a semicolon, quotes, a tab-free unicode string.
 TABLE = pd.DataFrame({
@@ -849,13 +849,7 @@ def test_hf_class_labels_are_their_names_and_minus_one_is_no_label(tmp_path, cap
 
 
 def test_hf_lists_of_class_labels_are_lists_of_names():
-    datasets = pytest.importorskip("datasets")
-    features = datasets.Features({"text": datasets.Value("string"),
-                                  "labels": datasets.Sequence(datasets.ClassLabel(names=["joy", "anger", "fear"]))})
-    ids = [[0], [1, 2], [2], [0, 1]] * 8
-    rows = datasets.Dataset.from_dict({"text": [f"text number {i}" for i in range(len(ids))], "labels": ids},
-                                      features=features)
-    prepared = data.prepare(rows)
+    prepared = data.prepare(emotion_lists())
     assert prepared.multi_label and prepared.labels.names == ("anger", "fear", "joy")
     assert ("anger", "fear") in set(prepared.train["label"])
 

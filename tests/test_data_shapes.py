@@ -14,7 +14,7 @@ import pytest
 
 from bertfit.data import cleaning as data
 from bertfit.data import reading
-from conftest import expect_data_error, labelled
+from conftest import emotion_lists, expect_data_error, labelled
 
 THREE = {"billing": 20, "tech": 20, "sales": 20}
 NAMES = ["tech", "billing", "sales"]  # ClassLabel order, not bertfit's sorted one
@@ -51,13 +51,7 @@ def test_a_parquet_export_trains_on_its_class_names_and_minus_one_is_no_label(tm
 
 
 def test_a_parquet_export_of_lists_of_class_labels_has_lists_of_names(tmp_path):
-    datasets = pytest.importorskip("datasets")
-    features = datasets.Features({"text": datasets.Value("string"),
-                                  "labels": datasets.Sequence(datasets.ClassLabel(names=["joy", "anger", "fear"]))})
-    ids = [[0], [1, 2], [2], [0, 1]] * 8
-    rows = datasets.Dataset.from_dict({"text": [f"text number {i}" for i in range(len(ids))], "labels": ids},
-                                      features=features)
-    rows.to_parquet(str(tmp_path / "emotions.parquet"))
+    emotion_lists().to_parquet(str(tmp_path / "emotions.parquet"))
     prepared = data.prepare(tmp_path / "emotions.parquet")
     assert prepared.multi_label and prepared.labels.names == ("anger", "fear", "joy")
 

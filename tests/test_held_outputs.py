@@ -19,6 +19,7 @@ from bertfit.errors import OutputError, Terminated
 from bertfit.model import TextClassifier
 from bertfit.staging import SAVED, check_file, staged_file
 from bertfit.training.run import train
+from conftest import stop_training
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -151,26 +152,9 @@ def test_closed_standard_input_or_output_is_one_line(trained_dir, tmp_path):
 
 def test_sigterm_mid_training_keeps_the_finished_epochs_for_resume(tiny_model_dir, data_csv, tmp_path):
     out_dir = tmp_path / "model"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bertfit", "train", str(data_csv), "--model", str(tiny_model_dir), "--out",
-         str(out_dir), "--epochs", "1000", "--patience", "0", "--batch-size", "8", "--max-length", "16"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
-    seen = []
-    try:
-        deadline = time.monotonic() + 120
-        for line in process.stderr:  # epoch 2's log: epoch 1's checkpoint is on disk
-            seen.append(line)
-            if "epoch 2/" in line or time.monotonic() > deadline:
-                break
-        assert any("epoch 2/" in line for line in seen), "".join(seen)
-        process.send_signal(signal.SIGTERM)
-        out, rest = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    err = "".join(seen) + rest
-    assert process.returncode == 143, err
+    # epoch 2's log: epoch 1's checkpoint is on disk
+    code, out, err = stop_training(signal.SIGTERM, "epoch 2/", data_csv, tiny_model_dir, tmp_path)
+    assert code == 143, err
     assert "Traceback" not in err and out == ""
     errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: terminated; nothing was saved, but the epochs done "

@@ -170,3 +170,12 @@ def test_unknown_labels_that_are_known_ones_joined_name_the_separator():
     with pytest.raises(DataError, match="remove those rows") as caught:
         labels.encode(["fear"])
     assert "--label-sep" not in str(caught.value)
+
+
+def test_labels_a_saved_model_never_saw_are_told_as_such_not_to_add_them_to_training():
+    labels = LabelSet(("billing", "tech"))
+    with pytest.raises(DataError) as caught:
+        labels.encode(["billing", "Refunds"], "the evaluation data", trained=True)
+    message = str(caught.value)
+    assert "the evaluation data has label(s) ['Refunds'] that the model was not trained on" in message
+    assert "the model can never predict them" in message and "add them to the training data" not in message

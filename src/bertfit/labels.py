@@ -222,8 +222,9 @@ class LabelSet:
     def __len__(self) -> int:
         return len(self.names)
 
-    def encode(self, labels: Sequence[str], where: str = "the data") -> np.ndarray:
-        """Map names to ids; a name the model does not know is an error naming it."""
+    def encode(self, labels: Sequence[str], where: str = "the data", trained: bool = False) -> np.ndarray:
+        """Map names to ids; a name the model does not know is an error naming it. ``trained``: the labels are
+        scored against a saved model (evaluate, report), which cannot learn more, not against a training split."""
         lookup = self.label2id
         unknown = self.unknown(labels)
         if unknown:
@@ -231,12 +232,15 @@ class LabelSet:
             alike = [f"{name!r} is {folded[key]!r} written another way" for name in unknown[:5]
                      if (key := " ".join(name.split()).casefold()) in folded]
             joined = self._joined_by(unknown)
+            lacks, spelt = ("the model was not trained on", "the model's labels are") if trained else \
+                ("the training split does not have", "the training split does")
             raise DataError(
-                f"{where} has label(s) {unknown[:5]} that the training split does not have "
+                f"{where} has label(s) {unknown[:5]} that {lacks} "
                 f"(known: {list(self.names)[:10]}{'; ' if alike else ''}{', '.join(alike)}); "
                 + (f"they are known labels joined by {joined!r}: pass --label-sep '{joined}'" if joined else
-                   "remove those rows or add them to the training data"
-                   + ("; or spell them as the training split does" if alike else ""))
+                   ("remove those rows: the model can never predict them (or train one on data that has them)"
+                    if trained else "remove those rows or add them to the training data")
+                   + (f"; or spell them as {spelt}" if alike else ""))
             )
         return np.array([lookup[label] for label in labels], dtype=np.int64)
 
@@ -256,9 +260,10 @@ class LabelSet:
         counts = Counter(name for label in labels for name in (label if isinstance(label, tuple) else (label,)))
         return {name: counts.get(name, 0) for name in self.names}
 
-    def encode_multi(self, label_lists: Sequence[tuple[str, ...]], where: str = "the data") -> np.ndarray:
+    def encode_multi(self, label_lists: Sequence[tuple[str, ...]], where: str = "the data",
+                     trained: bool = False) -> np.ndarray:
         """Rows of label names into a (rows, labels) 0/1 float matrix; an unknown name is an error."""
-        self.encode(sorted({name for names in label_lists for name in names}), where)  # names any unknown
+        self.encode(sorted({name for names in label_lists for name in names}), where, trained)  # names any unknown
         lookup = self.label2id
         out = np.zeros((len(label_lists), len(self.names)), dtype=np.float32)
         for row, names in enumerate(label_lists):

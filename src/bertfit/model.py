@@ -316,9 +316,10 @@ class TextClassifier:
     def score(self, logits: np.ndarray, labels: list[Any]) -> dict[str, Any]:
         """Metrics from logits and true label names, as this model decides (thresholds, temperature)."""
         if self.multi_label:
-            y_true = self.labels.encode_multi([tuple(names) for names in labels], where="the evaluation data")
+            y_true = self.labels.encode_multi([tuple(names) for names in labels], where="the evaluation data",
+                                              trained=True)
             return multilabel_metrics(y_true, self.probabilities(logits), self.thresholds)
-        y_true = self.labels.encode(labels, where="the evaluation data")
+        y_true = self.labels.encode(labels, where="the evaluation data", trained=True)
         proba = self.probabilities(logits)
         metrics = classification_metrics(y_true, proba)
         metrics["ece"] = expected_calibration_error(y_true, proba)

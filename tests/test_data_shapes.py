@@ -87,7 +87,7 @@ def write_splits(folder: Path, train: pd.DataFrame, test: pd.DataFrame) -> Path:
 def test_a_test_file_of_minus_ones_is_left_out_and_carved_from_train(tmp_path, caplog):
     test = labelled({"billing": 2, "tech": 2, "sales": 2}, prefix="t ").assign(label="-1")
     folder = write_splits(tmp_path / "glue", labelled(THREE), test)
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING", logger="bertfit"):
         prepared = data.prepare(folder)
     assert "['test'] left out: every row's label is -1" in caplog.text
     assert prepared.report["rows_read"] == {"train": 60, "validation": 9}
@@ -105,7 +105,7 @@ def test_a_parquet_export_split_of_minus_ones_is_left_out(tmp_path, caplog):
     test = labelled({"billing": 2, "tech": 2, "sales": 2}, prefix="t ")
     export(labelled(THREE), tmp_path / "glue" / "train.parquet")
     export(test, tmp_path / "glue" / "test.parquet", [-1] * len(test))
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING", logger="bertfit"):
         prepared = data.prepare(tmp_path / "glue")
     assert "['test'] left out" in caplog.text and prepared.labels.names == ("billing", "sales", "tech")
 
@@ -139,7 +139,7 @@ def test_hub_shards_at_the_top_and_a_split_written_twice(tmp_path):
 
 def test_hf_prefix_on_a_local_folder_of_files_reads_the_folder(tmp_path, caplog):
     export(labelled(THREE), tmp_path / "hub" / "data" / "train-00000-of-00001.parquet")
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="bertfit"):
         frames, origin = reading.load_frames(f"hf:{tmp_path / 'hub'}")
     assert origin == f"hf:{tmp_path / 'hub'}" and list(frames) == ["train"]
     assert "not one saved with save_to_disk" in caplog.text and "without hf:" in caplog.text
@@ -154,7 +154,7 @@ def test_hf_prefix_on_a_local_folder_of_files_reads_the_folder(tmp_path, caplog)
 def test_predicting_a_fasttext_file_reads_its_texts_without_the_label_words(tmp_path, caplog):
     path = tmp_path / "ft.txt"
     path.write_text("__label__tech the app crashed\n\n__label__a __label__b two labels here\n__label__x\n")
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="bertfit"):
         texts = [text for chunk in reading.iter_texts(path) for text in chunk]
     assert texts == ["the app crashed", "", "two labels here", ""]
     assert "fastText's format" in caplog.text
@@ -176,7 +176,7 @@ def pairs_csv(path: Path, first: str, second: str) -> Path:
 
 def test_a_pair_model_scores_a_file_of_another_known_pair_naming(tmp_path, caplog):
     path = pairs_csv(tmp_path / "quora.csv", "question1", "question2")
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="bertfit"):
         rows = reading.load_labelled(path, None, None, preferred=("sentence1", "label"), pair_col="sentence2")
     assert "reading the pairs from columns 'question1' and 'question2'" in caplog.text
     assert rows["text_pair"].tolist() == ("and " + rows["text"]).tolist() and len(rows) == 60

@@ -168,12 +168,16 @@ def normalise_multi(values: pd.Series, column: str, sep: str | None) -> pd.Serie
 def _multi_hot(values: pd.Series) -> int | None:
     """How many places a column of 0/1 vectors has (``[1, 0, 0]``: multi-hot, as transformers' multi-label
     examples hold labels), else None. A vector is told from a set of labels 0 and 1 by repeating a value."""
-    given = [_as_list(v) for v in values if not _missing(v)]
-    if not given or any(v is None for v in given) or len({len(v) for v in given}) != 1 or len(given[0]) < 2:
-        return None
-    if not all(isinstance(x, int | float | np.number | np.bool_) and x in (0, 1) for v in given for x in v):
-        return None
-    return len(given[0]) if any(len(set(v)) < len(v) for v in given) else None
+    width, repeats = None, False
+    for value in values:  # stops at the first row that is no vector: a column of names is read once, not twice
+        if _missing(value):
+            continue
+        row = _as_list(value)
+        if row is None or len(row) < 2 or width not in (None, len(row)) or not all(
+                isinstance(x, int | float | np.number | np.bool_) and x in (0, 1) for x in row):
+            return None
+        width, repeats = len(row), repeats or len(set(row)) < len(row)
+    return width if repeats else None
 
 
 def _as_list(value: object) -> list | None:

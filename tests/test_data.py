@@ -184,7 +184,7 @@ BAD_FILES = {
     "empty jsonl": ("empty.jsonl", b"", ["is empty", "needs a header row"]),
     "blank lines jsonl": ("blank.jsonl", b"\n  \n", ["has no JSON lines", "each line must be an object"]),
     "latin1 row": ("latin.csv", b"text,label\ncaf\xe9,a\n", ["not UTF-8", "byte 0xe9 at offset 14",
-                                                              "re-save it as UTF-8"]),
+                                                              "re-save it as UTF-8", "iconv -f cp1252"]),
     "latin1 header": ("latin.tsv", b"t\xe9xt\tlabel\na\tb\n", ["not UTF-8", "byte 0xe9 at offset 1",
                                                                 "re-save it as UTF-8"]),
     "latin1 jsonl": ("latin.jsonl", b'{"text": "caf\xe9", "label": "a"}\n', ["not UTF-8", "byte 0xe9 at offset 13",

@@ -327,7 +327,7 @@ def unreadable(source: str | Path, err: UnicodeDecodeError | pd.errors.ParserErr
         where = "standard input" if str(source) == "-" else source
         return DataError(
             f"{where} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
-            "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+            "re-save it as UTF-8 (e.g. iconv -f cp1252 -t utf-8, for a file from Windows or Excel)"
         )
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
     if fields:

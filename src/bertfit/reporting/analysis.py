@@ -74,7 +74,7 @@ def analyse(record: ModelRecord, texts: list[str], labels: list[Any], proba: np.
 def single_label_analysis(names: list[str], texts: list[str], labels: list[str], proba: np.ndarray,
                           pairs: list[str] | None = None) -> TestAnalysis:
     """Confusion matrix, per-class table, curves and mistakes; ``proba`` is (rows, classes) softmax."""
-    y_true = LabelSet(tuple(names)).encode(list(labels), where="the test rows")
+    y_true = LabelSet(tuple(names)).encode(list(labels), where="the test rows", trained=True)
     y_pred = proba.argmax(axis=1)
     classes = np.arange(len(names))
     per_class = classification_report(y_true, y_pred, labels=classes, target_names=names, output_dict=True,

@@ -117,7 +117,7 @@ def test_an_interruption_after_the_model_was_saved_says_so(trained_dir, tmp_path
     said = cli._interrupted(KeyboardInterrupt())
     assert said == (f"interrupted after {model} was saved in full; what was to follow it was not done: "
                     f"`bertfit report {model}` writes its report")
-    assert cli._interrupted(Terminated("terminated")).startswith(f"terminated after {model} was saved in full")
+    assert cli._interrupted(Terminated()).startswith(f"terminated after {model} was saved in full")
     monkeypatch.setattr(cli, "SAVED", [])
     assert cli._interrupted(KeyboardInterrupt()) == "interrupted; nothing was saved"
 

@@ -111,7 +111,7 @@ def _sigterm_interrupts(handler: str) -> Iterator[None]:
         return
 
     def stop(signum: int, frame: Any) -> None:
-        raise Terminated("terminated")
+        raise Terminated  # no message: training adds its own account when it keeps checkpoints
 
     before = signal.signal(signal.SIGTERM, stop)
     try:
@@ -122,9 +122,8 @@ def _sigterm_interrupts(handler: str) -> Iterator[None]:
 
 def _interrupted(err: KeyboardInterrupt) -> str:
     """The line for Ctrl-C or SIGTERM: what was saved before it, complete, else that nothing was."""
-    said = str(err) if isinstance(err, Terminated) and str(err) != "terminated" else None
-    if said:  # training's own account (its checkpoints kept for --resume)
-        return said
+    if isinstance(err, Terminated) and str(err):  # training's own account (its checkpoints kept for --resume)
+        return str(err)
     how = "terminated" if isinstance(err, Terminated) else "interrupted"
     if not SAVED:
         return f"{how}; nothing was saved"
